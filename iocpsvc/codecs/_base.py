@@ -1,0 +1,168 @@
+"""
+What every codec module shares: the plugin record that names a codec in spec
+strings, converters for spec parameters, and the payload coercion that lets a
+framer encode an application's message class through an L{IEncoder} adapter.
+"""
+
+from __future__ import annotations
+
+import codecs as _stdcodecs
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from zope.interface import implementer
+
+from iocpsvc.errors import EncodeError
+from iocpsvc.interfaces import ICodecPlugin, IEncoder
+
+KiB = 1024
+MiB = 1024 * 1024
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
+_UNITS = {
+    None: 1,
+    "b": 1,
+    "k": KiB,
+    "kb": KiB,
+    "kib": KiB,
+    "m": MiB,
+    "mb": MiB,
+    "mib": MiB,
+    "g": 1024 * MiB,
+    "gb": 1024 * MiB,
+    "gib": 1024 * MiB,
+}
+
+
+def parseSize(text: str) -> int:
+    """
+    Parse a byte count: C{65536}, C{64KiB}, C{1MiB}, C{0x10000}.  Units are
+    binary (C{KB} and C{KiB} both mean 1024).
+
+    @raise ValueError: not a non-negative size.
+    """
+    text = str(text)
+    if text.lower().startswith("0x"):
+        return parseInt(text)
+    match = _SIZE.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size (examples: 65536, 64KiB, 1MiB)")
+    unit = match.group(2).lower() if match.group(2) else None
+    return int(match.group(1)) * _UNITS[unit]
+
+
+def parseInt(text: str) -> int:
+    """
+    Parse an integer in decimal or with a C{0x}/C{0o}/C{0b} prefix.
+
+    @raise ValueError: not an integer.
+    """
+    try:
+        return int(str(text), 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def parseByteOrder(text: str) -> str:
+    """
+    Parse a byte order: C{big} (also C{be}, C{network}) or C{little} (C{le}).
+
+    @return: C{'big'} or C{'little'}, as C{int.from_bytes} wants.
+    """
+    value = str(text).lower()
+    if value in ("big", "be", "network"):
+        return "big"
+    if value in ("little", "le"):
+        return "little"
+    raise ValueError(f"{text!r} is not a byte order (big or little)")
+
+
+def parseBool(text: str) -> bool:
+    """Parse C{true/false}, C{yes/no}, C{1/0}, C{on/off}."""
+    value = str(text).lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (true or false)")
+
+
+def parseBytes(text: str) -> bytes:
+    """
+    Parse a byte string given in a spec: backslash escapes as in Python
+    (C{\\r\\n}, C{\\x00}), or C{hex:0d0a}.
+    """
+    value = str(text)
+    if value.lower().startswith("hex:"):
+        try:
+            return bytes.fromhex(value[4:])
+        except ValueError:
+            raise ValueError(f"{text!r} is not valid hex") from None
+    result: bytes = _stdcodecs.escape_decode(value.encode("utf-8"))[0]  # type: ignore[attr-defined]
+    if not result:
+        raise ValueError("must not be empty")
+    return result
+
+
+def payloadBytes(obj: object) -> bytes:
+    """
+    Coerce what a framer is asked to encode into one C{bytes} payload.
+
+    Framers call this only when C{obj} is not already C{bytes} (the fast path
+    checks that first).  C{bytearray} and C{memoryview} are copied; anything
+    else is encoded through its L{IEncoder} adapter, which is how an
+    application's own message class is written with C{writeObject}.
+
+    @raise EncodeError: C{obj} is not bytes-like and has no adapter.
+    """
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj)
+    adapter = IEncoder(obj, None)
+    if adapter is None:
+        raise EncodeError(
+            f"cannot encode a {type(obj).__name__}: this framer takes bytes; "
+            f"register an IEncoder adapter for {type(obj).__name__} or add an "
+            f"object codec (e.g. +text, +json) to the codec spec"
+        )
+    encoded = adapter.encode(obj)
+    if isinstance(encoded, bytes):
+        return encoded
+    return b"".join(encoded)
+
+
+@implementer(ICodecPlugin)
+class CodecPlugin:
+    """
+    A codec's entry in the spec registry.
+
+    @ivar name: the name used in spec strings.
+    @ivar kind: C{'framer'} or C{'object'}.
+    @ivar description: one line for help text.
+    @ivar parameters: parameter name -> converter from the spec string.
+    @ivar builder: called as C{builder(defaultMaxFrameLength, **params)}.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        description: str,
+        parameters: Mapping[str, Callable[[str], Any]],
+        builder: Callable[..., tuple[Any, Any]],
+    ) -> None:
+        if kind not in ("framer", "object"):
+            raise ValueError(f"kind must be 'framer' or 'object', not {kind!r}")
+        self.name = name
+        self.kind = kind
+        self.description = description
+        self.parameters = dict(parameters)
+        self.builder = builder
+
+    def build(
+        self, defaultMaxFrameLength: int | None, **params: Any
+    ) -> tuple[Any, Any]:
+        return self.builder(defaultMaxFrameLength, **params)
+
+    def __repr__(self) -> str:
+        return f"<CodecPlugin {self.name} ({self.kind})>"

@@ -1,0 +1,110 @@
+"""
+Errors raised by codecs, and the fixed set of reasons a connection closes.
+
+A decoder raises a L{DecodeError} subclass when the stream breaks its wire
+format.  Each carries C{closeReason}, the close reason the context records
+when it closes the connection because of it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The reasons a connection can close.  Every close carries exactly one,
+# visible to connectionLost handlers as ``context.closeReason`` and counted
+# per reason on the factory.
+PEER: Final = "peer"
+"""The peer closed the connection, or it was lost (reset, network error)."""
+IDLE: Final = "idle"
+"""Nothing was received for longer than the idle timeout."""
+FRAME_TOO_LONG: Final = "frame-too-long"
+"""A header claimed a frame larger than the codec's maximum."""
+PROTOCOL_ERROR: Final = "protocol-error"
+"""The stream broke the wire format: bad header, flag, checksum, encoding."""
+SLOW_CLIENT: Final = "slow-client"
+"""The peer did not read what was sent to it fast enough."""
+REFUSED: Final = "refused"
+"""The connection was refused at accept (limit or address filter)."""
+HANDLER_ERROR: Final = "handler-error"
+"""Application code (objectReceived, an encoder) raised."""
+SHUTDOWN: Final = "shutdown"
+"""The server is stopping."""
+LOCAL: Final = "local"
+"""The application closed the connection itself (close() or abort())."""
+
+CLOSE_REASONS: Final = (
+    PEER,
+    IDLE,
+    FRAME_TOO_LONG,
+    PROTOCOL_ERROR,
+    SLOW_CLIENT,
+    REFUSED,
+    HANDLER_ERROR,
+    SHUTDOWN,
+    LOCAL,
+)
+
+
+class DecodeError(Exception):
+    """
+    The byte stream violates the wire format; the connection cannot be
+    trusted any more and is closed.
+
+    @ivar reason: a human-readable description of what was wrong.
+    """
+
+    closeReason: str = PROTOCOL_ERROR
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class FrameTooLong(DecodeError):
+    """
+    A frame is (or a header claims it is) longer than the maximum.
+
+    @ivar length: the claimed length, or C{None} when it is not known (a
+        delimiter was not found within the maximum).
+    @ivar maximum: the maximum frame length in force.
+    """
+
+    closeReason = FRAME_TOO_LONG
+
+    def __init__(self, length: int | None, maximum: int) -> None:
+        if length is None:
+            reason = f"no frame end within the maximum of {maximum} bytes"
+        else:
+            reason = f"frame of {length} bytes exceeds the maximum of {maximum}"
+        super().__init__(reason)
+        self.length = length
+        self.maximum = maximum
+
+
+class CorruptFrame(DecodeError):
+    """
+    A header, flag, length or payload is malformed (negative length,
+    wrong magic, invalid UTF-8 or JSON, ...).
+    """
+
+
+class ChecksumMismatch(CorruptFrame):
+    """A frame's checksum does not match its payload."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"checksum mismatch: header says {expected:#x}, data sums to {actual:#x}")
+        self.expected = expected
+        self.actual = actual
+
+
+class EncodeError(Exception):
+    """
+    An object cannot be encoded: wrong type for the codec, no L{IEncoder}
+    adapter for its class, or too long for the wire format.
+    """
+
+
+class CodecSpecError(ValueError):
+    """
+    A codec spec string is malformed; the message names the bad part.
+    """

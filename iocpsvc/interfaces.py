@@ -1,0 +1,171 @@
+"""
+The contracts of iocpsvc.
+
+Data flows one way::
+
+    socket -> context (receive buffer) -> IDecoder -> objectReceived
+           -> writeObject -> IEncoder -> transport
+
+A *framer* is an L{IDecoder}/L{IEncoder} pair that turns the byte stream into
+frames (C{bytes}) and back.  An *object codec* is an L{IObjectDecoder} /
+L{IEncoder} pair that turns one frame into one object (text, JSON, ...) and
+back.  A codec chain is one framer followed by zero or more object codecs,
+written as a spec string such as C{length:size=2+json}.
+
+Codecs are pure: they see bytes and objects, never a transport, a reactor or a
+context.  That is what lets the same codec run on the server side, on the
+client side and in unit tests without sockets.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IDecoder(Interface):
+    """
+    Turns a connection's byte stream into objects.
+
+    B{One instance per connection.}  A decoder may keep state between calls
+    (a parsed header, how far it has already scanned for a delimiter, ...);
+    the context creates a fresh decoder for every connection by calling the
+    factory's registered decoder factory.
+
+    The context owns the receive buffer; the decoder never stores the buffer
+    itself, only positions relative to the start of the bytes it was last
+    given that it did not consume.
+    """
+
+    maxFrameLength = Attribute(
+        "The largest frame, in bytes, this decoder accepts.  A header that "
+        "claims more raises L{iocpsvc.errors.FrameTooLong} at once, before the "
+        "payload arrives and without allocating it."
+    )
+
+    def decode(data: bytes | bytearray, out: list[object]) -> int:
+        """
+        Decode every complete frame at the start of C{data}.
+
+        Each complete object found is appended to C{out}, in stream order.
+        The return value is the number of bytes consumed from the start of
+        C{data}: the caller discards exactly those bytes and passes the rest,
+        followed by newly received bytes, to the next call.  Bytes of an
+        incomplete frame are not consumed ("half packets" stay buffered);
+        several frames in one call are all decoded ("sticky packets").
+
+        Returning 0 with nothing appended means "need more bytes".  A decoder
+        may consume bytes that produce no object (a keep-alive frame, a
+        skipped frame).
+
+        To stay linear in the size of the stream, a decoder must not re-scan
+        bytes it has already examined on an earlier call (for example, a
+        delimiter search resumes where the last one stopped), and must copy
+        each frame at most once.
+
+        @param data: the unconsumed bytes of the stream.  Do not keep a
+            reference to it: the context mutates it after the call.
+        @param out: the list to append decoded objects to.
+
+        @return: the number of bytes consumed, C{0 <= n <= len(data)}.
+
+        @raise iocpsvc.errors.DecodeError: the stream violates the wire
+            format (L{iocpsvc.errors.FrameTooLong},
+            L{iocpsvc.errors.CorruptFrame},
+            L{iocpsvc.errors.ChecksumMismatch}).  The stream cannot be trusted
+            after that: the context closes this connection, and only this
+            one.  Objects appended to C{out} before the error are still
+            valid and are delivered before the connection is closed.
+        """
+
+    def decodeLast(data: bytes) -> list[object]:
+        """
+        The connection has ended; C{data} is what was never consumed.
+
+        Return the objects that the remaining bytes still make, if the wire
+        format allows a final frame without its terminator; most framers
+        return C{[]} and the context counts the discarded bytes as a
+        truncated frame.  Called at most once, and never after a
+        L{iocpsvc.errors.DecodeError}.
+        """
+
+
+class IEncoder(Interface):
+    """
+    Turns one object into bytes.
+
+    An encoder is shared by all the connections of a factory: it must not
+    keep per-connection state.  It is also the interface to adapt an
+    application's own message class to, with
+    C{twisted.python.components.registerAdapter(MyEncoder, MyMessage,
+    IEncoder)}: C{writeObject(message)} then encodes the message by
+    adaptation, and the framer wraps the bytes the adapter returns.
+    """
+
+    def encode(obj: object) -> bytes | list[bytes] | tuple[bytes, ...]:
+        """
+        Encode C{obj}.
+
+        @return: either one C{bytes}, or a list or tuple of C{bytes} chunks
+            that are sent in order as if concatenated (so that a header and
+            a large payload go out through C{writeSequence} without copying
+            the payload).
+
+        @raise iocpsvc.errors.EncodeError: C{obj} cannot be encoded (wrong
+            type, or larger than the wire format allows).
+        """
+
+
+class IObjectDecoder(Interface):
+    """
+    Turns one frame into one object: the stages after the framer in a codec
+    chain (C{text}, C{json}, ...).  Shared by all connections, so stateless.
+    """
+
+    def decodeObject(frame: object) -> object:
+        """
+        Decode one frame (the output of the previous stage).
+
+        @raise iocpsvc.errors.CorruptFrame: the frame is not valid for this
+            stage (bad UTF-8, bad JSON, ...).
+        """
+
+
+class ICodecPlugin(Interface):
+    """
+    A codec that can be named in a codec spec string.
+
+    iocpsvc finds its built-in codecs directly and third-party ones with
+    C{twisted.plugin.getPlugins(ICodecPlugin)}, the way Twisted finds endpoint
+    parsers: put a module that creates a provider of this interface in a
+    C{twisted/plugins/} directory on C{sys.path}.
+    """
+
+    name = Attribute("The name used in spec strings, e.g. C{'length'}.")
+    kind = Attribute(
+        "C{'framer'} (bytes <-> frames; the first stage of a chain) or "
+        "C{'object'} (frame <-> object; any later stage)."
+    )
+    description = Attribute("One line saying what the codec is, for help text.")
+    parameters = Attribute(
+        "A mapping of parameter name to a callable that converts the string "
+        "value from the spec (raising C{ValueError} with a reason when it is "
+        "bad)."
+    )
+
+    def build(
+        defaultMaxFrameLength: int | None, **params: object
+    ) -> tuple[object, IEncoder]:
+        """
+        Build one stage of a chain from converted parameters.
+
+        @param defaultMaxFrameLength: the process-wide maximum frame length
+            (C{--max-frame-length}) for framers, used when the spec does not
+            give C{max}; C{None} means the codec's own default.  Object
+            codecs ignore it.
+
+        @return: for a framer, C{(decoderFactory, encoder)} where
+            C{decoderFactory()} returns a fresh L{IDecoder}; for an object
+            codec, C{(objectDecoder, encoder)} with an L{IObjectDecoder}.
+
+        @raise ValueError: the parameters do not fit together.
+        """
