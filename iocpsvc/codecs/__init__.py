@@ -1,0 +1,241 @@
+"""
+The built-in codecs and codec spec strings.
+
+A spec names a framer and then any object codecs, joined with C{+}; each
+part is C{NAME[:key=value]...}, in the style of Twisted's endpoint
+descriptions::
+
+    length                               4-byte big-endian length prefix
+    length:size=2:order=little:max=64KiB+json
+    line:max=8192+text
+    delimiter:delim=\\r\\n
+    diocp
+    hpsocket:flag=0x155
+
+A backslash escapes C{:}, C{+}, C{=} and itself inside a value; other
+backslash sequences (C{\\r}, C{\\x00}) are left for the codec to read.
+
+Built-in codecs are listed in C{BUILTIN_MODULES}.  Third-party codecs are
+found as Twisted plugins providing L{iocpsvc.interfaces.ICodecPlugin} (see
+the "writing a codec" page of the docs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from iocpsvc.codecs.chain import ChainDecoder, ChainEncoder
+from iocpsvc.errors import CodecSpecError
+from iocpsvc.interfaces import ICodecPlugin, IDecoder, IEncoder
+
+BUILTIN_MODULES = (
+    "iocpsvc.codecs.length",
+    "iocpsvc.codecs.line",
+    "iocpsvc.codecs.fixed",
+    "iocpsvc.codecs.netstring",
+    "iocpsvc.codecs.diocp",
+    "iocpsvc.codecs.hpsocket",
+    "iocpsvc.codecs.text",
+    "iocpsvc.codecs.json",
+)
+
+_builtins: dict[str, Any] | None = None
+
+
+def _builtinPlugins() -> dict[str, Any]:
+    global _builtins
+    if _builtins is None:
+        found: dict[str, Any] = {}
+        for name in BUILTIN_MODULES:
+            module = importlib.import_module(name)
+            for attribute in ("plugin", "plugins"):
+                value = getattr(module, attribute, None)
+                for plugin in value if isinstance(value, (list, tuple)) else [value]:
+                    if plugin is not None:
+                        found[plugin.name] = plugin
+        _builtins = found
+    return _builtins
+
+
+def _thirdPartyPlugins() -> Iterator[Any]:
+    # Imported here: scanning twisted.plugins imports every plugin module on
+    # sys.path, which only an unknown codec name should pay for.
+    from twisted.plugin import getPlugins
+
+    return getPlugins(ICodecPlugin)
+
+
+def availableCodecs() -> dict[str, Any]:
+    """
+    Every codec that a spec may name: built-in ones, then plugins (a plugin
+    cannot replace a built-in name).
+
+    @return: name -> L{ICodecPlugin} provider.
+    """
+    codecs = dict(_builtinPlugins())
+    for plugin in _thirdPartyPlugins():
+        codecs.setdefault(plugin.name, plugin)
+    return codecs
+
+
+def getCodecPlugin(name: str) -> Any:
+    """
+    Find the codec called C{name}.
+
+    @raise CodecSpecError: there is none.
+    """
+    plugin = _builtinPlugins().get(name)
+    if plugin is not None:
+        return plugin
+    for candidate in _thirdPartyPlugins():
+        if candidate.name == name:
+            return candidate
+    known = ", ".join(sorted(availableCodecs()))
+    raise CodecSpecError(f"unknown codec {name!r} (known: {known})")
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """
+    Split on unescaped C{separator}; keep backslash escapes of other
+    characters for the next level.
+    """
+    parts: list[str] = []
+    current: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "\\" and index + 1 < len(text):
+            current.append(text[index : index + 2])
+            index += 2
+            continue
+        if char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        index += 1
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(text: str) -> str:
+    """Remove the escapes of the spec's own separators."""
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        if text[index] == "\\" and index + 1 < len(text) and text[index + 1] in ":+=\\":
+            out.append(text[index + 1])
+            index += 2
+        else:
+            out.append(text[index])
+            index += 1
+    return "".join(out)
+
+
+class Codec:
+    """
+    A parsed codec spec: how to make a decoder for a new connection, and the
+    encoder all connections share.
+
+    @ivar spec: the spec string it was parsed from.
+    @ivar names: the stage names, framer first.
+    @ivar encoder: the shared L{IEncoder}.
+    @ivar maxFrameLength: the framer's maximum frame length.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        names: list[str],
+        decoderFactory: Callable[[], Any],
+        encoder: Any,
+    ) -> None:
+        self.spec = spec
+        self.names = names
+        self.newDecoder = decoderFactory
+        self.encoder = encoder
+        self.maxFrameLength: int = decoderFactory().maxFrameLength
+
+    def __repr__(self) -> str:
+        return f"<Codec {self.spec}>"
+
+
+def parseCodecSpec(spec: str, defaultMaxFrameLength: int | None = None) -> Codec:
+    """
+    Parse a codec spec string into a L{Codec}.
+
+    @param defaultMaxFrameLength: the maximum frame length for the framer
+        when the spec gives no C{max} (C{--max-frame-length}); C{None} keeps
+        each codec's own default.
+
+    @raise CodecSpecError: the spec is malformed; the message names the bad
+        part.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise CodecSpecError("empty codec spec")
+    names: list[str] = []
+    built: list[tuple[Any, Any]] = []
+    for position, part in enumerate(_split(spec.strip(), "+")):
+        fields = _split(part, ":")
+        name = _unescape(fields[0]).strip()
+        if not name:
+            raise CodecSpecError(f"empty codec name in {spec!r}")
+        plugin = getCodecPlugin(name)
+        if position == 0 and plugin.kind != "framer":
+            raise CodecSpecError(
+                f"{name!r} is an object codec; a spec starts with a framer "
+                f"(for example line+{name} or length+{name})"
+            )
+        if position > 0 and plugin.kind != "object":
+            raise CodecSpecError(
+                f"{name!r} is a framer; only the first part of a spec may be "
+                f"a framer (found it in position {position + 1} of {spec!r})"
+            )
+        params: dict[str, Any] = {}
+        for field in fields[1:]:
+            key, equals, raw = field.partition("=")
+            key = key.strip()
+            if not equals:
+                raise CodecSpecError(f"{name}: {field!r} is not key=value")
+            converter = plugin.parameters.get(key)
+            if converter is None:
+                allowed = ", ".join(sorted(plugin.parameters)) or "none"
+                raise CodecSpecError(
+                    f"{name}: unknown parameter {key!r} (allowed: {allowed})"
+                )
+            if key in params:
+                raise CodecSpecError(f"{name}: parameter {key!r} given twice")
+            try:
+                params[key] = converter(_unescape(raw))
+            except ValueError as e:
+                raise CodecSpecError(f"{name}:{key}: {e}") from None
+        try:
+            built.append(plugin.build(defaultMaxFrameLength, **params))
+        except ValueError as e:
+            raise CodecSpecError(f"{name}: {e}") from None
+        names.append(name)
+
+    framerDecoderFactory, framerEncoder = built[0]
+    if len(built) == 1:
+        # No object stages: the framer's own decoder and encoder, unwrapped,
+        # so the hot path pays for no chain.
+        return Codec(spec, names, framerDecoderFactory, IEncoder(framerEncoder))
+    stageDecoders = [decoder for decoder, _ in built[1:]]
+    stageEncoders = [encoder for _, encoder in built[1:]]
+    encoder = ChainEncoder(framerEncoder, stageEncoders)
+
+    def decoderFactory() -> IDecoder:
+        return ChainDecoder(framerDecoderFactory(), stageDecoders)
+
+    return Codec(spec, names, decoderFactory, encoder)
+
+
+__all__ = [
+    "Codec",
+    "CodecSpecError",
+    "availableCodecs",
+    "getCodecPlugin",
+    "parseCodecSpec",
+]

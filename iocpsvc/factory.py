@@ -1,0 +1,285 @@
+"""
+The context factory (DIOCP's TIocpClientContextFactory): creates a context
+for each accepted connection, holds the registrations (context class,
+decoder, encoder), the registry of online contexts and the counters.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+
+from iocpsvc import errors
+from iocpsvc.codecs import Codec, parseCodecSpec
+from iocpsvc.context import ConnectionContext
+from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.logs import RateLimitedLog
+
+_log = Logger(namespace="iocpsvc.factory")
+
+
+def _decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
+    """
+    Turn what L{ConnectionContextFactory.registerDecoder} accepts into a
+    zero-argument callable that makes a fresh decoder per connection.
+    """
+    if isinstance(decoder, type) and IDecoder.implementedBy(decoder):
+        return decoder  # a class: one instance per connection
+    if IDecoder.providedBy(decoder):
+        prototype = decoder
+    elif callable(decoder) and not isinstance(decoder, type):
+        made = decoder()
+        if not IDecoder.providedBy(made):
+            raise TypeError(f"{decoder!r}() returned {made!r}, which does not provide IDecoder")
+        return decoder  # type: ignore[no-any-return]
+    else:
+        try:
+            prototype = IDecoder(decoder)
+        except TypeError:
+            raise TypeError(
+                f"{decoder!r} is neither an IDecoder class, a callable returning "
+                f"an IDecoder, nor an object providing or adaptable to IDecoder"
+            ) from None
+    # A decoder keeps per-connection state: each connection gets its own
+    # shallow copy of the registered instance.
+    return lambda: copy.copy(prototype)
+
+
+class ConnectionContextFactory(ServerFactory):
+    """
+    Creates a L{ConnectionContext} per connection and tracks them.
+
+    Register what the contexts use, DIOCP-style::
+
+        factory = ConnectionContextFactory()
+        factory.registerContextClass(EchoContext)
+        factory.registerCodec("length")            # decoder and encoder
+        # or separately:
+        factory.registerDecoder(LengthFieldDecoder)
+        factory.registerEncoder(LengthFieldPrepender())
+
+    @ivar reactor: the reactor (its C{seconds()} stamps the contexts).
+    @ivar contextClass: the L{ConnectionContext} subclass to instantiate.
+    @ivar codec: the L{Codec} registered by spec, if any.
+    @ivar online: context id -> online context.
+    @ivar peakOnline: the most contexts online at once.
+    @ivar acceptedTotal: connections accepted.
+    @ivar closedTotal: close reason -> connections closed for it.
+    @ivar decodeErrors: connections closed for a decode error.
+    @ivar handlerErrors: exceptions raised by application code.
+    @ivar truncatedFrames: connections that ended in the middle of a frame.
+    """
+
+    noisy = False
+
+    def __init__(
+        self,
+        contextClass: type[ConnectionContext] = ConnectionContext,
+        codec: str | Codec = "length",
+        reactor: Any = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        self.reactor = reactor
+        self.contextClass: type[ConnectionContext] = ConnectionContext
+        self.codec: Codec | None = None
+        self._newDecoder: Callable[[], Any] = _missingDecoder
+        self._encoder: Any = None
+        self.online: dict[int, ConnectionContext] = {}
+        self._ids = itertools.count(1)
+        self.peakOnline = 0
+        self.acceptedTotal = 0
+        self.closedTotal: dict[str, int] = dict.fromkeys(errors.CLOSE_REASONS, 0)
+        self.decodeErrors = 0
+        self.handlerErrors = 0
+        self.truncatedFrames = 0
+        # Totals of closed connections; online ones are summed on demand,
+        # so the hot path updates only the context's own counters.
+        self._closedBytesReceived = 0
+        self._closedBytesSent = 0
+        self._closedFramesReceived = 0
+        self._closedFramesSent = 0
+        self.startedAt = reactor.seconds()
+        self.rateLimitedLog = RateLimitedLog(_log, reactor.seconds)
+        self._drained: list[Deferred[None]] = []
+        self.registerContextClass(contextClass)
+        self.registerCodec(codec)
+
+    # -- registrations (DIOCP: RegisterContextClass, RegisterDecoder, ...) ---
+
+    def registerContextClass(self, contextClass: type[ConnectionContext]) -> None:
+        """Make new connections instances of C{contextClass}."""
+        if not (isinstance(contextClass, type) and issubclass(contextClass, ConnectionContext)):
+            raise TypeError(f"{contextClass!r} is not a ConnectionContext subclass")
+        self.contextClass = contextClass
+        self.protocol = contextClass  # type: ignore[assignment]
+
+    def registerCodec(self, codec: str | Codec) -> None:
+        """
+        Register a decoder and an encoder at once, from a spec string
+        (C{"line:max=8192+json"}) or a parsed L{Codec}.
+        """
+        if isinstance(codec, str):
+            codec = parseCodecSpec(codec)
+        self.codec = codec
+        self._newDecoder = codec.newDecoder
+        self._encoder = codec.encoder
+
+    def registerDecoder(self, decoder: Any) -> None:
+        """
+        Register how each connection gets its decoder: an L{IDecoder} class
+        or a callable returning a fresh L{IDecoder}, or an object providing
+        (or adaptable to) L{IDecoder}, which is copied for each connection.
+        """
+        self._newDecoder = _decoderFactoryOf(decoder)
+        self.codec = None
+
+    def registerEncoder(self, encoder: Any) -> None:
+        """
+        Register the encoder all connections share: any object providing,
+        or adaptable to, L{IEncoder}.
+        """
+        try:
+            self._encoder = IEncoder(encoder)
+        except TypeError:
+            raise TypeError(f"{encoder!r} does not provide and cannot be adapted to IEncoder") from None
+        self.codec = None
+
+    @property
+    def encoder(self) -> Any:
+        """The registered L{IEncoder}."""
+        return self._encoder
+
+    def newDecoder(self) -> Any:
+        """A fresh decoder, as each new connection gets."""
+        return self._newDecoder()
+
+    # -- creating and releasing contexts --------------------------------------
+
+    def buildProtocol(self, addr: IAddress) -> ConnectionContext:  # type: ignore[override]
+        context = self.contextClass()
+        context.factory = self
+        context.contextId = next(self._ids)
+        context._decoder = self._newDecoder()
+        context._encode = self._encoder.encode
+        return context
+
+    def contextConnected(self, context: ConnectionContext) -> None:
+        """Called by a context when its connection is made."""
+        self.acceptedTotal += 1
+        online = self.online
+        online[context.contextId] = context
+        if len(online) > self.peakOnline:
+            self.peakOnline = len(online)
+
+    def contextDisconnected(self, context: ConnectionContext) -> None:
+        """Called by a context once, after its connection is gone."""
+        if self.online.pop(context.contextId, None) is None:
+            return
+        reason = context.closeReason or errors.PEER
+        self.closedTotal[reason] = self.closedTotal.get(reason, 0) + 1
+        self._closedBytesReceived += context.bytesReceived
+        self._closedBytesSent += context.bytesSent
+        self._closedFramesReceived += context.framesReceived
+        self._closedFramesSent += context.framesSent
+        if not self.online and self._drained:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    # -- the online registry -------------------------------------------------
+
+    @property
+    def onlineCount(self) -> int:
+        """How many contexts are online."""
+        return len(self.online)
+
+    def contexts(self) -> Iterator[ConnectionContext]:
+        """Iterate over the online contexts (a snapshot: closing is safe)."""
+        return iter(list(self.online.values()))
+
+    def findContext(self, contextId: int) -> ConnectionContext | None:
+        """The online context with this id, or C{None}."""
+        return self.online.get(contextId)
+
+    def broadcast(self, obj: object, exclude: ConnectionContext | None = None) -> int:
+        """
+        Send C{obj} to every online context (but C{exclude}), encoding it
+        once.
+
+        @return: the number of contexts it was written to.
+        """
+        encoded = self._encoder.encode(obj)
+        if encoded.__class__ is not bytes:
+            encoded = b"".join(encoded)
+        count = 0
+        for context in list(self.online.values()):
+            if context is not exclude and context.closeReason is None:
+                context._writeEncoded(encoded)
+                count += 1
+        return count
+
+    def closeAll(self, reason: str = errors.SHUTDOWN, timeout: float | None = None) -> Deferred[None]:
+        """
+        Close every online context gracefully (pending writes are sent
+        first); abort those still open after C{timeout} seconds.
+
+        @return: a Deferred that fires when none is online.
+        """
+        for context in list(self.online.values()):
+            context.close(reason)
+        if not self.online:
+            return succeed(None)
+        done: Deferred[None] = Deferred()
+        self._drained.append(done)
+        if timeout is not None:
+            def abortRest() -> None:
+                for context in list(self.online.values()):
+                    context.abort(reason)
+            call = self.reactor.callLater(timeout, abortRest)
+
+            def cancelTimer(result: None) -> None:
+                if call.active():
+                    call.cancel()
+                return result
+            done.addBoth(cancelTimer)
+        return done
+
+    # -- counters ------------------------------------------------------------
+
+    def _sum(self, attribute: str) -> int:
+        return sum(getattr(c, attribute) for c in self.online.values())
+
+    @property
+    def bytesReceivedTotal(self) -> int:
+        """Bytes received, over all connections ever."""
+        return self._closedBytesReceived + self._sum("bytesReceived")
+
+    @property
+    def bytesSentTotal(self) -> int:
+        """Bytes handed to transports, over all connections ever."""
+        return self._closedBytesSent + self._sum("bytesSent")
+
+    @property
+    def framesReceivedTotal(self) -> int:
+        """Objects decoded, over all connections ever."""
+        return self._closedFramesReceived + self._sum("framesReceived")
+
+    @property
+    def framesSentTotal(self) -> int:
+        """Objects written, over all connections ever."""
+        return self._closedFramesSent + self._sum("framesSent")
+
+
+def _missingDecoder() -> Any:
+    raise RuntimeError("no decoder registered: call registerCodec or registerDecoder")
+

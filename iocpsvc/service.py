@@ -1,0 +1,139 @@
+"""
+The completion-port centre (DIOCP's TIocpObject): a service that owns the
+listeners and the context factory, starts listening, and stops cleanly.
+
+The reactor does the completion-port work: Twisted's IOCP reactor on Windows
+(C{twistd -r iocp}), epoll on Linux.  This module only uses Twisted's public
+endpoint and transport APIs, so it runs on either.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from iocpsvc import errors
+from iocpsvc.factory import ConnectionContextFactory
+
+_log = Logger(namespace="iocpsvc.service")
+
+
+def describeAddress(address: Any) -> str:
+    """C{tcp:127.0.0.1:9983}-style text for a listening address."""
+    kind = getattr(address, "type", None)
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if kind and host is not None and port is not None:
+        return f"{kind.lower()}:{host}:{port}"
+    name = getattr(address, "name", None)
+    if name is not None:
+        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
+    return repr(address)
+
+
+class SocketServerService(MultiService):
+    """
+    Listens on each endpoint with one L{ConnectionContextFactory}, and on
+    stop: stops accepting, closes every context gracefully (what each has
+    been asked to write is sent first), and aborts what is left after
+    C{shutdownTimeout} seconds.
+
+    @ivar factory: the context factory.
+    @ivar endpoints: the server endpoints.
+    @ivar ports: the listening ports, once listening.
+    """
+
+    def __init__(
+        self,
+        factory: ConnectionContextFactory,
+        endpointsOrDescriptions: list[str | IStreamServerEndpoint],
+        reactor: Any = None,
+        shutdownTimeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        self.reactor = reactor
+        self.factory = factory
+        self.shutdownTimeout = shutdownTimeout
+        self.descriptions = [
+            e if isinstance(e, str) else repr(e) for e in endpointsOrDescriptions
+        ]
+        self.endpoints: list[IStreamServerEndpoint] = [
+            endpoints.serverFromString(reactor, e) if isinstance(e, str) else e
+            for e in endpointsOrDescriptions
+        ]
+        self.ports: list[IListeningPort] = []
+        self._listening: Deferred[Any] | None = None
+
+    def privilegedStartService(self) -> None:
+        """
+        Start listening (as root, before twistd drops privileges, so that
+        low ports work).  A listener that fails at once, as TCP does when
+        the port is taken, raises here so that twistd exits with the error.
+        """
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        if self._listening is None:
+            self._listen()
+        super().startService()
+
+    def _listen(self) -> None:
+        waiting = [e.listen(self.factory) for e in self.endpoints]
+        failures: list[Failure] = []
+        for d in waiting:
+            d.addCallback(self.ports.append)
+            d.addErrback(failures.append)
+        if failures:
+            # Undo the listeners that did start before raising.
+            for port in self.ports:
+                port.stopListening()
+            self.ports = []
+            failures[0].raiseException()
+        self._listening = gatherResults(waiting)
+        self._listening.addCallback(lambda _: self._started())
+
+    def _started(self) -> None:
+        from iocpsvc.contexts import BUILTIN_CONTEXTS
+
+        contextClass = self.factory.contextClass
+        names = {cls: name for name, cls in BUILTIN_CONTEXTS.items()}
+        contextName = names.get(contextClass, f"{contextClass.__module__}.{contextClass.__qualname__}")
+        codec = self.factory.codec
+        _log.info(
+            "iocpsvc listening on {addresses}; codec={codec} (max frame {maxFrameLength} "
+            "bytes); context={context}; reactor={reactor}",
+            addresses=", ".join(describeAddress(p.getHost()) for p in self.ports),
+            codec=codec.spec if codec is not None else repr(self.factory.encoder),
+            maxFrameLength=codec.maxFrameLength if codec is not None else "?",
+            context=contextName,
+            reactor=type(self.reactor).__module__.rsplit(".", 1)[-1],
+        )
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Stop accepting, then close every context within C{shutdownTimeout}.
+        """
+        super().stopService()
+        ports, self.ports = self.ports, []
+        self._listening = None
+        stopped = DeferredList([maybeDeferred(p.stopListening) for p in ports], consumeErrors=True)
+        online = self.factory.onlineCount
+        if online:
+            _log.info(
+                "iocpsvc stopping: closing {online} connections (at most {timeout}s)",
+                online=online,
+                timeout=self.shutdownTimeout,
+            )
+        closed = self.factory.closeAll(errors.SHUTDOWN, self.shutdownTimeout)
+        return DeferredList([stopped, closed], consumeErrors=True)

@@ -1,0 +1,168 @@
+"""
+The twistd plugin's options and service: C{twistd -n iocpsvc [options]}.
+
+This is the only module that knows about command-line options: it parses
+and checks them, builds the factory and the service, and hands over.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.python import reflect, usage
+
+from iocpsvc.codecs import availableCodecs, parseCodecSpec
+from iocpsvc.codecs._base import parseSize
+from iocpsvc.context import ConnectionContext
+from iocpsvc.contexts import BUILTIN_CONTEXTS
+from iocpsvc.errors import CodecSpecError
+from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.service import SocketServerService
+
+DEFAULT_PORT = "tcp:9983"
+DEFAULT_CODEC = "length"
+DEFAULT_MAX_FRAME_LENGTH = "1MiB"
+
+
+def resolveContext(name: str) -> type[ConnectionContext]:
+    """
+    A built-in context name (C{echo}, C{chat}) or the dotted name of a
+    L{ConnectionContext} subclass.
+
+    @raise usage.UsageError: neither.
+    """
+    if name in BUILTIN_CONTEXTS:
+        return BUILTIN_CONTEXTS[name]
+    if "." not in name:
+        known = ", ".join(sorted(BUILTIN_CONTEXTS))
+        raise usage.UsageError(
+            f"--context: unknown context {name!r} (built-in: {known}; or a "
+            f"dotted name such as mypackage.module.MyContext)"
+        )
+    try:
+        found = reflect.namedAny(name)
+    except Exception as e:
+        raise usage.UsageError(f"--context: cannot import {name!r}: {e}") from None
+    if not (isinstance(found, type) and issubclass(found, ConnectionContext)):
+        raise usage.UsageError(f"--context: {name!r} is not a ConnectionContext subclass")
+    return found
+
+
+class Options(usage.Options):
+    """Options of C{twistd iocpsvc}."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run an IOCP-style socket server: each connection gets a context, a "
+        "decoder splits the stream into objects, an encoder turns replies "
+        "back into bytes.  With no options: an echo server on tcp:9983 with "
+        "the length codec (4-byte big-endian length prefix)."
+    )
+
+    optParameters: list[list[Any]] = [
+        [
+            "codec",
+            "c",
+            None,
+            "Codec spec: a framer and optional object codecs joined by '+', "
+            "e.g. length, length:size=2:order=little+json, line:max=8192+text, "
+            "netstring, fixed:size=16, diocp, hpsocket:flag=0x155 "
+            "[default: length, or the context's own].",
+        ],
+        [
+            "context",
+            None,
+            "echo",
+            "The context class: a built-in name (echo, chat) or a dotted name.",
+        ],
+        [
+            "max-frame-length",
+            None,
+            None,
+            "Largest frame accepted, e.g. 65536, 64KiB, 1MiB; a codec spec's "
+            "own max= wins [default: the codec's own: 1MiB for length, line, "
+            "netstring; 10MiB diocp; 256KiB hpsocket].",
+        ],
+        [
+            "shutdown-timeout",
+            None,
+            "10",
+            "Seconds to let connections flush on stop before aborting them.",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["port"] = []
+
+    def opt_port(self, description: str) -> None:
+        """
+        Listen on this endpoint (Twisted endpoint description, e.g.
+        tcp:9983:interface=127.0.0.1, ssl:..., unix:..., systemd:...);
+        repeatable [default: tcp:9983].
+        """
+        self["port"].append(description)
+
+    opt_p = opt_port
+
+    def opt_codecs(self) -> None:
+        """List the available codecs and exit."""
+        for name, plugin in sorted(availableCodecs().items()):
+            params = ", ".join(sorted(plugin.parameters)) or "-"
+            print(f"{name:12} {plugin.kind:7} {plugin.description}  [{params}]")
+        raise SystemExit(0)
+
+    def postOptions(self) -> None:
+        from twisted.internet import endpoints, reactor
+
+        if not self["port"]:
+            self["port"] = [DEFAULT_PORT]
+        for description in self["port"]:
+            try:
+                endpoints.serverFromString(reactor, description)
+            except Exception as e:
+                raise usage.UsageError(f"--port {description!r}: {e}") from None
+
+        self["contextClass"] = resolveContext(self["context"])
+
+        maxFrameLength = None
+        if self["max-frame-length"] is not None:
+            try:
+                maxFrameLength = parseSize(self["max-frame-length"])
+            except ValueError as e:
+                raise usage.UsageError(f"--max-frame-length: {e}") from None
+            if maxFrameLength <= 0:
+                raise usage.UsageError("--max-frame-length must be > 0")
+        self["maxFrameLength"] = maxFrameLength
+
+        spec = self["codec"] or getattr(self["contextClass"], "defaultCodec", None) or DEFAULT_CODEC
+        try:
+            self["codecObject"] = parseCodecSpec(spec, maxFrameLength)
+        except CodecSpecError as e:
+            raise usage.UsageError(f"--codec {spec!r}: {e}") from None
+
+        try:
+            self["shutdownTimeout"] = float(self["shutdown-timeout"])
+        except ValueError:
+            raise usage.UsageError(
+                f"--shutdown-timeout: {self['shutdown-timeout']!r} is not a number"
+            ) from None
+        if self["shutdownTimeout"] < 0:
+            raise usage.UsageError("--shutdown-timeout must be >= 0")
+
+
+def makeService(options: Options) -> SocketServerService:
+    """Build the server from parsed options."""
+    from twisted.internet import reactor
+
+    factory = ConnectionContextFactory(
+        contextClass=options["contextClass"],
+        codec=options["codecObject"],
+        reactor=reactor,
+    )
+    return SocketServerService(
+        factory,
+        list(options["port"]),
+        reactor=reactor,
+        shutdownTimeout=options["shutdownTimeout"],
+    )
