@@ -1,0 +1,1 @@
+"""The iocpsvc test suite (twisted.trial test cases; also runs under pytest)."""
