@@ -1,0 +1,242 @@
+"""
+Tests for L{iocpsvc.context.ConnectionContext}, driven without sockets
+through L{iocpsvc.testing.EmbeddedConnection}.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from iocpsvc import errors
+from iocpsvc.context import ConnectionContext
+from iocpsvc.contexts import EchoContext
+from iocpsvc.testing import EmbeddedConnection
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+class Recorder(ConnectionContext):
+    """Records objects and lifecycle calls."""
+
+    __slots__ = ("received", "events")
+
+    def connectionMade(self) -> None:
+        self.received: list[object] = []
+        self.events: list[str] = ["made"]
+
+    def objectReceived(self, obj: object) -> None:
+        self.received.append(obj)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # Deliberately no super(): the bookkeeping must still run.
+        self.events.append(f"lost:{self.closeReason}")
+
+
+class ReceiveTests(SynchronousTestCase):
+    """The receive buffer and the decode loop."""
+
+    def test_objectsInOrderAcrossAnyChunking(self) -> None:
+        """Frames cut at every size arrive whole and in order."""
+        payloads = [b"a", b"", b"bcd" * 100, b"e"]
+        wire = b"".join(frame(p) for p in payloads)
+        for size in (1, 2, 5, 64, len(wire)):
+            connection = EmbeddedConnection(Recorder)
+            connection.feed(wire, chunkSize=size)
+            self.assertEqual(connection.context.received, payloads)  # type: ignore[attr-defined]
+            self.assertEqual(connection.context.bufferedBytes, 0)
+
+    def test_partialFrameStaysBuffered(self) -> None:
+        """A half frame is kept, and only it."""
+        connection = EmbeddedConnection(Recorder)
+        connection.feed(frame(b"one") + frame(b"two")[:5])
+        self.assertEqual(connection.context.received, [b"one"])  # type: ignore[attr-defined]
+        self.assertEqual(connection.context.bufferedBytes, 5)
+        connection.feed(frame(b"two")[5:])
+        self.assertEqual(connection.context.received, [b"one", b"two"])  # type: ignore[attr-defined]
+        self.assertIsNone(connection.context._buffer)
+
+    def test_counters(self) -> None:
+        """Bytes and frames in and out are counted per connection."""
+        connection = EmbeddedConnection(EchoContext)
+        wire = frame(b"abc") + frame(b"de")
+        connection.clock.advance(5)
+        connection.feed(wire)
+        context = connection.context
+        self.assertEqual(
+            (context.bytesReceived, context.framesReceived, context.bytesSent, context.framesSent),
+            (len(wire), 2, len(wire), 2),
+        )
+        self.assertEqual(context.lastActivity, 5)
+        self.assertEqual(context.connectedAt, 0)
+
+
+class WriteBatchTests(SynchronousTestCase):
+    """Writes made while a read is processed leave together, in order."""
+
+    def test_oneTransportCallPerRead(self) -> None:
+        """Many replies to one read become one writeSequence."""
+        connection = EmbeddedConnection(EchoContext)
+        calls: list[object] = []
+        write, writeSequence = connection.transport.write, connection.transport.writeSequence
+
+        def recordWrite(data: bytes) -> None:
+            calls.append("write")
+            write(data)
+
+        def recordSequence(data: list[bytes]) -> None:
+            calls.append(("writeSequence", len(data)))
+            writeSequence(data)
+
+        connection.transport.write = recordWrite  # type: ignore[method-assign]
+        connection.transport.writeSequence = recordSequence  # type: ignore[method-assign]
+        wire = b"".join(frame(b"%d" % i) for i in range(100))
+        connection.feed(wire)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(connection.readBytes(), wire)
+
+    def test_writeBytesKeepsOrder(self) -> None:
+        """Raw bytes and objects written in one batch keep their order."""
+
+        class Mixed(ConnectionContext):
+            def objectReceived(self, obj: object) -> None:
+                self.writeObject(b"1")
+                self.writeBytes(b"RAW")
+                self.writeObject(b"2")
+
+        connection = EmbeddedConnection(Mixed)
+        connection.feed(frame(b"x"))
+        self.assertEqual(connection.readBytes(), frame(b"1") + b"RAW" + frame(b"2"))
+
+    def test_writeOutsideReadGoesOutAtOnce(self) -> None:
+        """A write from a timer is not held for a batch."""
+        connection = EmbeddedConnection(ConnectionContext)
+        connection.context.writeObject(b"tick")
+        self.assertEqual(connection.readObjects(), [b"tick"])
+
+
+class PauseTests(SynchronousTestCase):
+    """While paused, no buffered frame is dispatched."""
+
+    def test_pauseHoldsRest(self) -> None:
+        """Pausing inside objectReceived holds the later frames until resume."""
+
+        class Pausing(Recorder):
+            def objectReceived(self, obj: object) -> None:
+                super().objectReceived(obj)
+                if obj == b"stop":
+                    self.pauseProducing()
+
+        connection = EmbeddedConnection(Pausing)
+        context = connection.context
+        connection.feed(frame(b"a") + frame(b"stop") + frame(b"b") + frame(b"c")[:3])
+        self.assertEqual(context.received, [b"a", b"stop"])  # type: ignore[attr-defined]
+        self.assertEqual(connection.transport.producerState, "paused")
+        self.assertEqual(context.pendingObjects, 1)
+        connection.feed(frame(b"c")[3:])
+        self.assertEqual(context.received, [b"a", b"stop"])  # type: ignore[attr-defined]
+        context.resumeProducing()
+        self.assertEqual(context.received, [b"a", b"stop", b"b", b"c"])  # type: ignore[attr-defined]
+        self.assertEqual(connection.transport.producerState, "producing")
+
+    def test_pauseAgainDuringResume(self) -> None:
+        """Each resume releases objects up to the next pause, in order."""
+
+        class OneAtATime(Recorder):
+            def objectReceived(self, obj: object) -> None:
+                super().objectReceived(obj)
+                self.pauseProducing()
+
+        connection = EmbeddedConnection(OneAtATime)
+        context = connection.context
+        connection.feed(b"".join(frame(b"%d" % i) for i in range(4)))
+        seen = []
+        for _ in range(4):
+            seen.append(list(context.received))  # type: ignore[attr-defined]
+            context.resumeProducing()
+        self.assertEqual(seen, [[b"0"], [b"0", b"1"], [b"0", b"1", b"2"], [b"0", b"1", b"2", b"3"]])
+
+
+class FailureTests(SynchronousTestCase):
+    """Decode errors and handler errors close that connection only."""
+
+    def test_decodeErrorClosesAfterGoodFrames(self) -> None:
+        """Frames before a bad header are answered; then the close."""
+        connection = EmbeddedConnection(EchoContext)
+        connection.feed(frame(b"ok") + struct.pack(">I", 2**31) + b"junk")
+        self.assertEqual(connection.readObjects(), [b"ok"])
+        self.assertTrue(connection.closing)
+        self.assertEqual(connection.context.closeReason, errors.FRAME_TOO_LONG)
+        self.assertEqual(connection.factory.decodeErrors, 1)
+        connection.feed(frame(b"ignored"))
+        self.assertEqual(connection.readBytes(), b"")
+
+    def test_handlerErrorClosesWithReason(self) -> None:
+        """An exception in objectReceived closes with handler-error, logged once."""
+
+        class Broken(ConnectionContext):
+            def objectReceived(self, obj: object) -> None:
+                self.writeObject(b"before")
+                raise ValueError("boom")
+
+        connection = EmbeddedConnection(Broken)
+        connection.feed(frame(b"x") + frame(b"y"))
+        self.assertEqual(connection.readObjects(), [b"before"])
+        self.assertEqual(connection.context.closeReason, errors.HANDLER_ERROR)
+        self.assertEqual(connection.factory.handlerErrors, 1)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_closeInsideHandlerStopsDispatch(self) -> None:
+        """close() in objectReceived sends the replies so far, then stops."""
+
+        class Closer(Recorder):
+            def objectReceived(self, obj: object) -> None:
+                super().objectReceived(obj)
+                self.writeObject(b"bye")
+                self.close()
+
+        connection = EmbeddedConnection(Closer)
+        connection.feed(frame(b"1") + frame(b"2"))
+        self.assertEqual(connection.context.received, [b"1"])  # type: ignore[attr-defined]
+        self.assertEqual(connection.readObjects(), [b"bye"])
+        self.assertTrue(connection.closing)
+        self.assertEqual(connection.context.closeReason, errors.LOCAL)
+
+
+class LifecycleTests(SynchronousTestCase):
+    """Registration with the factory and the close reason."""
+
+    def test_connectionLostOverrideWithoutSuper(self) -> None:
+        """The registry is updated even when an override skips super()."""
+        connection = EmbeddedConnection(Recorder)
+        factory = connection.factory
+        self.assertEqual(factory.onlineCount, 1)
+        connection.disconnect()
+        self.assertEqual(factory.onlineCount, 0)
+        self.assertEqual(connection.context.events, ["made", "lost:peer"])  # type: ignore[attr-defined]
+        self.assertEqual(factory.closedTotal["peer"], 1)
+
+    def test_truncatedFrameCounted(self) -> None:
+        """A connection that ends mid-frame is counted as truncated."""
+        connection = EmbeddedConnection(Recorder)
+        connection.feed(frame(b"abcdef")[:6])
+        connection.disconnect()
+        self.assertEqual(connection.factory.truncatedFrames, 1)
+
+    def test_abortReason(self) -> None:
+        """abort() records its reason for connectionLost."""
+        connection = EmbeddedConnection(Recorder)
+        connection.context.abort(errors.IDLE)
+        self.assertEqual(connection.context.events, ["made", "lost:idle"])  # type: ignore[attr-defined]
+        self.assertEqual(connection.factory.closedTotal["idle"], 1)
+
+    def test_smallPerConnectionState(self) -> None:
+        """Nothing lands in a context's instance dict: its state is in slots."""
+        connection = EmbeddedConnection(EchoContext)
+        connection.feed(frame(b"abc") + frame(b"d")[:2])
+        self.assertEqual(vars(connection.context), {})
