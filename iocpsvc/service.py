@@ -23,6 +23,33 @@ from iocpsvc.factory import ConnectionContextFactory
 
 _log = Logger(namespace="iocpsvc.service")
 
+_BACKLOG_KINDS = ("tcp", "tcp6", "ssl")
+
+
+def defaultBacklog() -> int:
+    """
+    The listen backlog used when an endpoint description gives none: the
+    kernel's C{somaxconn} (as Netty and HP-Socket use), capped at 4096.
+    Twisted's own default of 50 resets clients when hundreds connect at once.
+    """
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return max(50, min(4096, int(f.read().strip())))
+    except (OSError, ValueError):
+        return 1024
+
+
+def withDefaultBacklog(description: str, backlog: int | None = None) -> str:
+    """
+    Add C{:backlog=N} to a C{tcp:}, C{tcp6:} or C{ssl:} description (also
+    behind C{haproxy:}) that does not set one.
+    """
+    fields = description.split(":")
+    kind = fields[1] if fields[0] == "haproxy" and len(fields) > 1 else fields[0]
+    if kind not in _BACKLOG_KINDS or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog or defaultBacklog()}"
+
 
 def describeAddress(address: Any) -> str:
     """C{tcp:127.0.0.1:9983}-style text for a listening address."""
@@ -68,7 +95,7 @@ class SocketServerService(MultiService):
             e if isinstance(e, str) else repr(e) for e in endpointsOrDescriptions
         ]
         self.endpoints: list[IStreamServerEndpoint] = [
-            endpoints.serverFromString(reactor, e) if isinstance(e, str) else e
+            endpoints.serverFromString(reactor, withDefaultBacklog(e)) if isinstance(e, str) else e
             for e in endpointsOrDescriptions
         ]
         self.ports: list[IListeningPort] = []

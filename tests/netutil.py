@@ -1,0 +1,106 @@
+"""
+Real-socket helpers for the tests: echo-checking clients on 127.0.0.1 and a
+twistd child process that reports where it listens.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionDone
+from twisted.python.failure import Failure
+
+TWISTD = "from twisted.scripts.twistd import run; run()"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class EchoChecker(protocol.Protocol):
+    """
+    Sends C{wire} in uneven pieces over several reactor turns and fires
+    C{done} with the bytes received once as many came back as were sent
+    (or when the connection ends).
+    """
+
+    def __init__(self, reactor: Any, wire: bytes, seed: int) -> None:
+        self.reactor = reactor
+        self.wire = wire
+        self.received = bytearray()
+        self.done: Deferred[bytes] = Deferred()
+        self._random = random.Random(seed)
+
+    def connectionMade(self) -> None:
+        self._sendSome(0)
+
+    def _sendSome(self, position: int) -> None:
+        if position >= len(self.wire) or not self.connected:
+            return
+        size = self._random.choice((1, 3, 7, 50, 500, 4096))
+        self.transport.write(self.wire[position : position + size])  # type: ignore[union-attr]
+        self.reactor.callLater(0, self._sendSome, position + size)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= len(self.wire):
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        if not self.done.called:
+            self.done.callback(bytes(self.received))
+
+
+def echoMany(reactor: Any, port: int, wires: list[bytes]) -> Deferred[list[bytes]]:
+    """
+    Open one connection per entry of C{wires} to 127.0.0.1:C{port}, all at
+    once, and collect what each got back.
+    """
+    results = []
+    for index, wire in enumerate(wires):
+        checker = EchoChecker(reactor, wire, index)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=30)
+        connecting = endpoint.connect(protocol.Factory.forProtocol(lambda c=checker: c))  # type: ignore[misc]
+        results.append(connecting.addCallback(lambda _, c=checker: c.done))
+    return gatherResults(results, consumeErrors=True)
+
+
+class TwistdProcess(protocol.ProcessProtocol):
+    """
+    A C{twistd -n iocpsvc ...} child.  C{listening} fires with the first TCP
+    port it logs; C{ended} fires with the exit status when it exits.
+    """
+
+    LISTENING = re.compile(rb"listening on tcp:[^:]+:(\d+)")
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.listening: Deferred[int] = Deferred()
+        self.ended: Deferred[Any] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if not self.listening.called:
+            match = self.LISTENING.search(bytes(self.output))
+            if match:
+                self.listening.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.listening.called:
+            self.listening.errback(RuntimeError("twistd exited: " + self.output.decode(errors="replace")))
+        self.ended.callback(reason.value)
+
+
+def spawnTwistd(reactor: Any, workdir: str, *args: str) -> tuple[TwistdProcess, Any]:
+    """Start C{twistd -n --pidfile= ARGS} in C{workdir}, with this checkout first on the path."""
+    process = TwistdProcess()
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args]
+    transport = reactor.spawnProcess(process, sys.executable, argv, env=env, path=workdir)
+    return process, transport

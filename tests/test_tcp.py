@@ -1,0 +1,207 @@
+"""
+Real TCP on 127.0.0.1: hundreds of concurrent connections per framing codec,
+Twisted's own receivers as independent peers, and a bad client beside good
+ones.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.protocols.basic import Int32StringReceiver, LineReceiver, NetstringReceiver
+from twisted.trial.unittest import TestCase
+
+from iocpsvc import errors
+from iocpsvc.codecs import parseCodecSpec
+from iocpsvc.contexts import EchoContext
+from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.service import SocketServerService
+from tests.netutil import echoMany
+
+CONNECTIONS = 200
+
+# spec -> how to make a valid payload for it
+FRAMING_CODECS: dict[str, Any] = {
+    "length": lambda r: r.randbytes(r.randrange(0, 3000)),
+    "length:size=2:order=little": lambda r: r.randbytes(r.randrange(0, 3000)),
+    "line": lambda r: r.randbytes(r.randrange(0, 300)).replace(b"\n", b"").replace(b"\r", b""),
+    "delimiter:delim=\\r\\n": lambda r: r.randbytes(r.randrange(0, 300)).replace(b"\r", b""),
+    "fixed:size=16": lambda r: r.randbytes(16),
+    "netstring": lambda r: r.randbytes(r.randrange(0, 3000)),
+    "diocp": lambda r: r.randbytes(r.randrange(1, 3000)),
+    "hpsocket": lambda r: r.randbytes(r.randrange(1, 3000)),
+}
+
+
+def encodeAll(spec: str, payloads: list[bytes]) -> bytes:
+    encoder = parseCodecSpec(spec).encoder
+    out = []
+    for payload in payloads:
+        encoded = encoder.encode(payload)
+        out.append(encoded if isinstance(encoded, bytes) else b"".join(encoded))
+    return b"".join(out)
+
+
+class ServerMixin:
+    """Start a SocketServerService on 127.0.0.1:0 and stop it after the test."""
+
+    def startServer(self, codec: str, contextClass: Any = EchoContext) -> tuple[ConnectionContextFactory, int]:
+        from twisted.internet import reactor
+
+        factory = ConnectionContextFactory(contextClass, codec, reactor=reactor)
+        service = SocketServerService(factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5)
+        service.startService()
+        self.addCleanup(service.stopService)  # type: ignore[attr-defined]
+        return factory, service.ports[0].getHost().port  # type: ignore[attr-defined]
+
+
+class ConcurrentEchoTests(ServerMixin, TestCase):
+    """Every framing codec echoes byte-exact over hundreds of connections."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def checkCodec(self, spec: str) -> Any:
+        from twisted.internet import reactor
+
+        factory, port = self.startServer(spec)
+        rng = random.Random(spec)
+        wires = [
+            encodeAll(spec, [FRAMING_CODECS[spec](rng) for _ in range(rng.randrange(1, 12))])
+            for _ in range(CONNECTIONS)
+        ]
+        received = yield echoMany(reactor, port, wires)
+        self.assertEqual(sum(r == w for r, w in zip(received, wires)), CONNECTIONS)
+        self.assertGreaterEqual(factory.peakOnline, 2)
+        self.assertEqual(factory.acceptedTotal, CONNECTIONS)
+
+    def test_length(self) -> Any:
+        """length: 4-byte big-endian prefix."""
+        return self.checkCodec("length")
+
+    def test_lengthLittle2(self) -> Any:
+        """length:size=2:order=little."""
+        return self.checkCodec("length:size=2:order=little")
+
+    def test_line(self) -> Any:
+        """line: newline-terminated."""
+        return self.checkCodec("line")
+
+    def test_delimiter(self) -> Any:
+        """delimiter: CRLF."""
+        return self.checkCodec("delimiter:delim=\\r\\n")
+
+    def test_fixed(self) -> Any:
+        """fixed: 16-byte frames."""
+        return self.checkCodec("fixed:size=16")
+
+    def test_netstring(self) -> Any:
+        """netstring."""
+        return self.checkCodec("netstring")
+
+    def test_diocp(self) -> Any:
+        """diocp: DIOCP's stream coder."""
+        return self.checkCodec("diocp")
+
+    def test_hpsocket(self) -> Any:
+        """hpsocket: HP-Socket's pack model."""
+        return self.checkCodec("hpsocket")
+
+
+class _Collecting:
+    """Mixin for Twisted receivers: collect strings, fire when enough came."""
+
+    def setUpCollecting(self, expected: int) -> None:
+        self.got: list[bytes] = []
+        self.expected = expected
+        self.finished: defer.Deferred[list[bytes]] = defer.Deferred()
+
+    def collect(self, item: bytes) -> None:
+        self.got.append(item)
+        if len(self.got) == self.expected:
+            self.transport.loseConnection()  # type: ignore[attr-defined]
+            self.finished.callback(self.got)
+
+
+class Int32Peer(_Collecting, Int32StringReceiver):
+    MAX_LENGTH = 10_000_000
+
+    def stringReceived(self, string: bytes) -> None:
+        self.collect(string)
+
+
+class LinePeer(_Collecting, LineReceiver):
+    delimiter = b"\n"
+
+    def lineReceived(self, line: bytes) -> None:
+        self.collect(line)
+
+
+class NetstringPeer(_Collecting, NetstringReceiver):
+    def stringReceived(self, string: bytes) -> None:
+        self.collect(string)
+
+
+class TwistedPeerTests(ServerMixin, TestCase):
+    """Twisted's own receivers talk to the length, line and netstring codecs."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def exchange(self, spec: str, peerClass: Any, send: str, messages: list[bytes]) -> Any:
+        from twisted.internet import reactor
+
+        factory, port = self.startServer(spec)
+        peers = []
+        for _ in range(50):
+            peer = peerClass()
+            peer.setUpCollecting(len(messages))
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), peer)
+            peers.append(peer)
+        for peer in peers:
+            for message in messages:
+                getattr(peer, send)(message)
+        results = yield defer.gatherResults([p.finished for p in peers])
+        for result in results:
+            self.assertEqual(result, messages)
+
+    def test_int32StringReceiver(self) -> Any:
+        """Int32StringReceiver's strings come back through the length codec."""
+        return self.exchange("length", Int32Peer, "sendString", [b"", b"a", b"x" * 100_000, b"end"])
+
+    def test_lineReceiver(self) -> Any:
+        """LineReceiver's lines come back through the line codec."""
+        return self.exchange("line", LinePeer, "sendLine", [b"hello", b"", b"y" * 5000])
+
+    def test_netstringReceiver(self) -> Any:
+        """NetstringReceiver's strings come back through the netstring codec."""
+        return self.exchange("netstring", NetstringPeer, "sendString", [b"", b"abc", b"z" * 50_000])
+
+
+class BadClientTests(ServerMixin, TestCase):
+    """A decoder error closes only the connection that caused it."""
+
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def test_badHeaderClosesOnlyThatConnection(self) -> Any:
+        """A 2 GiB length header is cut off; good clients keep their echoes."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer("length")
+        bad = protocol.Protocol()
+        badLost: defer.Deferred[None] = defer.Deferred()
+        bad.connectionLost = lambda reason: badLost.callback(None)  # type: ignore[method-assign]
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), bad)
+        good = [struct.pack(">I", 5) + b"hello" * 1 + struct.pack(">I", 3) + b"abc"] * 20
+        echoing = echoMany(reactor, port, good)
+        bad.transport.write(struct.pack(">I", 2**31) + b"\x00" * 100)  # type: ignore[attr-defined]
+        yield badLost
+        received = yield echoing
+        self.assertEqual(received, good)
+        self.assertEqual(factory.closedTotal[errors.FRAME_TOO_LONG], 1)
+        self.assertEqual(factory.decodeErrors, 1)
