@@ -107,7 +107,7 @@ class ConnectionContext(Protocol):
         "_released",
     )
 
-    factory: ConnectionContextFactory | None  # type: ignore[assignment]
+    factory: ConnectionContextFactory | None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -242,12 +242,12 @@ class ConnectionContext(Protocol):
     @property
     def peer(self) -> IAddress | None:
         """The peer's address (the proxied client's, behind C{haproxy:})."""
-        return self.transport.getPeer() if self.transport is not None else None  # type: ignore[attr-defined]
+        return self.transport.getPeer() if self.transport is not None else None
 
     @property
     def host(self) -> IAddress | None:
         """This side's address."""
-        return self.transport.getHost() if self.transport is not None else None  # type: ignore[attr-defined]
+        return self.transport.getHost() if self.transport is not None else None
 
     @property
     def paused(self) -> bool:
@@ -316,8 +316,8 @@ class ConnectionContext(Protocol):
         # Compact once per read, never per frame.
         if consumed >= len(data):
             self._buffer = None
-        elif data is buffer:
-            del buffer[:consumed]  # type: ignore[index]
+        elif buffer is not None and data is buffer:
+            del buffer[:consumed]
         else:
             # The first partial frame: one copy of just its bytes.
             self._buffer = bytearray(memoryview(data)[consumed:])

@@ -38,7 +38,7 @@ def _decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
         made = decoder()
         if not IDecoder.providedBy(made):
             raise TypeError(f"{decoder!r}() returned {made!r}, which does not provide IDecoder")
-        return decoder  # type: ignore[no-any-return]
+        return decoder
     else:
         try:
             prototype = IDecoder(decoder)
@@ -242,15 +242,18 @@ class ConnectionContextFactory(ServerFactory):
         done: Deferred[None] = Deferred()
         self._drained.append(done)
         if timeout is not None:
+
             def abortRest() -> None:
                 for context in list(self.online.values()):
                     context.abort(reason)
+
             call = self.reactor.callLater(timeout, abortRest)
 
             def cancelTimer(result: None) -> None:
                 if call.active():
                     call.cancel()
                 return result
+
             done.addBoth(cancelTimer)
         return done
 
@@ -282,4 +285,3 @@ class ConnectionContextFactory(ServerFactory):
 
 def _missingDecoder() -> Any:
     raise RuntimeError("no decoder registered: call registerCodec or registerDecoder")
-

@@ -152,9 +152,7 @@ class ICodecPlugin(Interface):
         "bad)."
     )
 
-    def build(
-        defaultMaxFrameLength: int | None, **params: object
-    ) -> tuple[object, IEncoder]:
+    def build(defaultMaxFrameLength: int | None, **params: object) -> tuple[object, IEncoder]:
         """
         Build one stage of a chain from converted parameters.
 

@@ -91,9 +91,7 @@ class SocketServerService(MultiService):
         self.reactor = reactor
         self.factory = factory
         self.shutdownTimeout = shutdownTimeout
-        self.descriptions = [
-            e if isinstance(e, str) else repr(e) for e in endpointsOrDescriptions
-        ]
+        self.descriptions = [e if isinstance(e, str) else repr(e) for e in endpointsOrDescriptions]
         self.endpoints: list[IStreamServerEndpoint] = [
             endpoints.serverFromString(reactor, withDefaultBacklog(e)) if isinstance(e, str) else e
             for e in endpointsOrDescriptions

@@ -95,6 +95,18 @@ class Options(usage.Options):
         super().__init__()
         self["port"] = []
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse; under twistd (which sets C{parent}), a bad option ends the
+        process with one line on stderr instead of twistd's full usage text.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            raise SystemExit(f"twistd iocpsvc: {e}") from None
+
     def opt_port(self, description: str) -> None:
         """
         Listen on this endpoint (Twisted endpoint description, e.g.

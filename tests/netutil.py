@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet import protocol
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
@@ -50,7 +50,7 @@ class EchoChecker(protocol.Protocol):
         if len(self.received) >= len(self.wire):
             self.transport.loseConnection()  # type: ignore[union-attr]
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.done.called:
             self.done.callback(bytes(self.received))
 

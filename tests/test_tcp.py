@@ -49,11 +49,15 @@ def encodeAll(spec: str, payloads: list[bytes]) -> bytes:
 class ServerMixin:
     """Start a SocketServerService on 127.0.0.1:0 and stop it after the test."""
 
-    def startServer(self, codec: str, contextClass: Any = EchoContext) -> tuple[ConnectionContextFactory, int]:
+    def startServer(
+        self, codec: str, contextClass: Any = EchoContext
+    ) -> tuple[ConnectionContextFactory, int]:
         from twisted.internet import reactor
 
         factory = ConnectionContextFactory(contextClass, codec, reactor=reactor)
-        service = SocketServerService(factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5)
+        service = SocketServerService(
+            factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
+        )
         service.startService()
         self.addCleanup(service.stopService)  # type: ignore[attr-defined]
         return factory, service.ports[0].getHost().port  # type: ignore[attr-defined]
@@ -75,7 +79,7 @@ class ConcurrentEchoTests(ServerMixin, TestCase):
             for _ in range(CONNECTIONS)
         ]
         received = yield echoMany(reactor, port, wires)
-        self.assertEqual(sum(r == w for r, w in zip(received, wires)), CONNECTIONS)
+        self.assertEqual(sum(r == w for r, w in zip(received, wires, strict=True)), CONNECTIONS)
         self.assertGreaterEqual(factory.peakOnline, 2)
         self.assertEqual(factory.acceptedTotal, CONNECTIONS)
 

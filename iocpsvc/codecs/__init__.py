@@ -23,7 +23,7 @@ the "writing a codec" page of the docs).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from iocpsvc.codecs.chain import ChainDecoder, ChainEncoder
@@ -59,7 +59,7 @@ def _builtinPlugins() -> dict[str, Any]:
     return _builtins
 
 
-def _thirdPartyPlugins() -> Iterator[Any]:
+def _thirdPartyPlugins() -> Iterable[Any]:
     # Imported here: scanning twisted.plugins imports every plugin module on
     # sys.path, which only an unknown codec name should pay for.
     from twisted.plugin import getPlugins
@@ -202,9 +202,7 @@ def parseCodecSpec(spec: str, defaultMaxFrameLength: int | None = None) -> Codec
             converter = plugin.parameters.get(key)
             if converter is None:
                 allowed = ", ".join(sorted(plugin.parameters)) or "none"
-                raise CodecSpecError(
-                    f"{name}: unknown parameter {key!r} (allowed: {allowed})"
-                )
+                raise CodecSpecError(f"{name}: unknown parameter {key!r} (allowed: {allowed})")
             if key in params:
                 raise CodecSpecError(f"{name}: parameter {key!r} given twice")
             try:

@@ -99,7 +99,7 @@ def parseBytes(text: str) -> bytes:
             return bytes.fromhex(value[4:])
         except ValueError:
             raise ValueError(f"{text!r} is not valid hex") from None
-    result: bytes = _stdcodecs.escape_decode(value.encode("utf-8"))[0]  # type: ignore[attr-defined]
+    result: bytes = _stdcodecs.escape_decode(value.encode("utf-8"))[0]
     if not result:
         raise ValueError("must not be empty")
     return result
@@ -159,9 +159,7 @@ class CodecPlugin:
         self.parameters = dict(parameters)
         self.builder = builder
 
-    def build(
-        self, defaultMaxFrameLength: int | None, **params: Any
-    ) -> tuple[Any, Any]:
+    def build(self, defaultMaxFrameLength: int | None, **params: Any) -> tuple[Any, Any]:
         return self.builder(defaultMaxFrameLength, **params)
 
     def __repr__(self) -> str:

@@ -35,7 +35,7 @@ class ChainDecoder:
     def decode(self, data: bytes | bytearray, out: list[object]) -> int:
         frames: list[object] = []
         try:
-            return self._framer.decode(data, frames)  # type: ignore[no-any-return]
+            return self._framer.decode(data, frames)
         finally:
             # Frames split before a framing error are still delivered (the
             # IDecoder contract), so the stages run even when decode raised.
@@ -63,7 +63,7 @@ class ChainDecoder:
 
 def _asBytes(encoded: object) -> bytes:
     if encoded.__class__ is bytes:
-        return encoded  # type: ignore[return-value]
+        return encoded
     return b"".join(encoded)  # type: ignore[arg-type]
 
 
@@ -85,4 +85,4 @@ class ChainEncoder:
     def encode(self, obj: object) -> bytes | list[bytes] | tuple[bytes, ...]:
         for stage in self._stages:
             obj = _asBytes(stage(obj))
-        return self._framer(obj)  # type: ignore[no-any-return]
+        return self._framer(obj)

@@ -67,7 +67,7 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, cast
 
 from zope.interface import implementer
 
@@ -92,7 +92,7 @@ _JOIN_LIMIT = 4096
 _FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
-def _fieldReader(size: int, order: str, signed: bool) -> Callable[[Any, int], int]:
+def _fieldReader(size: int, order: Literal["big", "little"], signed: bool) -> Callable[[Any, int], int]:
     """
     Return C{read(data, position) -> int} for one length field.  Sizes 1, 2,
     4 and 8 use a precompiled C{struct} (the fastest way to read an integer
@@ -105,8 +105,10 @@ def _fieldReader(size: int, order: str, signed: bool) -> Callable[[Any, int], in
         unpackFrom = struct.Struct(("<" if order == "little" else ">") + code).unpack_from
         return lambda data, position: unpackFrom(data, position)[0]
     if size == 3:
+
         def read3(data: Any, position: int) -> int:
             return int.from_bytes(data[position : position + 3], order, signed=signed)
+
         return read3
     raise ValueError(f"size must be 1, 2, 3, 4 or 8, not {size}")
 
@@ -152,9 +154,7 @@ class LengthFieldDecoder:
         if initialBytesToStrip < 0:
             raise ValueError(f"strip must be >= 0, not {initialBytesToStrip}")
         if maxFrameLength < headerEnd:
-            raise ValueError(
-                f"max ({maxFrameLength}) must be at least offset + size ({headerEnd})"
-            )
+            raise ValueError(f"max ({maxFrameLength}) must be at least offset + size ({headerEnd})")
         self.maxFrameLength = maxFrameLength
         self.lengthFieldOffset = lengthFieldOffset
         self.lengthFieldLength = lengthFieldLength
@@ -162,7 +162,7 @@ class LengthFieldDecoder:
         self.initialBytesToStrip = initialBytesToStrip
         self.byteOrder = byteOrder
         self.signed = signed
-        self._read = _fieldReader(lengthFieldLength, byteOrder, signed)
+        self._read = _fieldReader(lengthFieldLength, cast(Literal["big", "little"], byteOrder), signed)
         self._headerEnd = headerEnd
         # Only a strip beyond the length field can exceed a valid frame.
         self._checkStrip = initialBytesToStrip > headerEnd
@@ -194,8 +194,7 @@ class LengthFieldDecoder:
                 )
             if self._checkStrip and strip > frameLength:
                 raise CorruptFrame(
-                    f"frame length ({frameLength}) is shorter than the bytes to "
-                    f"strip ({strip})"
+                    f"frame length ({frameLength}) is shorter than the bytes to strip ({strip})"
                 )
             frameEnd = position + frameLength
             if frameEnd > end:
@@ -234,19 +233,19 @@ class LengthFieldPrepender:
             fmt = ("<" if byteOrder == "little" else ">") + _FORMATS[lengthFieldLength]
             self._pack: Callable[[int], bytes] = struct.Struct(fmt).pack
         elif lengthFieldLength == 3:
-            self._pack = functools.partial(int.to_bytes, length=3, byteorder=byteOrder)  # type: ignore[call-overload]
+            order = cast(Literal["big", "little"], byteOrder)
+            self._pack = lambda value: value.to_bytes(3, order)
         else:
             raise ValueError(f"size must be 1, 2, 3, 4 or 8, not {lengthFieldLength}")
 
     def encode(self, obj: object) -> bytes | tuple[bytes, bytes]:
         if obj.__class__ is not bytes:
             obj = payloadBytes(obj)
-        payload: bytes = obj  # type: ignore[assignment]
+        payload: bytes = obj
         value = len(payload) - self.lengthAdjustment
         if value < 0 or value > self._limit:
             raise EncodeError(
-                f"a payload of {len(payload)} bytes does not fit a "
-                f"{self.lengthFieldLength}-byte length field"
+                f"a payload of {len(payload)} bytes does not fit a {self.lengthFieldLength}-byte length field"
             )
         header = self._pack(value)
         if len(payload) > _JOIN_LIMIT:
@@ -270,15 +269,14 @@ class WholeFrameEncoder:
     def encode(self, obj: object) -> bytes:
         if obj.__class__ is not bytes:
             obj = payloadBytes(obj)
-        frame: bytes = obj  # type: ignore[assignment]
+        frame: bytes = obj
         decoder = self._decoder
         if len(frame) < decoder._headerEnd:
             raise EncodeError(f"a {len(frame)}-byte frame has no complete length field")
         value = decoder._read(frame, decoder.lengthFieldOffset)
         if value + decoder.lengthAdjustment + decoder._headerEnd != len(frame):
             raise EncodeError(
-                f"the frame's length field ({value}) does not match its size "
-                f"({len(frame)} bytes)"
+                f"the frame's length field ({value}) does not match its size ({len(frame)} bytes)"
             )
         return frame
 

@@ -1,0 +1,173 @@
+"""
+The twistd plugin, run as a real child process: listed by C{twistd --help},
+bad options fail with one line, and C{twistd -n iocpsvc --codec C} echoes
+byte-exact under hundreds of connections for every framing codec.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from typing import Any
+
+from twisted.internet import defer
+from twisted.python.runtime import platform
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from iocpsvc.tap import Options
+from tests.netutil import REPO, TWISTD, echoMany, spawnTwistd
+from tests.test_tcp import FRAMING_CODECS, encodeAll
+
+
+def runTwistd(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run(
+        [sys.executable, "-c", TWISTD, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+class OptionsTests(SynchronousTestCase):
+    """Parsing of C{twistd iocpsvc} options, in process."""
+
+    def parse(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults(self) -> None:
+        """No options: echo on tcp:9983 with the length codec."""
+        options = self.parse()
+        self.assertEqual(options["port"], ["tcp:9983"])
+        self.assertEqual(options["codecObject"].spec, "length")
+        self.assertEqual(options["contextClass"].__name__, "EchoContext")
+        self.assertEqual(options["codecObject"].maxFrameLength, 1024 * 1024)
+
+    def test_repeatablePorts(self) -> None:
+        """--port and -p may be given several times."""
+        options = self.parse("-p", "tcp:1", "--port", "tcp:2:interface=127.0.0.1")
+        self.assertEqual(options["port"], ["tcp:1", "tcp:2:interface=127.0.0.1"])
+
+    def test_maxFrameLengthUnits(self) -> None:
+        """--max-frame-length accepts 64KiB and applies to the codec."""
+        options = self.parse("--max-frame-length", "64KiB", "--codec", "line")
+        self.assertEqual(options["codecObject"].maxFrameLength, 65536)
+
+    def test_specMaxWins(self) -> None:
+        """A codec spec's own max= wins over --max-frame-length."""
+        options = self.parse("--max-frame-length", "64KiB", "--codec", "length:max=100")
+        self.assertEqual(options["codecObject"].maxFrameLength, 100)
+
+    def test_chatContextBringsItsCodec(self) -> None:
+        """--context chat uses line+text unless --codec says otherwise."""
+        self.assertEqual(self.parse("--context", "chat")["codecObject"].spec, "line+text")
+
+    def test_dottedContext(self) -> None:
+        """--context takes the dotted name of a context class."""
+        options = self.parse("--context", "iocpsvc.contexts.EchoContext")
+        self.assertEqual(options["contextClass"].__name__, "EchoContext")
+
+    def test_badOptions(self) -> None:
+        """Bad values are usage errors that name the bad part."""
+        from twisted.python.usage import UsageError
+
+        for argv, words in [
+            (["--codec", "length:size=5"], "size"),
+            (["--codec", "nosuch"], "nosuch"),
+            (["--codec", "json"], "framer"),
+            (["--max-frame-length", "lots"], "lots"),
+            (["--context", "nosuch"], "nosuch"),
+            (["--context", "os.path"], "ConnectionContext"),
+            (["--port", "bogus:1"], "bogus"),
+        ]:
+            with self.assertRaises(UsageError) as caught:
+                self.parse(*argv)
+            self.assertIn(words, str(caught.exception))
+
+
+class TwistdCommandTests(SynchronousTestCase):
+    """twistd run as a subprocess."""
+
+    def test_listedInHelp(self) -> None:
+        """C{twistd --help} lists the iocpsvc plugin."""
+        result = runTwistd("--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("iocpsvc", result.stdout)
+
+    def test_badOptionIsOneLineNoTraceback(self) -> None:
+        """A bad codec fails at start with a message, not a traceback."""
+        result = runTwistd("-n", "iocpsvc", "--codec", "length:size=5")
+        self.assertNotEqual(result.returncode, 0)
+        output = result.stdout + result.stderr
+        self.assertNotIn("Traceback", output)
+        self.assertIn("size", output)
+
+
+class TwistdEchoTests(TestCase):
+    """C{twistd -n iocpsvc --port tcp:0 --codec C} echoes byte-exact."""
+
+    timeout = 120
+    if platform.isWindows():
+        skip = "uses POSIX signals to stop the child"
+
+    @defer.inlineCallbacks
+    def checkCodec(self, spec: str, connections: int = 200) -> Any:
+        from twisted.internet import reactor
+
+        process, transport = spawnTwistd(
+            reactor,
+            _mkdir(self.mktemp()),
+            "iocpsvc",
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--codec",
+            spec,
+        )
+        try:
+            port = yield process.listening
+            rng = random.Random(spec)
+            wires = [
+                encodeAll(spec, [FRAMING_CODECS[spec](rng) for _ in range(rng.randrange(1, 8))])
+                for _ in range(connections)
+            ]
+            received = yield echoMany(reactor, port, wires)
+            self.assertEqual(sum(r == w for r, w in zip(received, wires, strict=True)), connections)
+        finally:
+            if not process.ended.called:
+                transport.signalProcess("TERM")
+            yield process.ended
+        output = process.output.decode(errors="replace")
+        self.assertNotIn("Traceback", output)
+        self.assertIn(f"codec={spec}", output)
+
+    @defer.inlineCallbacks
+    def test_everyFramingCodec(self) -> Any:
+        """Each built-in framing codec, one server process after another."""
+        for spec in FRAMING_CODECS:
+            yield self.checkCodec(spec)
+
+    @defer.inlineCallbacks
+    def test_sigtermExitsCleanly(self) -> Any:
+        """SIGTERM stops the server with no traceback."""
+        from twisted.internet import reactor
+
+        process, transport = spawnTwistd(
+            reactor, _mkdir(self.mktemp()), "iocpsvc", "--port", "tcp:0:interface=127.0.0.1"
+        )
+        yield process.listening
+        transport.signalProcess("TERM")
+        status = yield process.ended
+        self.assertIn(getattr(status, "exitCode", None), (0, None))
+        self.assertIn(getattr(status, "signal", None), (None, signal.SIGTERM))
+        self.assertNotIn(b"Traceback", bytes(process.output))
+
+
+def _mkdir(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return path
