@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from iocpsvc.errors import EncodeError
@@ -91,12 +92,12 @@ def parseBool(text: str) -> bool:
 def parseBytes(text: str) -> bytes:
     """
     Parse a byte string given in a spec: backslash escapes as in Python
-    (C{\\r\\n}, C{\\x00}), or C{hex:0d0a}.
+    (C{\\r\\n}, C{\\x00}), or hexadecimal digits after C{0x} (C{0x0d0a}).
     """
     value = str(text)
-    if value.lower().startswith("hex:"):
+    if value.lower().startswith("0x"):
         try:
-            return bytes.fromhex(value[4:])
+            return bytes.fromhex(value[2:])
         except ValueError:
             raise ValueError(f"{text!r} is not valid hex") from None
     result: bytes = _stdcodecs.escape_decode(value.encode("utf-8"))[0]
@@ -131,7 +132,8 @@ def payloadBytes(obj: object) -> bytes:
     return b"".join(encoded)
 
 
-@implementer(ICodecPlugin)
+# IPlugin too: Twisted's plugin scan only records objects that provide it.
+@implementer(IPlugin, ICodecPlugin)
 class CodecPlugin:
     """
     A codec's entry in the spec registry.
