@@ -11,11 +11,11 @@ import os
 import sys
 import textwrap
 
-import twisted.plugins
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+import twisted.plugins
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.errors import CodecSpecError, CorruptFrame
 from tests.helpers import feedChunks
