@@ -180,29 +180,38 @@ class LengthFieldDecoder:
         append = out.append
         end = len(data)
         position = 0
-        while end - position >= headerEnd:
-            value = read(data, position + fieldOffset)
-            frameLength = value + extra
-            if frameLength > maxFrameLength:
-                raise FrameTooLong(frameLength, maxFrameLength)
-            if value < 0:
-                raise CorruptFrame(f"negative length field: {value}")
-            if frameLength < headerEnd:
-                raise CorruptFrame(
-                    f"adjusted frame length ({frameLength}) is shorter than the "
-                    f"length field's end ({headerEnd})"
-                )
-            if self._checkStrip and strip > frameLength:
-                raise CorruptFrame(
-                    f"frame length ({frameLength}) is shorter than the bytes to strip ({strip})"
-                )
-            frameEnd = position + frameLength
-            if frameEnd > end:
-                break
-            frame = data[position + strip : frameEnd]
-            # bytes(bytes) is the same object, so this copies only bytearray.
-            append(frame if frame.__class__ is bytes else bytes(frame))
-            position = frameEnd
+        # Slicing a bytearray and converting to bytes would copy each frame
+        # twice; a memoryview slice is copied once.  The view is released
+        # before returning so the caller can resize its buffer.
+        view = memoryview(data) if data.__class__ is bytearray else None
+        try:
+            source = data if view is None else view
+            while end - position >= headerEnd:
+                value = read(data, position + fieldOffset)
+                frameLength = value + extra
+                if frameLength > maxFrameLength:
+                    raise FrameTooLong(frameLength, maxFrameLength)
+                if value < 0:
+                    raise CorruptFrame(f"negative length field: {value}")
+                if frameLength < headerEnd:
+                    raise CorruptFrame(
+                        f"adjusted frame length ({frameLength}) is shorter than the "
+                        f"length field's end ({headerEnd})"
+                    )
+                if self._checkStrip and strip > frameLength:
+                    raise CorruptFrame(
+                        f"frame length ({frameLength}) is shorter than the bytes to strip ({strip})"
+                    )
+                frameEnd = position + frameLength
+                if frameEnd > end:
+                    break
+                # bytes[a:b] is already a copy; a view slice needs bytes().
+                frame = source[position + strip : frameEnd]
+                append(frame if view is None else bytes(frame))
+                position = frameEnd
+        finally:
+            if view is not None:
+                view.release()
         return position
 
     def decodeLast(self, data: bytes) -> list[object]:
