@@ -104,3 +104,17 @@ def spawnTwistd(reactor: Any, workdir: str, *args: str) -> tuple[TwistdProcess, 
     argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args]
     transport = reactor.spawnProcess(process, sys.executable, argv, env=env, path=workdir)
     return process, transport
+
+
+def temporaryDirectory(testCase: Any) -> str:
+    """
+    A new directory removed when C{testCase} ends (unlike C{mktemp}, it is
+    not created under the current directory, which pytest leaves as the
+    checkout).
+    """
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="iocpsvc-test-")
+    testCase.addCleanup(shutil.rmtree, path, True)
+    return path

@@ -19,6 +19,7 @@ import twisted.plugins
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.errors import CodecSpecError, CorruptFrame
 from tests.helpers import feedChunks
+from tests.netutil import temporaryDirectory
 
 
 def wireOf(spec: str, objects: list[object]) -> bytes:
@@ -124,7 +125,7 @@ class PluginDiscoveryTests(SynchronousTestCase):
 
     def test_thirdPartyCodec(self) -> None:
         """A module in a twisted/plugins directory adds a codec name."""
-        base = self.mktemp()
+        base = temporaryDirectory(self)
         pluginDir = os.path.join(base, "twisted", "plugins")
         os.makedirs(pluginDir)
         with open(os.path.join(pluginDir, "iocpsvc_test_tiny.py"), "w") as f:

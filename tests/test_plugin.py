@@ -18,7 +18,7 @@ from twisted.python.runtime import platform
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc.tap import Options
-from tests.netutil import REPO, TWISTD, echoMany, spawnTwistd
+from tests.netutil import REPO, TWISTD, echoMany, spawnTwistd, temporaryDirectory
 from tests.test_tcp import FRAMING_CODECS, encodeAll
 
 
@@ -122,7 +122,7 @@ class TwistdEchoTests(TestCase):
 
         process, transport = spawnTwistd(
             reactor,
-            _mkdir(self.mktemp()),
+            temporaryDirectory(self),
             "iocpsvc",
             "--port",
             "tcp:0:interface=127.0.0.1",
@@ -158,7 +158,7 @@ class TwistdEchoTests(TestCase):
         from twisted.internet import reactor
 
         process, transport = spawnTwistd(
-            reactor, _mkdir(self.mktemp()), "iocpsvc", "--port", "tcp:0:interface=127.0.0.1"
+            reactor, temporaryDirectory(self), "iocpsvc", "--port", "tcp:0:interface=127.0.0.1"
         )
         yield process.listening
         transport.signalProcess("TERM")
@@ -166,8 +166,3 @@ class TwistdEchoTests(TestCase):
         self.assertIn(getattr(status, "exitCode", None), (0, None))
         self.assertIn(getattr(status, "signal", None), (None, signal.SIGTERM))
         self.assertNotIn(b"Traceback", bytes(process.output))
-
-
-def _mkdir(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    return path
