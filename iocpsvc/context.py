@@ -24,10 +24,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from iocpsvc import errors
 from iocpsvc.errors import DecodeError
@@ -60,6 +61,7 @@ def _releasing(hook: Callable[..., Any]) -> Callable[..., Any]:
     return connectionLost
 
 
+@implementer(IPushProducer)
 class ConnectionContext(Protocol):
     """
     One connection: receive buffer, frame splitting, dispatch of decoded
@@ -70,6 +72,12 @@ class ConnectionContext(Protocol):
     end of that read.  Write raw bytes with L{writeBytes}, not
     C{transport.write}, or they may overtake objects written earlier in the
     same batch.
+
+    A context is an C{IPushProducer} of its incoming objects: register it
+    (not its transport) with a consumer that may fall behind, e.g.
+    C{otherContext.transport.registerProducer(self, True)} in a proxy, and
+    both reading and the dispatch of already-received objects stop while
+    that consumer is full.
 
     @ivar contextId: this connection's id, unique within its factory.
     @ivar connectedAt: C{reactor.seconds()} when the connection was made.

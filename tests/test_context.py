@@ -162,6 +162,24 @@ class PauseTests(SynchronousTestCase):
         self.assertEqual(seen, [[b"0"], [b"0", b"1"], [b"0", b"1", b"2"], [b"0", b"1", b"2", b"3"]])
 
 
+    def test_contextIsAPushProducer(self) -> None:
+        """A consumer can pause and resume a context directly."""
+        from twisted.internet.interfaces import IPushProducer
+        from twisted.internet.testing import StringTransport
+        from zope.interface.verify import verifyObject
+
+        connection = EmbeddedConnection(Recorder)
+        context = connection.context
+        self.assertTrue(verifyObject(IPushProducer, context))
+        consumer = StringTransport()
+        consumer.registerProducer(context, True)
+        consumer.producer.pauseProducing()  # type: ignore[union-attr]
+        connection.feed(frame(b"held"))
+        self.assertEqual(context.received, [])  # type: ignore[attr-defined]
+        consumer.producer.resumeProducing()  # type: ignore[union-attr]
+        self.assertEqual(context.received, [b"held"])  # type: ignore[attr-defined]
+
+
 class FailureTests(SynchronousTestCase):
     """Decode errors and handler errors close that connection only."""
 
