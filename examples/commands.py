@@ -10,12 +10,12 @@ works with C{Command} objects only:
   with C{registerAdapter}: C{writeObject(Command(...))} finds it by
   adaptation and the line framer adds the newline.
 
-Run it::
+C{CommandContext.defaultCodec} bundles the two, so the context runs from the
+command line (from the checkout's top directory)::
 
-    twistd -n iocpsvc --context examples.commands.CommandContext --codec line
+    twistd -n iocpsvc --context examples.commands.CommandContext
 
-(with this directory's parent on C{PYTHONPATH}); then C{nc 127.0.0.1 9983}
-and type C{PING hello} or C{ADD 2 3}.
+then C{nc 127.0.0.1 9983} and type C{PING hello} or C{ADD 2 3}.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from twisted.python.components import registerAdapter
 from zope.interface import implementer
 
-from iocpsvc import ConnectionContext, ConnectionContextFactory, IDecoder, IEncoder
+from iocpsvc import Codec, ConnectionContext, ConnectionContextFactory, IDecoder, IEncoder, parseCodecSpec
 from iocpsvc.codecs.line import LineDecoder
 from iocpsvc.errors import CorruptFrame
 
@@ -78,10 +78,22 @@ class CommandDecoder:
         return []
 
 
+COMMANDS_CODEC = Codec(
+    "commands (line framing)",
+    ["line", "commands"],
+    CommandDecoder,
+    parseCodecSpec("line").encoder,  # its encoder adds the newline
+)
+
+
 class CommandContext(ConnectionContext):
     """Answers C{PING x} with C{PONG x} and C{ADD a b} with C{SUM a+b}."""
 
     __slots__ = ()
+
+    # The codec a factory (and twistd) uses for this context unless told
+    # otherwise.
+    defaultCodec = COMMANDS_CODEC
 
     def objectReceived(self, obj: object) -> None:
         assert isinstance(obj, Command)

@@ -321,6 +321,12 @@ class ConnectionContext(Protocol):
         except DecodeError as e:
             failure = e
             consumed = len(data)
+        except Exception:
+            # Not a wire-format verdict but a bug in the decoder, which is
+            # application code: a handler error, with its traceback.
+            self._decodeFailed = True
+            self._handlerError(Failure())
+            return
         # Compact once per read, never per frame.
         if consumed >= len(data):
             self._buffer = None

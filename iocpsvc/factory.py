@@ -82,9 +82,15 @@ class ConnectionContextFactory(ServerFactory):
     def __init__(
         self,
         contextClass: type[ConnectionContext] = ConnectionContext,
-        codec: str | Codec = "length",
+        codec: str | Codec | None = None,
         reactor: Any = None,
     ) -> None:
+        """
+        @param contextClass: the context class to register.
+        @param codec: a codec spec or L{Codec}; by default the context
+            class's own C{defaultCodec}, else C{"length"}.
+        @param reactor: the reactor; the global one by default.
+        """
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
@@ -112,6 +118,8 @@ class ConnectionContextFactory(ServerFactory):
         self.rateLimitedLog = RateLimitedLog(_log, reactor.seconds)
         self._drained: list[Deferred[None]] = []
         self.registerContextClass(contextClass)
+        if codec is None:
+            codec = getattr(contextClass, "defaultCodec", None) or "length"
         self.registerCodec(codec)
 
     # -- registrations (DIOCP: RegisterContextClass, RegisterDecoder, ...) ---
@@ -128,8 +136,7 @@ class ConnectionContextFactory(ServerFactory):
         Register a decoder and an encoder at once, from a spec string
         (C{"line:max=8192+json"}) or a parsed L{Codec}.
         """
-        if isinstance(codec, str):
-            codec = parseCodecSpec(codec)
+        codec = parseCodecSpec(codec)
         self.codec = codec
         self._newDecoder = codec.newDecoder
         self._encoder = codec.encoder
@@ -153,6 +160,16 @@ class ConnectionContextFactory(ServerFactory):
         except TypeError:
             raise TypeError(f"{encoder!r} does not provide and cannot be adapted to IEncoder") from None
         self.codec = None
+
+    def describeCodec(self) -> str:
+        """The codec in words, for logs: its spec, or the registered classes."""
+        if self.codec is not None:
+            return f"{self.codec.spec} (max frame {self.codec.maxFrameLength} bytes)"
+        decoder = self._newDecoder()
+        return (
+            f"decoder {type(decoder).__name__} (max frame "
+            f"{getattr(decoder, 'maxFrameLength', '?')} bytes), encoder {type(self._encoder).__name__}"
+        )
 
     @property
     def encoder(self) -> Any:

@@ -134,13 +134,10 @@ class SocketServerService(MultiService):
         contextClass = self.factory.contextClass
         names = {cls: name for name, cls in BUILTIN_CONTEXTS.items()}
         contextName = names.get(contextClass, f"{contextClass.__module__}.{contextClass.__qualname__}")
-        codec = self.factory.codec
         _log.info(
-            "iocpsvc listening on {addresses}; codec={codec} (max frame {maxFrameLength} "
-            "bytes); context={context}; reactor={reactor}",
+            "iocpsvc listening on {addresses}; codec={codec}; context={context}; reactor={reactor}",
             addresses=", ".join(describeAddress(p.getHost()) for p in self.ports),
-            codec=codec.spec if codec is not None else repr(self.factory.encoder),
-            maxFrameLength=codec.maxFrameLength if codec is not None else "?",
+            codec=self.factory.describeCodec(),
             context=contextName,
             reactor=type(self.reactor).__module__.rsplit(".", 1)[-1],
         )

@@ -7,6 +7,7 @@ and checks them, builds the factory and the service, and hands over.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from twisted.python import reflect, usage
@@ -130,6 +131,11 @@ class Options(usage.Options):
         if not self["port"]:
             self["port"] = [DEFAULT_PORT]
         for description in self["port"]:
+            if description.startswith("systemd:") and "LISTEN_FDS" not in os.environ:
+                raise usage.UsageError(
+                    f"--port {description!r}: systemd endpoints need socket activation "
+                    f"(LISTEN_FDS is not set: start through a systemd .socket unit)"
+                )
             try:
                 endpoints.serverFromString(reactor, description)
             except Exception as e:
@@ -152,6 +158,11 @@ class Options(usage.Options):
             self["codecObject"] = parseCodecSpec(spec, maxFrameLength)
         except CodecSpecError as e:
             raise usage.UsageError(f"--codec {spec!r}: {e}") from None
+        if not self["codec"] and maxFrameLength is not None and not isinstance(spec, str):
+            raise usage.UsageError(
+                f"--max-frame-length: the context {self['context']} brings its own codec "
+                f"({spec.spec}); set its limit there"
+            )
 
         try:
             self["shutdownTimeout"] = float(self["shutdown-timeout"])

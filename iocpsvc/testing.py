@@ -44,7 +44,7 @@ class EmbeddedConnection:
     def __init__(
         self,
         contextClass: type[ConnectionContext] = ConnectionContext,
-        codec: str | Codec = "length",
+        codec: str | Codec | None = None,
         factory: ConnectionContextFactory | None = None,
         clock: Clock | None = None,
         peer: Any = None,

@@ -204,6 +204,12 @@ class EncoderTests(SynchronousTestCase):
         """A header that strip loses cannot be re-created: refused at build."""
         self.assertRaises(CodecSpecError, parseCodecSpec, "length:offset=1:size=2:strip=3")
 
+    def test_signedFieldHalfRange(self) -> None:
+        """With signed=true the encoder never writes a length read back as negative."""
+        codec = parseCodecSpec("length:size=1:signed=true")
+        self.assertEqual(codec.encoder.encode(b"x" * 127)[:1], b"\x7f")
+        self.assertRaises(EncodeError, codec.encoder.encode, b"x" * 128)
+
     def test_rejectsNonBytes(self) -> None:
         """Objects that are not bytes and have no adapter are refused."""
         self.assertRaises(EncodeError, LengthFieldPrepender().encode, 42)

@@ -209,6 +209,30 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(connection.factory.handlerErrors, 1)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
+    def test_decoderBugIsHandlerError(self) -> None:
+        """A decoder raising something other than DecodeError is a handler error."""
+        from zope.interface import implementer
+
+        from iocpsvc.interfaces import IDecoder
+
+        @implementer(IDecoder)
+        class Buggy:
+            maxFrameLength = 10
+
+            def decode(self, data: object, out: list[object]) -> int:
+                raise ZeroDivisionError("bug")
+
+            def decodeLast(self, data: bytes) -> list[object]:
+                raise AssertionError("not called after a failure")
+
+        connection = EmbeddedConnection(Recorder)
+        connection.factory.registerDecoder(Buggy)
+        connection.context._decoder = Buggy()
+        connection.feed(b"anything")
+        self.assertEqual(connection.context.closeReason, errors.HANDLER_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        connection.disconnect()
+
     def test_closeInsideHandlerStopsDispatch(self) -> None:
         """close() in objectReceived sends the replies so far, then stops."""
 

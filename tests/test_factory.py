@@ -121,6 +121,14 @@ class AdapterTests(SynchronousTestCase):
         connection = EmbeddedConnection(ConnectionContext, "line")
         self.assertRaises(EncodeError, connection.context.writeObject, object())
 
+    def test_contextBringsItsCodec(self) -> None:
+        """A context class's defaultCodec (a Codec object) is used by default."""
+        connection = EmbeddedConnection(CommandContext)
+        connection.feed(b"PING x\n")
+        self.assertEqual(connection.readBytes(), b"PONG x\n")
+        factory = ConnectionContextFactory(CommandContext, reactor=Clock())
+        self.assertIs(factory.codec, CommandContext.defaultCodec)
+
     def test_commandExample(self) -> None:
         """The commands example: its decoder, its adapter, its context."""
         connection = EmbeddedConnection(factory=makeFactory(Clock()))
@@ -200,7 +208,8 @@ class ChatTests(SynchronousTestCase):
 
     def test_chat(self) -> None:
         """Joins, messages, nick changes and leaves are broadcast."""
-        factory = ConnectionContextFactory(ChatContext, "line+text", reactor=Clock())
+        factory = ConnectionContextFactory(ChatContext, reactor=Clock())
+        self.assertEqual(factory.codec.spec, "line+text")  # type: ignore[union-attr]
         alice = EmbeddedConnection(factory=factory, clock=factory.reactor)
         bob = EmbeddedConnection(factory=factory, clock=factory.reactor)
         alice.feed(b"/nick alice\nhello\r\n")

@@ -26,6 +26,17 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from iocpsvc.codecs._base import (
+    CodecPlugin,
+    KiB,
+    MiB,
+    parseBool,
+    parseByteOrder,
+    parseBytes,
+    parseInt,
+    parseSize,
+    payloadBytes,
+)
 from iocpsvc.codecs.chain import ChainDecoder, ChainEncoder
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.interfaces import ICodecPlugin, IDecoder, IEncoder
@@ -152,6 +163,12 @@ class Codec:
         decoderFactory: Callable[[], Any],
         encoder: Any,
     ) -> None:
+        """
+        Build a codec directly (spec strings are parsed by
+        L{parseCodecSpec}): C{decoderFactory()} makes a connection's
+        L{IDecoder}, C{encoder} is the shared L{IEncoder}; C{spec} and
+        C{names} describe it in logs.
+        """
         self.spec = spec
         self.names = names
         self.newDecoder = decoderFactory
@@ -162,7 +179,7 @@ class Codec:
         return f"<Codec {self.spec}>"
 
 
-def parseCodecSpec(spec: str, defaultMaxFrameLength: int | None = None) -> Codec:
+def parseCodecSpec(spec: str | Codec, defaultMaxFrameLength: int | None = None) -> Codec:
     """
     Parse a codec spec string into a L{Codec}.
 
@@ -173,6 +190,8 @@ def parseCodecSpec(spec: str, defaultMaxFrameLength: int | None = None) -> Codec
     @raise CodecSpecError: the spec is malformed; the message names the bad
         part.
     """
+    if isinstance(spec, Codec):
+        return spec  # already built (e.g. a context class's own codec)
     if not isinstance(spec, str) or not spec.strip():
         raise CodecSpecError("empty codec spec")
     names: list[str] = []
@@ -232,8 +251,17 @@ def parseCodecSpec(spec: str, defaultMaxFrameLength: int | None = None) -> Codec
 
 __all__ = [
     "Codec",
+    "CodecPlugin",
     "CodecSpecError",
+    "KiB",
+    "MiB",
     "availableCodecs",
     "getCodecPlugin",
+    "parseBool",
+    "parseByteOrder",
+    "parseBytes",
     "parseCodecSpec",
+    "parseInt",
+    "parseSize",
+    "payloadBytes",
 ]

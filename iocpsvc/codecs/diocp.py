@@ -191,10 +191,7 @@ class DiocpStreamDecoder:
         while end - position >= HEADER_LENGTH:
             flag, checksum = readFlagAndChecksum(data, position)
             if flag != PACK_FLAG:
-                raise CorruptFrame(
-                    f"bad DIOCP flag {flag:#06x} (expected {PACK_FLAG:#06x}, "
-                    f"bytes 10 0D)"
-                )
+                raise CorruptFrame(f"bad DIOCP flag {flag:#06x} (expected {PACK_FLAG:#06x}, bytes 10 0D)")
             (length,) = readLength(data, position + 6)
             if length > maxFrameLength:
                 raise FrameTooLong(length, maxFrameLength)
@@ -261,15 +258,9 @@ def _build(
 ) -> tuple[Callable[[], DiocpStreamDecoder], DiocpStreamEncoder]:
     if max is None:
         # The process-wide default cannot exceed what the wire can carry.
-        max = (
-            min(defaultMaxFrameLength, LENGTH_LIMIT)
-            if defaultMaxFrameLength
-            else DEFAULT_MAX_FRAME_LENGTH
-        )
+        max = min(defaultMaxFrameLength, LENGTH_LIMIT) if defaultMaxFrameLength else DEFAULT_MAX_FRAME_LENGTH
     encoder = DiocpStreamEncoder(max)  # validates max now, not per connection
-    decoderFactory = functools.partial(
-        DiocpStreamDecoder, maxFrameLength=max, verifyChecksum=checksum
-    )
+    decoderFactory = functools.partial(DiocpStreamDecoder, maxFrameLength=max, verifyChecksum=checksum)
     return decoderFactory, encoder
 
 

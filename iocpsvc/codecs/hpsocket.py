@@ -108,13 +108,10 @@ def _checkParameters(maxFrameLength: int, headerFlag: int) -> None:
     """The checks of HP-Socket's C{CheckParams}, as C{ValueError}s."""
     if not 0 < maxFrameLength <= MAX_SIZE_LIMIT:
         raise ValueError(
-            f"max must be between 1 and {MAX_SIZE_LIMIT:#x} ({MAX_SIZE_LIMIT}), "
-            f"not {maxFrameLength}"
+            f"max must be between 1 and {MAX_SIZE_LIMIT:#x} ({MAX_SIZE_LIMIT}), not {maxFrameLength}"
         )
     if not 0 <= headerFlag <= HEADER_FLAG_LIMIT:
-        raise ValueError(
-            f"flag must be between 0 and {HEADER_FLAG_LIMIT:#x}, not {headerFlag}"
-        )
+        raise ValueError(f"flag must be between 0 and {HEADER_FLAG_LIMIT:#x}, not {headerFlag}")
 
 
 @implementer(IDecoder)
@@ -132,9 +129,7 @@ class HPSocketPackDecoder:
 
     __slots__ = ("maxFrameLength", "headerFlag")
 
-    def __init__(
-        self, maxFrameLength: int = DEFAULT_MAX_FRAME_LENGTH, headerFlag: int = 0
-    ) -> None:
+    def __init__(self, maxFrameLength: int = DEFAULT_MAX_FRAME_LENGTH, headerFlag: int = 0) -> None:
         _checkParameters(maxFrameLength, headerFlag)
         self.maxFrameLength = maxFrameLength
         self.headerFlag = headerFlag
@@ -153,8 +148,7 @@ class HPSocketPackDecoder:
             (header,) = readHeader(data, position)
             if headerFlag and header >> LENGTH_BITS != headerFlag:
                 raise CorruptFrame(
-                    f"HP-Socket pack header flag {header >> LENGTH_BITS:#x} does "
-                    f"not match {headerFlag:#x}"
+                    f"HP-Socket pack header flag {header >> LENGTH_BITS:#x} does not match {headerFlag:#x}"
                 )
             length = header & LENGTH_MASK
             if length > maxFrameLength:
@@ -191,9 +185,7 @@ class HPSocketPackEncoder:
 
     __slots__ = ("maxFrameLength", "headerFlag", "_flagBits")
 
-    def __init__(
-        self, maxFrameLength: int = DEFAULT_MAX_FRAME_LENGTH, headerFlag: int = 0
-    ) -> None:
+    def __init__(self, maxFrameLength: int = DEFAULT_MAX_FRAME_LENGTH, headerFlag: int = 0) -> None:
         _checkParameters(maxFrameLength, headerFlag)
         self.maxFrameLength = maxFrameLength
         self.headerFlag = headerFlag
@@ -206,8 +198,7 @@ class HPSocketPackEncoder:
         length = len(payload)
         if not 0 < length <= self.maxFrameLength:
             raise EncodeError(
-                f"an HP-Socket pack body must be 1 to {self.maxFrameLength} "
-                f"bytes long, not {length}"
+                f"an HP-Socket pack body must be 1 to {self.maxFrameLength} bytes long, not {length}"
             )
         header = _HEADER.pack(self._flagBits | length)
         if length > _JOIN_LIMIT:
@@ -223,14 +214,10 @@ def _build(
     if max is None:
         # The process-wide default cannot exceed what the 22-bit field holds.
         max = (
-            min(defaultMaxFrameLength, MAX_SIZE_LIMIT)
-            if defaultMaxFrameLength
-            else DEFAULT_MAX_FRAME_LENGTH
+            min(defaultMaxFrameLength, MAX_SIZE_LIMIT) if defaultMaxFrameLength else DEFAULT_MAX_FRAME_LENGTH
         )
     encoder = HPSocketPackEncoder(max, flag)  # validates now, not per connection
-    decoderFactory = functools.partial(
-        HPSocketPackDecoder, maxFrameLength=max, headerFlag=flag
-    )
+    decoderFactory = functools.partial(HPSocketPackDecoder, maxFrameLength=max, headerFlag=flag)
     return decoderFactory, encoder
 
 

@@ -233,11 +233,14 @@ class LengthFieldPrepender:
         lengthFieldLength: int = 4,
         lengthAdjustment: int = 0,
         byteOrder: str = "big",
+        signed: bool = False,
     ) -> None:
         self.lengthFieldLength = lengthFieldLength
         self.lengthAdjustment = lengthAdjustment
         self.byteOrder = byteOrder
-        self._limit = (1 << (8 * lengthFieldLength)) - 1
+        # A signed field holds half the range: never write what reads back
+        # as negative.
+        self._limit = (1 << (8 * lengthFieldLength - (1 if signed else 0))) - 1
         if lengthFieldLength in _FORMATS:
             fmt = ("<" if byteOrder == "little" else ">") + _FORMATS[lengthFieldLength]
             self._pack: Callable[[int], bytes] = struct.Struct(fmt).pack
@@ -319,7 +322,7 @@ def _build(
     if strip == 0:
         encoder = WholeFrameEncoder(prototype)
     elif offset == 0 and strip == size:
-        encoder = LengthFieldPrepender(size, adjust, order)
+        encoder = LengthFieldPrepender(size, adjust, order, signed)
     else:
         raise ValueError(
             f"cannot encode frames with offset={offset} and strip={strip}: the "
