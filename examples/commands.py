@@ -11,9 +11,9 @@ works with C{Command} objects only:
   adaptation and the line framer adds the newline.
 
 C{CommandContext.defaultCodec} bundles the two, so the context runs from the
-command line (from the checkout's top directory)::
+command line (twistd does not put the current directory on the path)::
 
-    twistd -n iocpsvc --context examples.commands.CommandContext
+    PYTHONPATH=. twistd -n iocpsvc --context examples.commands.CommandContext
 
 then C{nc 127.0.0.1 9983} and type C{PING hello} or C{ADD 2 3}.
 """
