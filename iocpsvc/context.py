@@ -14,7 +14,14 @@ only ever look at bytes::
 Subclass L{ConnectionContext} and override L{ConnectionContext.objectReceived}
 (and, if you like, C{connectionMade} and C{connectionLost}, Twisted's usual
 hooks).  The factory (L{iocpsvc.factory.ConnectionContextFactory}) gives each
-context its decoder and encoder.
+context its decoder, its encoder and its limits.
+
+Dispatch of received objects stops, in order, while any of these holds:
+the application paused reading (L{ConnectionContext.pauseReading}); a
+consumer is full (L{ConnectionContext.pauseProducing}: the connection's own
+write buffer is over its high water mark, or another consumer it was
+registered with); a handler's Deferred has not fired yet; the connection is
+closing.
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -36,9 +45,11 @@ from iocpsvc.errors import DecodeError
 if TYPE_CHECKING:
     from iocpsvc.factory import ConnectionContextFactory
 
-# Why dispatch is held (bit flags in ``_hold``; any bit set stops dispatch).
-_PAUSED = 1  # the application called pauseProducing()
-_CLOSING = 2  # close()/abort() was called or the stream broke
+# Why dispatch is held: bit flags in ``_hold``; any bit set stops dispatch.
+_PAUSED = 1  # the application called pauseReading()
+_BLOCKED = 2  # a consumer is full: pauseProducing() (write backpressure)
+_WAITING = 4  # objectReceived returned a Deferred that has not fired
+_CLOSING = 8  # close()/abort() was called, or the stream broke
 
 _log = Logger(namespace="iocpsvc.context")
 
@@ -65,7 +76,8 @@ def _releasing(hook: Callable[..., Any]) -> Callable[..., Any]:
 class ConnectionContext(Protocol):
     """
     One connection: receive buffer, frame splitting, dispatch of decoded
-    objects, encoding of written objects, and the connection's facts.
+    objects, encoding of written objects, flow control, and the
+    connection's facts.
 
     Override L{objectReceived}.  Write replies with L{writeObject}; writes
     made while a read is being processed leave together, in order, at the
@@ -73,11 +85,14 @@ class ConnectionContext(Protocol):
     C{transport.write}, or they may overtake objects written earlier in the
     same batch.
 
-    A context is an C{IPushProducer} of its incoming objects: register it
-    (not its transport) with a consumer that may fall behind, e.g.
-    C{otherContext.transport.registerProducer(self, True)} in a proxy, and
-    both reading and the dispatch of already-received objects stop while
-    that consumer is full.
+    A context is the streaming producer of its own transport: when more
+    than the factory's C{writeHighWater} bytes wait to be sent, the
+    transport pauses it (reading and dispatch stop, L{writabilityChanged}
+    says so) until they have gone.  To register another producer on the
+    transport (a file sender, say), unregister the context first with
+    C{self.transport.unregisterProducer()}.  A context can also be given to
+    another consumer, e.g. C{otherContext.transport.registerProducer(self,
+    True)} in a proxy.
 
     @ivar contextId: this connection's id, unique within its factory.
     @ivar connectedAt: C{reactor.seconds()} when the connection was made.
@@ -89,6 +104,7 @@ class ConnectionContext(Protocol):
     @ivar closeReason: C{None} while open; then one of
         L{iocpsvc.errors.CLOSE_REASONS}, already set when C{connectionLost}
         runs.
+    @ivar closingAt: C{reactor.seconds()} when the close began, or C{None}.
     """
 
     # Per-connection state is small and fixed: slots, and nothing allocated
@@ -105,12 +121,17 @@ class ConnectionContext(Protocol):
         "framesReceived",
         "framesSent",
         "closeReason",
+        "closingAt",
         "_decoder",
         "_encode",
         "_buffer",
         "_batch",
         "_pending",
         "_hold",
+        "_readingPaused",
+        "_backlogPaused",
+        "_blockedBytes",
+        "_producing",
         "_decodeFailed",
         "_released",
     )
@@ -135,23 +156,36 @@ class ConnectionContext(Protocol):
         self.framesReceived = 0
         self.framesSent = 0
         self.closeReason: str | None = None
+        self.closingAt: float | None = None
         self._decoder: Any = None
         self._encode: Callable[[object], Any] = _noEncoder
         self._buffer: bytearray | None = None
         self._batch: list[bytes] | None = None
         self._pending: deque[object] | None = None
         self._hold = 0
+        self._readingPaused = False
+        self._backlogPaused = False
+        self._blockedBytes = 0
+        self._producing = False
         self._decodeFailed = False
         self._released = False
 
     # -- the application's API ---------------------------------------------
 
-    def objectReceived(self, obj: object) -> None:
+    def objectReceived(self, obj: object) -> Deferred[Any] | Any:
         """
         Called once for every decoded object, in stream order.  Override it.
 
-        An exception raised here is logged with the peer, and closes this
-        connection (reason C{handler-error}); other connections go on.
+        It may return a Deferred, or be a coroutine (C{async def}): this
+        connection's next object is then dispatched only after it fires,
+        so order is kept while other connections are served; reading from
+        this client pauses while more than the factory's
+        C{maxPendingObjects} wait behind it.  L{iocpsvc.threads.inThreadPool}
+        runs blocking code this way.
+
+        An exception raised here (or a failed Deferred) is logged with the
+        peer and its traceback, and closes this connection (reason
+        C{handler-error}); other connections go on.
         """
 
     def writeObject(self, obj: object) -> None:
@@ -161,22 +195,17 @@ class ConnectionContext(Protocol):
 
         @raise iocpsvc.errors.EncodeError: C{obj} cannot be encoded.
         """
-        # Hot path: encode, then either join the batch or write now; one
-        # class check tells a single bytes from a chunk sequence.
+        # Hot path: encode, then join the batch (one class check tells a
+        # single bytes from a chunk sequence) or, outside a read, send now.
         encoded = self._encode(obj)
         self.framesSent += 1
         batch = self._batch
-        if batch is not None:
-            if encoded.__class__ is bytes:
-                batch.append(encoded)
-            else:
-                batch.extend(encoded)
+        if batch is None:
+            self._send(encoded)
         elif encoded.__class__ is bytes:
-            self.bytesSent += len(encoded)
-            self.transport.write(encoded)  # type: ignore[union-attr]
+            batch.append(encoded)
         else:
-            self.bytesSent += sum(map(len, encoded))
-            self.transport.writeSequence(encoded)  # type: ignore[union-attr]
+            batch.extend(encoded)
 
     def writeBytes(self, data: bytes) -> None:
         """
@@ -186,20 +215,26 @@ class ConnectionContext(Protocol):
         if self._batch is not None:
             self._batch.append(data)
         else:
-            self.bytesSent += len(data)
-            self.transport.write(data)  # type: ignore[union-attr]
+            self._send(data)
 
     def close(self, reason: str = errors.LOCAL) -> None:
         """
-        Close gracefully: what was written so far is sent first.  No further
-        received objects are dispatched.
+        Close gracefully: what was written so far is sent first (within the
+        factory's C{closeTimeout}, after which the connection is aborted).
+        No further received objects are dispatched.
         """
         if self.closeReason is None:
             self.closeReason = reason
+        if self._hold & _CLOSING:
+            return
         self._hold |= _CLOSING
+        factory = self.factory
+        self.closingAt = factory.reactor.seconds() if factory is not None else 0.0
         self._flush()
-        if self.transport is not None:
-            self.transport.loseConnection()
+        transport = self.transport
+        if transport is not None and not self._released:
+            self._unregister()
+            transport.loseConnection()
 
     def abort(self, reason: str = errors.LOCAL) -> None:
         """
@@ -208,44 +243,81 @@ class ConnectionContext(Protocol):
         if self.closeReason is None:
             self.closeReason = reason
         self._hold |= _CLOSING
+        if self.closingAt is None:
+            factory = self.factory
+            self.closingAt = factory.reactor.seconds() if factory is not None else 0.0
         self._batch = [] if self._batch is not None else None
         transport = self.transport
-        if transport is None:
+        if transport is None or self._released:
             return
+        self._unregister()
         abortConnection = getattr(transport, "abortConnection", None)
         if abortConnection is not None:
             abortConnection()
         else:
             transport.loseConnection()
 
-    def pauseProducing(self) -> None:
+    def pauseReading(self) -> None:
         """
         Stop reading from this client and stop dispatching objects already
-        received, until L{resumeProducing}.
+        received, until L{resumeReading} (HP-Socket's PauseReceive).
         """
         self._hold |= _PAUSED
-        if self.transport is not None:
-            self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self._updateReading()
+
+    def resumeReading(self) -> None:
+        """Dispatch the objects held by L{pauseReading}, then read again."""
+        if self._hold & _PAUSED:
+            self._hold &= ~_PAUSED
+            self._drain()
+
+    def writabilityChanged(self, writable: bool) -> None:
+        """
+        Called when more than the high water mark of written bytes is
+        waiting to be sent (C{writable} false: reading and dispatch have
+        stopped), and again once it has all been sent.  Override it to
+        stop and restart writes that do not come from received objects
+        (timers, broadcasts); see also L{writable}.
+        """
+
+    @property
+    def writable(self) -> bool:
+        """Whether writes are going out (no consumer is full)."""
+        return not self._hold & _BLOCKED
+
+    # -- IPushProducer: the consumer (normally our own transport) ---------------
+
+    def pauseProducing(self) -> None:
+        """
+        A consumer is full: stop reading from this client and stop
+        dispatching until L{resumeProducing}.
+        """
+        if self._hold & _BLOCKED:
+            return
+        self._hold |= _BLOCKED
+        self._blockedBytes = 0
+        self._updateReading()
+        self.writabilityChanged(False)
 
     def resumeProducing(self) -> None:
-        """
-        Dispatch the objects held while paused, then read again.
-        """
-        self._hold &= ~_PAUSED
-        if self._hold:
+        """The consumer has room again: dispatch what was held, read again."""
+        if not self._hold & _BLOCKED:
             return
-        pending = self._pending
-        if pending:
-            self._pending = None
-            self._dispatch(pending)
-        if not self._hold and self._buffer:
-            self._receive(b"")
-        if not self._hold and self.transport is not None:
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
+        self._hold &= ~_BLOCKED
+        self._blockedBytes = 0
+        self.writabilityChanged(True)
+        self._drain()
 
     def stopProducing(self) -> None:
-        """Stop for good: close the connection at once."""
+        """A consumer gave up on this context: close it at once."""
+        transport = self.transport
+        if transport is None or self._hold & _CLOSING:
+            return
+        if getattr(transport, "disconnected", False) or not getattr(transport, "connected", True):
+            return  # our own transport is going away; connectionLost follows
         self.abort()
+
+    # -- facts ----------------------------------------------------------------
 
     @property
     def peer(self) -> IAddress | None:
@@ -259,12 +331,12 @@ class ConnectionContext(Protocol):
 
     @property
     def paused(self) -> bool:
-        """Whether dispatch is held by L{pauseProducing}."""
-        return bool(self._hold & _PAUSED)
+        """Whether dispatch is held by L{pauseReading} or a full consumer."""
+        return bool(self._hold & (_PAUSED | _BLOCKED))
 
     @property
     def pendingObjects(self) -> int:
-        """Objects decoded but not yet dispatched (held while paused)."""
+        """Objects decoded but not yet dispatched."""
         return len(self._pending) if self._pending else 0
 
     @property
@@ -272,19 +344,42 @@ class ConnectionContext(Protocol):
         """Received bytes not yet decoded (a partial frame)."""
         return len(self._buffer) if self._buffer else 0
 
+    @property
+    def pendingWriteBytes(self) -> int:
+        """
+        Bytes written but not yet sent, as far as the transport tells: exact
+        for Twisted's TCP transports, otherwise an upper bound while
+        writing is blocked and 0 when it is not.
+        """
+        transport = self.transport
+        data = getattr(transport, "dataBuffer", None)
+        if data is not None:
+            return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+        if self._hold & _BLOCKED and self.factory is not None:
+            return self.factory.limits.writeHighWater + self._blockedBytes
+        return 0
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} #{self.contextId} peer={_describe(self.peer)}>"
 
     # -- Twisted's protocol API ---------------------------------------------
 
     def makeConnection(self, transport: Any) -> None:
+        self.connected = 1
+        self.transport = transport
         factory = self.factory
         if factory is not None:
             now = factory.reactor.seconds()
             self.connectedAt = now
             self.lastActivity = now
             factory.contextConnected(self)
-        Protocol.makeConnection(self, transport)
+        register = getattr(transport, "registerProducer", None)
+        if register is not None:
+            # Our own transport tells us when its write buffer passes the high
+            # water mark (pauseProducing) and when it has drained.
+            register(self, True)
+            self._producing = True
+        self.connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
         # Counting is per read, not per frame or byte: two additions.
@@ -305,12 +400,17 @@ class ConnectionContext(Protocol):
 
     def _receive(self, data: bytes) -> None:
         buffer = self._buffer
+        hold = self._hold
+        if hold & _CLOSING:
+            return  # nothing more is dispatched: don't keep what arrives
         if buffer:
             # A partial frame is waiting: append (amortised O(1) on a
             # bytearray) and decode from its start.
             buffer += data
             data = buffer  # type: ignore[assignment]
-        if self._hold:
+        if hold & ~_WAITING:
+            # Paused: keep the bytes undecoded (reading has stopped, so at
+            # most what was in flight arrives).
             if data is not buffer:
                 self._buffer = bytearray(data)
             return
@@ -337,14 +437,17 @@ class ConnectionContext(Protocol):
             self._buffer = bytearray(memoryview(data)[consumed:])
         if out:
             self.framesReceived += len(out)
-            self._dispatch(out)
+            if hold:
+                self._queue(out)  # behind a handler that has not finished
+            else:
+                self._dispatch(out)
         if failure is not None:
             self._decodeError(failure)
 
     def _dispatch(self, objects: Iterable[object]) -> None:
         """
         Deliver C{objects} to L{objectReceived}, batching the writes they
-        make; stop (and keep the rest) as soon as dispatch is held.
+        make; stop (and keep the rest, in order) as soon as dispatch is held.
         """
         objectReceived = self.objectReceived
         iterator: Iterator[object] = iter(objects)
@@ -353,20 +456,82 @@ class ConnectionContext(Protocol):
         self._batch = batch
         try:
             for obj in iterator:
-                objectReceived(obj)
+                result = objectReceived(obj)
+                if result is not None:
+                    self._awaitResult(result)
                 if self._hold:
-                    # Paused or closing: keep what is left, in order.
                     rest = deque(iterator)
                     if rest and not self._hold & _CLOSING:
                         if self._pending:
                             rest.extend(self._pending)
-                        self._pending = rest
+                        self._pending = None
+                        self._queue(rest)
                     break
         except Exception:
             self._handlerError(Failure())
         finally:
             self._flush()
             self._batch = outer
+
+    def _queue(self, objects: Iterable[object]) -> None:
+        """Keep objects for later dispatch; pause reading past the bound."""
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = deque(objects)
+        else:
+            pending.extend(objects)
+        factory = self.factory
+        if (
+            not self._backlogPaused
+            and factory is not None
+            and len(pending) > factory.limits.maxPendingObjects
+        ):
+            self._backlogPaused = True
+            self._updateReading()
+
+    def _awaitResult(self, result: Any) -> None:
+        """objectReceived returned something: wait for it if it is async."""
+        if iscoroutine(result):
+            result = Deferred.fromCoroutine(result)
+        if isinstance(result, Deferred):
+            self._hold |= _WAITING
+            result.addBoth(self._handlerDone)
+
+    def _handlerDone(self, result: object) -> None:
+        self._hold &= ~_WAITING
+        if isinstance(result, Failure):
+            self._handlerError(result)
+        elif self._batch is None:
+            # Fired later, from the reactor: carry on with what waited.
+            self._drain()
+
+    def _drain(self) -> None:
+        """Dispatch what was held, decode what was buffered, read again."""
+        while not self._hold and self._pending:
+            pending, self._pending = self._pending, None
+            self._dispatch(pending)
+        if not self._hold and self._buffer:
+            self._receive(b"")
+        if self._backlogPaused:
+            factory = self.factory
+            bound = factory.limits.maxPendingObjects if factory is not None else 0
+            if self.pendingObjects <= bound // 2:
+                self._backlogPaused = False
+        self._updateReading()
+
+    def _updateReading(self) -> None:
+        """Pause or resume the transport's reading to match why we hold."""
+        want = bool(self._hold & (_PAUSED | _BLOCKED)) or self._backlogPaused
+        transport = self.transport
+        if want == self._readingPaused or transport is None or self._hold & _CLOSING:
+            return
+        self._readingPaused = want
+        if want:
+            transport.pauseProducing()  # type: ignore[attr-defined]
+        else:
+            transport.resumeProducing()  # type: ignore[attr-defined]
+
+    # -- the send path -------------------------------------------------------
 
     def _flush(self) -> None:
         """Send the current batch as one write, keeping batch mode on."""
@@ -375,31 +540,60 @@ class ConnectionContext(Protocol):
             return
         self._batch = []
         # One transport call per batch, whatever its size.
-        if len(batch) == 1:
-            data = batch[0]
-            self.bytesSent += len(data)
-            self.transport.write(data)
+        self._send(batch[0] if len(batch) == 1 else batch)
+
+    def _send(self, data: Any) -> None:
+        size = len(data) if data.__class__ is bytes else sum(map(len, data))
+        self.bytesSent += size
+        if self._hold & _BLOCKED:
+            # The transport already holds more than the high water mark;
+            # what is written now adds to it.
+            self._blockedBytes += size
+            factory = self.factory
+            if factory is not None:
+                limits = factory.limits
+                if limits.writeHighWater + self._blockedBytes > limits.maxPendingWrite:
+                    self._slowClient()
+                    return
+        transport = self.transport
+        if transport is None:
+            return
+        if data.__class__ is bytes:
+            transport.write(data)
         else:
-            self.bytesSent += sum(map(len, batch))
-            self.transport.writeSequence(batch)
+            transport.writeSequence(data)
 
     def _writeEncoded(self, encoded: Any) -> None:
-        """Send bytes already encoded (by L{broadcast}), as L{writeObject} does."""
+        """Send bytes already encoded (by broadcast), as L{writeObject} does."""
         self.framesSent += 1
         batch = self._batch
-        if batch is not None:
-            if encoded.__class__ is bytes:
-                batch.append(encoded)
-            else:
-                batch.extend(encoded)
+        if batch is None:
+            self._send(encoded)
         elif encoded.__class__ is bytes:
-            self.bytesSent += len(encoded)
-            self.transport.write(encoded)  # type: ignore[union-attr]
+            batch.append(encoded)
         else:
-            self.bytesSent += sum(map(len, encoded))
-            self.transport.writeSequence(encoded)  # type: ignore[union-attr]
+            batch.extend(encoded)
+
+    def _unregister(self) -> None:
+        # A paused streaming producer would keep loseConnection waiting.
+        if self._producing:
+            self._producing = False
+            transport = self.transport
+            if transport is not None and getattr(transport, "producer", self) is self:
+                transport.unregisterProducer()  # type: ignore[attr-defined]
 
     # -- failures and the end of the connection --------------------------------
+
+    def _slowClient(self) -> None:
+        factory = self.factory
+        if factory is not None:
+            factory.rateLimitedLog.warn(
+                "closing {peer}: slow-client: more than {limit} bytes written and not sent",
+                peer=_describe(self.peer),
+                limit=factory.limits.maxPendingWrite,
+                contextId=self.contextId,
+            )
+        self.abort(errors.SLOW_CLIENT)
 
     def _decodeError(self, error: DecodeError) -> None:
         self._decodeFailed = True
@@ -463,6 +657,9 @@ class ConnectionContext(Protocol):
         self._released = True
         self.connected = 0
         if self.factory is not None:
+            discarded = getattr(self._decoder, "discardedFrames", 0)
+            if discarded:
+                self.factory.discardedFrames += discarded
             self.factory.contextDisconnected(self)
 
 

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import copy
 import itertools
+import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import ServerFactory
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from iocpsvc import errors
 from iocpsvc.codecs import Codec, parseCodecSpec
 from iocpsvc.context import ConnectionContext
 from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.limits import ServerLimits, addressAllowed
 from iocpsvc.logs import RateLimitedLog
 
 _log = Logger(namespace="iocpsvc.factory")
@@ -70,7 +73,11 @@ class ConnectionContextFactory(ServerFactory):
     @ivar codec: the L{Codec} registered by spec, if any.
     @ivar online: context id -> online context.
     @ivar peakOnline: the most contexts online at once.
+    @ivar limits: the L{ServerLimits} in force.
     @ivar acceptedTotal: connections accepted.
+    @ivar refusedTotal: connections refused at accept (limit or filter).
+    @ivar discardedFrames: oversized frames skipped by codecs in discard
+        mode, over closed connections.
     @ivar closedTotal: close reason -> connections closed for it.
     @ivar decodeErrors: connections closed for a decode error.
     @ivar handlerErrors: exceptions raised by application code.
@@ -84,18 +91,22 @@ class ConnectionContextFactory(ServerFactory):
         contextClass: type[ConnectionContext] = ConnectionContext,
         codec: str | Codec | None = None,
         reactor: Any = None,
+        limits: ServerLimits | None = None,
     ) -> None:
         """
         @param contextClass: the context class to register.
         @param codec: a codec spec or L{Codec}; by default the context
             class's own C{defaultCodec}, else C{"length"}.
         @param reactor: the reactor; the global one by default.
+        @param limits: the limits to enforce; L{ServerLimits}'s defaults
+            when not given.
         """
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
             reactor = globalReactor
         self.reactor = reactor
+        self.limits = limits if limits is not None else ServerLimits()
         self.contextClass: type[ConnectionContext] = ConnectionContext
         self.codec: Codec | None = None
         self._newDecoder: Callable[[], Any] = _missingDecoder
@@ -104,6 +115,9 @@ class ConnectionContextFactory(ServerFactory):
         self._ids = itertools.count(1)
         self.peakOnline = 0
         self.acceptedTotal = 0
+        self.refusedTotal = 0
+        self.discardedFrames = 0
+        self._sweeper: LoopingCall | None = None
         self.closedTotal: dict[str, int] = dict.fromkeys(errors.CLOSE_REASONS, 0)
         self.decodeErrors = 0
         self.handlerErrors = 0
@@ -182,13 +196,40 @@ class ConnectionContextFactory(ServerFactory):
 
     # -- creating and releasing contexts --------------------------------------
 
-    def buildProtocol(self, addr: IAddress) -> ConnectionContext:  # type: ignore[override]
+    def acceptPeer(self, address: IAddress) -> bool:
+        """
+        Whether to accept a connection from C{address}; the accept filter
+        (C{limits.allow} / C{limits.deny}).  Override it to refuse peers by
+        your own rule; a refused peer is closed before any data is read.
+        """
+        limits = self.limits
+        if not limits.allow and not limits.deny:
+            return True
+        return addressAllowed(address, limits.allow, limits.deny)
+
+    def buildProtocol(self, addr: IAddress) -> ConnectionContext | None:  # type: ignore[override]
+        maxConnections = self.limits.maxConnections
+        if maxConnections is not None and len(self.online) >= maxConnections:
+            self._refuse(addr, f"max-connections ({maxConnections}) reached")
+            return None
+        if not self.acceptPeer(addr):
+            self._refuse(addr, "address filtered")
+            return None
         context = self.contextClass()
         context.factory = self
         context.contextId = next(self._ids)
         context._decoder = self._newDecoder()
         context._encode = self._encoder.encode
         return context
+
+    def _refuse(self, address: IAddress, why: str) -> None:
+        # buildProtocol then returns None from buildProtocol makes Twisted close the socket at
+        # once, before reading anything from it.
+        self.refusedTotal += 1
+        self.closedTotal[errors.REFUSED] += 1
+        self.rateLimitedLog.warn(
+            "refused {peer}: {why}", peer=_describeAddress(address), why=why, closeReason=errors.REFUSED
+        )
 
     def contextConnected(self, context: ConnectionContext) -> None:
         """Called by a context when its connection is made."""
@@ -197,6 +238,14 @@ class ConnectionContextFactory(ServerFactory):
         online[context.contextId] = context
         if len(online) > self.peakOnline:
             self.peakOnline = len(online)
+        transport = context.transport
+        if transport is not None:
+            # The transport pauses its producer (the context) past this many
+            # unsent bytes: that is the high water mark.
+            if hasattr(transport, "bufferSize"):
+                transport.bufferSize = self.limits.writeHighWater
+            if self.limits.keepAlive:
+                _enableKeepAlive(transport, self.limits)
 
     def contextDisconnected(self, context: ConnectionContext) -> None:
         """Called by a context once, after its connection is gone."""
@@ -212,6 +261,61 @@ class ConnectionContextFactory(ServerFactory):
             drained, self._drained = self._drained, []
             for d in drained:
                 d.callback(None)
+
+    # -- idle kick-out and stuck closes ----------------------------------------
+
+    def startFactory(self) -> None:
+        """Start the periodic sweep (idle kick-out, stuck closes)."""
+        if self._sweeper is None:
+            self._sweeper = LoopingCall(self.sweep)
+            self._sweeper.clock = self.reactor
+            self._sweeper.start(self.limits.sweepInterval(), now=False)
+
+    def stopFactory(self) -> None:
+        """Stop the periodic sweep."""
+        if self._sweeper is not None:
+            if self._sweeper.running:
+                self._sweeper.stop()
+            self._sweeper = None
+
+    def sweep(self) -> None:
+        """
+        One pass over the online contexts: close those idle for longer than
+        C{limits.idleTimeout} (reason C{idle}), and abort those that have
+        been closing for longer than C{limits.closeTimeout}.  One periodic
+        sweep per factory, not a timer per connection or per read.
+        """
+        limits = self.limits
+        if limits.idleTimeout:
+            self.kickOut(limits.idleTimeout)
+        now = self.reactor.seconds()
+        deadline = now - limits.closeTimeout
+        for context in list(self.online.values()):
+            closingAt = context.closingAt
+            if closingAt is not None and closingAt <= deadline:
+                context.abort()
+
+    def kickOut(self, seconds: float, reason: str = errors.IDLE) -> int:
+        """
+        Close every connection that has received nothing for C{seconds} or
+        more (DIOCP's KickOut).
+
+        @return: how many were closed.
+        """
+        idleSince = self.reactor.seconds() - seconds
+        closed = 0
+        for context in list(self.online.values()):
+            if context.lastActivity <= idleSince and context.closeReason is None:
+                context.close(reason)
+                closed += 1
+        if closed:
+            self.rateLimitedLog.info(
+                "kicked out {count} connections idle for {seconds}s or more",
+                count=closed,
+                seconds=seconds,
+                closeReason=reason,
+            )
+        return closed
 
     # -- the online registry -------------------------------------------------
 
@@ -298,6 +402,39 @@ class ConnectionContextFactory(ServerFactory):
     def framesSentTotal(self) -> int:
         """Objects written, over all connections ever."""
         return self._closedFramesSent + self._sum("framesSent")
+
+
+def _enableKeepAlive(transport: Any, limits: ServerLimits) -> None:
+    """TCP keep-alive, with probe timing where the platform lets us set it."""
+    setKeepAlive = getattr(transport, "setTcpKeepAlive", None)
+    if setKeepAlive is None:
+        return
+    try:
+        setKeepAlive(1)
+        handle = transport.getHandle()
+    except Exception:
+        return
+    if not isinstance(handle, socket.socket):
+        return
+    for option, value in (
+        ("TCP_KEEPIDLE", limits.keepAliveIdle),
+        ("TCP_KEEPINTVL", limits.keepAliveInterval),
+        ("TCP_KEEPCNT", limits.keepAliveCount),
+    ):
+        constant = getattr(socket, option, None)
+        if constant is not None:
+            try:
+                handle.setsockopt(socket.IPPROTO_TCP, constant, value)
+            except OSError:
+                pass
+
+
+def _describeAddress(address: object) -> str:
+    host = getattr(address, "host", None)
+    port = getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
 
 
 def _missingDecoder() -> Any:

@@ -55,7 +55,10 @@ class EmbeddedConnection:
         self.factory = factory
         peer = peer or IPv4Address("TCP", "192.0.2.1", 40000)
         host = IPv4Address("TCP", "127.0.0.1", 9983)
-        self.context = factory.buildProtocol(peer)
+        context = factory.buildProtocol(peer)
+        if context is None:
+            raise ValueError(f"the factory refused the connection from {peer}")
+        self.context: ConnectionContext = context
         self.transport = StringTransport(hostAddress=host, peerAddress=peer)
         self.transport.abortConnection = self._abort  # type: ignore[method-assign]
         self.context.makeConnection(self.transport)

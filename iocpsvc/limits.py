@@ -1,0 +1,168 @@
+"""
+The server's limits, in one place: every limit has a default, a counter on
+the factory, and a log line when it bites (see docs/hardening.rst).
+
+Also: the accept filter (CIDR allow/deny lists) and raising the process's
+open-files limit, from which the default connection limit is derived.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from iocpsvc.codecs._base import KiB, MiB
+
+# File descriptors kept back from --max-connections for listeners, log
+# files, the monitor and the like.
+RESERVED_FILES = 64
+
+
+@dataclass
+class ServerLimits:
+    """
+    Limits a factory enforces on its connections.
+
+    @ivar maxConnections: connections online at once; beyond it a new one is
+        closed at accept (reason C{refused}).  C{None}: no limit.
+    @ivar idleTimeout: seconds without receiving anything after which a
+        connection is closed (reason C{idle}); 0 turns it off.
+    @ivar keepAlive: turn TCP keep-alive on for every connection, with the
+        probe timing below, to find dead peers.
+    @ivar keepAliveIdle: seconds of silence before the first probe.
+    @ivar keepAliveInterval: seconds between probes.
+    @ivar keepAliveCount: unanswered probes before the kernel drops it.
+    @ivar writeHighWater: bytes written but not yet sent above which the
+        connection stops reading from its client (and stops dispatching),
+        until everything written has been sent.
+    @ivar maxPendingWrite: bytes written but not yet sent above which the
+        connection is closed (reason C{slow-client}).
+    @ivar maxPendingObjects: objects received but not yet dispatched (behind
+        a slow handler) above which reading from that client pauses.
+    @ivar closeTimeout: seconds a closing connection may take to send what
+        it was asked to, before it is aborted.
+    """
+
+    maxConnections: int | None = None
+    idleTimeout: float = 300.0
+    keepAlive: bool = True
+    keepAliveIdle: int = 60
+    keepAliveInterval: int = 10
+    keepAliveCount: int = 6
+    writeHighWater: int = 64 * KiB
+    maxPendingWrite: int = 4 * MiB
+    maxPendingObjects: int = 128
+    closeTimeout: float = 10.0
+    allow: list[Any] = field(default_factory=list)
+    deny: list[Any] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.maxConnections is not None and self.maxConnections < 1:
+            raise ValueError("maxConnections must be at least 1")
+        if self.idleTimeout < 0:
+            raise ValueError("idleTimeout must be >= 0")
+        if self.writeHighWater <= 0:
+            raise ValueError("writeHighWater must be > 0")
+        if self.maxPendingWrite < self.writeHighWater:
+            raise ValueError(
+                f"maxPendingWrite ({self.maxPendingWrite}) must be at least "
+                f"writeHighWater ({self.writeHighWater})"
+            )
+        if self.maxPendingObjects < 1:
+            raise ValueError("maxPendingObjects must be at least 1")
+        if self.closeTimeout < 0:
+            raise ValueError("closeTimeout must be >= 0")
+        self.allow = [parseNetwork(n) for n in self.allow]
+        self.deny = [parseNetwork(n) for n in self.deny]
+
+    def sweepInterval(self) -> float:
+        """How often the factory's sweep looks for idle and stuck connections."""
+        if self.idleTimeout:
+            return max(0.25, min(5.0, self.idleTimeout / 10))
+        return max(0.25, min(5.0, self.closeTimeout / 4 or 5.0))
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parseNetwork(value: Any) -> Network:
+    """
+    A CIDR network (C{10.0.0.0/8}, C{2001:db8::/32}) or a single address.
+
+    @raise ValueError: not an address or network.
+    """
+    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return value
+    try:
+        return ipaddress.ip_network(str(value).strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
+
+
+def peerIP(address: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """
+    The IP of a Twisted address, with IPv4-mapped IPv6 (C{::ffff:1.2.3.4})
+    seen as IPv4; C{None} for addresses without one (UNIX sockets).
+    """
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return None
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def addressAllowed(address: Any, allow: Iterable[Network], deny: Iterable[Network]) -> bool:
+    """
+    Whether the accept filter lets C{address} in: a peer in any C{deny}
+    network is refused; when C{allow} is not empty, a peer must be in one
+    of its networks.  Addresses without an IP (UNIX sockets) pass.
+    """
+    ip = peerIP(address)
+    if ip is None:
+        return True
+    if any(ip in network for network in deny if network.version == ip.version):
+        return False
+    allow = list(allow)
+    if allow:
+        return any(ip in network for network in allow if network.version == ip.version)
+    return True
+
+
+def raiseOpenFilesLimit() -> tuple[int, int] | None:
+    """
+    Raise this process's soft open-files limit to its hard limit (capped at
+    1,048,576 when the hard limit is unlimited).
+
+    @return: C{(before, after)} soft limits, or C{None} where the platform
+        has no such limit (Windows).
+    """
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return (soft, soft)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return (soft, soft)
+    return (soft, target)
+
+
+def defaultMaxConnections(openFiles: int | None) -> int | None:
+    """
+    The connection limit derived from the open-files limit: each connection
+    is one descriptor, less a reserve for everything else.
+    """
+    if openFiles is None:
+        return None
+    return max(16, openFiles - RESERVED_FILES)
