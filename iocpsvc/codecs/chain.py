@@ -55,6 +55,11 @@ class ChainDecoder:
                 frame = convert(frame)
             append(frame)
 
+    @property
+    def discardedFrames(self) -> int:
+        """The framer's count of frames skipped in discard mode, if it keeps one."""
+        return getattr(self._framer, "discardedFrames", 0)
+
     def decodeLast(self, data: bytes) -> list[object]:
         out: list[object] = []
         self._convert(self._framer.decodeLast(data), out)

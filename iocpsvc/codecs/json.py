@@ -33,7 +33,6 @@ but peers should send UTF-8.
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from zope.interface import implementer
 
@@ -98,8 +97,7 @@ class JSONEncoder:
 
 def _adapted(obj: object, error: TypeError) -> bytes:
     """Encode C{obj}, which json cannot serialise, through its adapter."""
-    # Any: mypy without the zope plugin misreads interface method signatures.
-    adapter: Any = IEncoder(obj, None)
+    adapter = IEncoder(obj, None)
     if adapter is None:
         name = type(obj).__name__
         raise EncodeError(

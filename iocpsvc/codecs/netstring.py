@@ -37,8 +37,8 @@ without waiting for more bytes::
     "5x"           CorruptFrame   not a digit, and not the colon
     "5:HELLO;"     CorruptFrame   the payload is not followed by a comma
     "2000000"      FrameTooLong   with max=1MiB: raised at the 7th digit,
-                                  before the colon; more digits than max
-                                  has also raise at once
+                                  before the colon; so is a header with
+                                  more digits than max has, at once
 
 The length L{FrameTooLong} reports for a header still missing its colon is
 the value of the digits received so far (the real length is at least that).
@@ -100,8 +100,10 @@ class NetstringDecoder:
 
     def decode(self, data: bytes | bytearray, out: list[object]) -> int:
         # Hot path: locals only; the colon search is bounded by the longest
-        # valid header; each payload is sliced once (its only copy) and the
-        # rest of the buffer is walked with `position`, never sliced.
+        # valid header; the rest of the buffer is walked with `position`,
+        # never sliced.  A payload is copied once, except a small one from a
+        # bytearray (slice, then bytes()), which measures faster that way
+        # than through a memoryview.
         find = data.find
         append = out.append
         maxFrameLength = self.maxFrameLength

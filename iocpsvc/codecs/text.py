@@ -29,7 +29,6 @@ registered, and is otherwise an L{EncodeError}.
 from __future__ import annotations
 
 import codecs
-from typing import Any
 
 from zope.interface import implementer
 
@@ -105,8 +104,7 @@ def _adapted(obj: object, what: str) -> bytes:
     """
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return bytes(obj)
-    # Any: mypy without the zope plugin misreads interface method signatures.
-    adapter: Any = IEncoder(obj, None)
+    adapter = IEncoder(obj, None)
     if adapter is None:
         name = type(obj).__name__
         raise EncodeError(f"{what}, not {name}; register an IEncoder adapter for {name}")
