@@ -82,8 +82,10 @@ class SocketServerService(MultiService):
         endpointsOrDescriptions: list[str | IStreamServerEndpoint],
         reactor: Any = None,
         shutdownTimeout: float = 10.0,
+        startNotes: list[str] | None = None,
     ) -> None:
         super().__init__()
+        self.startNotes = list(startNotes or [])
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
@@ -134,12 +136,28 @@ class SocketServerService(MultiService):
         contextClass = self.factory.contextClass
         names = {cls: name for name, cls in BUILTIN_CONTEXTS.items()}
         contextName = names.get(contextClass, f"{contextClass.__module__}.{contextClass.__qualname__}")
+        limits = self.factory.limits
         _log.info(
             "iocpsvc listening on {addresses}; codec={codec}; context={context}; reactor={reactor}",
             addresses=", ".join(describeAddress(p.getHost()) for p in self.ports),
             codec=self.factory.describeCodec(),
             context=contextName,
             reactor=type(self.reactor).__module__.rsplit(".", 1)[-1],
+        )
+        _log.info(
+            "iocpsvc limits: max connections {maxConnections}; idle timeout {idleTimeout}s; "
+            "keep-alive {keepAlive}; write high water {writeHighWater} bytes; max pending write "
+            "{maxPendingWrite} bytes; max pending objects {maxPendingObjects}; close timeout "
+            "{closeTimeout}s; shutdown timeout {shutdownTimeout}s{notes}",
+            maxConnections=limits.maxConnections or "unlimited",
+            idleTimeout=limits.idleTimeout or "off",
+            keepAlive="on" if limits.keepAlive else "off",
+            writeHighWater=limits.writeHighWater,
+            maxPendingWrite=limits.maxPendingWrite,
+            maxPendingObjects=limits.maxPendingObjects,
+            closeTimeout=limits.closeTimeout,
+            shutdownTimeout=self.shutdownTimeout,
+            notes="".join(f"; {note}" for note in self.startNotes),
         )
 
     def stopService(self) -> Deferred[Any]:

@@ -8,6 +8,7 @@ and checks them, builds the factory and the service, and hands over.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.python import reflect, usage
@@ -18,6 +19,7 @@ from iocpsvc.context import ConnectionContext
 from iocpsvc.contexts import BUILTIN_CONTEXTS
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.limits import ServerLimits, defaultMaxConnections, raiseOpenFilesLimit
 from iocpsvc.service import SocketServerService
 
 DEFAULT_PORT = "tcp:9983"
@@ -90,11 +92,65 @@ class Options(usage.Options):
             "10",
             "Seconds to let connections flush on stop before aborting them.",
         ],
+        [
+            "max-connections",
+            None,
+            None,
+            "Connections online at once; more are closed at accept "
+            "[default: the open-files limit (raised to its hard limit at start) less 64].",
+        ],
+        [
+            "idle-timeout",
+            None,
+            "300",
+            "Close a connection that has received nothing for this many seconds (0 = off).",
+        ],
+        [
+            "write-high-water",
+            None,
+            "64KiB",
+            "Stop reading from a client while more than this is waiting to be sent to it.",
+        ],
+        [
+            "max-pending-write",
+            None,
+            "4MiB",
+            "Close a client (slow-client) with more than this waiting to be sent to it.",
+        ],
+        [
+            "max-pending-objects",
+            None,
+            "128",
+            "Pause reading from a client with more objects than this waiting behind a slow handler.",
+        ],
+        [
+            "close-timeout",
+            None,
+            "10",
+            "Abort a closing connection that has not sent what it owes after this many seconds.",
+        ],
+    ]
+
+    optFlags: list[list[Any]] = [
+        ["no-keepalive", None, "Do not turn TCP keep-alive on for each connection."],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["port"] = []
+        self["allow"] = []
+        self["deny"] = []
+
+    def opt_allow(self, network: str) -> None:
+        """
+        Accept only peers in this network (CIDR, IPv4 or IPv6, e.g.
+        10.0.0.0/8); repeatable.
+        """
+        self["allow"].append(network)
+
+    def opt_deny(self, network: str) -> None:
+        """Refuse peers in this network (CIDR); repeatable; wins over --allow."""
+        self["deny"].append(network)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -164,28 +220,69 @@ class Options(usage.Options):
                 f"({spec.spec}); set its limit there"
             )
 
+        self["shutdownTimeout"] = _number(self, "shutdown-timeout", float, minimum=0)
+        maxConnections = None
+        if self["max-connections"] is not None:
+            maxConnections = _number(self, "max-connections", int, minimum=1)
         try:
-            self["shutdownTimeout"] = float(self["shutdown-timeout"])
-        except ValueError:
-            raise usage.UsageError(
-                f"--shutdown-timeout: {self['shutdown-timeout']!r} is not a number"
-            ) from None
-        if self["shutdownTimeout"] < 0:
-            raise usage.UsageError("--shutdown-timeout must be >= 0")
+            self["limits"] = ServerLimits(
+                maxConnections=maxConnections,
+                idleTimeout=_number(self, "idle-timeout", float, minimum=0),
+                keepAlive=not self["no-keepalive"],
+                writeHighWater=_number(self, "write-high-water", parseSize, minimum=1),
+                maxPendingWrite=_number(self, "max-pending-write", parseSize, minimum=1),
+                maxPendingObjects=_number(self, "max-pending-objects", int, minimum=1),
+                closeTimeout=_number(self, "close-timeout", float, minimum=0),
+                allow=self["allow"],
+                deny=self["deny"],
+            )
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def _number(options: Options, name: str, parse: Callable[[str], Any], minimum: float) -> Any:
+    """Parse option C{name} with C{parse}; a bad or too small value is a usage error."""
+    raw = options[name]
+    try:
+        value = parse(raw)
+    except ValueError:
+        raise usage.UsageError(f"--{name}: {raw!r} is not a valid value") from None
+    if value < minimum:
+        raise usage.UsageError(f"--{name} must be at least {minimum:g}")
+    return value
 
 
 def makeService(options: Options) -> SocketServerService:
-    """Build the server from parsed options."""
+    """
+    Build the server from parsed options.  Raises the open-files limit to
+    its hard limit and, unless C{--max-connections} was given, derives the
+    connection limit from it.
+    """
     from twisted.internet import reactor
 
+    limits: ServerLimits = options["limits"]
+    notes = []
+    openFiles = raiseOpenFilesLimit()
+    if openFiles is not None:
+        before, after = openFiles
+        notes.append(
+            f"open files limit raised from {before} to {after}"
+            if after != before
+            else f"open files limit {after}"
+        )
+        if limits.maxConnections is None:
+            limits.maxConnections = defaultMaxConnections(after)
+            notes.append(f"max connections {limits.maxConnections} (from it)")
     factory = ConnectionContextFactory(
         contextClass=options["contextClass"],
         codec=options["codecObject"],
         reactor=reactor,
+        limits=limits,
     )
     return SocketServerService(
         factory,
         list(options["port"]),
         reactor=reactor,
         shutdownTimeout=options["shutdownTimeout"],
+        startNotes=notes,
     )
