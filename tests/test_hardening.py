@@ -1,0 +1,470 @@
+"""
+Unit tests for the limits (L{iocpsvc.limits}) as the factory and the
+context enforce them, with a C{Clock} for every timer: idle kick-out, close
+deadlines, connection limit, accept filter, write backpressure and
+slow clients, ordered slow handlers, shutdown from a handler, rate-limited
+logs.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from iocpsvc import errors
+from iocpsvc.context import ConnectionContext
+from iocpsvc.contexts import EchoContext
+from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.limits import ServerLimits, addressAllowed, parseNetwork
+from iocpsvc.logs import RateLimitedLog
+from iocpsvc.tap import Options
+from iocpsvc.testing import EmbeddedConnection
+from iocpsvc.threads import inThreadPool
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+def makeFactory(contextClass: Any = EchoContext, **limits: Any) -> ConnectionContextFactory:
+    return ConnectionContextFactory(contextClass, "length", reactor=Clock(), limits=ServerLimits(**limits))
+
+
+def connect(factory: ConnectionContextFactory, host: str = "192.0.2.1") -> EmbeddedConnection:
+    return EmbeddedConnection(factory=factory, clock=factory.reactor, peer=IPv4Address("TCP", host, 40000))
+
+
+class IdleTests(SynchronousTestCase):
+    """Idle kick-out: one sweep per factory, reason idle."""
+
+    def test_idleConnectionsAreClosed(self) -> None:
+        """A connection silent for the timeout is closed; a busy one is not."""
+        factory = makeFactory(idleTimeout=10)
+        factory.startFactory()
+        self.addCleanup(factory.stopFactory)
+        quiet, busy = connect(factory), connect(factory)
+        for _ in range(12):
+            factory.reactor.advance(1)
+            busy.feed(frame(b"ping"))
+        self.assertTrue(quiet.closing)
+        self.assertEqual(quiet.context.closeReason, errors.IDLE)
+        self.assertFalse(busy.closing)
+        quiet.disconnect()
+        self.assertEqual(factory.closedTotal[errors.IDLE], 1)
+
+    def test_oneTimerPerFactory(self) -> None:
+        """Reads do not create or reset timers: only the sweep is scheduled."""
+        factory = makeFactory(idleTimeout=10)
+        factory.startFactory()
+        self.addCleanup(factory.stopFactory)
+        connections = [connect(factory) for _ in range(50)]
+        for c in connections:
+            c.feed(frame(b"x"))
+        self.assertEqual(len(factory.reactor.getDelayedCalls()), 1)
+
+    def test_kickOut(self) -> None:
+        """kickOut(seconds) closes those idle that long and says how many."""
+        factory = makeFactory(idleTimeout=0)
+        old = connect(factory)
+        factory.reactor.advance(30)
+        new = connect(factory)
+        self.assertEqual(factory.kickOut(20), 1)
+        self.assertTrue(old.closing)
+        self.assertFalse(new.closing)
+
+    def test_idleOff(self) -> None:
+        """idleTimeout 0 never closes for idleness."""
+        factory = makeFactory(idleTimeout=0)
+        factory.startFactory()
+        self.addCleanup(factory.stopFactory)
+        connection = connect(factory)
+        factory.reactor.advance(100_000)
+        self.assertFalse(connection.closing)
+
+    def test_stuckCloseIsAborted(self) -> None:
+        """A close that has not completed within closeTimeout is aborted."""
+        factory = makeFactory(idleTimeout=0, closeTimeout=5)
+        factory.startFactory()
+        self.addCleanup(factory.stopFactory)
+        connection = connect(factory)
+        connection.context.close()
+        self.assertFalse(connection.lost)
+        factory.reactor.advance(10)
+        self.assertTrue(connection.lost)
+        self.assertEqual(connection.context.closeReason, errors.LOCAL)
+
+
+class AcceptTests(SynchronousTestCase):
+    """Connection limit and accept filter, at buildProtocol."""
+
+    def test_maxConnections(self) -> None:
+        """Past the limit a new connection is refused and counted; others stay."""
+        factory = makeFactory(maxConnections=2)
+        first, second = connect(factory), connect(factory)
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)))
+        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
+        self.assertFalse(first.closing or second.closing)
+        first.disconnect()
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)))
+
+    def test_allowAndDeny(self) -> None:
+        """deny wins; with allow set only its networks get in; v4, v6, mapped."""
+        allow = [parseNetwork("10.0.0.0/8"), parseNetwork("2001:db8::/32")]
+        deny = [parseNetwork("10.9.0.0/16")]
+        for host, expected in [
+            ("10.1.2.3", True),
+            ("10.9.1.1", False),
+            ("192.0.2.1", False),
+            ("2001:db8::1", True),
+            ("2001:db9::1", False),
+            ("::ffff:10.1.2.3", True),
+            ("::ffff:10.9.0.1", False),
+        ]:
+            address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 1)
+            self.assertEqual(addressAllowed(address, allow, deny), expected, host)
+        self.assertTrue(addressAllowed(UNIXAddress(b"/tmp/s"), allow, deny))
+
+    def test_filterRefusesAtAccept(self) -> None:
+        """A filtered peer gets no context at all."""
+        factory = makeFactory(deny=["192.0.2.0/24"])
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 1)))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "198.51.100.7", 1)))
+        self.assertEqual(factory.refusedTotal, 1)
+
+    def test_acceptPeerHook(self) -> None:
+        """An overridden acceptPeer refuses by the application's own rule."""
+
+        class OddPortsOnly(ConnectionContextFactory):
+            def acceptPeer(self, address: Any) -> bool:
+                return bool(address.port % 2)
+
+        factory = OddPortsOnly(EchoContext, reactor=Clock())
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 2)))
+        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 3)))
+
+    def test_badNetwork(self) -> None:
+        """A bad CIDR is a ValueError naming it."""
+        with self.assertRaises(ValueError) as caught:
+            ServerLimits(allow=["10.0.0.0/33"])
+        self.assertIn("10.0.0.0/33", str(caught.exception))
+
+
+class Watcher(ConnectionContext):
+    """Records writability changes and objects."""
+
+    __slots__ = ("changes", "received")
+
+    def connectionMade(self) -> None:
+        self.changes: list[bool] = []
+        self.received: list[object] = []
+
+    def writabilityChanged(self, writable: bool) -> None:
+        self.changes.append(writable)
+
+    def objectReceived(self, obj: object) -> None:
+        self.received.append(obj)
+        self.writeObject(obj)
+
+
+class BackpressureTests(SynchronousTestCase):
+    """Write high water (the transport pauses us) and slow clients."""
+
+    def test_registeredAsProducerWithHighWater(self) -> None:
+        """The context produces for its transport; bufferSize is the high mark."""
+        factory = makeFactory(writeHighWater=1000)
+        connection = connect(factory)
+        self.assertIs(connection.transport.producer, connection.context)
+        self.assertTrue(connection.transport.streaming)
+
+    def test_pausedReadingAndDispatchWhileBlocked(self) -> None:
+        """Blocked: reading stops, dispatch stops, the application is told."""
+        connection = connect(makeFactory(Watcher))
+        context: Any = connection.context
+        context.pauseProducing()  # as the transport does past the high mark
+        self.assertEqual(connection.transport.producerState, "paused")
+        self.assertFalse(context.writable)
+        connection.feed(frame(b"a") + frame(b"b"))
+        self.assertEqual(context.received, [])
+        context.resumeProducing()  # all sent
+        self.assertEqual(context.received, [b"a", b"b"])
+        self.assertEqual(context.changes, [False, True])
+        self.assertEqual(connection.transport.producerState, "producing")
+
+    def test_slowClientClosed(self) -> None:
+        """Writes past maxPendingWrite while blocked close it as slow-client."""
+        factory = makeFactory(writeHighWater=1000, maxPendingWrite=5000)
+        connection = connect(factory)
+        context = connection.context
+        context.pauseProducing()
+        context.writeObject(b"x" * 3000)
+        self.assertIsNone(context.closeReason)
+        context.writeObject(b"x" * 3000)
+        self.assertEqual(context.closeReason, errors.SLOW_CLIENT)
+        self.assertTrue(connection.lost)
+        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], 1)
+
+    def test_broadcastFollowsTheLimits(self) -> None:
+        """A broadcast to a blocked client counts against its limit too."""
+        factory = makeFactory(writeHighWater=1000, maxPendingWrite=2000)
+        slow, fast = connect(factory), connect(factory)
+        slow.context.pauseProducing()
+        for _ in range(3):
+            factory.broadcast(b"y" * 500)
+        self.assertEqual(slow.context.closeReason, errors.SLOW_CLIENT)
+        self.assertIsNone(fast.context.closeReason)
+        self.assertEqual(len(fast.readObjects()), 3)
+
+    def test_closeUnregistersProducer(self) -> None:
+        """close() unregisters the context so loseConnection cannot wait on it."""
+        connection = connect(makeFactory())
+        connection.context.pauseProducing()
+        connection.context.close()
+        self.assertIsNone(connection.transport.producer)
+        self.assertTrue(connection.transport.disconnecting)
+
+    def test_peerGoneIsPeerNotLocal(self) -> None:
+        """The transport's stopProducing on connection loss keeps reason peer."""
+        connection = connect(makeFactory())
+        connection.transport.disconnected = True  # as a lost TCP transport is
+        connection.context.stopProducing()
+        connection.disconnect()
+        self.assertEqual(connection.context.closeReason, errors.PEER)
+
+
+class SlowHandler(ConnectionContext):
+    """Answers each object when the test fires its Deferred."""
+
+    __slots__ = ("waiting", "received")
+
+    def connectionMade(self) -> None:
+        self.waiting: list[defer.Deferred[None]] = []
+        self.received: list[object] = []
+
+    def objectReceived(self, obj: object) -> defer.Deferred[None]:
+        self.received.append(obj)
+        d: defer.Deferred[None] = defer.Deferred()
+        d.addCallback(lambda _: self.writeObject(obj))
+        self.waiting.append(d)
+        return d
+
+
+class OrderedHandlerTests(SynchronousTestCase):
+    """objectReceived returning a Deferred or being a coroutine."""
+
+    def test_nextObjectWaits(self) -> None:
+        """The next object is dispatched only after the Deferred fires."""
+        connection = connect(makeFactory(SlowHandler))
+        context: Any = connection.context
+        connection.feed(frame(b"1") + frame(b"2") + frame(b"3"))
+        self.assertEqual(context.received, [b"1"])
+        context.waiting[0].callback(None)
+        self.assertEqual(context.received, [b"1", b"2"])
+        context.waiting[1].callback(None)
+        context.waiting[2].callback(None)
+        self.assertEqual(connection.readObjects(), [b"1", b"2", b"3"])
+
+    def test_otherConnectionsKeepGoing(self) -> None:
+        """One connection waiting does not hold another."""
+        factory = makeFactory(SlowHandler)
+        first, second = connect(factory), connect(factory)
+        first.feed(frame(b"a") + frame(b"b"))
+        second.feed(frame(b"c") + frame(b"d"))
+        second.context.waiting[0].callback(None)  # type: ignore[attr-defined]
+        self.assertEqual(second.context.received, [b"c", b"d"])  # type: ignore[attr-defined]
+        self.assertEqual(first.context.received, [b"a"])  # type: ignore[attr-defined]
+
+    def test_backlogPausesReading(self) -> None:
+        """Past maxPendingObjects waiting, reading pauses; it resumes once drained."""
+        connection = connect(makeFactory(SlowHandler, maxPendingObjects=4))
+        context: Any = connection.context
+        connection.feed(b"".join(frame(b"%d" % i) for i in range(4)))
+        self.assertEqual(connection.transport.producerState, "producing")
+        connection.feed(b"".join(frame(b"%d" % i) for i in range(4, 10)))
+        self.assertEqual(connection.transport.producerState, "paused")
+        self.assertEqual(context.pendingObjects, 9)
+        for index in range(10):
+            context.waiting[index].callback(None)
+        self.assertEqual(connection.transport.producerState, "producing")
+        self.assertEqual(connection.readObjects(), [b"%d" % i for i in range(10)])
+
+    def test_failedDeferredIsHandlerError(self) -> None:
+        """A failed Deferred closes the connection with handler-error."""
+        connection = connect(makeFactory(SlowHandler))
+        connection.feed(frame(b"1") + frame(b"2"))
+        connection.context.waiting[0].errback(KeyError("lost"))  # type: ignore[attr-defined]
+        self.assertEqual(connection.context.closeReason, errors.HANDLER_ERROR)
+        self.assertEqual(connection.context.received, [b"1"])  # type: ignore[attr-defined]
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_coroutineHandler(self) -> None:
+        """An async def objectReceived keeps order the same way."""
+        gates: list[defer.Deferred[None]] = []
+
+        class Async(ConnectionContext):
+            async def objectReceived(self, obj: object) -> None:
+                gate: defer.Deferred[None] = defer.Deferred()
+                gates.append(gate)
+                await gate
+                self.writeObject(obj)
+
+        connection = connect(makeFactory(Async))
+        connection.feed(frame(b"x") + frame(b"y"))
+        self.assertEqual(len(gates), 1)
+        gates[0].callback(None)
+        gates[1].callback(None)
+        self.assertEqual(connection.readObjects(), [b"x", b"y"])
+
+    def test_alreadyFiredDeferredDoesNotWait(self) -> None:
+        """A Deferred that has already fired lets dispatch go straight on."""
+
+        class Quick(ConnectionContext):
+            def objectReceived(self, obj: object) -> defer.Deferred[None]:
+                self.writeObject(obj)
+                return defer.succeed(None)
+
+        connection = connect(makeFactory(Quick))
+        connection.feed(frame(b"1") + frame(b"2"))
+        self.assertEqual(connection.readObjects(), [b"1", b"2"])
+
+
+class ShutdownFromHandlerTests(SynchronousTestCase):
+    """Stopping from inside a handler does not deadlock."""
+
+    def test_closeAllInsideHandler(self) -> None:
+        """closeAll called from objectReceived closes after the replies."""
+        results: list[defer.Deferred[None]] = []
+
+        class Stopper(ConnectionContext):
+            def objectReceived(self, obj: object) -> None:
+                self.writeObject(b"bye")
+                results.append(self.factory.closeAll(timeout=5))  # type: ignore[union-attr]
+
+        factory = makeFactory(Stopper)
+        connection = connect(factory)
+        other = connect(factory)
+        connection.feed(frame(b"stop") + frame(b"ignored"))
+        self.assertEqual(connection.readObjects(), [b"bye"])
+        self.assertTrue(connection.closing and other.closing)
+        connection.disconnect()
+        other.disconnect()
+        self.successResultOf(results[0])
+        self.assertEqual(factory.closedTotal[errors.SHUTDOWN], 2)
+
+
+class ThreadPoolTests(TestCase):
+    """inThreadPool runs blocking code off the reactor thread, in order."""
+
+    @defer.inlineCallbacks
+    def test_inThreadPool(self) -> Any:
+        """Replies come back in request order, computed in pool threads."""
+        import threading
+
+        from twisted.internet import reactor
+
+        threads: list[str] = []
+        running: list[defer.Deferred[None]] = []
+
+        class Blocking(ConnectionContext):
+            @inThreadPool
+            def work(self, obj: object) -> bytes:
+                threads.append(threading.current_thread().name)
+                return bytes(obj) * 2  # type: ignore[call-overload]
+
+            def objectReceived(self, obj: object) -> defer.Deferred[None]:
+                running.append(self.work(obj))
+                return running[-1]
+
+        factory = ConnectionContextFactory(Blocking, reactor=reactor)
+        connection = EmbeddedConnection(factory=factory)
+        connection.feed(frame(b"a") + frame(b"b") + frame(b"c"))
+        for index in range(3):
+            self.assertEqual(len(running), index + 1)  # the next waits for this one
+            yield running[index]
+        self.assertEqual(connection.readObjects(), [b"aa", b"bb", b"cc"])
+        self.assertNotIn(threading.current_thread().name, threads)
+        connection.disconnect()
+
+
+class RateLimitedLogTests(SynchronousTestCase):
+    """A flood of events becomes a trickle plus a count."""
+
+    def test_burstThenSuppressed(self) -> None:
+        """At most burst events per interval; the next one says how many were left out."""
+        clock = Clock()
+        events: list[dict[str, Any]] = []
+        log = RateLimitedLog(Logger(observer=events.append), clock.seconds, burst=3, interval=1)
+        for _ in range(10):
+            log.warn("bad {n}", n=1)
+        self.assertEqual(len(events), 3)
+        clock.advance(1)
+        log.warn("bad {n}", n=2)
+        self.assertEqual(len(events), 4)
+        self.assertEqual(events[-1]["suppressed"], 7)
+        self.assertEqual(log.suppressedTotal, 7)
+
+
+class OptionsTests(SynchronousTestCase):
+    """The hardening options of twistd iocpsvc."""
+
+    def test_limitsFromOptions(self) -> None:
+        """Each option lands in ServerLimits."""
+        options = Options()
+        options.parseOptions(
+            [
+                "--max-connections=100",
+                "--idle-timeout=30",
+                "--no-keepalive",
+                "--write-high-water=16KiB",
+                "--max-pending-write=1MiB",
+                "--max-pending-objects=8",
+                "--close-timeout=3",
+                "--allow=10.0.0.0/8",
+                "--allow=::1",
+                "--deny=10.1.0.0/16",
+            ]
+        )
+        limits = options["limits"]
+        self.assertEqual(
+            (
+                limits.maxConnections,
+                limits.idleTimeout,
+                limits.keepAlive,
+                limits.writeHighWater,
+                limits.maxPendingWrite,
+                limits.maxPendingObjects,
+                limits.closeTimeout,
+            ),
+            (100, 30, False, 16384, 1048576, 8, 3),
+        )
+        self.assertEqual([str(n) for n in limits.allow], ["10.0.0.0/8", "::1/128"])
+        self.assertEqual([str(n) for n in limits.deny], ["10.1.0.0/16"])
+
+    def test_defaults(self) -> None:
+        """Defaults: idle 300 s, keep-alive on, 64 KiB / 4 MiB."""
+        options = Options()
+        options.parseOptions([])
+        limits = options["limits"]
+        self.assertEqual(
+            (limits.idleTimeout, limits.keepAlive, limits.writeHighWater, limits.maxPendingWrite),
+            (300, True, 65536, 4 * 1024 * 1024),
+        )
+
+    def test_badValues(self) -> None:
+        """Bad limit values are usage errors naming the option."""
+        from twisted.python.usage import UsageError
+
+        for argv, words in [
+            (["--max-connections=0"], "max-connections"),
+            (["--idle-timeout=soon"], "idle-timeout"),
+            (["--write-high-water=2MiB", "--max-pending-write=1MiB"], "maxPendingWrite"),
+            (["--deny=300.1.1.1"], "300.1.1.1"),
+        ]:
+            with self.assertRaises(UsageError) as caught:
+                Options().parseOptions(argv)
+            self.assertIn(words, str(caught.exception))
