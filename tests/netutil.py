@@ -118,3 +118,59 @@ def temporaryDirectory(testCase: Any) -> str:
     path = tempfile.mkdtemp(prefix="iocpsvc-test-")
     testCase.addCleanup(shutil.rmtree, path, True)
     return path
+
+
+class RawClient(protocol.Protocol):
+    """
+    A client under the test's control: C{lost} fires (with the bytes it
+    received) when the connection ends.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.lost: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost.callback(bytes(self.received))
+
+
+def connectRaw(reactor: Any, port: int, count: int, clientClass: Any = RawClient) -> Deferred[list[Any]]:
+    """
+    Open C{count} connections to 127.0.0.1:C{port}; fire with the connected
+    client protocols (those that could not connect are left out).
+    """
+    from twisted.internet.endpoints import connectProtocol
+
+    attempts = []
+    for _ in range(count):
+        client = clientClass()
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=30)
+        attempts.append(connectProtocol(endpoint, client))
+    waiting: Deferred[list[Any]] = gatherResults(
+        [d.addErrback(lambda _: None) for d in attempts]
+    )  # type: ignore[assignment]
+    return waiting.addCallback(lambda clients: [c for c in clients if c is not None])
+
+
+def waitUntil(reactor: Any, condition: Any, timeout: float = 30.0, step: float = 0.01) -> Deferred[None]:
+    """
+    Fire once C{condition()} is true, polling every C{step} seconds of real
+    time (for states reached over real sockets); fail after C{timeout}.
+    """
+    from twisted.internet.task import deferLater
+
+    started = reactor.seconds()
+
+    def check(_: object = None) -> Any:
+        if condition():
+            return None
+        if reactor.seconds() - started > timeout:
+            raise AssertionError(f"condition not reached within {timeout}s")
+        return deferLater(reactor, step, lambda: None).addCallback(check)
+
+    from twisted.internet.defer import maybeDeferred
+
+    return maybeDeferred(check)

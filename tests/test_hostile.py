@@ -1,0 +1,276 @@
+"""
+The hostile-client battery, over real TCP on 127.0.0.1.
+
+Each test runs an attack against a server and, beside it, a set of
+well-behaved clients that must keep getting byte-exact echoes.  Counts and
+times are bounded; timer logic (idle timeout) runs on a C{Clock} that the
+test advances, while the sockets are real.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import struct
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.python.runtime import platform
+from twisted.trial.unittest import TestCase
+
+from iocpsvc import errors
+from iocpsvc.contexts import EchoContext
+from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.limits import ServerLimits
+from iocpsvc.service import SocketServerService
+from tests.netutil import connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
+
+GOOD = 20
+
+
+def goodWires(seed: int, frames: int = 6) -> list[bytes]:
+    rng = random.Random(seed)
+    wires = []
+    for _ in range(GOOD):
+        payloads = [rng.randbytes(rng.randrange(0, 2000)) for _ in range(frames)]
+        wires.append(b"".join(struct.pack(">I", len(p)) + p for p in payloads))
+    return wires
+
+
+class Booby(EchoContext):
+    """Echoes, but raises on the payload b"boom"."""
+
+    __slots__ = ()
+
+    def objectReceived(self, obj: object) -> None:
+        if obj == b"boom":
+            raise RuntimeError("handler bug")
+        self.writeObject(obj)
+
+
+class BatteryTests(TestCase):
+    """Attacks beside well-behaved clients."""
+
+    timeout = 180
+
+    def startServer(
+        self, codec: str = "length", contextClass: Any = EchoContext, clock: Any = None, **limits: Any
+    ) -> tuple[ConnectionContextFactory, int]:
+        from twisted.internet import reactor
+
+        factory = ConnectionContextFactory(
+            contextClass, codec, reactor=clock or reactor, limits=ServerLimits(**limits)
+        )
+        service = SocketServerService(
+            factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        return factory, service.ports[0].getHost().port
+
+    @defer.inlineCallbacks
+    def checkGood(self, port: int, seed: int) -> Any:
+        from twisted.internet import reactor
+
+        wires = goodWires(seed)
+        received = yield echoMany(reactor, port, wires)
+        self.assertEqual([r == w for r, w in zip(received, wires, strict=True)], [True] * GOOD)
+
+    @defer.inlineCallbacks
+    def test_hugeLengthHeader(self) -> Any:
+        """A 2 GiB length header closes that client at once (frame-too-long)."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer()
+        attackers = yield connectRaw(reactor, port, 10)
+        good = self.checkGood(port, 1)
+        for attacker in attackers:
+            attacker.transport.write(struct.pack(">I", 2**31) + b"\0" * 64)
+        yield defer.gatherResults([a.lost for a in attackers])
+        yield good
+        self.assertEqual(factory.closedTotal[errors.FRAME_TOO_LONG], 10)
+
+    @defer.inlineCallbacks
+    def test_garbage(self) -> Any:
+        """Random bytes at a checked codec close as protocol-error or frame-too-long."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer("hpsocket:flag=0x155")
+        attackers = yield connectRaw(reactor, port, 20)
+        rng = random.Random(7)
+        for attacker in attackers:
+            attacker.transport.write(rng.randbytes(4096))
+        rng2 = random.Random(2)
+        wires = []
+        for _ in range(GOOD):
+            payloads = [rng2.randbytes(rng2.randrange(1, 2000)) for _ in range(5)]
+            wires.append(b"".join(struct.pack("<I", (0x155 << 22) | len(p)) + p for p in payloads))
+        received = yield echoMany(reactor, port, wires)
+        yield defer.gatherResults([a.lost for a in attackers])
+        self.assertEqual(received, wires)
+        self.assertEqual(
+            factory.closedTotal[errors.PROTOCOL_ERROR] + factory.closedTotal[errors.FRAME_TOO_LONG], 20
+        )
+
+    @defer.inlineCallbacks
+    def test_slowloris(self) -> Any:
+        """Thousands of half frames, then silence: the idle sweep clears them."""
+        from twisted.internet import reactor
+
+        clock = Clock()
+        attackers_count = 1500
+        factory, port = self.startServer(clock=clock, idleTimeout=60)
+        factory.startFactory()  # the sweep runs on the test's clock
+        self.addCleanup(factory.stopFactory)
+        attackers = yield connectRaw(reactor, port, attackers_count)
+        self.assertEqual(len(attackers), attackers_count)
+        for attacker in attackers:
+            attacker.transport.write(struct.pack(">I", 1000) + b"half")
+        yield waitUntil(
+            reactor, lambda: sum(c.bufferedBytes > 0 for c in factory.online.values()) == attackers_count
+        )
+        clock.advance(59)  # nobody idle for 60 s yet
+        self.assertEqual(factory.closedTotal[errors.IDLE], 0)
+        yield self.checkGood(port, 2)  # good clients are active at t=59
+        clock.advance(2)
+        yield defer.gatherResults([a.lost for a in attackers])
+        self.assertEqual(factory.closedTotal[errors.IDLE], attackers_count)
+        yield self.checkGood(port, 3)
+
+    @defer.inlineCallbacks
+    def test_clientsThatNeverRead(self) -> Any:
+        """Requests without reading: reading stops; pushes past the limit close it."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer(writeHighWater=64 * 1024, maxPendingWrite=1024 * 1024)
+        attackers = yield connectRaw(reactor, port, 5)
+        for attacker in attackers:
+            attacker.transport.pauseProducing()  # never read
+            payload = b"r" * 60_000
+            for _ in range(100):  # 6 MB of echo requests each
+                attacker.transport.write(struct.pack(">I", len(payload)) + payload)
+        peers = {a.transport.getHost().port for a in attackers}
+        yield waitUntil(
+            reactor,
+            lambda: sum(c.paused for c in factory.online.values() if c.peer.port in peers) == 5,
+        )
+        worst = max(c.pendingWriteBytes for c in factory.online.values())
+        self.assertLessEqual(worst, 1024 * 1024)
+        good = self.checkGood(port, 4)
+        # A push service keeps writing to them: past max-pending-write they go.
+        for _ in range(40):
+            for context in list(factory.online.values()):
+                if context.peer.port in peers:
+                    context.writeObject(b"p" * 50_000)
+        yield good
+        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], 5)
+        for attacker in attackers:
+            attacker.transport.abortConnection()
+        yield defer.gatherResults([a.lost for a in attackers])
+
+    @defer.inlineCallbacks
+    def test_burstPastMaxConnections(self) -> Any:
+        """A burst past the limit is refused at accept; those online are untouched."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer(maxConnections=GOOD + 5)
+        holders = yield connectRaw(reactor, port, GOOD)
+        yield waitUntil(reactor, lambda: factory.onlineCount == GOOD)
+        burst = yield connectRaw(reactor, port, 200)
+        yield waitUntil(reactor, lambda: factory.refusedTotal >= 195)
+        for client in burst:
+            client.transport.loseConnection()
+        yield defer.gatherResults([c.lost for c in burst])
+        self.assertEqual(factory.refusedTotal, 195)
+        for holder in holders:
+            holder.transport.write(struct.pack(">I", 2) + b"ok")
+        yield waitUntil(reactor, lambda: all(bytes(h.received) == b"\0\0\0\x02ok" for h in holders))
+        for holder in holders:
+            holder.transport.loseConnection()
+        yield defer.gatherResults([h.lost for h in holders])
+
+    @defer.inlineCallbacks
+    def test_resetMidFrame(self) -> Any:
+        """Clients that reset in the middle of a frame cost only themselves."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer()
+        attackers = yield connectRaw(reactor, port, 50)
+        for attacker in attackers:
+            attacker.transport.write(struct.pack(">I", 500) + b"x" * 100)
+        yield waitUntil(
+            reactor,
+            lambda: factory.onlineCount == 50 and all(c.bufferedBytes for c in factory.online.values()),
+        )
+        good = self.checkGood(port, 5)
+        for attacker in attackers:
+            attacker.transport.abortConnection()
+        yield defer.gatherResults([a.lost for a in attackers])
+        yield good
+        yield waitUntil(reactor, lambda: factory.closedTotal[errors.PEER] >= 50 + GOOD)
+        self.assertEqual(factory.truncatedFrames, 50)
+
+    @defer.inlineCallbacks
+    def test_handlerExceptions(self) -> Any:
+        """A handler that raises closes that client, logs once each, serves the rest."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer(contextClass=Booby)
+        attackers = yield connectRaw(reactor, port, 10)
+        for attacker in attackers:
+            attacker.transport.write(struct.pack(">I", 4) + b"boom")
+        good = self.checkGood(port, 6)
+        yield defer.gatherResults([a.lost for a in attackers])
+        yield good
+        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], 10)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 10)
+
+
+class SigtermUnderLoadTests(TestCase):
+    """SIGTERM during load: exit within the shutdown timeout, cleanly."""
+
+    timeout = 120
+    if platform.isWindows():
+        skip = "POSIX signals"
+
+    @defer.inlineCallbacks
+    def test_sigtermDuringLoad(self) -> Any:
+        """Echoing and never-reading clients; SIGTERM; exit status 0 or SIGTERM, no traceback."""
+        from twisted.internet import reactor
+
+        process, transport = spawnTwistd(
+            reactor,
+            temporaryDirectory(self),
+            "iocpsvc",
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--shutdown-timeout",
+            "3",
+        )
+        port = yield process.listening
+        stuck = yield connectRaw(reactor, port, 5)
+        for client in stuck:
+            client.transport.pauseProducing()
+            payload = b"s" * 60_000
+            for _ in range(40):
+                client.transport.write(struct.pack(">I", len(payload)) + payload)
+        busy = yield connectRaw(reactor, port, 50)
+        for client in busy:
+            client.transport.write(struct.pack(">I", 5) + b"hello")
+        yield waitUntil(reactor, lambda: all(len(c.received) >= 9 for c in busy))
+        started = reactor.seconds()
+        transport.signalProcess("TERM")
+        status = yield process.ended
+        elapsed = reactor.seconds() - started
+        for client in stuck + busy:
+            if client.transport.connected:
+                client.transport.abortConnection()
+        yield defer.gatherResults([c.lost for c in stuck + busy])
+        output = bytes(process.output)
+        self.assertNotIn(b"Traceback", output)
+        self.assertIn(getattr(status, "exitCode", None), (0, None))
+        self.assertIn(getattr(status, "signal", None), (None, signal.SIGTERM))
+        # The shutdown timeout is 3 s; allow generously for a loaded machine.
+        self.assertLess(elapsed, 30, output.decode(errors="replace")[-2000:])
+        self.assertIn(b"closing", output)
