@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress
-from twisted.internet.protocol import ServerFactory
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -78,6 +78,12 @@ class ConnectionContextFactory(ServerFactory):
     @ivar refusedTotal: connections refused at accept (limit or filter).
     @ivar discardedFrames: oversized frames skipped by codecs in discard
         mode, over closed connections.
+    @ivar writeBlockedTotal: times a connection passed the write high water
+        mark (reading paused until its output drained).
+    @ivar backlogPausedTotal: times a connection's reading paused because
+        more than C{maxPendingObjects} waited behind a slow handler.
+    @ivar closeTimeouts: closing connections aborted because they had not
+        finished within C{closeTimeout} (or the shutdown timeout).
     @ivar closedTotal: close reason -> connections closed for it.
     @ivar decodeErrors: connections closed for a decode error.
     @ivar handlerErrors: exceptions raised by application code.
@@ -117,6 +123,9 @@ class ConnectionContextFactory(ServerFactory):
         self.acceptedTotal = 0
         self.refusedTotal = 0
         self.discardedFrames = 0
+        self.writeBlockedTotal = 0
+        self.backlogPausedTotal = 0
+        self.closeTimeouts = 0
         self._sweeper: LoopingCall | None = None
         self.closedTotal: dict[str, int] = dict.fromkeys(errors.CLOSE_REASONS, 0)
         self.decodeErrors = 0
@@ -207,14 +216,12 @@ class ConnectionContextFactory(ServerFactory):
             return True
         return addressAllowed(address, limits.allow, limits.deny)
 
-    def buildProtocol(self, addr: IAddress) -> ConnectionContext | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         maxConnections = self.limits.maxConnections
         if maxConnections is not None and len(self.online) >= maxConnections:
-            self._refuse(addr, f"max-connections ({maxConnections}) reached")
-            return None
+            return self._refuse(addr, f"max-connections ({maxConnections}) reached")
         if not self.acceptPeer(addr):
-            self._refuse(addr, "address filtered")
-            return None
+            return self._refuse(addr, "address filtered")
         context = self.contextClass()
         context.factory = self
         context.contextId = next(self._ids)
@@ -222,14 +229,15 @@ class ConnectionContextFactory(ServerFactory):
         context._encode = self._encoder.encode
         return context
 
-    def _refuse(self, address: IAddress, why: str) -> None:
-        # buildProtocol then returns None from buildProtocol makes Twisted close the socket at
-        # once, before reading anything from it.
+    def _refuse(self, address: IAddress, why: str) -> Protocol:
         self.refusedTotal += 1
         self.closedTotal[errors.REFUSED] += 1
         self.rateLimitedLog.warn(
             "refused {peer}: {why}", peer=_describeAddress(address), why=why, closeReason=errors.REFUSED
         )
+        # Not None: wrapping factories (haproxy:, ssl:) would wrap None.  This
+        # protocol closes the connection as soon as it is made, reading nothing.
+        return _Refused()
 
     def contextConnected(self, context: ConnectionContext) -> None:
         """Called by a context when its connection is made."""
@@ -242,8 +250,7 @@ class ConnectionContextFactory(ServerFactory):
         if transport is not None:
             # The transport pauses its producer (the context) past this many
             # unsent bytes: that is the high water mark.
-            if hasattr(transport, "bufferSize"):
-                transport.bufferSize = self.limits.writeHighWater
+            _setWriteHighWater(transport, self.limits.writeHighWater)
             if self.limits.keepAlive:
                 _enableKeepAlive(transport, self.limits)
 
@@ -288,12 +295,21 @@ class ConnectionContextFactory(ServerFactory):
         limits = self.limits
         if limits.idleTimeout:
             self.kickOut(limits.idleTimeout)
-        now = self.reactor.seconds()
-        deadline = now - limits.closeTimeout
-        for context in list(self.online.values()):
-            closingAt = context.closingAt
-            if closingAt is not None and closingAt <= deadline:
-                context.abort()
+        deadline = self.reactor.seconds() - limits.closeTimeout
+        stuck = [c for c in self.online.values() if c.closingAt is not None and c.closingAt <= deadline]
+        self._abortStuck(stuck, limits.closeTimeout)
+
+    def _abortStuck(self, contexts: list[ConnectionContext], seconds: float) -> None:
+        if not contexts:
+            return
+        self.closeTimeouts += len(contexts)
+        self.rateLimitedLog.warn(
+            "aborting {count} connections still closing after {seconds}s (unsent data dropped)",
+            count=len(contexts),
+            seconds=seconds,
+        )
+        for context in contexts:
+            context.abort()
 
     def kickOut(self, seconds: float, reason: str = errors.IDLE) -> int:
         """
@@ -365,8 +381,7 @@ class ConnectionContextFactory(ServerFactory):
         if timeout is not None:
 
             def abortRest() -> None:
-                for context in list(self.online.values()):
-                    context.abort(reason)
+                self._abortStuck(list(self.online.values()), timeout)
 
             call = self.reactor.callLater(timeout, abortRest)
 
@@ -404,8 +419,43 @@ class ConnectionContextFactory(ServerFactory):
         return self._closedFramesSent + self._sum("framesSent")
 
 
+class _Refused(Protocol):
+    """Closes a refused connection at once, before reading anything."""
+
+    def makeConnection(self, transport: Any) -> None:
+        abortConnection = getattr(transport, "abortConnection", None)
+        if abortConnection is not None:
+            abortConnection()
+        else:
+            transport.loseConnection()
+
+
+def _lowestTransport(transport: Any) -> Any:
+    """Past protocol wrappers (TLS, haproxy:) to the socket's own transport."""
+    for _ in range(4):
+        inner = getattr(transport, "transport", None)
+        if inner is None or hasattr(transport, "dataBuffer"):
+            break
+        transport = inner
+    return transport
+
+
+def _setWriteHighWater(transport: Any, size: int) -> None:
+    """
+    Set the unsent-bytes mark past which a transport pauses its producer:
+    C{bufferSize} on Twisted's POSIX transports, C{writeBufferSize} on the
+    IOCP reactor's.  Behind TLS the mark applies to the encrypted bytes.
+    """
+    lowest = _lowestTransport(transport)
+    if hasattr(lowest, "writeBufferSize"):
+        lowest.writeBufferSize = size
+    elif hasattr(lowest, "bufferSize"):
+        lowest.bufferSize = size
+
+
 def _enableKeepAlive(transport: Any, limits: ServerLimits) -> None:
     """TCP keep-alive, with probe timing where the platform lets us set it."""
+    transport = _lowestTransport(transport)
     setKeepAlive = getattr(transport, "setTcpKeepAlive", None)
     if setKeepAlive is None:
         return

@@ -14,10 +14,11 @@ from twisted.python.failure import Failure
 
 class RateLimitedLog:
     """
-    Emit at most C{burst} events per C{interval} seconds; count the rest and
-    report how many were suppressed with the next event that gets through.
+    Emit at most C{burst} events of each kind per C{interval} seconds; count
+    the rest and report how many were suppressed with the next event of
+    that kind that gets through.  The kind is the format string, so a flood
+    of refusals cannot hide a handler's traceback.
 
-    @ivar suppressed: events dropped since the last one emitted.
     @ivar suppressedTotal: events dropped over the lifetime of this log.
     """
 
@@ -32,44 +33,50 @@ class RateLimitedLog:
         self._seconds = seconds
         self.burst = burst
         self.interval = interval
-        self._windowStart = float("-inf")
-        self._emitted = 0
-        self.suppressed = 0
+        # kind -> [window start, emitted in window, suppressed since last]
+        self._kinds: dict[str, list[float]] = {}
         self.suppressedTotal = 0
 
-    def _allow(self) -> bool:
+    def _admit(self, format: str, kwargs: dict[str, Any]) -> str | None:
+        """The format to log with (mentioning what was suppressed), or None."""
+        state = self._kinds.get(format)
+        if state is None:
+            state = self._kinds[format] = [float("-inf"), 0, 0]
         now = self._seconds()
-        if now - self._windowStart >= self.interval:
-            self._windowStart = now
-            self._emitted = 0
-        if self._emitted >= self.burst:
-            self.suppressed += 1
+        if now - state[0] >= self.interval:
+            state[0] = now
+            state[1] = 0
+        if state[1] >= self.burst:
+            state[2] += 1
             self.suppressedTotal += 1
-            return False
-        self._emitted += 1
-        return True
-
-    def _fields(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        kwargs["suppressed"] = self.suppressed
-        self.suppressed = 0
-        return kwargs
-
-    def _format(self, format: str) -> str:
-        if self.suppressed:
+            return None
+        state[1] += 1
+        suppressed = int(state[2])
+        state[2] = 0
+        kwargs["suppressed"] = suppressed
+        if suppressed:
             return format + " ({suppressed} similar events suppressed)"
         return format
 
+    def suppressed(self, format: str) -> int:
+        """Events of this kind dropped since the last one logged."""
+        state = self._kinds.get(format)
+        return int(state[2]) if state else 0
+
     def warn(self, format: str, **kwargs: Any) -> None:
         """Log a warning, unless over the rate."""
-        if self._allow():
-            self._logger.warn(self._format(format), **self._fields(kwargs))
+        admitted = self._admit(format, kwargs)
+        if admitted is not None:
+            self._logger.warn(admitted, **kwargs)
 
     def info(self, format: str, **kwargs: Any) -> None:
         """Log an informational event, unless over the rate."""
-        if self._allow():
-            self._logger.info(self._format(format), **self._fields(kwargs))
+        admitted = self._admit(format, kwargs)
+        if admitted is not None:
+            self._logger.info(admitted, **kwargs)
 
     def failure(self, format: str, failure: Failure, **kwargs: Any) -> None:
         """Log an error with its traceback, unless over the rate."""
-        if self._allow():
-            self._logger.failure(self._format(format), failure, **self._fields(kwargs))
+        admitted = self._admit(format, kwargs)
+        if admitted is not None:
+            self._logger.failure(admitted, failure, **kwargs)

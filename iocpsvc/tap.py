@@ -272,7 +272,7 @@ def makeService(options: Options) -> SocketServerService:
         )
         if limits.maxConnections is None:
             limits.maxConnections = defaultMaxConnections(after)
-            notes.append(f"max connections {limits.maxConnections} (from it)")
+            notes.append("max connections derived from it")
     factory = ConnectionContextFactory(
         contextClass=options["contextClass"],
         codec=options["codecObject"],

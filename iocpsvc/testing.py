@@ -56,7 +56,7 @@ class EmbeddedConnection:
         peer = peer or IPv4Address("TCP", "192.0.2.1", 40000)
         host = IPv4Address("TCP", "127.0.0.1", 9983)
         context = factory.buildProtocol(peer)
-        if context is None:
+        if not isinstance(context, ConnectionContext):
             raise ValueError(f"the factory refused the connection from {peer}")
         self.context: ConnectionContext = context
         self.transport = StringTransport(hostAddress=host, peerAddress=peer)

@@ -149,9 +149,7 @@ def connectRaw(reactor: Any, port: int, count: int, clientClass: Any = RawClient
         client = clientClass()
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=30)
         attempts.append(connectProtocol(endpoint, client))
-    waiting: Deferred[list[Any]] = gatherResults(
-        [d.addErrback(lambda _: None) for d in attempts]
-    )  # type: ignore[assignment]
+    waiting: Deferred[list[Any]] = gatherResults([d.addErrback(lambda _: None) for d in attempts])  # type: ignore[assignment]
     return waiting.addCallback(lambda clients: [c for c in clients if c is not None])
 
 

@@ -161,7 +161,6 @@ class PauseTests(SynchronousTestCase):
             context.resumeProducing()
         self.assertEqual(seen, [[b"0"], [b"0", b"1"], [b"0", b"1", b"2"], [b"0", b"1", b"2", b"3"]])
 
-
     def test_contextIsAPushProducer(self) -> None:
         """A consumer can pause and resume a context directly."""
         from twisted.internet.interfaces import IPushProducer

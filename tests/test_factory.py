@@ -54,9 +54,7 @@ class CodecSettings:
 
 
 registerAdapter(lambda settings: LengthFieldPrepender(settings.size), CodecSettings, IEncoder)
-registerAdapter(
-    lambda settings: LengthFieldDecoder(lengthFieldLength=settings.size), CodecSettings, IDecoder
-)
+registerAdapter(lambda settings: LengthFieldDecoder(lengthFieldLength=settings.size), CodecSettings, IDecoder)
 
 
 class RegistrationTests(SynchronousTestCase):

@@ -103,15 +103,26 @@ class IdleTests(SynchronousTestCase):
 class AcceptTests(SynchronousTestCase):
     """Connection limit and accept filter, at buildProtocol."""
 
+    def assertRefused(self, protocol: Any) -> None:
+        """C{protocol} is no context and closes its connection as soon as it is made."""
+        from twisted.internet.testing import StringTransport
+
+        self.assertNotIsInstance(protocol, ConnectionContext)
+        transport = StringTransport()
+        closed: list[str] = []
+        transport.abortConnection = lambda: closed.append("abort")  # type: ignore[method-assign]
+        protocol.makeConnection(transport)
+        self.assertEqual(closed, ["abort"])
+
     def test_maxConnections(self) -> None:
         """Past the limit a new connection is refused and counted; others stay."""
         factory = makeFactory(maxConnections=2)
         first, second = connect(factory), connect(factory)
-        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)))
+        self.assertRefused(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)))
         self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
         self.assertFalse(first.closing or second.closing)
         first.disconnect()
-        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)))
+        self.assertIsInstance(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)), EchoContext)
 
     def test_allowAndDeny(self) -> None:
         """deny wins; with allow set only its networks get in; v4, v6, mapped."""
@@ -133,8 +144,8 @@ class AcceptTests(SynchronousTestCase):
     def test_filterRefusesAtAccept(self) -> None:
         """A filtered peer gets no context at all."""
         factory = makeFactory(deny=["192.0.2.0/24"])
-        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 1)))
-        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "198.51.100.7", 1)))
+        self.assertRefused(factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 1)))
+        self.assertIsInstance(factory.buildProtocol(IPv4Address("TCP", "198.51.100.7", 1)), EchoContext)
         self.assertEqual(factory.refusedTotal, 1)
 
     def test_acceptPeerHook(self) -> None:
@@ -145,8 +156,8 @@ class AcceptTests(SynchronousTestCase):
                 return bool(address.port % 2)
 
         factory = OddPortsOnly(EchoContext, reactor=Clock())
-        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 2)))
-        self.assertIsNotNone(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 3)))
+        self.assertRefused(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 2)))
+        self.assertIsInstance(factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 3)), EchoContext)
 
     def test_badNetwork(self) -> None:
         """A bad CIDR is a ValueError naming it."""
@@ -407,6 +418,17 @@ class RateLimitedLogTests(SynchronousTestCase):
         self.assertEqual(len(events), 4)
         self.assertEqual(events[-1]["suppressed"], 7)
         self.assertEqual(log.suppressedTotal, 7)
+
+    def test_kindsAreLimitedSeparately(self) -> None:
+        """A flood of one kind of event does not hide another kind."""
+        clock = Clock()
+        events: list[dict[str, Any]] = []
+        log = RateLimitedLog(Logger(observer=events.append), clock.seconds, burst=2, interval=1)
+        for _ in range(50):
+            log.warn("refused {n}", n=1)
+        log.warn("handler error {n}", n=2)
+        self.assertEqual([e["log_format"] for e in events][-1], "handler error {n}")
+        self.assertEqual(log.suppressed("refused {n}"), 48)
 
 
 class OptionsTests(SynchronousTestCase):

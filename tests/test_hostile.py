@@ -191,6 +191,32 @@ class BatteryTests(TestCase):
         yield defer.gatherResults([h.lost for h in holders])
 
     @defer.inlineCallbacks
+    def test_refusedBehindHAProxyWrapper(self) -> Any:
+        """Past the limit behind the haproxy: wrapper, a client is closed cleanly too."""
+        from twisted.internet import reactor
+
+        factory = ConnectionContextFactory(
+            EchoContext, reactor=reactor, limits=ServerLimits(maxConnections=1)
+        )
+        service = SocketServerService(
+            factory, ["haproxy:tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        port = service.ports[0].getHost().port
+        header = b"PROXY TCP4 198.51.100.7 192.0.2.1 40000 9983\r\n"
+        holder, refused = yield connectRaw(reactor, port, 2)
+        holder.transport.write(header + struct.pack(">I", 2) + b"hi")
+        yield waitUntil(reactor, lambda: bytes(holder.received) == b"\0\0\0\x02hi")
+        refused.transport.write(header + struct.pack(">I", 2) + b"no")
+        yield refused.lost
+        self.assertEqual(bytes(refused.received), b"")
+        self.assertEqual(factory.refusedTotal, 1)
+        self.assertEqual(factory.findContext(1).peer.host, "198.51.100.7")  # type: ignore[union-attr]
+        holder.transport.loseConnection()
+        yield holder.lost
+
+    @defer.inlineCallbacks
     def test_resetMidFrame(self) -> Any:
         """Clients that reset in the middle of a frame cost only themselves."""
         from twisted.internet import reactor
