@@ -20,7 +20,8 @@ version = release
 
 extensions = []
 
-exclude_patterns = ["_build"]
+# hostile-results.rst is included by hardening.rst, not a page of its own.
+exclude_patterns = ["_build", "hostile-results.rst"]
 
 # Literal blocks written with "::" are wire diagrams and command lines, not
 # Python: highlight only what a code-block directive names.

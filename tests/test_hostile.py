@@ -205,9 +205,10 @@ class BatteryTests(TestCase):
         self.addCleanup(service.stopService)
         port = service.ports[0].getHost().port
         header = b"PROXY TCP4 198.51.100.7 192.0.2.1 40000 9983\r\n"
-        holder, refused = yield connectRaw(reactor, port, 2)
+        [holder] = yield connectRaw(reactor, port, 1)
         holder.transport.write(header + struct.pack(">I", 2) + b"hi")
         yield waitUntil(reactor, lambda: bytes(holder.received) == b"\0\0\0\x02hi")
+        [refused] = yield connectRaw(reactor, port, 1)
         refused.transport.write(header + struct.pack(">I", 2) + b"no")
         yield refused.lost
         self.assertEqual(bytes(refused.received), b"")
