@@ -197,6 +197,7 @@ class ConnectionContext(Protocol):
         """
         # Hot path: encode, then join the batch (one class check tells a
         # single bytes from a chunk sequence) or, outside a read, send now.
+        # (_writeEncoded's body, inlined: one call fewer per object.)
         encoded = self._encode(obj)
         self.framesSent += 1
         batch = self._batch
@@ -360,7 +361,7 @@ class ConnectionContext(Protocol):
         return 0
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} #{self.contextId} peer={_describe(self.peer)}>"
+        return f"<{type(self).__name__} #{self.contextId} peer={describePeer(self.peer)}>"
 
     # -- Twisted's protocol API ---------------------------------------------
 
@@ -589,7 +590,7 @@ class ConnectionContext(Protocol):
         if factory is not None:
             factory.rateLimitedLog.warn(
                 "closing {peer}: slow-client: more than {limit} bytes written and not sent",
-                peer=_describe(self.peer),
+                peer=describePeer(self.peer),
                 limit=factory.limits.maxPendingWrite,
                 contextId=self.contextId,
             )
@@ -603,7 +604,7 @@ class ConnectionContext(Protocol):
             factory.decodeErrors += 1
             factory.rateLimitedLog.warn(
                 "closing {peer}: {closeReason}: {reason}",
-                peer=_describe(self.peer),
+                peer=describePeer(self.peer),
                 closeReason=error.closeReason,
                 reason=error.reason,
                 contextId=self.contextId,
@@ -617,7 +618,7 @@ class ConnectionContext(Protocol):
             factory.rateLimitedLog.failure(
                 "closing {peer}: handler-error in {context}",
                 failure,
-                peer=_describe(self.peer),
+                peer=describePeer(self.peer),
                 context=type(self).__name__,
                 contextId=self.contextId,
             )
@@ -667,7 +668,7 @@ def _noEncoder(obj: object) -> Any:
     raise RuntimeError("this context has no encoder: it was not built by a factory")
 
 
-def _describe(address: object) -> str:
+def describePeer(address: object) -> str:
     """C{host:port} for IP addresses, the repr otherwise."""
     host = getattr(address, "host", None)
     port = getattr(address, "port", None)

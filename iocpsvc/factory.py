@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from iocpsvc import errors
 from iocpsvc.codecs import Codec, parseCodecSpec
-from iocpsvc.context import ConnectionContext
+from iocpsvc.context import ConnectionContext, describePeer
 from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.limits import ServerLimits, addressAllowed
 from iocpsvc.logs import RateLimitedLog
@@ -233,7 +233,7 @@ class ConnectionContextFactory(ServerFactory):
         self.refusedTotal += 1
         self.closedTotal[errors.REFUSED] += 1
         self.rateLimitedLog.warn(
-            "refused {peer}: {why}", peer=_describeAddress(address), why=why, closeReason=errors.REFUSED
+            "refused {peer}: {why}", peer=describePeer(address), why=why, closeReason=errors.REFUSED
         )
         # Not None: wrapping factories (haproxy:, ssl:) would wrap None.  This
         # protocol closes the connection as soon as it is made, reading nothing.
@@ -477,14 +477,6 @@ def _enableKeepAlive(transport: Any, limits: ServerLimits) -> None:
                 handle.setsockopt(socket.IPPROTO_TCP, constant, value)
             except OSError:
                 pass
-
-
-def _describeAddress(address: object) -> str:
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is not None and port is not None:
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
 
 
 def _missingDecoder() -> Any:
