@@ -36,6 +36,7 @@ from iocpsvc.contexts import EchoContext
 from iocpsvc.limits import raiseOpenFilesLimit
 
 GOOD = 20
+SERVE = [sys.executable, "-m", "benchmarks.hostile", "--serve"]
 
 
 class Booby(EchoContext):
@@ -305,7 +306,7 @@ def runAttack(reactor: Any, name: str, scale: float) -> Generator[Any, Any, dict
     options, spec, count, description, attack = ATTACKS[name]
     server = ServerProcess()
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    argv = [sys.executable, "-m", "benchmarks.hostile", "--serve", "--port", "tcp:0:interface=127.0.0.1"]
+    argv = [*SERVE, "--port", "tcp:0:interface=127.0.0.1", "--monitor", "none"]
     transport = reactor.spawnProcess(server, sys.executable, argv + options, env=env)
     port = yield server.port
     n = int(count * scale)
@@ -331,7 +332,7 @@ def runAttack(reactor: Any, name: str, scale: float) -> Generator[Any, Any, dict
 def sigtermUnderLoad(reactor: Any, scale: float) -> Generator[Any, Any, dict[str, Any]]:
     server = ServerProcess()
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    argv = [sys.executable, "-m", "benchmarks.hostile", "--serve", "--port", "tcp:0:interface=127.0.0.1"]
+    argv = [*SERVE, "--port", "tcp:0:interface=127.0.0.1", "--monitor", "none"]
     transport = reactor.spawnProcess(server, sys.executable, argv + ["--shutdown-timeout", "3"], env=env)
     port = yield server.port
     busy = yield connectMany(reactor, port, int(1000 * scale))

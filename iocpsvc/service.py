@@ -64,6 +64,30 @@ def describeAddress(address: Any) -> str:
     return repr(address)
 
 
+def listenOrRaise(
+    endpointList: list[IStreamServerEndpoint], factory: Any, ports: list[IListeningPort]
+) -> Deferred[Any]:
+    """
+    Listen with C{factory} on each endpoint, appending each port to
+    C{ports}.  A listener that fails at once (as TCP does when the port is
+    taken) makes this raise, after stopping those that started, so that
+    twistd exits with the error.
+
+    @return: a Deferred that fires when every endpoint listens.
+    """
+    waiting = [e.listen(factory) for e in endpointList]
+    failures: list[Failure] = []
+    for d in waiting:
+        d.addCallback(ports.append)
+        d.addErrback(failures.append)
+    if failures:
+        for port in ports:
+            port.stopListening()
+        del ports[:]
+        failures[0].raiseException()
+    return gatherResults(waiting)
+
+
 class SocketServerService(MultiService):
     """
     Listens on each endpoint with one L{ConnectionContextFactory}, and on
@@ -116,18 +140,7 @@ class SocketServerService(MultiService):
         super().startService()
 
     def _listen(self) -> None:
-        waiting = [e.listen(self.factory) for e in self.endpoints]
-        failures: list[Failure] = []
-        for d in waiting:
-            d.addCallback(self.ports.append)
-            d.addErrback(failures.append)
-        if failures:
-            # Undo the listeners that did start before raising.
-            for port in self.ports:
-                port.stopListening()
-            self.ports = []
-            failures[0].raiseException()
-        self._listening = gatherResults(waiting)
+        self._listening = listenOrRaise(self.endpoints, self.factory, self.ports)
         self._listening.addCallback(lambda _: self._started())
 
     def _started(self) -> None:

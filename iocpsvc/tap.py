@@ -124,6 +124,19 @@ class Options(usage.Options):
             "Pause reading from a client with more objects than this waiting behind a slow handler.",
         ],
         [
+            "monitor",
+            None,
+            "tcp:9984:interface=127.0.0.1",
+            "Endpoint of the HTTP monitor (dashboard, /stats.json, /metrics, "
+            "/connections.json), or 'none'.",
+        ],
+        [
+            "stats-interval",
+            None,
+            "60",
+            "Log a one-line stats summary every this many seconds (0 = off).",
+        ],
+        [
             "close-timeout",
             None,
             "10",
@@ -221,6 +234,14 @@ class Options(usage.Options):
             )
 
         self["shutdownTimeout"] = _number(self, "shutdown-timeout", float, minimum=0)
+        self["statsInterval"] = _number(self, "stats-interval", float, minimum=0)
+        if self["monitor"].strip().lower() == "none":
+            self["monitor"] = None
+        else:
+            try:
+                endpoints.serverFromString(reactor, self["monitor"])
+            except Exception as e:
+                raise usage.UsageError(f"--monitor {self['monitor']!r}: {e}") from None
         maxConnections = None
         if self["max-connections"] is not None:
             maxConnections = _number(self, "max-connections", int, minimum=1)
@@ -279,10 +300,17 @@ def makeService(options: Options) -> SocketServerService:
         reactor=reactor,
         limits=limits,
     )
-    return SocketServerService(
+    service = SocketServerService(
         factory,
         list(options["port"]),
         reactor=reactor,
         shutdownTimeout=options["shutdownTimeout"],
         startNotes=notes,
     )
+    if options["monitor"] is not None:
+        from iocpsvc.monitor import MonitorService
+
+        MonitorService(factory, options["monitor"], options["statsInterval"], reactor).setServiceParent(
+            service
+        )
+    return service

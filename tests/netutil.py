@@ -101,6 +101,8 @@ def spawnTwistd(reactor: Any, workdir: str, *args: str) -> tuple[TwistdProcess, 
     """Start C{twistd -n --pidfile= ARGS} in C{workdir}, with this checkout first on the path."""
     process = TwistdProcess()
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if "iocpsvc" in args and "--monitor" not in args:
+        args = (*args, "--monitor", "none")  # no fixed port 9984 in tests
     argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args]
     transport = reactor.spawnProcess(process, sys.executable, argv, env=env, path=workdir)
     return process, transport

@@ -1,0 +1,230 @@
+"""
+The data monitor over HTTP (C{twisted.web}), on its own endpoint:
+
+    GET /                  the live dashboard (a self-contained page)
+    GET /stats.json        counters, rates, uptime
+    GET /metrics           Prometheus text exposition
+    GET /connections.json  online connections (?sort=idle&limit=100&order=desc)
+    GET /history.json      the last minutes of online and throughput, for charts
+
+L{MonitorService} also logs a one-line summary every C{statsInterval}
+seconds.  Requests only read counters (one pass over the online contexts),
+so they cost the socket server little; the endpoint binds to loopback by
+default.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet import endpoints
+from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.monitor.prometheus import metricsText
+from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, connections, summaryLine
+from iocpsvc.service import listenOrRaise
+
+DEFAULT_MONITOR = "tcp:9984:interface=127.0.0.1"
+MAX_CONNECTIONS_LISTED = 1000
+
+_log = Logger(namespace="iocpsvc.monitor")
+
+
+def _json(request: Request, value: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+class StatsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, sampler: StatsSampler) -> None:
+        super().__init__()
+        self.sampler = sampler
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, self.sampler.stats())
+
+
+class HistoryResource(Resource):
+    isLeaf = True
+
+    def __init__(self, sampler: StatsSampler) -> None:
+        super().__init__()
+        self.sampler = sampler
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, self.sampler.historyJSON())
+
+
+class MetricsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, sampler: StatsSampler) -> None:
+        super().__init__()
+        self.sampler = sampler
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return metricsText(self.sampler.stats)
+
+
+class ConnectionsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, factory: ConnectionContextFactory) -> None:
+        super().__init__()
+        self.factory = factory
+
+    def render_GET(self, request: Request) -> bytes:
+        args = request.args or {}
+
+        def arg(name: str, default: str) -> str:
+            values = args.get(name.encode(), [])
+            return values[0].decode("utf-8", "replace") if values else default
+
+        sort = arg("sort", "id")
+        order = arg("order", "")
+        try:
+            limit = int(arg("limit", "100"))
+        except ValueError:
+            return _json(request, {"error": "limit must be an integer"}, 400)
+        if sort not in SORT_KEYS:
+            return _json(request, {"error": f"sort must be one of {', '.join(SORT_KEYS)}"}, 400)
+        if order not in ("", "asc", "desc"):
+            return _json(request, {"error": "order must be asc or desc"}, 400)
+        limit = max(0, min(limit, MAX_CONNECTIONS_LISTED))
+        descending = None if not order else order == "desc"
+        return _json(request, connections(self.factory, sort, limit, descending))
+
+
+class DashboardResource(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The page ships in the package: no CDN, nothing fetched from outside.
+        self.page = files("iocpsvc.monitor").joinpath("dashboard.html").read_bytes()
+
+    def render_GET(self, request: Request) -> bytes:
+        if request.postpath not in ([], [b""]):
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain")
+            return b"not found\n"
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return self.page
+
+
+class MonitorRoot(Resource):
+    """The monitor's URL space."""
+
+    def __init__(self, factory: ConnectionContextFactory, sampler: StatsSampler) -> None:
+        super().__init__()
+        self.dashboard = DashboardResource()
+        self.putChild(b"stats.json", StatsResource(sampler))
+        self.putChild(b"metrics", MetricsResource(sampler))
+        self.putChild(b"connections.json", ConnectionsResource(factory))
+        self.putChild(b"history.json", HistoryResource(sampler))
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self.dashboard
+
+
+def makeSite(factory: ConnectionContextFactory, sampler: StatsSampler) -> Site:
+    """The monitor's C{twisted.web} site."""
+    site = Site(MonitorRoot(factory, sampler))
+    site.noisy = False
+    site.displayTracebacks = False
+    return site
+
+
+def _url(address: Any) -> str:
+    host = getattr(address, "host", None)
+    if host is None:
+        return repr(address) + " "
+    return f"http://[{host}]:{address.port}/" if ":" in host else f"http://{host}:{address.port}/"
+
+
+class MonitorService(MultiService):
+    """
+    Serves the monitor on C{description} and logs a summary every
+    C{statsInterval} seconds (0: never).
+
+    @ivar sampler: the L{StatsSampler} behind C{/stats.json}.
+    @ivar ports: the listening port, once listening.
+    """
+
+    def __init__(
+        self,
+        factory: ConnectionContextFactory,
+        description: str = DEFAULT_MONITOR,
+        statsInterval: float = 60.0,
+        reactor: Any = None,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        self.reactor = reactor
+        self.factory = factory
+        self.description = description
+        self.statsInterval = statsInterval
+        self.sampler = StatsSampler(factory)
+        self.site = makeSite(factory, self.sampler)
+        self.endpoint = endpoints.serverFromString(reactor, description)
+        self.ports: list[Any] = []
+        self._summary: LoopingCall | None = None
+
+    @property
+    def port(self) -> Any:
+        """The listening port, once listening."""
+        return self.ports[0] if self.ports else None
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+        self.sampler.start()
+        if self.statsInterval > 0:
+            self._summary = LoopingCall(self.logSummary)
+            self._summary.clock = self.reactor
+            self._summary.start(self.statsInterval, now=False)
+
+    def _listen(self) -> None:
+        if self.ports:
+            return
+        listening = listenOrRaise([self.endpoint], self.site, self.ports)
+        listening.addCallback(
+            lambda _: _log.info(
+                "iocpsvc monitor on {url} (dashboard), {url}stats.json, {url}metrics, {url}connections.json",
+                url=_url(self.ports[0].getHost()),
+            )
+        )
+
+    def logSummary(self) -> None:
+        """Log the one-line stats summary now."""
+        _log.info("iocpsvc stats: {summary}", summary=summaryLine(self.sampler.stats()))
+
+    def stopService(self) -> Any:
+        if self._summary is not None and self._summary.running:
+            self._summary.stop()
+        self._summary = None
+        self.sampler.stop()
+        super().stopService()
+        ports, self.ports = self.ports, []
+        return gatherResults([maybeDeferred(p.stopListening) for p in ports])

@@ -1,0 +1,233 @@
+"""
+The data monitor's figures (DIOCP's TIocpDataMonitor): a snapshot of a
+factory's counters, per-second rates over the last few seconds, and the
+table of online connections.
+
+Nothing here runs on the hot path: the contexts count bytes and frames per
+read and per write batch; this module adds them up when asked (one pass
+over the online contexts) and samples them once a second for the rates.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import deque
+from typing import Any
+
+from twisted.internet.task import LoopingCall
+
+from iocpsvc.context import ConnectionContext, describePeer
+from iocpsvc.factory import ConnectionContextFactory
+
+RATE_WINDOW = 5.0
+"""Seconds over which the per-second rates are computed."""
+
+
+def collect(factory: ConnectionContextFactory) -> dict[str, Any]:
+    """
+    Every counter of C{factory}, under the names of C{/stats.json} (without
+    C{rates}).  One pass over the online contexts sums their live counters
+    with those of the connections already closed.
+    """
+    receivedBytes = factory._closedBytesReceived
+    sentBytes = factory._closedBytesSent
+    receivedFrames = factory._closedFramesReceived
+    sentFrames = factory._closedFramesSent
+    pending = 0
+    for context in factory.online.values():
+        receivedBytes += context.bytesReceived
+        sentBytes += context.bytesSent
+        receivedFrames += context.framesReceived
+        sentFrames += context.framesSent
+        pending += context.pendingWriteBytes
+    return {
+        "online": len(factory.online),
+        "peak_online": factory.peakOnline,
+        "accepted_total": factory.acceptedTotal,
+        "refused_total": factory.refusedTotal,
+        "closed_total": dict(factory.closedTotal),
+        "received_bytes_total": receivedBytes,
+        "sent_bytes_total": sentBytes,
+        "received_frames_total": receivedFrames,
+        "sent_frames_total": sentFrames,
+        "decode_errors_total": factory.decodeErrors,
+        "handler_errors_total": factory.handlerErrors,
+        "truncated_frames_total": factory.truncatedFrames,
+        "discarded_frames_total": factory.discardedFrames,
+        "write_blocked_total": factory.writeBlockedTotal,
+        "backlog_paused_total": factory.backlogPausedTotal,
+        "close_timeouts_total": factory.closeTimeouts,
+        "pending_write_bytes": pending,
+        "uptime_seconds": round(factory.reactor.seconds() - factory.startedAt, 3),
+    }
+
+
+_RATED = (
+    "received_bytes_total",
+    "sent_bytes_total",
+    "received_frames_total",
+    "sent_frames_total",
+    "accepted_total",
+)
+
+
+class StatsSampler:
+    """
+    Samples a factory's counters once a second and derives per-second
+    rates over the last L{RATE_WINDOW} seconds.
+
+    @ivar samples: C{(seconds, snapshot)} pairs, oldest first.
+    """
+
+    def __init__(
+        self, factory: ConnectionContextFactory, interval: float = 1.0, keep: int = 16, history: int = 300
+    ) -> None:
+        self.factory = factory
+        self.interval = interval
+        self.samples: deque[tuple[float, dict[str, Any]]] = deque(maxlen=keep)
+        # (uptime, online, received bytes/s, sent bytes/s) per sample: the
+        # dashboard's charts start from it.
+        self.history: deque[tuple[float, int, float, float]] = deque(maxlen=history)
+        self._loop: LoopingCall | None = None
+
+    def start(self) -> None:
+        """Sample now and then every C{interval} seconds."""
+        if self._loop is None:
+            self._loop = LoopingCall(self.sample)
+            self._loop.clock = self.factory.reactor
+            self._loop.start(self.interval, now=True)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def sample(self) -> dict[str, Any]:
+        """Take a snapshot now, keep it, and return it."""
+        snapshot = collect(self.factory)
+        now = self.factory.reactor.seconds()
+        if self.samples:
+            taken, previous = self.samples[-1]
+            elapsed = now - taken
+            if elapsed > 0:
+                self.history.append(
+                    (
+                        snapshot["uptime_seconds"],
+                        snapshot["online"],
+                        round(
+                            (snapshot["received_bytes_total"] - previous["received_bytes_total"]) / elapsed, 1
+                        ),
+                        round((snapshot["sent_bytes_total"] - previous["sent_bytes_total"]) / elapsed, 1),
+                    )
+                )
+        self.samples.append((now, snapshot))
+        return snapshot
+
+    def historyJSON(self) -> dict[str, list[float]]:
+        """C{/history.json}: the last minutes, one point per sample."""
+        points = list(self.history)
+        return {
+            "uptime_seconds": [p[0] for p in points],
+            "online": [p[1] for p in points],
+            "received_bytes_per_second": [p[2] for p in points],
+            "sent_bytes_per_second": [p[3] for p in points],
+        }
+
+    def rates(self, current: dict[str, Any] | None = None) -> dict[str, float]:
+        """
+        Per-second rates between the oldest sample within the window and
+        C{current} (a fresh snapshot when not given).
+        """
+        now = self.factory.reactor.seconds()
+        if current is None:
+            current = collect(self.factory)
+        base = None
+        for taken, snapshot in self.samples:
+            if now - taken <= RATE_WINDOW + self.interval / 2 and now > taken:
+                base = (taken, snapshot)
+                break
+        result: dict[str, float] = {"window_seconds": 0.0}
+        for key in _RATED:
+            result[key.replace("_total", "_per_second")] = 0.0
+        if base is None:
+            return result
+        elapsed = now - base[0]
+        result["window_seconds"] = round(elapsed, 3)
+        for key in _RATED:
+            result[key.replace("_total", "_per_second")] = round((current[key] - base[1][key]) / elapsed, 3)
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """C{/stats.json}: the snapshot plus C{rates}."""
+        current = collect(self.factory)
+        current["rates"] = self.rates(current)
+        return current
+
+
+SORT_KEYS = ("id", "idle", "connected_at", "bytes_in", "bytes_out", "frames_in", "frames_out")
+
+
+def describeConnection(context: ConnectionContext, now: float, wallOffset: float) -> dict[str, Any]:
+    """One row of C{/connections.json}."""
+    return {
+        "id": context.contextId,
+        "peer": describePeer(context.peer),
+        "connected_at": round(context.connectedAt + wallOffset, 3),
+        "idle_seconds": round(now - context.lastActivity, 3),
+        "bytes_in": context.bytesReceived,
+        "bytes_out": context.bytesSent,
+        "frames_in": context.framesReceived,
+        "frames_out": context.framesSent,
+        "pending_write_bytes": context.pendingWriteBytes,
+    }
+
+
+def connections(
+    factory: ConnectionContextFactory, sort: str = "id", limit: int = 100, descending: bool | None = None
+) -> dict[str, Any]:
+    """
+    C{/connections.json}: the online connections sorted by C{sort}, at most
+    C{limit} of them (the top C{limit} found with a heap, not a full sort).
+    C{idle}, C{bytes_*} and C{frames_*} sort largest first unless told.
+    """
+    if sort not in SORT_KEYS:
+        raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
+    if descending is None:
+        descending = sort not in ("id", "connected_at")
+    now = factory.reactor.seconds()
+    # connectedAt is reactor time; the JSON gives wall-clock seconds.
+    wallOffset = time.time() - now
+    keys = {
+        "id": lambda c: c.contextId,
+        "idle": lambda c: now - c.lastActivity,
+        "connected_at": lambda c: c.connectedAt,
+        "bytes_in": lambda c: c.bytesReceived,
+        "bytes_out": lambda c: c.bytesSent,
+        "frames_in": lambda c: c.framesReceived,
+        "frames_out": lambda c: c.framesSent,
+    }
+    pick = heapq.nlargest if descending else heapq.nsmallest
+    chosen = pick(limit, factory.online.values(), key=keys[sort])
+    return {
+        "online": len(factory.online),
+        "sort": sort,
+        "order": "desc" if descending else "asc",
+        "limit": limit,
+        "connections": [describeConnection(c, now, wallOffset) for c in chosen],
+    }
+
+
+def summaryLine(stats: dict[str, Any]) -> str:
+    """The one-line summary logged every C{--stats-interval} seconds."""
+    rates = stats.get("rates", {})
+    closed = ", ".join(f"{k} {v}" for k, v in sorted(stats["closed_total"].items()) if v) or "none"
+    return (
+        f"online {stats['online']} (peak {stats['peak_online']}); accepted {stats['accepted_total']}, "
+        f"refused {stats['refused_total']}; in {rates.get('received_frames_per_second', 0):.0f} frames/s "
+        f"{rates.get('received_bytes_per_second', 0) / 1024:.1f} KiB/s, out "
+        f"{rates.get('sent_frames_per_second', 0):.0f} frames/s "
+        f"{rates.get('sent_bytes_per_second', 0) / 1024:.1f} KiB/s; pending write "
+        f"{stats['pending_write_bytes']} bytes; decode errors {stats['decode_errors_total']}; "
+        f"closed: {closed}"
+    )
