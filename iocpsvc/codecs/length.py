@@ -92,22 +92,24 @@ _JOIN_LIMIT = 4096
 _FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
-def _fieldReader(size: int, order: Literal["big", "little"], signed: bool) -> Callable[[Any, int], int]:
+def _fieldReader(
+    size: int, order: Literal["big", "little"], signed: bool
+) -> Callable[[Any, int], tuple[int, ...]]:
     """
-    Return C{read(data, position) -> int} for one length field.  Sizes 1, 2,
-    4 and 8 use a precompiled C{struct} (the fastest way to read an integer
-    out of a buffer at an offset); 3 bytes has no struct code.
+    Return C{unpack(data, position) -> (value,)} for one length field.
+    Sizes 1, 2, 4 and 8 are a precompiled C{struct}'s C{unpack_from} itself
+    (one C call per header, the fastest way to read an integer out of a
+    buffer at an offset); 3 bytes has no struct code.
     """
     if size in _FORMATS:
         code = _FORMATS[size]
         if signed:
             code = code.lower()
-        unpackFrom = struct.Struct(("<" if order == "little" else ">") + code).unpack_from
-        return lambda data, position: unpackFrom(data, position)[0]
+        return struct.Struct(("<" if order == "little" else ">") + code).unpack_from
     if size == 3:
 
-        def read3(data: Any, position: int) -> int:
-            return int.from_bytes(data[position : position + 3], order, signed=signed)
+        def read3(data: Any, position: int) -> tuple[int]:
+            return (int.from_bytes(data[position : position + 3], order, signed=signed),)
 
         return read3
     raise ValueError(f"size must be 1, 2, 3, 4 or 8, not {size}")
@@ -132,6 +134,7 @@ class LengthFieldDecoder:
         "_read",
         "_headerEnd",
         "_checkStrip",
+        "_rareChecks",
     )
 
     def __init__(
@@ -166,6 +169,9 @@ class LengthFieldDecoder:
         self._headerEnd = headerEnd
         # Only a strip beyond the length field can exceed a valid frame.
         self._checkStrip = initialBytesToStrip > headerEnd
+        # Only these configurations can produce a negative value or a frame
+        # shorter than its header: the common ones skip those checks.
+        self._rareChecks = signed or lengthAdjustment < 0 or self._checkStrip
 
     def decode(self, data: bytes | bytearray, out: list[object]) -> int:
         # Hot path: everything the loop touches is a local; one header read
@@ -177,6 +183,7 @@ class LengthFieldDecoder:
         extra = self.lengthAdjustment + headerEnd
         strip = self.initialBytesToStrip
         maxFrameLength = self.maxFrameLength
+        rareChecks = self._rareChecks
         append = out.append
         end = len(data)
         position = 0
@@ -187,21 +194,12 @@ class LengthFieldDecoder:
         try:
             source = data if view is None else view
             while end - position >= headerEnd:
-                value = read(data, position + fieldOffset)
+                value = read(data, position + fieldOffset)[0]
                 frameLength = value + extra
                 if frameLength > maxFrameLength:
                     raise FrameTooLong(frameLength, maxFrameLength)
-                if value < 0:
-                    raise CorruptFrame(f"negative length field: {value}")
-                if frameLength < headerEnd:
-                    raise CorruptFrame(
-                        f"adjusted frame length ({frameLength}) is shorter than the "
-                        f"length field's end ({headerEnd})"
-                    )
-                if self._checkStrip and strip > frameLength:
-                    raise CorruptFrame(
-                        f"frame length ({frameLength}) is shorter than the bytes to strip ({strip})"
-                    )
+                if rareChecks:
+                    self._checkFrame(value, frameLength)
                 frameEnd = position + frameLength
                 if frameEnd > end:
                     break
@@ -213,6 +211,21 @@ class LengthFieldDecoder:
             if view is not None:
                 view.release()
         return position
+
+    def _checkFrame(self, value: int, frameLength: int) -> None:
+        """The checks only signed, negatively adjusted or over-stripped fields need."""
+        if value < 0:
+            raise CorruptFrame(f"negative length field: {value}")
+        if frameLength < self._headerEnd:
+            raise CorruptFrame(
+                f"adjusted frame length ({frameLength}) is shorter than the "
+                f"length field's end ({self._headerEnd})"
+            )
+        if self._checkStrip and self.initialBytesToStrip > frameLength:
+            raise CorruptFrame(
+                f"frame length ({frameLength}) is shorter than the bytes to strip "
+                f"({self.initialBytesToStrip})"
+            )
 
     def decodeLast(self, data: bytes) -> list[object]:
         """A partial frame at the end of the stream is discarded."""
@@ -253,16 +266,15 @@ class LengthFieldPrepender:
     def encode(self, obj: object) -> bytes | tuple[bytes, bytes]:
         if obj.__class__ is not bytes:
             obj = payloadBytes(obj)
-        payload: bytes = obj
-        value = len(payload) - self.lengthAdjustment
-        if value < 0 or value > self._limit:
+        size = len(obj)
+        value = size - self.lengthAdjustment
+        if value > self._limit or value < 0:
             raise EncodeError(
-                f"a payload of {len(payload)} bytes does not fit a {self.lengthFieldLength}-byte length field"
+                f"a payload of {size} bytes does not fit a {self.lengthFieldLength}-byte length field"
             )
-        header = self._pack(value)
-        if len(payload) > _JOIN_LIMIT:
-            return (header, payload)
-        return header + payload
+        if size > _JOIN_LIMIT:
+            return (self._pack(value), obj)
+        return self._pack(value) + obj
 
 
 @implementer(IEncoder)
@@ -285,7 +297,7 @@ class WholeFrameEncoder:
         decoder = self._decoder
         if len(frame) < decoder._headerEnd:
             raise EncodeError(f"a {len(frame)}-byte frame has no complete length field")
-        value = decoder._read(frame, decoder.lengthFieldOffset)
+        value = decoder._read(frame, decoder.lengthFieldOffset)[0]
         if value + decoder.lengthAdjustment + decoder._headerEnd != len(frame):
             raise EncodeError(
                 f"the frame's length field ({value}) does not match its size ({len(frame)} bytes)"
