@@ -1,0 +1,292 @@
+"""
+iocpsvc side by side with the plain-Twisted peers a Twisted user would
+otherwise write, in one run, in interleaved rounds on the same machine:
+
+- iocpsvc: C{twistd iocpsvc} with its default options (length codec, echo);
+- int32: an echo on Twisted's own C{Int32StringReceiver};
+- raw: a raw Twisted C{Protocol} echoing bytes (no framing: the ceiling).
+
+Each scenario is loaded by C{python -m iocpsvc.bench}; each server's CPU
+seconds come from its own accounting (/proc/PID/stat) and its peak RSS from
+/proc/PID/status (VmHWM).  Reported: medians over the rounds, and ratios to
+the peers; ratios and CPU per frame mean something on a noisy machine where
+absolute rates do not.
+
+    python -m benchmarks.compare                        # all scenarios, 3 rounds
+    python -m benchmarks.compare --scenario pipelined --rounds 5
+    python -m benchmarks.compare --out docs/benchmarks  # writes .md and .png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+SERVERS = ("iocpsvc", "int32", "raw")
+
+# name -> (bench arguments, description)
+SCENARIOS: dict[str, tuple[list[str], str]] = {
+    "pipelined": (
+        ["--connections", "100", "--in-flight", "32", "--size", "64"],
+        "100 connections x 32 frames in flight, 64-byte frames",
+    ),
+    "request-response": (
+        ["--connections", "5000", "--in-flight", "1", "--size", "64"],
+        "5,000 connections x 1 frame in flight, 64-byte frames",
+    ),
+    "large-frames": (
+        ["--connections", "50", "--in-flight", "2", "--size", "65536"],
+        "50 connections x 2 frames in flight, 64 KiB frames",
+    ),
+    "many-connections": (
+        ["--connections", "15000", "--in-flight", "1", "--size", "64"],
+        "15,000 concurrent echoing connections (memory)",
+    ),
+}
+
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpuSeconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def peakRSS(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if kind == "iocpsvc":
+        # twistd iocpsvc's own options and service, default options but for
+        # the ports (the monitor would otherwise take the fixed port 9984).
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.hostile",
+            "--serve",
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--monitor",
+            "none",
+        ]
+    else:
+        argv = [sys.executable, "-m", "benchmarks.peers", kind, "0"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("PORT "):
+            return process, int(line.split()[1])
+    raise RuntimeError(f"{kind} server did not start")
+
+
+def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> dict[str, Any]:
+    server, port = startServer(kind)
+    try:
+        before = cpuSeconds(server.pid)
+        argv = [
+            sys.executable,
+            "-m",
+            "iocpsvc.bench",
+            "--json",
+            "--quiet",
+            "--port",
+            str(port),
+            "--duration",
+            str(duration),
+            "--warmup",
+            "0",
+            "--processes",
+            str(processes),
+            *benchArgs,
+        ]
+        env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + 300)
+        after = cpuSeconds(server.pid)
+        rss = peakRSS(server.pid)
+        if result.returncode != 0:
+            raise RuntimeError(f"bench failed for {kind}: {result.stderr[-2000:]}")
+        load = json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    frames = load["frames"]
+    return {
+        "server": kind,
+        "frames_per_second": load["frames_per_second"],
+        "mb_per_second": load["mb_per_second"],
+        "latency_ms": load["latency_ms"],
+        "errors": load["errors"],
+        "frames": frames,
+        "server_cpu_seconds": round(after - before, 3),
+        "server_cpu_us_per_frame": round((after - before) / frames * 1e6, 3) if frames else None,
+        "client_cpu_us_per_frame": load.get("client_cpu_us_per_frame"),
+        "peak_rss_mb": round(rss, 1),
+    }
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else float("nan")
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    table: dict[str, dict[str, float]] = {}
+    for kind in SERVERS:
+        mine = [r for r in runs if r["server"] == kind]
+        if not mine:
+            continue
+        table[kind] = {
+            "frames_per_second": median([r["frames_per_second"] for r in mine]),
+            "mb_per_second": median([r["mb_per_second"] for r in mine]),
+            "server_cpu_us_per_frame": median([r["server_cpu_us_per_frame"] for r in mine]),
+            "client_cpu_us_per_frame": median([r["client_cpu_us_per_frame"] for r in mine]),
+            "p50_ms": median([r["latency_ms"]["p50"] for r in mine]),
+            "p99_ms": median([r["latency_ms"]["p99"] for r in mine]),
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in mine),
+            "errors": sum(sum(r["errors"].values()) if isinstance(r["errors"], dict) else 0 for r in mine),
+        }
+    return table
+
+
+def markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int, duration: float) -> str:
+    lines = [
+        f"Medians of {rounds} interleaved rounds of {duration:g} s each; CPU is the server process's "
+        "own (user + system) per frame echoed.  Produced by `python -m benchmarks.compare`.",
+        "",
+        "| scenario | server | frames/s | MB/s | server CPU µs/frame | p50 ms | p99 ms | peak RSS MB "
+        "| vs int32 (throughput, CPU) | vs raw (throughput) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for scenario, table in results.items():
+        for kind, row in table.items():
+            int32 = table.get("int32")
+            raw = table.get("raw")
+            vsInt32 = (
+                f"{row['frames_per_second'] / int32['frames_per_second']:.2f}x, "
+                f"{row['server_cpu_us_per_frame'] / int32['server_cpu_us_per_frame']:.2f}x"
+                if int32 and kind != "int32"
+                else ""
+            )
+            vsRaw = (
+                f"{row['frames_per_second'] / raw['frames_per_second']:.2f}x" if raw and kind != "raw" else ""
+            )
+            lines.append(
+                f"| {scenario} | {kind} | {row['frames_per_second']:,.0f} | {row['mb_per_second']:.1f} | "
+                f"{row['server_cpu_us_per_frame']:.2f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+                f"{row['peak_rss_mb']:.1f} | {vsInt32} | {vsRaw} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(results)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    width = 0.27
+    colors = {"iocpsvc": "#2e7d32", "int32": "#c62828", "raw": "#1565c0"}
+    for axis, (metric, title) in zip(
+        axes,
+        [
+            ("frames_per_second", "throughput (frames/s, relative to int32)"),
+            ("server_cpu_us_per_frame", "server CPU per frame (relative to int32)"),
+            ("peak_rss_mb", "server peak RSS (MB)"),
+        ],
+        strict=True,
+    ):
+        for index, kind in enumerate(SERVERS):
+            values = []
+            for scenario in scenarios:
+                row = results[scenario].get(kind)
+                base = results[scenario].get("int32")
+                if row is None:
+                    values.append(0)
+                elif metric == "peak_rss_mb":
+                    values.append(row[metric])
+                else:
+                    values.append(row[metric] / base[metric] if base and base[metric] else 0)
+            axis.bar(
+                [i + (index - 1) * width for i in range(len(scenarios))],
+                values,
+                width,
+                label=kind,
+                color=colors[kind],
+            )
+        axis.set_xticks(range(len(scenarios)))
+        axis.set_xticklabels(scenarios, rotation=15)
+        axis.set_title(title, fontsize=10)
+        if metric != "peak_rss_mb":
+            axis.axhline(1.0, color="#555", linewidth=0.8)
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--processes", type=int, default=1, help="load tool processes")
+    parser.add_argument("--out", help="write OUT.md and OUT.png (e.g. docs/benchmarks)")
+    parser.add_argument("--raw-json", help="also write every run to this JSON file")
+    args = parser.parse_args(argv)
+    scenarios = args.scenario or list(SCENARIOS)
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    everything: list[dict[str, Any]] = []
+    for scenario in scenarios:
+        benchArgs, description = SCENARIOS[scenario]
+        runs = []
+        for round in range(args.rounds):
+            # Interleave, rotating the order so no server always goes first.
+            order = SERVERS[round % 3 :] + SERVERS[: round % 3]
+            for kind in order:
+                started = time.monotonic()
+                run = runOne(kind, benchArgs, args.duration, args.processes)
+                run["scenario"] = scenario
+                run["round"] = round
+                runs.append(run)
+                print(
+                    f"  {scenario} round {round + 1} {kind}: {run['frames_per_second']:,.0f} frames/s, "
+                    f"{run['server_cpu_us_per_frame']} µs CPU/frame, {run['peak_rss_mb']} MB "
+                    f"({time.monotonic() - started:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        everything.extend(runs)
+        results[scenario] = summarise(runs)
+    text = markdown(results, args.rounds, args.duration)
+    print(text)
+    if args.out:
+        with open(args.out + ".md", "w") as f:
+            f.write("# Benchmarks: iocpsvc beside plain Twisted\n\n")
+            for scenario in scenarios:
+                f.write(f"- **{scenario}**: {SCENARIOS[scenario][1]}\n")
+            f.write("\n" + text + f"\n![chart]({os.path.basename(args.out)}.png)\n")
+        chart(results, args.out + ".png")
+    if args.raw_json:
+        with open(args.raw_json, "w") as f:
+            json.dump(everything, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
