@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from typing import Any
+
+from iocpsvc.codecs import parseCodecSpec
 
 
 def feedChunks(decoder: Any, chunks: Iterable[bytes]) -> list[object]:
@@ -20,6 +23,13 @@ def feedChunks(decoder: Any, chunks: Iterable[bytes]) -> list[object]:
     return out
 
 
+def decodeOnce(decoder: Any, data: bytes | bytearray) -> tuple[list[object], int]:
+    """Decode C{data} in one call; return the objects and the count consumed."""
+    out: list[object] = []
+    consumed = decoder.decode(data, out)
+    return out, consumed
+
+
 def encodedBytes(encoded: object) -> bytes:
     """
     Join what an L{IEncoder} returned (one C{bytes}, or a list or tuple of
@@ -29,6 +39,17 @@ def encodedBytes(encoded: object) -> bytes:
         return encoded
     assert isinstance(encoded, (list, tuple)), encoded
     return b"".join(encoded)
+
+
+def encodeFrames(spec: str, objects: Iterable[object]) -> bytes:
+    """The wire bytes of C{objects}, encoded in order by the codec C{spec}."""
+    encode = parseCodecSpec(spec).encoder.encode
+    return b"".join(encodedBytes(encode(obj)) for obj in objects)
+
+
+def frame(payload: bytes) -> bytes:
+    """C{payload} framed by the default codec (C{length}: 4-byte big-endian length)."""
+    return struct.pack(">I", len(payload)) + payload
 
 
 def cutAt(data: bytes, cuts: Iterable[int]) -> list[bytes]:

@@ -34,7 +34,7 @@ from iocpsvc.errors import (
     EncodeError,
     FrameTooLong,
 )
-from tests.helpers import feedChunks
+from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
 
 # "hello" = 68 65 6C 6C 6F; 0x68 + 0x65 + 0x6C + 0x6C + 0x6F = 0x214.
 # flag $D10 as a little-endian Word: 10 0D; checksum 0x214 as a
@@ -48,27 +48,6 @@ KEEP_ALIVE = bytes.fromhex("100d 00000000 00000000")
 AB_FRAME = bytes.fromhex("100d 83000000 00000002 4142")
 
 
-def wireOf(encoded: object) -> bytes:
-    """The bytes an encoder's result puts on the wire."""
-    if isinstance(encoded, bytes):
-        return encoded
-    assert isinstance(encoded, (list, tuple)), encoded
-    return b"".join(encoded)
-
-
-def cutAt(data: bytes, cuts: list[int]) -> list[bytes]:
-    """Cut C{data} at the positions C{cuts} (taken modulo C{len(data) + 1})."""
-    points = sorted({cut % (len(data) + 1) for cut in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
-
-
-def decodeOnce(decoder: DiocpStreamDecoder, data: bytes | bytearray) -> tuple[list[object], int]:
-    """Decode C{data} in one call; return the objects and the count consumed."""
-    out: list[object] = []
-    consumed = decoder.decode(data, out)
-    return out, consumed
-
-
 class WireVectorTests(SynchronousTestCase):
     """Hand-built frames from the DIOCP source decode and encode exactly."""
 
@@ -78,11 +57,11 @@ class WireVectorTests(SynchronousTestCase):
 
     def test_encodeHello(self) -> None:
         """Encoding b"hello" gives exactly the frame DIOCP's encoder writes."""
-        self.assertEqual(wireOf(DiocpStreamEncoder().encode(b"hello")), HELLO_FRAME)
+        self.assertEqual(encodedBytes(DiocpStreamEncoder().encode(b"hello")), HELLO_FRAME)
 
     def test_encodeAB(self) -> None:
         """A second vector: b"AB" sums to 0x83."""
-        self.assertEqual(wireOf(DiocpStreamEncoder().encode(b"AB")), AB_FRAME)
+        self.assertEqual(encodedBytes(DiocpStreamEncoder().encode(b"AB")), AB_FRAME)
         self.assertEqual(decodeOnce(DiocpStreamDecoder(), AB_FRAME), ([b"AB"], 12))
 
     def test_lengthIsBigEndianChecksumLittle(self) -> None:
@@ -90,7 +69,7 @@ class WireVectorTests(SynchronousTestCase):
         A 0x0102-byte payload of 0x01 bytes: the length field reads
         00 00 01 02 (big-endian), the checksum 02 01 00 00 (little-endian).
         """
-        frame = wireOf(DiocpStreamEncoder().encode(b"\x01" * 0x0102))
+        frame = encodedBytes(DiocpStreamEncoder().encode(b"\x01" * 0x0102))
         self.assertEqual(frame[:10], bytes.fromhex("100d 02010000 00000102"))
 
     def test_decodeBytesAndBytearray(self) -> None:
@@ -103,7 +82,7 @@ class WireVectorTests(SynchronousTestCase):
     def test_longFrameFromBytearray(self) -> None:
         """A frame above the view-copy threshold is copied out correctly."""
         payload = bytes(range(256)) * 40
-        wire = bytearray(wireOf(DiocpStreamEncoder().encode(payload)))
+        wire = bytearray(encodedBytes(DiocpStreamEncoder().encode(payload)))
         out, consumed = decodeOnce(DiocpStreamDecoder(), wire + b"\x10")
         self.assertEqual((out, consumed), ([payload], len(wire)))
         del wire[:consumed]  # the buffer is not left exported
@@ -201,7 +180,7 @@ class FailureTests(SynchronousTestCase):
     def test_checksumFalseStillWritten(self) -> None:
         """With checksum=false the encoder still writes the right checksum."""
         codec = parseCodecSpec("diocp:checksum=false")
-        self.assertEqual(wireOf(codec.encoder.encode(b"hello")), HELLO_FRAME)
+        self.assertEqual(encodedBytes(codec.encoder.encode(b"hello")), HELLO_FRAME)
 
     def test_tooLongAtHeader(self) -> None:
         """
@@ -266,7 +245,7 @@ class EncoderTests(SynchronousTestCase):
         """A payload over max is refused, as DIOCP's encoder raises."""
         encoder = DiocpStreamEncoder(maxFrameLength=4)
         self.assertRaises(EncodeError, encoder.encode, b"hello")
-        self.assertEqual(wireOf(encoder.encode(b"hell"))[6:10], b"\x00\x00\x00\x04")
+        self.assertEqual(encodedBytes(encoder.encode(b"hell"))[6:10], b"\x00\x00\x00\x04")
 
     def test_checksumWraps(self) -> None:
         """
@@ -277,7 +256,7 @@ class EncoderTests(SynchronousTestCase):
         encoded = DiocpStreamEncoder(maxFrameLength=32 * MiB).encode(payload)
         self.assertEqual(encoded[0], bytes.fromhex("100d fe000000 01010102"))
         decoder = DiocpStreamDecoder(maxFrameLength=32 * MiB)
-        out, consumed = decodeOnce(decoder, wireOf(encoded))
+        out, consumed = decodeOnce(decoder, encodedBytes(encoded))
         self.assertEqual(consumed, 10 + len(payload))
         self.assertTrue(out[0] == payload)
 
@@ -364,7 +343,7 @@ class PropertyTests(SynchronousTestCase):
         frames; empty ones are keep-alives and produce nothing.
         """
         encoder = DiocpStreamEncoder()
-        wire = b"".join(wireOf(encoder.encode(frame)) for frame in frames)
+        wire = b"".join(encodedBytes(encoder.encode(frame)) for frame in frames)
         chunks = cutAt(wire, cuts)
         self.assertEqual(
             feedChunks(DiocpStreamDecoder(), chunks),
@@ -383,5 +362,5 @@ class PropertyTests(SynchronousTestCase):
         # refuses to draw thousands of random bytes per example.
         frames = [(seed * (size // len(seed) + 1))[:size] for seed, size in zip(seeds, sizes, strict=False)]
         encoder = DiocpStreamEncoder()
-        wire = b"".join(wireOf(encoder.encode(frame)) for frame in frames)
+        wire = b"".join(encodedBytes(encoder.encode(frame)) for frame in frames)
         self.assertEqual(feedChunks(DiocpStreamDecoder(), cutAt(wire, cuts)), frames)

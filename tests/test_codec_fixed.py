@@ -14,13 +14,7 @@ from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.fixed import FixedLengthDecoder, FixedLengthEncoder
 from iocpsvc.errors import CodecSpecError, EncodeError
 from iocpsvc.interfaces import IDecoder, IEncoder
-from tests.helpers import cutAt, feedChunks
-
-
-def decodeAll(decoder: FixedLengthDecoder, data: bytes | bytearray) -> tuple[list[object], int]:
-    out: list[object] = []
-    consumed = decoder.decode(data, out)
-    return out, consumed
+from tests.helpers import cutAt, decodeOnce, feedChunks
 
 
 class DocExampleTests(SynchronousTestCase):
@@ -30,14 +24,14 @@ class DocExampleTests(SynchronousTestCase):
         """size=3: nine bytes in any number of reads are three frames."""
         wire = b"ABCDEFGHI"
         expected = [b"ABC", b"DEF", b"GHI"]
-        self.assertEqual(decodeAll(FixedLengthDecoder(3), wire), (expected, 9))
+        self.assertEqual(decodeOnce(FixedLengthDecoder(3), wire), (expected, 9))
         for cut in range(len(wire) + 1):
             chunks = [wire[:cut], wire[cut:]]
             self.assertEqual(feedChunks(FixedLengthDecoder(3), chunks), expected)
 
     def test_partialFrameStays(self) -> None:
         """size=3: of four bytes, one frame; the fourth byte stays buffered."""
-        self.assertEqual(decodeAll(FixedLengthDecoder(3), b"ABCD"), ([b"ABC"], 3))
+        self.assertEqual(decodeOnce(FixedLengthDecoder(3), b"ABCD"), ([b"ABC"], 3))
 
 
 class DecoderTests(SynchronousTestCase):
@@ -52,21 +46,21 @@ class DecoderTests(SynchronousTestCase):
 
     def test_needMoreBytes(self) -> None:
         """Fewer bytes than a frame consume nothing."""
-        self.assertEqual(decodeAll(FixedLengthDecoder(4), b"abc"), ([], 0))
-        self.assertEqual(decodeAll(FixedLengthDecoder(4), b""), ([], 0))
+        self.assertEqual(decodeOnce(FixedLengthDecoder(4), b"abc"), ([], 0))
+        self.assertEqual(decodeOnce(FixedLengthDecoder(4), b""), ([], 0))
 
     def test_stickyPackets(self) -> None:
         """Ten thousand 4-byte frames in one read decode in one call."""
         frames = [i.to_bytes(4, "big") for i in range(10000)]
         wire = b"".join(frames)
         for data in (wire, bytearray(wire), wire + b"xy", bytearray(wire + b"xyz")):
-            out, consumed = decodeAll(FixedLengthDecoder(4), data)
+            out, consumed = decodeOnce(FixedLengthDecoder(4), data)
             self.assertEqual((out, consumed), (frames, len(wire)))
 
     def test_framesAreBytes(self) -> None:
         """Frames are bytes whether the buffer is bytes or bytearray."""
         for data in (b"abcd", bytearray(b"abcd"), b"abcdefgh", bytearray(b"abcdefgh")):
-            out, _ = decodeAll(FixedLengthDecoder(2), data)
+            out, _ = decodeOnce(FixedLengthDecoder(2), data)
             self.assertEqual(out[0], b"ab")
             for frame in out:
                 self.assertIs(type(frame), bytes)
@@ -88,7 +82,7 @@ class DecoderTests(SynchronousTestCase):
 
     def test_sizeOne(self) -> None:
         """size=1 delivers every byte as a frame."""
-        self.assertEqual(decodeAll(FixedLengthDecoder(1), b"abc"), ([b"a", b"b", b"c"], 3))
+        self.assertEqual(decodeOnce(FixedLengthDecoder(1), b"abc"), ([b"a", b"b", b"c"], 3))
 
     def test_bigFrameInSmallChunks(self) -> None:
         """A 1 MiB frame fed 1000 bytes at a time arrives whole, once."""

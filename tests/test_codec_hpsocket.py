@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.hpsocket import HPSocketPackDecoder, HPSocketPackEncoder
 from iocpsvc.errors import CodecSpecError, CorruptFrame, EncodeError, FrameTooLong
-from tests.helpers import feedChunks
+from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
 
 # flag 0, "hello" (68 65 6C 6C 6F): header 0x00000005, little-endian.
 HELLO_PACK = bytes.fromhex("05000000 68656c6c6f")
@@ -35,27 +35,6 @@ AB_PACK = bytes.fromhex("02000000 4142")
 
 # flag 0x3FF (all ten bits), one byte "Z": (0x3FF << 22) | 1 = 0xFFC00001.
 Z_PACK_3FF = bytes.fromhex("0100c0ff 5a")
-
-
-def wireOf(encoded: object) -> bytes:
-    """The bytes an encoder's result puts on the wire."""
-    if isinstance(encoded, bytes):
-        return encoded
-    assert isinstance(encoded, (list, tuple)), encoded
-    return b"".join(encoded)
-
-
-def cutAt(data: bytes, cuts: list[int]) -> list[bytes]:
-    """Cut C{data} at the positions C{cuts} (taken modulo C{len(data) + 1})."""
-    points = sorted({cut % (len(data) + 1) for cut in cuts} | {0, len(data)})
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
-
-
-def decodeOnce(decoder: HPSocketPackDecoder, data: bytes | bytearray) -> tuple[list[object], int]:
-    """Decode C{data} in one call; return the objects and the count consumed."""
-    out: list[object] = []
-    consumed = decoder.decode(data, out)
-    return out, consumed
 
 
 class WireVectorTests(SynchronousTestCase):
@@ -101,7 +80,7 @@ class WireVectorTests(SynchronousTestCase):
     def test_longPackFromBytearray(self) -> None:
         """A pack above the view-copy threshold is copied out correctly."""
         body = bytes(range(256)) * 40
-        wire = bytearray(wireOf(HPSocketPackEncoder().encode(body)))
+        wire = bytearray(encodedBytes(HPSocketPackEncoder().encode(body)))
         out, consumed = decodeOnce(HPSocketPackDecoder(), wire + b"\x01")
         self.assertEqual((out, consumed), ([body], len(wire)))
         del wire[:consumed]  # the buffer is not left exported
@@ -311,7 +290,7 @@ class PropertyTests(SynchronousTestCase):
     def test_anyChunking(self, frames: list[bytes], cuts: list[int], flag: int) -> None:
         """Any packs, encoded, joined and cut anywhere, decode to the same bodies."""
         encoder = HPSocketPackEncoder(headerFlag=flag)
-        wire = b"".join(wireOf(encoder.encode(frame)) for frame in frames)
+        wire = b"".join(encodedBytes(encoder.encode(frame)) for frame in frames)
         decoder = HPSocketPackDecoder(headerFlag=flag)
         self.assertEqual(feedChunks(decoder, cutAt(wire, cuts)), frames)
 
@@ -327,5 +306,5 @@ class PropertyTests(SynchronousTestCase):
         # refuses to draw thousands of random bytes per example.
         frames = [(seed * (size // len(seed) + 1))[:size] for seed, size in zip(seeds, sizes, strict=False)]
         encoder = HPSocketPackEncoder()
-        wire = b"".join(wireOf(encoder.encode(frame)) for frame in frames)
+        wire = b"".join(encodedBytes(encoder.encode(frame)) for frame in frames)
         self.assertEqual(feedChunks(HPSocketPackDecoder(), cutAt(wire, cuts)), frames)

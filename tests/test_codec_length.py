@@ -16,15 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.length import LengthFieldDecoder, LengthFieldPrepender
 from iocpsvc.errors import CodecSpecError, CorruptFrame, EncodeError, FrameTooLong
-from tests.helpers import feedChunks
+from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
 
 HELLO = b"HELLO, WORLD"
-
-
-def decodeAll(decoder: LengthFieldDecoder, data: bytes) -> tuple[list[object], int]:
-    out: list[object] = []
-    consumed = decoder.decode(data, out)
-    return out, consumed
 
 
 class NettyExamplesTests(SynchronousTestCase):
@@ -38,7 +32,7 @@ class NettyExamplesTests(SynchronousTestCase):
         for chunk in (1, 2, 3, len(wire)):
             chunks = [wire[i : i + chunk] for i in range(0, len(wire), chunk)]
             self.assertEqual(feedChunks(codec.newDecoder(), chunks), [expected])
-        out, consumed = decodeAll(codec.newDecoder(), wire + wire[:5])
+        out, consumed = decodeOnce(codec.newDecoder(), wire + wire[:5])
         self.assertEqual((out, consumed), ([expected], len(wire)))
 
     def test_example1KeepHeader(self) -> None:
@@ -64,7 +58,7 @@ class NettyExamplesTests(SynchronousTestCase):
         """A 3-byte length, then a 2-byte header it does not count: adjust=2."""
         wire = b"\x00\x00\x0c" + b"\xca\xfe" + HELLO
         decoder = LengthFieldDecoder(lengthFieldLength=3, lengthAdjustment=2, initialBytesToStrip=0)
-        self.assertEqual(decodeAll(decoder, wire), ([wire], len(wire)))
+        self.assertEqual(decodeOnce(decoder, wire), ([wire], len(wire)))
 
     def test_example6TwoHeadersStripFirst(self) -> None:
         """HDR1, 2-byte length, HDR2: offset 1, adjust 1, strip 3 keeps HDR2."""
@@ -75,7 +69,7 @@ class NettyExamplesTests(SynchronousTestCase):
             lengthAdjustment=1,
             initialBytesToStrip=3,
         )
-        self.assertEqual(decodeAll(decoder, wire), ([b"\xfe" + HELLO], len(wire)))
+        self.assertEqual(decodeOnce(decoder, wire), ([b"\xfe" + HELLO], len(wire)))
 
     def test_example7LengthCountsWholeMessage(self) -> None:
         """As example 6, but the length counts the whole message: adjust -3."""
@@ -86,7 +80,7 @@ class NettyExamplesTests(SynchronousTestCase):
             lengthAdjustment=-3,
             initialBytesToStrip=3,
         )
-        self.assertEqual(decodeAll(decoder, wire), ([b"\xfe" + HELLO], len(wire)))
+        self.assertEqual(decodeOnce(decoder, wire), ([b"\xfe" + HELLO], len(wire)))
 
 
 class DecoderTests(SynchronousTestCase):
@@ -95,13 +89,13 @@ class DecoderTests(SynchronousTestCase):
     def test_defaultIsInt32BigEndianExcludingHeader(self) -> None:
         """C{length} alone is a 4-byte big-endian length excluding itself."""
         wire = struct.pack(">I", 5) + b"hello" + struct.pack(">I", 0)
-        self.assertEqual(decodeAll(parseCodecSpec("length").newDecoder(), wire), ([b"hello", b""], 13))
+        self.assertEqual(decodeOnce(parseCodecSpec("length").newDecoder(), wire), ([b"hello", b""], 13))
 
     def test_stickyPackets(self) -> None:
         """Thousands of frames in one chunk decode in one call."""
         frames = [bytes([i % 256]) * (i % 17) for i in range(5000)]
         wire = b"".join(struct.pack(">I", len(f)) + f for f in frames)
-        out, consumed = decodeAll(LengthFieldDecoder(), wire)
+        out, consumed = decodeOnce(LengthFieldDecoder(), wire)
         self.assertEqual((out, consumed), (frames, len(wire)))
 
     def test_halfPacketsAtEverySplit(self) -> None:
@@ -116,8 +110,8 @@ class DecoderTests(SynchronousTestCase):
             for order in ("big", "little"):
                 codec = parseCodecSpec(f"length:size={size}:order={order}")
                 wire = (7).to_bytes(size, order) + b"payload"
-                self.assertEqual(decodeAll(codec.newDecoder(), wire), ([b"payload"], len(wire)))
-                self.assertEqual(b"".join(_chunks(codec.encoder.encode(b"payload"))), wire)
+                self.assertEqual(decodeOnce(codec.newDecoder(), wire), ([b"payload"], len(wire)))
+                self.assertEqual(encodedBytes(codec.encoder.encode(b"payload")), wire)
 
     def test_tooLongFailsAtHeader(self) -> None:
         """A 2 GiB header raises FrameTooLong with only the header received."""
@@ -130,7 +124,7 @@ class DecoderTests(SynchronousTestCase):
     def test_maxCountsWholeFrame(self) -> None:
         """As in Netty, max bounds the whole frame, header included."""
         decoder = LengthFieldDecoder(maxFrameLength=8)
-        self.assertEqual(decodeAll(decoder, struct.pack(">I", 4) + b"abcd"), ([b"abcd"], 8))
+        self.assertEqual(decodeOnce(decoder, struct.pack(">I", 4) + b"abcd"), ([b"abcd"], 8))
         self.assertRaises(FrameTooLong, decoder.decode, struct.pack(">I", 5), [])
 
     def test_framesBeforeErrorAreDelivered(self) -> None:
@@ -187,7 +181,7 @@ class EncoderTests(SynchronousTestCase):
         """adjust=-2 with size 2 writes a length that counts the header."""
         codec = parseCodecSpec("length:size=2:adjust=-2")
         self.assertEqual(codec.encoder.encode(HELLO), b"\x00\x0e" + HELLO)
-        self.assertEqual(decodeAll(codec.newDecoder(), b"\x00\x0e" + HELLO), ([HELLO], 14))
+        self.assertEqual(decodeOnce(codec.newDecoder(), b"\x00\x0e" + HELLO), ([HELLO], 14))
 
     def test_fieldOverflow(self) -> None:
         """A payload too long for the field cannot be encoded."""
@@ -225,7 +219,7 @@ class Int32InteropTests(SynchronousTestCase):
         sender.makeConnection(transport)
         for message in (b"a", b"", b"z" * 70000):
             sender.sendString(message)
-        out, _ = decodeAll(parseCodecSpec("length:max=1MiB").newDecoder(), transport.value())
+        out, _ = decodeOnce(parseCodecSpec("length:max=1MiB").newDecoder(), transport.value())
         self.assertEqual(out, [b"a", b"", b"z" * 70000])
 
     def test_usToTwisted(self) -> None:
@@ -237,7 +231,7 @@ class Int32InteropTests(SynchronousTestCase):
             receiver.makeConnection(StringTransport())
             encoder = parseCodecSpec(spec).encoder
             for message in (b"one", b"", b"x" * 5000):
-                receiver.dataReceived(b"".join(_chunks(encoder.encode(message))))
+                receiver.dataReceived(encodedBytes(encoder.encode(message)))
             self.assertEqual(received, [b"one", b"", b"x" * 5000])
 
 
@@ -263,11 +257,5 @@ class PropertyTests(SynchronousTestCase):
         codec = parseCodecSpec(spec)
         if spec.startswith("length:size=1"):
             frames = [f[:200] for f in frames]
-        wire = b"".join(b"".join(_chunks(codec.encoder.encode(f))) for f in frames)
-        points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
-        chunks = [wire[a:b] for a, b in zip(points, points[1:], strict=False)]
-        self.assertEqual(feedChunks(codec.newDecoder(), chunks), frames)
-
-
-def _chunks(encoded: object) -> list[bytes]:
-    return [encoded] if isinstance(encoded, bytes) else list(encoded)  # type: ignore[call-overload]
+        wire = b"".join(encodedBytes(codec.encoder.encode(f)) for f in frames)
+        self.assertEqual(feedChunks(codec.newDecoder(), cutAt(wire, cuts)), frames)

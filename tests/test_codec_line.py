@@ -24,13 +24,7 @@ from iocpsvc.codecs.line import (
 )
 from iocpsvc.errors import CodecSpecError, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
-from tests.helpers import cutAt, encodedBytes, feedChunks
-
-
-def decodeAll(decoder: object, data: bytes | bytearray) -> tuple[list[object], int]:
-    out: list[object] = []
-    consumed = decoder.decode(data, out)  # type: ignore[attr-defined]
-    return out, consumed
+from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
 
 
 def everySplit(wire: bytes) -> list[list[bytes]]:
@@ -60,24 +54,24 @@ class DocExampleTests(SynchronousTestCase):
         """LF and CRLF lines in one read: three frames, 15 bytes consumed."""
         wire = b"HELLO\nWORLD\r\n!\n"
         self.assertEqual(len(wire), 15)
-        self.assertEqual(decodeAll(LineDecoder(), wire), ([b"HELLO", b"WORLD", b"!"], 15))
+        self.assertEqual(decodeOnce(LineDecoder(), wire), ([b"HELLO", b"WORLD", b"!"], 15))
 
     def test_delimiterNul(self) -> None:
         """delimiter:delim=0x00 splits on NUL bytes and removes them."""
         wire = b"ABC\x00DE\x00"
         self.assertEqual(len(wire), 7)
-        self.assertEqual(decodeAll(DelimiterDecoder(b"\x00"), wire), ([b"ABC", b"DE"], 7))
+        self.assertEqual(decodeOnce(DelimiterDecoder(b"\x00"), wire), ([b"ABC", b"DE"], 7))
 
     def test_delimiterStraddlesReads(self) -> None:
         """A CRLF delimiter split over two reads is found once LF arrives."""
         decoder = DelimiterDecoder(b"\r\n")
-        self.assertEqual(decodeAll(decoder, b"GET\r"), ([], 0))
-        self.assertEqual(decodeAll(decoder, b"GET\r\n"), ([b"GET"], 5))
+        self.assertEqual(decodeOnce(decoder, b"GET\r"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"GET\r\n"), ([b"GET"], 5))
 
     def test_failFast(self) -> None:
         """max=4: five bytes without LF raise FrameTooLong, length unknown."""
         decoder = LineDecoder(maxFrameLength=4)
-        self.assertEqual(decodeAll(decoder, b"TOO "), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"TOO "), ([], 0))
         with self.assertRaises(FrameTooLong) as caught:
             decoder.decode(b"TOO L", [])
         self.assertIsNone(caught.exception.length)
@@ -89,7 +83,7 @@ class DocExampleTests(SynchronousTestCase):
         decoder = LineDecoder(maxFrameLength=4, discard=True)
         wire = b"TOO LONG\nOK\n"
         self.assertEqual(len(wire), 12)
-        self.assertEqual(decodeAll(decoder, wire), ([b"OK"], 12))
+        self.assertEqual(decodeOnce(decoder, wire), ([b"OK"], 12))
         self.assertEqual(decoder.discardedFrames, 1)
 
 
@@ -105,7 +99,7 @@ class LineDecoderTests(SynchronousTestCase):
     def test_framesAreBytes(self) -> None:
         """Frames are bytes whether the buffer is bytes or bytearray."""
         for data in (b"a\nbb\n", bytearray(b"a\nbb\n"), b"a\n", bytearray(b"a\n")):
-            out, _ = decodeAll(LineDecoder(), data)
+            out, _ = decodeOnce(LineDecoder(), data)
             self.assertTrue(out)
             for frame in out:
                 self.assertIs(type(frame), bytes)
@@ -114,8 +108,8 @@ class LineDecoderTests(SynchronousTestCase):
         """Thousands of lines in one read, LF and CRLF mixed, in one call."""
         frames = [b"line %d" % i for i in range(5000)] + [b""]
         wire = b"".join(f + (b"\r\n" if i % 3 else b"\n") for i, f in enumerate(frames))
-        self.assertEqual(decodeAll(LineDecoder(), wire), (frames, len(wire)))
-        self.assertEqual(decodeAll(LineDecoder(), bytearray(wire)), (frames, len(wire)))
+        self.assertEqual(decodeOnce(LineDecoder(), wire), (frames, len(wire)))
+        self.assertEqual(decodeOnce(LineDecoder(), bytearray(wire)), (frames, len(wire)))
 
     def test_halfPacketsAtEverySplit(self) -> None:
         """Any split of three lines into two reads yields all three."""
@@ -132,12 +126,12 @@ class LineDecoderTests(SynchronousTestCase):
     def test_carriageReturns(self) -> None:
         """Only the one CR just before LF is removed; others are data."""
         wire = b"a\rb\n\r\r\n\r\n"
-        self.assertEqual(decodeAll(LineDecoder(), wire), ([b"a\rb", b"\r", b""], len(wire)))
-        self.assertEqual(decodeAll(LineDecoder(), b"x\r\r\n"), ([b"x\r"], 4))
+        self.assertEqual(decodeOnce(LineDecoder(), wire), ([b"a\rb", b"\r", b""], len(wire)))
+        self.assertEqual(decodeOnce(LineDecoder(), b"x\r\r\n"), ([b"x\r"], 4))
 
     def test_unfinishedLineStaysBuffered(self) -> None:
         """Bytes after the last LF are not consumed."""
-        self.assertEqual(decodeAll(LineDecoder(), b"a\nbc\r"), ([b"a"], 2))
+        self.assertEqual(decodeOnce(LineDecoder(), b"a\nbc\r"), ([b"a"], 2))
 
     def test_scanResumes(self) -> None:
         """A long unfinished line is searched once, not again on each read."""
@@ -169,9 +163,9 @@ class LineDecoderTests(SynchronousTestCase):
     def test_scanPositionIsRelativeToUnconsumed(self) -> None:
         """After frames are consumed the scan position follows the rest."""
         decoder = LineDecoder()
-        self.assertEqual(decodeAll(decoder, b"ab\ncdef"), ([b"ab"], 3))
-        self.assertEqual(decodeAll(decoder, b"cdef\ngh"), ([b"cdef"], 5))
-        self.assertEqual(decodeAll(decoder, b"gh\n"), ([b"gh"], 3))
+        self.assertEqual(decodeOnce(decoder, b"ab\ncdef"), ([b"ab"], 3))
+        self.assertEqual(decodeOnce(decoder, b"cdef\ngh"), ([b"cdef"], 5))
+        self.assertEqual(decodeOnce(decoder, b"gh\n"), ([b"gh"], 3))
 
     def test_largeLineFromBytearray(self) -> None:
         """A 100 KiB line (copied through a view) decodes; the buffer resizes."""
@@ -191,15 +185,15 @@ class LimitTests(SynchronousTestCase):
     def test_exactlyMax(self) -> None:
         """A line of exactly max bytes passes, with LF or CRLF."""
         decoder = LineDecoder(maxFrameLength=4)
-        self.assertEqual(decodeAll(decoder, b"abcd\nefgh\r\n"), ([b"abcd", b"efgh"], 11))
+        self.assertEqual(decodeOnce(decoder, b"abcd\nefgh\r\n"), ([b"abcd", b"efgh"], 11))
 
     def test_crOfMaxLengthLineWaits(self) -> None:
         """max bytes then CR is not too long yet: the LF may follow."""
         decoder = LineDecoder(maxFrameLength=4)
-        self.assertEqual(decodeAll(decoder, b"abcd\r"), ([], 0))
-        self.assertEqual(decodeAll(decoder, b"abcd\r\n"), ([b"abcd"], 6))
+        self.assertEqual(decodeOnce(decoder, b"abcd\r"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"abcd\r\n"), ([b"abcd"], 6))
         decoder = LineDecoder(maxFrameLength=4)
-        self.assertEqual(decodeAll(decoder, b"abcd\r"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"abcd\r"), ([], 0))
         self.assertRaises(FrameTooLong, decoder.decode, b"abcd\rx", [])
 
     def test_wholeLongFrameReportsLength(self) -> None:
@@ -213,7 +207,7 @@ class LimitTests(SynchronousTestCase):
     def test_failFastBeforeRestArrives(self) -> None:
         """max+1 bytes without a delimiter raise before the frame ends."""
         decoder = LineDecoder(maxFrameLength=100)
-        self.assertEqual(decodeAll(decoder, b"x" * 100), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"x" * 100), ([], 0))
         self.assertRaises(FrameTooLong, decoder.decode, b"x" * 101, [])
         decoder = DelimiterDecoder(b"\x00", maxFrameLength=100)
         self.assertRaises(FrameTooLong, decoder.decode, b"y" * 5000, [])
@@ -221,11 +215,11 @@ class LimitTests(SynchronousTestCase):
     def test_failFastAllowsDelimiterPrefix(self) -> None:
         """Bytes past max that may start the delimiter do not raise yet."""
         decoder = DelimiterDecoder(b"abc", maxFrameLength=4)
-        self.assertEqual(decodeAll(decoder, b"xxxxab"), ([], 0))
-        self.assertEqual(decodeAll(decoder, b"xxxxabc"), ([b"xxxx"], 7))
+        self.assertEqual(decodeOnce(decoder, b"xxxxab"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"xxxxabc"), ([b"xxxx"], 7))
         decoder = DelimiterDecoder(b"abc", maxFrameLength=4)
-        self.assertEqual(decodeAll(decoder, b"xxxab"), ([], 0))
-        self.assertEqual(decodeAll(decoder, b"xxxabc"), ([b"xxx"], 6))
+        self.assertEqual(decodeOnce(decoder, b"xxxab"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"xxxabc"), ([b"xxx"], 6))
         self.assertRaises(FrameTooLong, DelimiterDecoder(b"abc", 4).decode, b"xxxxxa", [])
         self.assertRaises(FrameTooLong, DelimiterDecoder(b"abc", 4).decode, b"xxxxax", [])
 
@@ -257,10 +251,10 @@ class DiscardTests(SynchronousTestCase):
         """Long lines among short ones in one read are dropped and counted."""
         decoder = LineDecoder(maxFrameLength=3, discard=True)
         wire = b"a\n" + b"b" * 10 + b"\r\nccc\r\ndddd\ne\n"
-        self.assertEqual(decodeAll(decoder, wire), ([b"a", b"ccc", b"e"], len(wire)))
+        self.assertEqual(decodeOnce(decoder, wire), ([b"a", b"ccc", b"e"], len(wire)))
         self.assertEqual(decoder.discardedFrames, 2)
         decoder = LineDecoder(maxFrameLength=3, discard=True)
-        self.assertEqual(decodeAll(decoder, b"toolong\n"), ([], 8))
+        self.assertEqual(decodeOnce(decoder, b"toolong\n"), ([], 8))
         self.assertEqual(decoder.discardedFrames, 1)
 
     def test_straddlingDelimiterWhileDiscarding(self) -> None:
@@ -327,7 +321,7 @@ class EncoderTests(SynchronousTestCase):
         """A trailing CR is refused with eol=\\n (stripped) but fine with CRLF."""
         self.assertRaises(EncodeError, LineEncoder().encode, b"ab\r")
         wire = LineEncoder(b"\r\n").encode(b"ab\r")
-        self.assertEqual(decodeAll(LineDecoder(), wire), ([b"ab\r"], 5))
+        self.assertEqual(decodeOnce(LineDecoder(), wire), ([b"ab\r"], 5))
 
     def test_badEol(self) -> None:
         """Only LF and CRLF are line ends."""
@@ -399,7 +393,7 @@ class SpecTests(SynchronousTestCase):
         codec = parseCodecSpec("line:eol=\\r\\n:discard=true:max=4")
         self.assertEqual(codec.encoder.encode(b"x"), b"x\r\n")
         decoder = codec.newDecoder()
-        self.assertEqual(decodeAll(decoder, b"toolong\nok\n"), ([b"ok"], 11))
+        self.assertEqual(decodeOnce(decoder, b"toolong\nok\n"), ([b"ok"], 11))
         self.assertEqual(parseCodecSpec("line:eol=0x0d0a").encoder.encode(b"x"), b"x\r\n")
 
     def test_delimiterSpecs(self) -> None:

@@ -25,13 +25,7 @@ from iocpsvc.errors import (
     FrameTooLong,
 )
 from iocpsvc.interfaces import IDecoder, IEncoder
-from tests.helpers import cutAt, encodedBytes, feedChunks
-
-
-def decodeAll(decoder: NetstringDecoder, data: bytes | bytearray) -> tuple[list[object], int]:
-    out: list[object] = []
-    consumed = decoder.decode(data, out)
-    return out, consumed
+from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
 
 
 def twistedVerdict(wire: bytes, maximum: int) -> tuple[list[bytes], bool]:
@@ -73,15 +67,15 @@ class DocExampleTests(SynchronousTestCase):
         """Two netstrings in 11 bytes: "HELLO" and the empty string."""
         wire = b"5:HELLO,0:,"
         self.assertEqual(len(wire), 11)
-        self.assertEqual(decodeAll(NetstringDecoder(), wire), ([b"HELLO", b""], 11))
+        self.assertEqual(decodeOnce(NetstringDecoder(), wire), ([b"HELLO", b""], 11))
 
     def test_headerConsumed(self) -> None:
         """Of "12:HE", the header is consumed; the rest waits."""
         decoder = NetstringDecoder()
-        self.assertEqual(decodeAll(decoder, b"12:HE"), ([], 3))
-        self.assertEqual(decodeAll(decoder, b"HELLO, WORL"), ([], 0))
-        self.assertEqual(decodeAll(decoder, b"HELLO, WORLD"), ([], 0))
-        self.assertEqual(decodeAll(decoder, b"HELLO, WORLD,"), ([b"HELLO, WORLD"], 13))
+        self.assertEqual(decodeOnce(decoder, b"12:HE"), ([], 3))
+        self.assertEqual(decodeOnce(decoder, b"HELLO, WORL"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"HELLO, WORLD"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"HELLO, WORLD,"), ([b"HELLO, WORLD"], 13))
 
     def test_errorTable(self) -> None:
         """Each row of the docstring's failure table, raised at once."""
@@ -118,7 +112,7 @@ class DecoderTests(SynchronousTestCase):
     def test_framesAreBytes(self) -> None:
         """Frames are bytes whether the buffer is bytes or bytearray."""
         for data in (b"1:a,", bytearray(b"1:a,2:bc,")):
-            out, _ = decodeAll(NetstringDecoder(), data)
+            out, _ = decodeOnce(NetstringDecoder(), data)
             for frame in out:
                 self.assertIs(type(frame), bytes)
 
@@ -126,8 +120,8 @@ class DecoderTests(SynchronousTestCase):
         """Thousands of netstrings in one read decode in one call."""
         frames = [bytes([i % 256]) * (i % 23) for i in range(5000)]
         wire = b"".join(b"%d:%s," % (len(f), f) for f in frames)
-        self.assertEqual(decodeAll(NetstringDecoder(), wire), (frames, len(wire)))
-        self.assertEqual(decodeAll(NetstringDecoder(), bytearray(wire)), (frames, len(wire)))
+        self.assertEqual(decodeOnce(NetstringDecoder(), wire), (frames, len(wire)))
+        self.assertEqual(decodeOnce(NetstringDecoder(), bytearray(wire)), (frames, len(wire)))
 
     def test_halfPacketsAtEverySplit(self) -> None:
         """Any split of three netstrings into two reads yields all three."""
@@ -170,13 +164,13 @@ class LimitTests(SynchronousTestCase):
 
     def test_exactlyMax(self) -> None:
         """A payload of exactly max bytes passes."""
-        self.assertEqual(decodeAll(NetstringDecoder(5), b"5:abcde,"), ([b"abcde"], 8))
+        self.assertEqual(decodeOnce(NetstringDecoder(5), b"5:abcde,"), ([b"abcde"], 8))
 
     def test_tooLongBeforeColon(self) -> None:
         """Digits worth more than max raise before the colon arrives."""
         decoder = NetstringDecoder()
-        self.assertEqual(decodeAll(decoder, b"104857"), ([], 0))
-        self.assertEqual(decodeAll(decoder, b"1048576"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"104857"), ([], 0))
+        self.assertEqual(decodeOnce(decoder, b"1048576"), ([], 0))
         with self.assertRaises(FrameTooLong) as caught:
             decoder.decode(b"1048577", [])
         self.assertEqual(caught.exception.length, 1048577)
@@ -190,7 +184,7 @@ class LimitTests(SynchronousTestCase):
 
     def test_leadingZeroPartial(self) -> None:
         """ "0" may start "0:", but "00" is refused at once."""
-        self.assertEqual(decodeAll(NetstringDecoder(), b"0"), ([], 0))
+        self.assertEqual(decodeOnce(NetstringDecoder(), b"0"), ([], 0))
         self.assertRaises(CorruptFrame, NetstringDecoder().decode, b"00", [])
         self.assertRaises(CorruptFrame, NetstringDecoder().decode, b"01", [])
 

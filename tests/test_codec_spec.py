@@ -18,17 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 import twisted.plugins
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.errors import CodecSpecError, CorruptFrame
-from tests.helpers import feedChunks
+from tests.helpers import cutAt, encodeFrames, feedChunks
 from tests.netutil import temporaryDirectory
-
-
-def wireOf(spec: str, objects: list[object]) -> bytes:
-    encoder = parseCodecSpec(spec).encoder
-    parts = []
-    for obj in objects:
-        encoded = encoder.encode(obj)
-        parts.append(encoded if isinstance(encoded, bytes) else b"".join(encoded))
-    return b"".join(parts)
 
 
 class SpecParsingTests(SynchronousTestCase):
@@ -47,20 +38,20 @@ class SpecParsingTests(SynchronousTestCase):
         self.assertEqual(codec.names, ["length", "json"])
         self.assertEqual(codec.maxFrameLength, 65536)
         self.assertEqual(codec.newDecoder().maxFrameLength, 65536)
-        self.assertEqual(wireOf(codec.spec, [{"a": 1}]), b"\x07\x00" + b'{"a":1}')
+        self.assertEqual(encodeFrames(codec.spec, [{"a": 1}]), b"\x07\x00" + b'{"a":1}')
 
     def test_chainRoundTrip(self) -> None:
         """line+json decodes what it encodes."""
         codec = parseCodecSpec("line:max=8192+json")
         out: list[object] = []
-        codec.newDecoder().decode(wireOf("line+json", [{"x": [1, "é"]}, 3]), out)
+        codec.newDecoder().decode(encodeFrames("line+json", [{"x": [1, "é"]}, 3]), out)
         self.assertEqual(out, [{"x": [1, "é"]}, 3])
 
     def test_escapedDelimiter(self) -> None:
         """Backslash escapes reach the delimiter parameter; \\: is a colon."""
-        self.assertEqual(wireOf("delimiter:delim=\\r\\n", [b"a"]), b"a\r\n")
-        self.assertEqual(wireOf("delimiter:delim=\\:\\:", [b"a"]), b"a::")
-        self.assertEqual(wireOf("delimiter:delim=0x00", [b"a"]), b"a\x00")
+        self.assertEqual(encodeFrames("delimiter:delim=\\r\\n", [b"a"]), b"a\r\n")
+        self.assertEqual(encodeFrames("delimiter:delim=\\:\\:", [b"a"]), b"a::")
+        self.assertEqual(encodeFrames("delimiter:delim=0x00", [b"a"]), b"a\x00")
 
     def test_defaultMaxFrameLength(self) -> None:
         """The process-wide default applies unless the spec gives max."""
@@ -134,7 +125,7 @@ class PluginDiscoveryTests(SynchronousTestCase):
         self.addCleanup(twisted.plugins.__path__.remove, pluginDir)
         self.addCleanup(sys.modules.pop, "twisted.plugins.iocpsvc_test_tiny", None)
         codec = parseCodecSpec("tiny-length+text")
-        self.assertEqual(wireOf("tiny-length+text", ["hey"]), b"\x03hey")
+        self.assertEqual(encodeFrames("tiny-length+text", ["hey"]), b"\x03hey")
         out: list[object] = []
         codec.newDecoder().decode(b"\x02hi", out)
         self.assertEqual(out, ["hi"])
@@ -179,10 +170,8 @@ class ChunkingPropertyTests(SynchronousTestCase):
     def test_anyCodecAnyChunking(self, case: tuple[str, list[object], list[int]]) -> None:
         """Encode, cut at arbitrary points, feed chunk by chunk: same objects."""
         spec, objects, cuts = case
-        wire = wireOf(spec, objects)
-        points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
-        chunks = [wire[a:b] for a, b in zip(points, points[1:], strict=False)]
-        decoded = feedChunks(parseCodecSpec(spec).newDecoder(), chunks)
+        wire = encodeFrames(spec, objects)
+        decoded = feedChunks(parseCodecSpec(spec).newDecoder(), cutAt(wire, cuts))
         if spec.endswith("json"):
             self.assertEqual(json.dumps(decoded), json.dumps(objects))
         else:

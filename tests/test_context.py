@@ -15,10 +15,7 @@ from iocpsvc import errors
 from iocpsvc.context import ConnectionContext
 from iocpsvc.contexts import EchoContext
 from iocpsvc.testing import EmbeddedConnection
-
-
-def frame(payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + payload
+from tests.helpers import frame
 
 
 class Recorder(ConnectionContext):

@@ -8,7 +8,6 @@ logs.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from twisted.internet import defer
@@ -26,10 +25,7 @@ from iocpsvc.logs import RateLimitedLog
 from iocpsvc.tap import Options
 from iocpsvc.testing import EmbeddedConnection
 from iocpsvc.threads import inThreadPool
-
-
-def frame(payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + payload
+from tests.helpers import frame
 
 
 def makeFactory(contextClass: Any = EchoContext, **limits: Any) -> ConnectionContextFactory:

@@ -24,6 +24,7 @@ from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
+from tests.helpers import frame
 from tests.netutil import connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
 
 GOOD = 20
@@ -34,7 +35,7 @@ def goodWires(seed: int, frames: int = 6) -> list[bytes]:
     wires = []
     for _ in range(GOOD):
         payloads = [rng.randbytes(rng.randrange(0, 2000)) for _ in range(frames)]
-        wires.append(b"".join(struct.pack(">I", len(p)) + p for p in payloads))
+        wires.append(b"".join(frame(p) for p in payloads))
     return wires
 
 

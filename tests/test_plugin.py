@@ -18,8 +18,9 @@ from twisted.python.runtime import platform
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc.tap import Options
+from tests.helpers import encodeFrames
 from tests.netutil import REPO, TWISTD, echoMany, spawnTwistd, temporaryDirectory
-from tests.test_tcp import FRAMING_CODECS, encodeAll
+from tests.test_tcp import FRAMING_CODECS
 
 
 def runTwistd(*args: str) -> subprocess.CompletedProcess[str]:
@@ -133,7 +134,7 @@ class TwistdEchoTests(TestCase):
             port = yield process.listening
             rng = random.Random(spec)
             wires = [
-                encodeAll(spec, [FRAMING_CODECS[spec](rng) for _ in range(rng.randrange(1, 8))])
+                encodeFrames(spec, [FRAMING_CODECS[spec](rng) for _ in range(rng.randrange(1, 8))])
                 for _ in range(connections)
             ]
             received = yield echoMany(reactor, port, wires)

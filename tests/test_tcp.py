@@ -16,10 +16,10 @@ from twisted.protocols.basic import Int32StringReceiver, LineReceiver, Netstring
 from twisted.trial.unittest import TestCase
 
 from iocpsvc import errors
-from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.service import SocketServerService
+from tests.helpers import encodeFrames
 from tests.netutil import echoMany
 
 CONNECTIONS = 200
@@ -35,15 +35,6 @@ FRAMING_CODECS: dict[str, Any] = {
     "diocp": lambda r: r.randbytes(r.randrange(1, 3000)),
     "hpsocket": lambda r: r.randbytes(r.randrange(1, 3000)),
 }
-
-
-def encodeAll(spec: str, payloads: list[bytes]) -> bytes:
-    encoder = parseCodecSpec(spec).encoder
-    out = []
-    for payload in payloads:
-        encoded = encoder.encode(payload)
-        out.append(encoded if isinstance(encoded, bytes) else b"".join(encoded))
-    return b"".join(out)
 
 
 class ServerMixin:
@@ -75,7 +66,7 @@ class ConcurrentEchoTests(ServerMixin, TestCase):
         factory, port = self.startServer(spec)
         rng = random.Random(spec)
         wires = [
-            encodeAll(spec, [FRAMING_CODECS[spec](rng) for _ in range(rng.randrange(1, 12))])
+            encodeFrames(spec, [FRAMING_CODECS[spec](rng) for _ in range(rng.randrange(1, 12))])
             for _ in range(CONNECTIONS)
         ]
         received = yield echoMany(reactor, port, wires)
