@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator
 from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
@@ -62,11 +62,17 @@ def _releasing(hook: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(hook)
     def connectionLost(self: ConnectionContext, reason: Failure = connectionDone) -> None:
-        self._connectionEnding(reason)
+        # Only the outermost override settles and releases, so code after a
+        # super() call in a subclass's override still sees the context online.
+        outermost = not self._ending
+        if outermost:
+            self._ending = True
+            self._endSafely(reason)
         try:
             hook(self, reason)
         finally:
-            self._release()
+            if outermost:
+                self._release()
 
     connectionLost._iocpsvcReleasing = True  # type: ignore[attr-defined]
     return connectionLost
@@ -133,6 +139,8 @@ class ConnectionContext(Protocol):
         "_blockedBytes",
         "_producing",
         "_decodeFailed",
+        "_closeWhenDrained",
+        "_ending",
         "_released",
     )
 
@@ -140,9 +148,12 @@ class ConnectionContext(Protocol):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        own = cls.__dict__.get("connectionLost")
-        if own is not None and not getattr(own, "_iocpsvcReleasing", False):
-            cls.connectionLost = _releasing(own)  # type: ignore[method-assign]
+        # Resolved through the MRO, so a mixin's connectionLost is wrapped too.
+        resolved = cls.connectionLost
+        if resolved is not ConnectionContext.connectionLost and not getattr(
+            resolved, "_iocpsvcReleasing", False
+        ):
+            cls.connectionLost = _releasing(resolved)  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         self.factory = None
@@ -168,6 +179,8 @@ class ConnectionContext(Protocol):
         self._blockedBytes = 0
         self._producing = False
         self._decodeFailed = False
+        self._closeWhenDrained: DecodeError | None = None
+        self._ending = False
         self._released = False
 
     # -- the application's API ---------------------------------------------
@@ -297,6 +310,15 @@ class ConnectionContext(Protocol):
             return
         self._hold |= _BLOCKED
         self._blockedBytes = 0
+        factory = self.factory
+        if factory is not None:
+            factory.writeBlockedTotal += 1
+            factory.rateLimitedLog.info(
+                "{peer}: more than {highWater} bytes waiting to be sent; reading paused",
+                peer=describePeer(self.peer),
+                highWater=factory.limits.writeHighWater,
+                contextId=self.contextId,
+            )
         self._updateReading()
         self.writabilityChanged(False)
 
@@ -357,6 +379,8 @@ class ConnectionContext(Protocol):
         if data is not None:
             return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
         if self._hold & _BLOCKED and self.factory is not None:
+            # An estimate: the mark plus everything written since it was
+            # crossed, the crossing write included.
             return self.factory.limits.writeHighWater + self._blockedBytes
         return 0
 
@@ -394,7 +418,10 @@ class ConnectionContext(Protocol):
         Overrides need not call this base method: the context's bookkeeping
         runs either way.
         """
-        self._connectionEnding(reason)
+        if self._ending:
+            return  # called through super() from an override, whose wrapper releases
+        self._ending = True
+        self._endSafely(reason)
         self._release()
 
     # -- the receive path ----------------------------------------------------
@@ -402,7 +429,7 @@ class ConnectionContext(Protocol):
     def _receive(self, data: bytes) -> None:
         buffer = self._buffer
         hold = self._hold
-        if hold & _CLOSING:
+        if hold & _CLOSING or self._decodeFailed:
             return  # nothing more is dispatched: don't keep what arrives
         if buffer:
             # A partial frame is waiting: append (amortised O(1) on a
@@ -443,36 +470,64 @@ class ConnectionContext(Protocol):
             else:
                 self._dispatch(out)
         if failure is not None:
-            self._decodeError(failure)
+            if self._pending:
+                # Objects decoded before the error still wait behind a slow
+                # handler: they are delivered first, then the connection closes.
+                self._decodeFailed = True
+                self._closeWhenDrained = failure
+                self._updateReading()
+            else:
+                self._decodeError(failure)
 
-    def _dispatch(self, objects: Iterable[object]) -> None:
+    def _dispatch(self, objects: list[object]) -> None:
         """
-        Deliver C{objects} to L{objectReceived}, batching the writes they
-        make; stop (and keep the rest, in order) as soon as dispatch is held.
+        Deliver freshly decoded C{objects} (nothing is pending when this
+        runs) to L{objectReceived}, batching the writes they make; as soon as
+        dispatch is held, queue the rest, in order.
         """
         objectReceived = self.objectReceived
         iterator: Iterator[object] = iter(objects)
         outer = self._batch
-        batch: list[bytes] = []
-        self._batch = batch
+        self._batch = []
         try:
             for obj in iterator:
                 result = objectReceived(obj)
                 if result is not None:
                     self._awaitResult(result)
                 if self._hold:
-                    rest = deque(iterator)
-                    if rest and not self._hold & _CLOSING:
-                        if self._pending:
-                            rest.extend(self._pending)
-                        self._pending = None
-                        self._queue(rest)
+                    if not self._hold & _CLOSING:
+                        self._queue(iterator)
                     break
         except Exception:
             self._handlerError(Failure())
         finally:
             self._flush()
             self._batch = outer
+
+    def _dispatchPending(self) -> None:
+        """
+        Deliver held objects, popping them one at a time from the pending
+        deque (never copying what is left: a long backlog drains in linear
+        time), until dispatch is held again.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        objectReceived = self.objectReceived
+        outer = self._batch
+        self._batch = []
+        try:
+            while pending and not self._hold:
+                result = objectReceived(pending.popleft())
+                if result is not None:
+                    self._awaitResult(result)
+        except Exception:
+            self._handlerError(Failure())
+        finally:
+            self._flush()
+            self._batch = outer
+        if not pending and self._pending is pending:
+            self._pending = None
 
     def _queue(self, objects: Iterable[object]) -> None:
         """Keep objects for later dispatch; pause reading past the bound."""
@@ -488,6 +543,13 @@ class ConnectionContext(Protocol):
             and len(pending) > factory.limits.maxPendingObjects
         ):
             self._backlogPaused = True
+            factory.backlogPausedTotal += 1
+            factory.rateLimitedLog.info(
+                "{peer}: more than {bound} objects waiting for a slow handler; reading paused",
+                peer=describePeer(self.peer),
+                bound=factory.limits.maxPendingObjects,
+                contextId=self.contextId,
+            )
             self._updateReading()
 
     def _awaitResult(self, result: Any) -> None:
@@ -501,16 +563,16 @@ class ConnectionContext(Protocol):
     def _handlerDone(self, result: object) -> None:
         self._hold &= ~_WAITING
         if isinstance(result, Failure):
-            self._handlerError(result)
+            if not result.check(CancelledError):  # cancelled by the application itself
+                self._handlerError(result)
         elif self._batch is None:
             # Fired later, from the reactor: carry on with what waited.
             self._drain()
 
     def _drain(self) -> None:
         """Dispatch what was held, decode what was buffered, read again."""
-        while not self._hold and self._pending:
-            pending, self._pending = self._pending, None
-            self._dispatch(pending)
+        if not self._hold and self._pending:
+            self._dispatchPending()
         if not self._hold and self._buffer:
             self._receive(b"")
         if self._backlogPaused:
@@ -518,11 +580,16 @@ class ConnectionContext(Protocol):
             bound = factory.limits.maxPendingObjects if factory is not None else 0
             if self.pendingObjects <= bound // 2:
                 self._backlogPaused = False
+        error = self._closeWhenDrained
+        if error is not None and not self._hold and not self._pending:
+            self._closeWhenDrained = None
+            self._decodeError(error)
+            return
         self._updateReading()
 
     def _updateReading(self) -> None:
         """Pause or resume the transport's reading to match why we hold."""
-        want = bool(self._hold & (_PAUSED | _BLOCKED)) or self._backlogPaused
+        want = bool(self._hold & (_PAUSED | _BLOCKED)) or self._backlogPaused or self._decodeFailed
         transport = self.transport
         if want == self._readingPaused or transport is None or self._hold & _CLOSING:
             return
@@ -535,34 +602,36 @@ class ConnectionContext(Protocol):
     # -- the send path -------------------------------------------------------
 
     def _flush(self) -> None:
-        """Send the current batch as one write, keeping batch mode on."""
+        """
+        Send the current batch as one write, keeping batch mode on.  Writes
+        made during that write (from writabilityChanged, when it crosses the
+        high water mark) go out after it.
+        """
         batch = self._batch
-        if not batch or self.transport is None:
-            return
-        self._batch = []
-        # One transport call per batch, whatever its size.
-        self._send(batch[0] if len(batch) == 1 else batch)
+        while batch and self.transport is not None:
+            self._batch = []
+            # One transport call per batch, whatever its size.
+            self._send(batch[0] if len(batch) == 1 else batch)
+            batch = self._batch
 
     def _send(self, data: Any) -> None:
         size = len(data) if data.__class__ is bytes else sum(map(len, data))
         self.bytesSent += size
-        if self._hold & _BLOCKED:
-            # The transport already holds more than the high water mark;
-            # what is written now adds to it.
-            self._blockedBytes += size
-            factory = self.factory
-            if factory is not None:
-                limits = factory.limits
-                if limits.writeHighWater + self._blockedBytes > limits.maxPendingWrite:
-                    self._slowClient()
-                    return
         transport = self.transport
         if transport is None:
             return
+        wasBlocked = self._hold & _BLOCKED
         if data.__class__ is bytes:
             transport.write(data)
         else:
             transport.writeSequence(data)
+        if self._hold & _BLOCKED:
+            # More than the high water mark waits to be sent; this write may
+            # be the one that crossed it (the transport paused us inside it).
+            self._blockedBytes = self._blockedBytes + size if wasBlocked else size
+            factory = self.factory
+            if factory is not None and self.pendingWriteBytes > factory.limits.maxPendingWrite:
+                self._slowClient()
 
     def _writeEncoded(self, encoded: Any) -> None:
         """Send bytes already encoded (by broadcast), as L{writeObject} does."""
@@ -577,11 +646,19 @@ class ConnectionContext(Protocol):
 
     def _unregister(self) -> None:
         # A paused streaming producer would keep loseConnection waiting.
-        if self._producing:
-            self._producing = False
-            transport = self.transport
-            if transport is not None and getattr(transport, "producer", self) is self:
-                transport.unregisterProducer()  # type: ignore[attr-defined]
+        if not self._producing:
+            return
+        self._producing = False
+        transport = self.transport
+        if transport is None:
+            return
+        # Unregister only if we are still the producer: the application may
+        # have replaced us.  Behind TLS we sit inside Twisted's membrane.
+        producer = getattr(transport, "producer", None)
+        if producer is None:
+            producer = getattr(transport, "_producer", None)
+        if producer is self or getattr(producer, "_producer", None) is self:
+            transport.unregisterProducer()  # type: ignore[attr-defined]
 
     # -- failures and the end of the connection --------------------------------
 
@@ -626,31 +703,44 @@ class ConnectionContext(Protocol):
         self._pending = None
         self.close(errors.HANDLER_ERROR)
 
+    def _endSafely(self, reason: Failure) -> None:
+        """L{_connectionEnding}, whose failure must not skip the release."""
+        try:
+            self._connectionEnding(reason)
+        except Exception:
+            self._handlerError(Failure())
+
     def _connectionEnding(self, reason: Failure) -> None:
         """
         Before the application's C{connectionLost}: settle the close reason
-        and give the decoder its last bytes.
+        and give the decoder its last bytes -- unless dispatch was held
+        (closed by us, paused, waiting for a handler): then what is still
+        held is dropped.
         """
         if self._released:
             return
         if self.closeReason is None:
             self.closeReason = errors.PEER
+        held = self._hold or self._decodeFailed
         self._hold |= _CLOSING
         self._pending = None
         buffer = self._buffer
         self._buffer = None
-        if buffer and not self._decodeFailed:
+        if not buffer:
+            return
+        last: list[object] = []
+        if not held:
             try:
                 last = self._decoder.decodeLast(bytes(buffer))
             except DecodeError:
                 last = []
-            if last:
-                self.framesReceived += len(last)
-                self._hold &= ~_CLOSING
-                self._dispatch(last)
-                self._hold |= _CLOSING
-            elif self.factory is not None:
-                self.factory.truncatedFrames += 1
+        if last:
+            self.framesReceived += len(last)
+            self._hold &= ~_CLOSING
+            self._dispatch(last)
+            self._hold |= _CLOSING
+        elif self.factory is not None:
+            self.factory.truncatedFrames += 1
 
     def _release(self) -> None:
         if self._released:

@@ -10,7 +10,7 @@ import copy
 import itertools
 import socket
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress
@@ -34,6 +34,13 @@ def _decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
     zero-argument callable that makes a fresh decoder per connection.
     """
     if isinstance(decoder, type) and IDecoder.implementedBy(decoder):
+        try:
+            cast(Any, decoder)()  # a class needing arguments would fail on every connection
+        except TypeError as e:
+            raise TypeError(
+                f"{decoder.__name__}() cannot be made without arguments ({e}); register "
+                f"an instance or a callable that makes one"
+            ) from None
         return decoder  # a class: one instance per connection
     if IDecoder.providedBy(decoder):
         prototype = decoder
@@ -432,11 +439,14 @@ class _Refused(Protocol):
 
 def _lowestTransport(transport: Any) -> Any:
     """Past protocol wrappers (TLS, haproxy:) to the socket's own transport."""
+    from twisted.protocols.policies import ProtocolWrapper
+
+    # A ProtocolWrapper forwards unknown attributes to what it wraps, so ask
+    # its class, not hasattr, whether it is a wrapper.
     for _ in range(4):
-        inner = getattr(transport, "transport", None)
-        if inner is None or hasattr(transport, "dataBuffer"):
+        if not isinstance(transport, ProtocolWrapper) or transport.transport is None:
             break
-        transport = inner
+        transport = transport.transport
     return transport
 
 

@@ -8,6 +8,7 @@ logs.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from twisted.internet import defer
@@ -486,3 +487,153 @@ class OptionsTests(SynchronousTestCase):
             with self.assertRaises(UsageError) as caught:
                 Options().parseOptions(argv)
             self.assertIn(words, str(caught.exception))
+
+
+class PushingTransport:
+    """A StringTransport that pauses its producer past C{mark} unsent bytes, as TCP does."""
+
+    @staticmethod
+    def make(mark: int) -> Any:
+        from twisted.internet.testing import StringTransport
+
+        class Pushing(StringTransport):
+            def write(self, data: bytes) -> None:
+                super().write(data)
+                if len(self.value()) > mark and self.producer is not None:
+                    self.producer.pauseProducing()
+
+            def writeSequence(self, data: Any) -> None:
+                self.write(b"".join(data))
+
+        return Pushing()
+
+
+class RegressionTests(SynchronousTestCase):
+    """Flow-control and lifecycle cases found in review."""
+
+    def connectWith(self, contextClass: Any, transport: Any, **limits: Any) -> Any:
+        factory = makeFactory(contextClass, **limits)
+        context = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1))
+        context.makeConnection(transport)
+        return factory, context
+
+    def test_crossingWriteCounts(self) -> None:
+        """A single batch that crosses far past maxPendingWrite closes the client as slow."""
+        transport = PushingTransport.make(64 * 1024)
+        factory, context = self.connectWith(EchoContext, transport, maxPendingWrite=128 * 1024)
+        context.dataReceived(frame(b"z" * 1000) * 200)  # 200 KB of replies in one batch
+        self.assertEqual(context.closeReason, errors.SLOW_CLIENT)
+
+    def test_writeDuringFlushNotLost(self) -> None:
+        """What writabilityChanged(False) writes while the batch is flushed still goes out."""
+
+        class Polite(EchoContext):
+            def writabilityChanged(self, writable: bool) -> None:
+                if not writable:
+                    self.writeObject(b"slow down")
+
+        transport = PushingTransport.make(1000)
+        factory, context = self.connectWith(Polite, transport)
+        context.dataReceived(frame(b"y" * 2000))
+        out = []
+        from tests.helpers import feedChunks
+
+        out = feedChunks(factory.newDecoder(), [transport.value()])
+        self.assertEqual(out, [b"y" * 2000, b"slow down"])
+
+    def test_queuedObjectsBeforeDecodeErrorDelivered(self) -> None:
+        """Behind a slow handler, objects before a bad header are still delivered, then it closes."""
+        connection = connect(makeFactory(SlowHandler))
+        context: Any = connection.context
+        connection.feed(frame(b"1") + frame(b"2") + struct.pack(">I", 2**31))
+        self.assertIsNone(context.closeReason)
+        context.waiting[0].callback(None)
+        context.waiting[1].callback(None)
+        self.assertEqual(connection.readObjects(), [b"1", b"2"])
+        self.assertEqual(context.closeReason, errors.FRAME_TOO_LONG)
+
+    def test_longBacklogDrainsInOrder(self) -> None:
+        """Thousands of objects behind a slow handler drain one by one, in order."""
+        connection = connect(makeFactory(SlowHandler, maxPendingObjects=100_000))
+        context: Any = connection.context
+        connection.feed(b"".join(frame(b"%d" % i) for i in range(3000)))
+        for index in range(3000):
+            context.waiting[index].callback(None)
+        self.assertEqual(connection.readObjects(), [b"%d" % i for i in range(3000)])
+
+    def test_cancelledHandlerIsNotAnError(self) -> None:
+        """Cancelling a pending handler Deferred in connectionLost is clean-up, not an error."""
+
+        class Cancelling(SlowHandler):
+            def connectionLost(self, reason: Any = None) -> None:
+                for d in self.waiting:
+                    d.cancel()
+
+        connection = connect(makeFactory(Cancelling))
+        connection.feed(frame(b"1"))
+        connection.disconnect()
+        self.assertEqual(connection.factory.handlerErrors, 0)
+        self.assertEqual(connection.context.closeReason, errors.PEER)
+
+    def test_mixinConnectionLostStillReleases(self) -> None:
+        """A connectionLost inherited from a mixin is wrapped too: the context is released."""
+
+        class AuditMixin:
+            def connectionLost(self, reason: Any = None) -> None:
+                pass
+
+        class Audited(AuditMixin, EchoContext):  # type: ignore[misc]
+            pass
+
+        connection = connect(makeFactory(Audited))
+        connection.disconnect()
+        self.assertEqual(connection.factory.onlineCount, 0)
+
+    def test_decodeLastRaisingStillReleases(self) -> None:
+        """A decodeLast that raises is a handler error; the context is still released."""
+        from zope.interface import implementer
+
+        from iocpsvc.interfaces import IDecoder
+
+        @implementer(IDecoder)
+        class Fragile:
+            maxFrameLength = 100
+
+            def decode(self, data: Any, out: list[object]) -> int:
+                return 0
+
+            def decodeLast(self, data: bytes) -> list[object]:
+                raise UnicodeDecodeError("ascii", b"\xc3", 0, 1, "bad")
+
+        factory = makeFactory()
+        factory.registerDecoder(Fragile)
+        connection = connect(factory)
+        connection.feed(b"partial")
+        connection.disconnect()
+        self.assertEqual(factory.onlineCount, 0)
+        self.assertEqual(factory.handlerErrors, 1)
+        self.assertEqual(len(self.flushLoggedErrors(UnicodeDecodeError)), 1)
+
+    def test_overrideAfterSuperStillOnline(self) -> None:
+        """Code after super().connectionLost() in a subclass runs while the context is still online."""
+        seen: list[int] = []
+
+        class Base(EchoContext):
+            def connectionLost(self, reason: Any = None) -> None:
+                pass
+
+        class Child(Base):
+            def connectionLost(self, reason: Any = None) -> None:
+                super().connectionLost(reason)
+                seen.append(self.factory.onlineCount)  # type: ignore[union-attr]
+
+        connection = connect(makeFactory(Child))
+        connection.disconnect()
+        self.assertEqual(seen, [1])
+        self.assertEqual(connection.factory.onlineCount, 0)
+
+    def test_decoderClassNeedingArguments(self) -> None:
+        """Registering a decoder class that cannot be made without arguments fails at once."""
+        from iocpsvc.codecs.line import DelimiterDecoder
+
+        self.assertRaises(TypeError, makeFactory().registerDecoder, DelimiterDecoder)
