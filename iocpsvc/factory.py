@@ -94,7 +94,8 @@ class ConnectionContextFactory(ServerFactory):
     @ivar closedTotal: close reason -> connections closed for it.
     @ivar decodeErrors: connections closed for a decode error.
     @ivar handlerErrors: exceptions raised by application code.
-    @ivar truncatedFrames: connections that ended in the middle of a frame.
+    @ivar truncatedFrames: connections that ended with received bytes never
+        delivered (in the middle of a frame, or while dispatch was held).
     """
 
     noisy = False

@@ -197,7 +197,7 @@ class BatteryTests(TestCase):
         from twisted.internet import reactor
 
         factory = ConnectionContextFactory(
-            EchoContext, reactor=reactor, limits=ServerLimits(maxConnections=1)
+            EchoContext, reactor=reactor, limits=ServerLimits(maxConnections=1, writeHighWater=16384)
         )
         service = SocketServerService(
             factory, ["haproxy:tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
@@ -215,6 +215,10 @@ class BatteryTests(TestCase):
         self.assertEqual(bytes(refused.received), b"")
         self.assertEqual(factory.refusedTotal, 1)
         self.assertEqual(factory.findContext(1).peer.host, "198.51.100.7")  # type: ignore[union-attr]
+        from iocpsvc.factory import _lowestTransport
+
+        socketTransport = _lowestTransport(factory.findContext(1).transport)  # type: ignore[union-attr]
+        self.assertEqual(socketTransport.bufferSize, 16384)  # the mark reached the socket
         holder.transport.loseConnection()
         yield holder.lost
 
