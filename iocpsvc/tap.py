@@ -127,8 +127,7 @@ class Options(usage.Options):
             "monitor",
             None,
             "tcp:9984:interface=127.0.0.1",
-            "Endpoint of the HTTP monitor (dashboard, /stats.json, /metrics, "
-            "/connections.json), or 'none'.",
+            "Endpoint of the HTTP monitor (dashboard, /stats.json, /metrics, /connections.json), or 'none'.",
         ],
         [
             "stats-interval",
