@@ -138,6 +138,7 @@ class ConnectionContext(Protocol):
         "_backlogPaused",
         "_blockedBytes",
         "_producing",
+        "_direct",
         "_decodeFailed",
         "_closeWhenDrained",
         "_ending",
@@ -178,6 +179,7 @@ class ConnectionContext(Protocol):
         self._backlogPaused = False
         self._blockedBytes = 0
         self._producing = False
+        self._direct = False
         self._decodeFailed = False
         self._closeWhenDrained: DecodeError | None = None
         self._ending = False
@@ -398,6 +400,10 @@ class ConnectionContext(Protocol):
             self.connectedAt = now
             self.lastActivity = now
             factory.contextConnected(self)
+        # Replies may go straight to the socket only on Twisted's own POSIX TCP
+        # transports; TLS, the IOCP reactor, wrappers and anything unknown
+        # take the plain path.
+        self._direct = type(transport) in _directTransports() and (factory is None or factory.directWrites)
         register = getattr(transport, "registerProducer", None)
         if register is not None:
             # Our own transport tells us when its write buffer passes the high
@@ -620,6 +626,29 @@ class ConnectionContext(Protocol):
         transport = self.transport
         if transport is None:
             return
+        if self._direct and not transport.dataBuffer and not transport._tempDataBuffer:  # type: ignore[attr-defined]
+            # Nothing is queued: send now, from this reactor turn, rather than
+            # queue and arm the writer for a later turn (which costs two
+            # epoll_ctl calls and a loop turn per reply).  What the socket
+            # does not take goes through Twisted's buffer, after it, in order.
+            if (
+                transport.connected  # type: ignore[attr-defined]
+                and not transport.disconnecting  # type: ignore[attr-defined]
+                and not transport.TLS  # type: ignore[attr-defined]
+                and not transport._writeDisconnected  # type: ignore[attr-defined]
+            ):
+                if data.__class__ is not bytes:
+                    data = b"".join(data)
+                try:
+                    sent = transport.socket.send(data)  # type: ignore[attr-defined]
+                except OSError:
+                    sent = 0  # would block, or an error Twisted's own write will report
+                if self.factory is not None:
+                    self.factory.directSends += 1
+                if sent == size:
+                    return
+                if sent:
+                    data = data[sent:]
         wasBlocked = self._hold & _BLOCKED
         if data.__class__ is bytes:
             transport.write(data)
@@ -752,6 +781,22 @@ class ConnectionContext(Protocol):
             if discarded:
                 self.factory.discardedFrames += discarded
             self.factory.contextDisconnected(self)
+
+
+_DIRECT: tuple[type, ...] | None = None
+
+
+def _directTransports() -> tuple[type, ...]:
+    """Twisted's POSIX TCP transport classes (matched exactly: subclasses may differ)."""
+    global _DIRECT
+    if _DIRECT is None:
+        try:
+            from twisted.internet import tcp
+
+            _DIRECT = (tcp.Server, tcp.Client)
+        except ImportError:
+            _DIRECT = ()
+    return _DIRECT
 
 
 def _noEncoder(obj: object) -> Any:

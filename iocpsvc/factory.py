@@ -89,6 +89,8 @@ class ConnectionContextFactory(ServerFactory):
         mark (reading paused until its output drained).
     @ivar backlogPausedTotal: times a connection's reading paused because
         more than C{maxPendingObjects} waited behind a slow handler.
+    @ivar directSends: replies sent straight to the socket (see
+        C{directWrites}).
     @ivar closeTimeouts: closing connections aborted because they had not
         finished within C{closeTimeout} (or the shutdown timeout).
     @ivar closedTotal: close reason -> connections closed for it.
@@ -99,6 +101,14 @@ class ConnectionContextFactory(ServerFactory):
     """
 
     noisy = False
+
+    directWrites = True
+    """
+    Let contexts on Twisted's own POSIX TCP transports send a reply straight
+    to the socket when nothing is queued (falling back to the transport's
+    buffer for what the socket does not take).  Off: every write goes through
+    C{transport.write}.
+    """
 
     def __init__(
         self,
@@ -134,6 +144,7 @@ class ConnectionContextFactory(ServerFactory):
         self.writeBlockedTotal = 0
         self.backlogPausedTotal = 0
         self.closeTimeouts = 0
+        self.directSends = 0
         self._sweeper: LoopingCall | None = None
         self.closedTotal: dict[str, int] = dict.fromkeys(errors.CLOSE_REASONS, 0)
         self.decodeErrors = 0
