@@ -19,7 +19,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from iocpsvc import errors
-from iocpsvc.codecs import Codec, parseCodecSpec
+from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
 from iocpsvc.context import ConnectionContext, describePeer
 from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.limits import ServerLimits, addressAllowed
@@ -182,6 +182,8 @@ class ConnectionContextFactory(ServerFactory):
         self.codec = codec
         self._newDecoder = codec.newDecoder
         self._encoder = codec.encoder
+        # One bound method shared by every context, not one per connection.
+        self._encode = codec.encoder.encode
 
     def registerDecoder(self, decoder: Any) -> None:
         """
@@ -189,7 +191,7 @@ class ConnectionContextFactory(ServerFactory):
         or a callable returning a fresh L{IDecoder}, or an object providing
         (or adaptable to) L{IDecoder}, which is copied for each connection.
         """
-        self._newDecoder = _decoderFactoryOf(decoder)
+        self._newDecoder = sharedIfStateless(_decoderFactoryOf(decoder))
         self.codec = None
 
     def registerEncoder(self, encoder: Any) -> None:
@@ -199,6 +201,7 @@ class ConnectionContextFactory(ServerFactory):
         """
         try:
             self._encoder = IEncoder(encoder)
+            self._encode = self._encoder.encode
         except TypeError:
             raise TypeError(f"{encoder!r} does not provide and cannot be adapted to IEncoder") from None
         self.codec = None
@@ -245,7 +248,7 @@ class ConnectionContextFactory(ServerFactory):
         context.factory = self
         context.contextId = next(self._ids)
         context._decoder = self._newDecoder()
-        context._encode = self._encoder.encode
+        context._encode = self._encode
         return context
 
     def _refuse(self, address: IAddress, why: str) -> Protocol:

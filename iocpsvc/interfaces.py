@@ -34,6 +34,11 @@ class IDecoder(Interface):
     The context owns the receive buffer; the decoder never stores the buffer
     itself, only positions relative to the start of the bytes it was last
     given that it did not consume.
+
+    A decoder class that keeps no state between calls (it re-reads its
+    header each time) may say so with a class attribute C{stateless = True}:
+    one instance then serves every connection, which saves memory per
+    connection.
     """
 
     maxFrameLength = Attribute(

@@ -323,10 +323,10 @@ class SpecTests(SynchronousTestCase):
         """checksum must be a boolean."""
         self.assertRaises(CodecSpecError, parseCodecSpec, "diocp:checksum=maybe")
 
-    def test_freshDecoders(self) -> None:
-        """Each connection gets its own decoder."""
+    def test_sharedStatelessDecoder(self) -> None:
+        """The decoder keeps no state between calls, so every connection shares one."""
         codec = parseCodecSpec("diocp")
-        self.assertIsNot(codec.newDecoder(), codec.newDecoder())
+        self.assertIs(codec.newDecoder(), codec.newDecoder())
 
 
 class PropertyTests(SynchronousTestCase):

@@ -272,10 +272,10 @@ class SpecTests(SynchronousTestCase):
         codec = parseCodecSpec("hpsocket", defaultMaxFrameLength=16 * 1024 * 1024)
         self.assertEqual(codec.maxFrameLength, 0x3FFFFF)
 
-    def test_freshDecoders(self) -> None:
-        """Each connection gets its own decoder."""
+    def test_sharedStatelessDecoder(self) -> None:
+        """The decoder keeps no state between calls, so every connection shares one."""
         codec = parseCodecSpec("hpsocket")
-        self.assertIsNot(codec.newDecoder(), codec.newDecoder())
+        self.assertIs(codec.newDecoder(), codec.newDecoder())
 
 
 class PropertyTests(SynchronousTestCase):

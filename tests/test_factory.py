@@ -69,18 +69,28 @@ class RegistrationTests(SynchronousTestCase):
 
     def test_decoderClassGivesOnePerConnection(self) -> None:
         """A registered IDecoder class is instantiated per connection."""
+        from iocpsvc.codecs.netstring import NetstringDecoder
+
+        factory = ConnectionContextFactory(reactor=Clock())
+        factory.registerDecoder(NetstringDecoder)
+        self.assertIsNot(factory.newDecoder(), factory.newDecoder())
+
+    def test_statelessDecoderShared(self) -> None:
+        """A decoder class marked stateless serves every connection from one instance."""
         factory = ConnectionContextFactory(reactor=Clock())
         factory.registerDecoder(LengthFieldDecoder)
-        self.assertIsNot(factory.newDecoder(), factory.newDecoder())
+        self.assertIs(factory.newDecoder(), factory.newDecoder())
 
     def test_decoderInstanceIsCopied(self) -> None:
         """A registered decoder instance is a prototype: each gets a copy."""
+        from iocpsvc.codecs.line import LineDecoder
+
         factory = ConnectionContextFactory(reactor=Clock())
-        prototype = LengthFieldDecoder(lengthFieldLength=2)
+        prototype = LineDecoder(maxFrameLength=77)
         factory.registerDecoder(prototype)
         made = factory.newDecoder()
         self.assertIsNot(made, prototype)
-        self.assertEqual(made.lengthFieldLength, 2)
+        self.assertEqual(made.maxFrameLength, 77)
 
     def test_adaptableRegistrations(self) -> None:
         """Objects adaptable to IEncoder/IDecoder are accepted."""

@@ -145,6 +145,17 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
+def sharedIfStateless(decoderFactory: Callable[[], Any]) -> Callable[[], Any]:
+    """
+    C{decoderFactory}, or, when the decoders it makes are C{stateless}, a
+    factory that hands every connection the same one.
+    """
+    probe = decoderFactory()
+    if getattr(probe, "stateless", False) is True:
+        return lambda: probe
+    return decoderFactory
+
+
 class Codec:
     """
     A parsed codec spec: how to make a decoder for a new connection, and the
@@ -171,9 +182,9 @@ class Codec:
         """
         self.spec = spec
         self.names = names
-        self.newDecoder = decoderFactory
+        self.newDecoder = sharedIfStateless(decoderFactory)
         self.encoder = encoder
-        self.maxFrameLength: int = decoderFactory().maxFrameLength
+        self.maxFrameLength: int = self.newDecoder().maxFrameLength
 
     def __repr__(self) -> str:
         return f"<Codec {self.spec}>"

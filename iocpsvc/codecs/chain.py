@@ -25,12 +25,14 @@ class ChainDecoder:
     every frame.
     """
 
-    __slots__ = ("_framer", "_stages", "maxFrameLength")
+    __slots__ = ("_framer", "_stages", "maxFrameLength", "stateless")
 
     def __init__(self, framer: IDecoder, stages: Sequence[IObjectDecoder]) -> None:
         self._framer = framer
         self._stages = tuple(stage.decodeObject for stage in stages)
         self.maxFrameLength = framer.maxFrameLength
+        # Object stages are stateless, so the chain is as stateless as its framer.
+        self.stateless = getattr(framer, "stateless", False)
 
     def decode(self, data: bytes | bytearray, out: list[object]) -> int:
         frames: list[object] = []

@@ -167,6 +167,9 @@ class DiocpStreamDecoder:
     @ivar verifyChecksum: whether each frame's checksum is verified.
     """
 
+    # Nothing is kept between calls: one instance can serve every connection.
+    stateless = True
+
     __slots__ = ("maxFrameLength", "verifyChecksum")
 
     def __init__(

@@ -49,6 +49,9 @@ class FixedLengthDecoder:
     always shorter than a frame).
     """
 
+    # Nothing is kept between calls: one instance can serve every connection.
+    stateless = True
+
     __slots__ = ("frameLength", "maxFrameLength", "_iterUnpack")
 
     def __init__(self, frameLength: int) -> None:

@@ -127,6 +127,9 @@ class HPSocketPackDecoder:
     @ivar headerFlag: the flag every header must carry; 0 checks none.
     """
 
+    # Nothing is kept between calls: one instance can serve every connection.
+    stateless = True
+
     __slots__ = ("maxFrameLength", "headerFlag")
 
     def __init__(self, maxFrameLength: int = DEFAULT_MAX_FRAME_LENGTH, headerFlag: int = 0) -> None:

@@ -123,6 +123,9 @@ class LengthFieldDecoder:
     configuration, because the header is re-read (a few bytes) on each call.
     """
 
+    # Nothing is kept between calls: one instance can serve every connection.
+    stateless = True
+
     __slots__ = (
         "maxFrameLength",
         "lengthFieldOffset",

@@ -1,0 +1,1477 @@
+"""
+The load tool: N connections, K frames in flight on each, against an echo
+server (the default C{twistd iocpsvc}), for a fixed time; every echoed byte
+is verified, and the result is frames/s, MB/s, latency percentiles and
+errors::
+
+    python -m iocpsvc.bench --port 9983 --connections 100 --in-flight 32 \\
+        --size 64 --duration 10
+    iocpsvc-bench --codec line --connections 5000 --processes 4 --json
+
+It must cost far less CPU per frame than the server it measures, so the hot
+path never decodes.  Every connection sends the same wire frame (a payload
+of C{--size} bytes framed once, at start, by the C{--codec} encoder) over
+and over, so the byte stream it must get back is that frame repeated:
+each read is compared, with one C{bytes} comparison, against a precomputed
+block of repeated frames at the offset where the stream stands::
+
+    block (frame repeated, >= 64 KiB + one frame, built once)
+    +---------+---------+---------+---------+---------+-- ...
+    | frame   | frame   | frame   | frame   | frame   |
+    +---------+---------+---------+---------+---------+-- ...
+         ^ position = bytes received % frame size
+         [ data of this read, compared with block[position:position+len] ]
+
+Whole frames completed by a read are counted, their latencies recorded (one
+timestamp per write, however many frames it carried), and as many new
+frames are sent in one write, which keeps K in flight.  Payloads differ
+between connections (64 KiB of memory per variant, up to 256 variants), so
+bytes crossing between connections are caught too.
+
+A run has phases: connecting (at most C{--connect-batch} connection
+attempts pending at once, so the server's listen backlog is not overrun),
+warm-up (not measured), measuring (C{--duration} seconds), draining (no new
+frames; wait up to C{--drain-timeout} for outstanding echoes), closing.
+It always ends: each phase has a deadline.
+
+With C{--processes P} the parent starts P worker processes (this module with
+C{--worker}), each with its share of the connections.  A worker writes one
+JSON object per line to its stdout -- C{connected}, C{progress} every
+second, and its C{result} with the latency histogram -- and starts its
+warm-up when the parent writes C{go} (once every worker has connected), so
+their measured windows line up.  The parent merges the results.
+
+Figures: C{frames} and C{bytes} are frames echoed back and their wire bytes
+during the measured window; latency is from the write of a frame to the
+arrival of its last echoed byte (with K frames in flight, so it includes
+queueing behind the others); C{client_cpu_seconds} is the CPU time (user +
+system) the tool's processes used during the measured window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet import protocol
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.python.failure import Failure
+
+from iocpsvc.codecs import parseCodecSpec, parseSize
+from iocpsvc.errors import CodecSpecError, DecodeError, EncodeError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9983
+
+# The kinds of error a run counts, in the order they are reported.
+CONNECT = "connect"
+"""A connection attempt failed or timed out."""
+CLOSED = "closed"
+"""The server closed (or reset) a connection before the run closed it."""
+MISMATCH = "mismatch"
+"""An echoed byte differed from the byte sent (that connection is aborted)."""
+TIMEOUT = "timeout"
+"""Echoes still outstanding when the drain timeout ran out."""
+WORKER = "worker"
+"""A worker process failed or did not report a result."""
+ERROR_KINDS = (CONNECT, CLOSED, MISMATCH, TIMEOUT, WORKER)
+
+# Error messages kept (per process and in the report) as examples.
+MAX_ERROR_EXAMPLES = 5
+
+# The verification block holds at least one socket read (Twisted reads at
+# most 64 KiB at a time) plus one frame, so a read is normally one compare.
+_READ_SIZE = 65536
+# Memory spent on payload variants (each a verification block).
+_VARIANT_MEMORY = 64 * 1024 * 1024
+_MAX_VARIANTS = 256
+# How long closing connections may take after the drain before they are
+# aborted and the run ends anyway.
+_CLOSE_GRACE = 5.0
+# Extra time a parent gives its workers (interpreter start, imports) beyond
+# the run's own deadlines before killing them.
+_WORKER_SLACK = 30.0
+
+
+def cpuSeconds() -> float:
+    """User + system CPU time this process has used so far."""
+    times = os.times()
+    return times.user + times.system
+
+
+class LatencyHistogram:
+    """
+    Latencies in log-scale buckets from 1 µs to 10 s, 100 buckets per
+    decade (each 2.3% wide), so memory stays fixed however long a run is.
+    A percentile is the geometric middle of its bucket (within 1.2% of the
+    true value), clamped to the exact minimum and maximum, which are kept
+    (and are what p0 and p100 report).
+
+    Bucket 0 holds latencies below 1 µs, the last one those of 10 s and
+    more.
+    """
+
+    LOWEST = 1e-6
+    PER_DECADE = 100
+    DECADES = 7
+    BUCKETS = PER_DECADE * DECADES + 2
+
+    __slots__ = ("counts", "count", "total", "minimum", "maximum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * self.BUCKETS
+        self.count = 0
+        self.total = 0.0
+        self.minimum = math.inf
+        self.maximum = 0.0
+
+    def record(self, seconds: float, count: int = 1) -> None:
+        """Count C{count} latencies of C{seconds} each."""
+        if seconds >= 1e-6:
+            index = int(math.log10(seconds * 1e6) * 100) + 1
+            if index > 701:
+                index = 701
+        else:
+            index = 0
+        self.counts[index] += count
+        self.count += count
+        self.total += seconds * count
+        if seconds > self.maximum:
+            self.maximum = seconds
+        if seconds < self.minimum:
+            self.minimum = seconds
+
+    def bucketValue(self, index: int) -> float:
+        """The value a percentile falling in bucket C{index} reports."""
+        if index == 0:
+            return self.LOWEST / 2
+        return self.LOWEST * 10 ** ((index - 0.5) / self.PER_DECADE)
+
+    def percentile(self, percent: float) -> float | None:
+        """
+        The latency below which C{percent}% of the recorded ones fall, in
+        seconds; C{None} when nothing was recorded.
+        """
+        if not self.count:
+            return None
+        rank = math.ceil(self.count * percent / 100)
+        if rank <= 0:
+            return self.minimum
+        if rank >= self.count:
+            return self.maximum
+        seen = 0
+        last = len(self.counts) - 1
+        for index, bucketCount in enumerate(self.counts):
+            seen += bucketCount
+            if seen >= rank:
+                # Below 1 µs or from 10 s on, the exact extremes are the best figures there are.
+                if index == 0:
+                    return self.minimum
+                if index == last:
+                    return self.maximum
+                return min(self.maximum, max(self.minimum, self.bucketValue(index)))
+        return self.maximum
+
+    def mean(self) -> float | None:
+        """The mean latency in seconds; C{None} when nothing was recorded."""
+        return self.total / self.count if self.count else None
+
+    def merge(self, other: LatencyHistogram) -> None:
+        """Add C{other}'s latencies to this histogram."""
+        for index, bucketCount in enumerate(other.counts):
+            if bucketCount:
+                self.counts[index] += bucketCount
+        self.count += other.count
+        self.total += other.total
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+
+    def toJSON(self) -> dict[str, Any]:
+        """A JSON-able form (only buckets in use), read by L{fromJSON}."""
+        return {
+            "buckets": {str(i): n for i, n in enumerate(self.counts) if n},
+            "count": self.count,
+            "total": self.total,
+            "min": self.minimum if self.count else None,
+            "max": self.maximum,
+        }
+
+    @classmethod
+    def fromJSON(cls, data: dict[str, Any]) -> LatencyHistogram:
+        """The histogram that L{toJSON} described."""
+        histogram = cls()
+        for index, bucketCount in data["buckets"].items():
+            histogram.counts[int(index)] = int(bucketCount)
+        histogram.count = int(data["count"])
+        histogram.total = float(data["total"])
+        histogram.minimum = math.inf if data["min"] is None else float(data["min"])
+        histogram.maximum = float(data["max"])
+        return histogram
+
+
+def _joined(encoded: object) -> bytes:
+    """The wire bytes of what an encoder returned (bytes or chunks)."""
+    if isinstance(encoded, bytes):
+        return encoded
+    if isinstance(encoded, (list, tuple)):
+        return b"".join(bytes(chunk) for chunk in encoded)
+    return bytes(encoded)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class FramePattern:
+    """
+    One payload variant: its wire frame, and the frame repeated into the
+    block that received bytes are compared with and new frames are sliced
+    from.
+    """
+
+    payload: bytes
+    frame: bytes
+    block: bytes
+
+    @property
+    def wireSize(self) -> int:
+        """The frame's size on the wire."""
+        return len(self.frame)
+
+
+class FramePatterns:
+    """
+    The frames a run sends: a payload of C{size} bytes framed once by the
+    codec C{spec}, in up to C{variants} variants (each a rotation of the
+    same byte sequence) built when first used.
+
+    A payload avoids CR, LF and every byte of the codec's empty frame (a
+    delimiter framer's delimiter), so no framer can cut it short; each
+    variant is checked by decoding two frames of it with the codec.
+
+    @raise ValueError: C{spec} is not a single framing codec, or cannot
+        frame such a payload (say, C{fixed} with another size).
+    """
+
+    def __init__(self, spec: str, size: int, variants: int = 1) -> None:
+        if size < 0:
+            raise ValueError(f"size must be >= 0, not {size}")
+        try:
+            self.codec = parseCodecSpec(spec)
+        except CodecSpecError as e:
+            raise ValueError(str(e)) from None
+        if len(self.codec.names) > 1:
+            raise ValueError(
+                f"{spec!r} has object stages ({'+'.join(self.codec.names[1:])}); the load tool "
+                f"needs a framing codec alone, which echo servers echo byte-exact"
+            )
+        self.spec = spec
+        self.size = size
+        excluded = {0x0A, 0x0D}
+        try:
+            excluded.update(_joined(self.codec.encoder.encode(b"")))
+        except Exception:
+            pass  # the codec frames no empty payload (fixed, ...): nothing to avoid
+        self.alphabet = bytes(b for b in range(256) if b not in excluded)
+        self._patterns: dict[int, FramePattern] = {}
+        first = self.pattern(0)
+        blockSize = len(first.block)
+        self.variants = max(1, min(variants, len(self.alphabet), _MAX_VARIANTS, _VARIANT_MEMORY // blockSize))
+
+    @property
+    def wireSize(self) -> int:
+        """The size of a frame on the wire (variant 0's)."""
+        return self.pattern(0).wireSize
+
+    def forConnection(self, index: int) -> FramePattern:
+        """The pattern connection number C{index} (counted over the whole run) uses."""
+        return self.pattern(index % self.variants)
+
+    def pattern(self, variant: int) -> FramePattern:
+        """Variant C{variant}, built and checked on first use."""
+        found = self._patterns.get(variant)
+        if found is None:
+            found = self._patterns[variant] = self._build(variant)
+        return found
+
+    def _build(self, variant: int) -> FramePattern:
+        alphabet = self.alphabet
+        shift = variant % len(alphabet)
+        rotated = alphabet[shift:] + alphabet[:shift]
+        payload = (rotated * (self.size // len(rotated) + 1))[: self.size]
+        try:
+            frame = _joined(self.codec.encoder.encode(payload))
+        except EncodeError as e:
+            raise ValueError(f"codec {self.spec!r} cannot frame a {self.size}-byte payload: {e}") from None
+        if not frame:
+            raise ValueError(f"codec {self.spec!r} framed a {self.size}-byte payload as nothing")
+        self._checkRoundTrip(payload, frame)
+        repeat = max(2, -(-(_READ_SIZE + len(frame)) // len(frame)))
+        return FramePattern(payload, frame, frame * repeat)
+
+    def _checkRoundTrip(self, payload: bytes, frame: bytes) -> None:
+        """Two frames must decode to the payload twice, with nothing left."""
+        decoder = self.codec.newDecoder()
+        buffer = bytearray(frame * 2)
+        out: list[object] = []
+        try:
+            while buffer:
+                consumed = decoder.decode(buffer, out)
+                if not consumed:
+                    break
+                del buffer[:consumed]
+        except DecodeError as e:
+            raise ValueError(f"codec {self.spec!r} cannot carry a {self.size}-byte payload: {e}") from None
+        decoded = [bytes(obj) for obj in out]  # type: ignore[call-overload]
+        if buffer or decoded != [payload, payload]:
+            raise ValueError(f"codec {self.spec!r} does not decode its own frames of {self.size} bytes back")
+
+
+@dataclass
+class LoadSettings:
+    """
+    What a run does; see the command-line help for each field's meaning.
+
+    @raise ValueError: a value is out of range.
+    """
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    connections: int = 100
+    inFlight: int = 32
+    size: int = 64
+    codec: str = "length"
+    duration: float = 10.0
+    warmup: float = 1.0
+    drainTimeout: float = 5.0
+    connectTimeout: float = 30.0
+    connectBatch: int = 500
+    progressInterval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port must be 1..65535, not {self.port}")
+        if self.connections < 1:
+            raise ValueError("connections must be at least 1")
+        if self.inFlight < 1:
+            raise ValueError("in-flight must be at least 1")
+        if self.size < 0:
+            raise ValueError("size must be >= 0")
+        if self.duration <= 0:
+            raise ValueError("duration must be > 0")
+        if self.warmup < 0 or self.drainTimeout < 0:
+            raise ValueError("warmup and drain timeout must be >= 0")
+        if self.connectTimeout <= 0:
+            raise ValueError("connect timeout must be > 0")
+        if self.connectBatch < 1:
+            raise ValueError("connect batch must be at least 1")
+        if self.progressInterval <= 0:
+            raise ValueError("progress interval must be > 0")
+
+    def deadline(self) -> float:
+        """The longest a run with these settings can take, in seconds."""
+        return self.connectTimeout * 2 + self.warmup + self.duration + self.drainTimeout + _CLOSE_GRACE
+
+
+@dataclass
+class ProcessResult:
+    """
+    What one process measured (merged by L{makeReport}).
+
+    @ivar connections: connections it attempted.
+    @ivar connected: the most it had open at once.
+    @ivar frames: frames echoed back during the measured window.
+    @ivar bytes: their wire bytes.
+    @ivar seconds: the measured window's length.
+    @ivar cpuSeconds: its CPU time during the window.
+    @ivar histogram: the window's latencies.
+    @ivar errors: error kind -> count (kinds that occurred only).
+    @ivar examples: the first few error messages.
+    """
+
+    connections: int = 0
+    connected: int = 0
+    frames: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    cpuSeconds: float = 0.0
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    errors: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+
+    def addError(self, kind: str, message: str) -> None:
+        """Count an error of C{kind}; keep C{message} if examples are still wanted."""
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+        if len(self.examples) < MAX_ERROR_EXAMPLES:
+            self.examples.append(f"{kind}: {message}")
+
+    def toJSON(self) -> dict[str, Any]:
+        """A JSON-able form, read by L{fromJSON}."""
+        return {
+            "connections": self.connections,
+            "connected": self.connected,
+            "frames": self.frames,
+            "bytes": self.bytes,
+            "seconds": self.seconds,
+            "cpu_seconds": self.cpuSeconds,
+            "histogram": self.histogram.toJSON(),
+            "errors": self.errors,
+            "examples": self.examples,
+        }
+
+    @classmethod
+    def fromJSON(cls, data: dict[str, Any]) -> ProcessResult:
+        """The result that L{toJSON} described."""
+        return cls(
+            connections=int(data["connections"]),
+            connected=int(data["connected"]),
+            frames=int(data["frames"]),
+            bytes=int(data["bytes"]),
+            seconds=float(data["seconds"]),
+            cpuSeconds=float(data["cpu_seconds"]),
+            histogram=LatencyHistogram.fromJSON(data["histogram"]),
+            errors={str(k): int(v) for k, v in data["errors"].items()},
+            examples=[str(e) for e in data["examples"]],
+        )
+
+
+# Connection states.
+_OPEN, _CLOSING, _FAILED = "open", "closing", "failed"
+
+
+class EchoLoadProtocol(protocol.Protocol):
+    """
+    One load connection: keeps C{inFlight} frames in flight and checks the
+    echo byte for byte against its pattern, without decoding.
+
+    @ivar framesDone: frames echoed back completely so far.
+    @ivar inFlight: frames sent and not yet echoed back completely.
+    @ivar position: bytes of the current (incomplete) frame received.
+    """
+
+    def __init__(self, run: LoadRun, attempt: _Attempt, pattern: FramePattern) -> None:
+        self.run = run
+        self.attempt = attempt
+        self.index = attempt.index
+        self.frame = pattern.frame
+        self.block = pattern.block
+        self.blockSize = len(pattern.block)
+        self.blockFrames = len(pattern.block) // len(pattern.frame)
+        self.wireSize = len(pattern.frame)
+        self.position = 0
+        self.framesDone = 0
+        self.inFlight = 0
+        # [write time, frames it carried] per write, oldest first; the
+        # count of the oldest is decremented as its frames come back.
+        self.sentTimes: deque[list[Any]] = deque()
+        self.state = _OPEN
+        self.socketSend: Callable[[bytes], int] | None = None
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.setTcpNoDelay(True)  # latency, not Nagle's delays, is measured
+        if _canSendDirectly(transport):
+            self.socketSend = transport.socket.send
+        self.run.connectionUp(self)
+        if self.run.sending:
+            self.send(self.run.settings.inFlight, time.perf_counter())
+
+    def send(self, count: int, now: float) -> None:
+        """Send C{count} more frames in one write; they were sent at C{now}."""
+        self.sentTimes.append([now, count])
+        self.inFlight += count
+        size = count * self.wireSize
+        if size <= self.blockSize:
+            data = self.block[:size]
+        else:
+            whole, rest = divmod(count, self.blockFrames)
+            data = b"".join([self.block] * whole + [self.block[: rest * self.wireSize]])
+        transport: Any = self.transport
+        socketSend = self.socketSend
+        # Twisted's write() only buffers: the send happens on a later
+        # reactor turn, after registering for writability and before
+        # unregistering again -- three system calls and an event per write,
+        # more than the rest of a read's work.  When nothing is buffered, send
+        # at once; whatever the socket does not take goes through write().
+        if socketSend is not None and not transport._tempDataLen and not transport.dataBuffer:
+            try:
+                sent = socketSend(data)
+            except OSError:
+                sent = 0  # EAGAIN, or an error that write() will report
+            if sent == size:
+                return
+            data = data[sent:]
+        transport.write(data)
+
+    def dataReceived(self, data: bytes) -> None:
+        # Hot path: one C-level comparison per read (the echo must be the
+        # frame repeated, so no decoding), then per write batch -- not per
+        # frame -- one histogram entry, and one write for all the frames
+        # this read completed.
+        position = self.position
+        end = position + len(data)
+        if end <= self.blockSize:
+            if self.block[position:end] != data:
+                self.mismatch(data)
+                return
+        elif not self._matchesLong(data):
+            self.mismatch(data)
+            return
+        completed, self.position = divmod(end, self.wireSize)
+        if completed >= self.inFlight and (completed > self.inFlight or self.position):
+            self.fail(MISMATCH, f"connection {self.index}: the server sent more bytes than it was sent")
+            return
+        if not completed:
+            return
+        now = time.perf_counter()
+        self.framesDone += completed
+        self.inFlight -= completed
+        run = self.run
+        record = run.histogram.record
+        sentTimes = self.sentTimes
+        remaining = completed
+        while remaining:
+            entry = sentTimes[0]
+            count = entry[1]
+            if count <= remaining:
+                sentTimes.popleft()
+                record(now - entry[0], count)
+                remaining -= count
+            else:
+                entry[1] = count - remaining
+                record(now - entry[0], remaining)
+                break
+        if run.sending:
+            self.send(completed, now)
+        elif not self.inFlight:
+            self.close()
+
+    def _matchesLong(self, data: bytes) -> bool:
+        """Compare a read longer than the rest of the block, piece by piece."""
+        offset = self.position
+        start = 0
+        length = len(data)
+        while start < length:
+            take = min(length - start, self.blockSize - offset)
+            if data[start : start + take] != self.block[offset : offset + take]:
+                return False
+            start += take
+            offset = (offset + take) % self.wireSize
+        return True
+
+    def mismatch(self, data: bytes) -> None:
+        """Record where C{data} first differs from the expected stream, and abort."""
+        streamOffset = self.framesDone * self.wireSize + self.position
+        for at, got in enumerate(data):
+            expected = self.frame[(self.position + at) % self.wireSize]
+            if got != expected:
+                where = streamOffset + at
+                self.fail(
+                    MISMATCH,
+                    f"connection {self.index}: byte {where} (frame {where // self.wireSize}, offset "
+                    f"{where % self.wireSize}) is {got:#04x}, expected {expected:#04x}",
+                )
+                return
+        self.fail(MISMATCH, f"connection {self.index}: echo differs near byte {streamOffset}")
+
+    def fail(self, kind: str, message: str) -> None:
+        """Count an error and abort this connection."""
+        if self.state == _FAILED:
+            return
+        self.state = _FAILED
+        self.run.result.addError(kind, message)
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
+
+    def close(self) -> None:
+        """Close after what was written has been sent."""
+        if self.state == _OPEN:
+            self.state = _CLOSING
+            transport: Any = self.transport
+            transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.state == _OPEN:
+            self.state = _FAILED
+            self.run.result.addError(
+                CLOSED,
+                f"connection {self.index}: closed by the server with {self.inFlight} frames "
+                f"in flight ({reason.getErrorMessage()})",
+            )
+        self.socketSend = None
+        self.run.connectionDown(self)
+
+
+def _canSendDirectly(transport: Any) -> bool:
+    """
+    Whether C{transport} is Twisted's plain TCP socket transport (not TLS,
+    not IOCP), whose socket may be written directly while its own buffers
+    are empty.
+    """
+    from twisted.internet import tcp
+
+    return (
+        isinstance(transport, tcp.Connection)
+        and hasattr(transport, "socket")
+        and hasattr(transport, "_tempDataLen")
+        and hasattr(transport, "dataBuffer")
+        and getattr(transport, "TLS", False) is False
+    )
+
+
+class _Attempt(protocol.ClientFactory):
+    """One connection attempt (a factory per attempt knows its index)."""
+
+    noisy = False
+
+    def __init__(self, run: LoadRun, index: int) -> None:
+        self.run = run
+        self.index = index
+
+    def buildProtocol(self, addr: Any) -> EchoLoadProtocol:
+        return EchoLoadProtocol(self.run, self, self.run.patterns.forConnection(self.index))
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.run.connectFailed(self, reason)
+
+
+class LoadRun:
+    """
+    One process's share of a load run.  L{start} returns a Deferred that
+    fires with its L{ProcessResult} when the run has ended.
+
+    @param connectionOffset: the run-wide index of this process's first
+        connection (payload variants follow the run-wide index).
+    @param totalConnections: connections over all processes (default:
+        C{settings.connections}).
+    @param progress: called with a progress dict every
+        C{settings.progressInterval} seconds and on each phase change.
+    @param startSignal: when given, the warm-up waits (at most
+        C{settings.connectTimeout} seconds) for it to fire after connecting.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: LoadSettings,
+        *,
+        connectionOffset: int = 0,
+        totalConnections: int | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        startSignal: Deferred[Any] | None = None,
+        patterns: FramePatterns | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.connectionOffset = connectionOffset
+        if patterns is None:
+            patterns = FramePatterns(settings.codec, settings.size, totalConnections or settings.connections)
+        self.patterns = patterns
+        self.progress = progress
+        self.startSignal = startSignal
+        self.result = ProcessResult(connections=settings.connections)
+        # Latencies go here; outside the measured window, into a histogram
+        # that is thrown away (swapping is cheaper than a check per read).
+        self.histogram = LatencyHistogram()
+        self.sending = True
+        self.phase = "connecting"
+        self.protocols: list[EchoLoadProtocol] = []
+        self.open: set[EchoLoadProtocol] = set()
+        self._nextAttempt = 0
+        self._pending: dict[_Attempt, Any] = {}
+        self._timers: list[Any] = []
+        self._started = 0.0
+        self._windowStart: tuple[float, float] = (0.0, 0.0)
+        self._done: Deferred[ProcessResult] = Deferred()
+        self._ticker: LoopingCall | None = None
+
+    # The phases, in order.
+
+    def start(self) -> Deferred[ProcessResult]:
+        """Connect, warm up, measure, drain, close; fire with the result."""
+        self._started = time.perf_counter()
+        if self.progress is not None:
+            self._ticker = LoopingCall(self._report)
+            self._ticker.clock = self.reactor
+            self._ticker.start(self.settings.progressInterval, now=False)
+        self._later(self.settings.connectTimeout, self._connectingOver)
+        for _ in range(min(self.settings.connectBatch, self.settings.connections)):
+            if self.phase != "connecting":
+                break
+            self._attempt()
+        return self._done
+
+    def _attempt(self) -> None:
+        if self._nextAttempt >= self.settings.connections:
+            return
+        index = self.connectionOffset + self._nextAttempt
+        self._nextAttempt += 1
+        attempt = _Attempt(self, index)
+        self._pending[attempt] = self.reactor.connectTCP(
+            self.settings.host, self.settings.port, attempt, timeout=self.settings.connectTimeout
+        )
+
+    def attemptDone(self, attempt: _Attempt) -> bool:
+        """
+        An attempt connected or failed: start the next one, or move on.
+
+        @return: whether it was still pending (not given up on).
+        """
+        if self._pending.pop(attempt, None) is None:
+            return False
+        if self.phase == "connecting":
+            if self._nextAttempt < self.settings.connections:
+                self._attempt()
+            elif not self._pending:
+                self._connected()
+        return True
+
+    def connectFailed(self, attempt: _Attempt, reason: Failure) -> None:
+        """
+        Count a failed connection attempt (unless the connect deadline gave
+        up on it and counted it already), then go on.
+        """
+        if attempt in self._pending:
+            self.result.addError(CONNECT, f"connection {attempt.index}: {reason.getErrorMessage()}")
+            self.attemptDone(attempt)
+
+    def _connectingOver(self) -> None:
+        """The connect deadline: give up on attempts not connected yet."""
+        if self.phase != "connecting":
+            return
+        notStarted = self.settings.connections - self._nextAttempt
+        self._nextAttempt = self.settings.connections
+        pending, self._pending = self._pending, {}
+        for attempt, connector in pending.items():
+            self.result.addError(CONNECT, f"connection {attempt.index}: not connected within the timeout")
+            connector.stopConnecting()
+        for _ in range(notStarted):
+            self.result.addError(CONNECT, "not attempted within the connect timeout")
+        self._connected()
+
+    def _connected(self) -> None:
+        self._setPhase("connected")
+        if not self.open:
+            self._finish()
+            return
+        if self.startSignal is None:
+            self._warmup()
+            return
+        self._setPhase("waiting")
+        timer = self._later(self.settings.connectTimeout, self._warmup)
+
+        def go(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+            self._warmup()
+
+        self.startSignal.addCallback(go)
+
+    def _warmup(self) -> None:
+        if self.phase != "waiting" and self.phase != "connected":
+            return
+        self._setPhase("warm-up")
+        if self.settings.warmup:
+            self._later(self.settings.warmup, self._measure)
+        else:
+            self._measure()
+
+    def _measure(self) -> None:
+        self.histogram = LatencyHistogram()
+        self._windowStart = (time.perf_counter(), cpuSeconds())
+        self._setPhase("measuring")
+        self._later(self.settings.duration, self._drain)
+
+    def _drain(self) -> None:
+        started, cpuStarted = self._windowStart
+        result = self.result
+        result.seconds = time.perf_counter() - started
+        result.cpuSeconds = cpuSeconds() - cpuStarted
+        result.histogram = self.histogram
+        self.histogram = LatencyHistogram()
+        # One latency per frame completed in the window; every variant's
+        # frame has the same size on the wire.
+        result.frames = result.histogram.count
+        result.bytes = result.frames * self.patterns.wireSize
+        self.sending = False
+        self._setPhase("draining")
+        for connection in list(self.open):
+            if not connection.inFlight:
+                connection.close()
+        self._later(self.settings.drainTimeout, self._drainOver)
+        self._checkClosed()
+
+    def _drainOver(self) -> None:
+        for connection in list(self.open):
+            if connection.state == _OPEN:
+                connection.fail(
+                    TIMEOUT,
+                    f"connection {connection.index}: {connection.inFlight} frames not echoed "
+                    f"within the drain timeout",
+                )
+        self._later(_CLOSE_GRACE, self._finish)
+
+    def _checkClosed(self) -> None:
+        if not self.open:
+            if self.phase == "draining":
+                self._finish()
+            elif self.phase == "closing":
+                self._complete()
+
+    def _finish(self) -> None:
+        """Abort what is still open; complete once it has closed."""
+        if self.phase in ("closing", "done"):
+            return
+        if not self.open:
+            self._complete()
+            return
+        self._setPhase("closing")
+        self._cancelTimers()
+        for connection in list(self.open):
+            connection.state = _CLOSING  # closed by the run, not an error
+            transport: Any = connection.transport
+            transport.abortConnection()
+        # An aborted connection is lost on the next reactor turn; this is
+        # only a backstop.
+        self._later(1.0, self._complete)
+
+    def _complete(self) -> None:
+        if self._done.called:
+            return
+        self._setPhase("done")
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._cancelTimers()
+        self._done.callback(self.result)
+
+    def _cancelTimers(self) -> None:
+        for timer in self._timers:
+            if timer.active():
+                timer.cancel()
+        self._timers = []
+
+    def abort(self, why: str) -> None:
+        """Stop now (say, the parent went away): abort every connection and finish."""
+        if not self._done.called:
+            self.result.addError(WORKER, why)
+            self._finish()
+
+    # Called by the connections.
+
+    def connectionUp(self, connection: EchoLoadProtocol) -> None:
+        """A connection is open (and its attempt is done)."""
+        self.protocols.append(connection)
+        self.open.add(connection)
+        self.result.connected = max(self.result.connected, len(self.open))
+        self.attemptDone(connection.attempt)
+
+    def connectionDown(self, connection: EchoLoadProtocol) -> None:
+        """A connection has closed."""
+        self.open.discard(connection)
+        self._checkClosed()
+
+    # Helpers.
+
+    def framesDone(self) -> int:
+        """Frames echoed back on all connections so far."""
+        return sum(connection.framesDone for connection in self.protocols)
+
+    def errorCount(self) -> int:
+        """Errors so far."""
+        return sum(self.result.errors.values())
+
+    def snapshot(self) -> dict[str, Any]:
+        """The progress figures: phase, elapsed seconds, open connections, frames, errors."""
+        return {
+            "phase": self.phase,
+            "elapsed": time.perf_counter() - self._started,
+            "connected": len(self.open),
+            "connections": self.settings.connections,
+            "frames": self.framesDone(),
+            "errors": self.errorCount(),
+        }
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.snapshot())
+
+    def _setPhase(self, phase: str) -> None:
+        self.phase = phase
+        if phase in ("connected", "measuring", "draining", "done"):
+            self._report()
+
+    def _later(self, seconds: float, function: Callable[[], Any]) -> Any:
+        timer = self.reactor.callLater(seconds, function)
+        self._timers.append(timer)
+        return timer
+
+
+def makeReport(
+    settings: LoadSettings,
+    results: list[ProcessResult],
+    processes: int = 1,
+    extraCpuSeconds: float = 0.0,
+    wireSize: int | None = None,
+) -> dict[str, Any]:
+    """
+    Merge per-process results into the report C{--json} prints.
+
+    Rates add up over processes, each over its own measured window (the
+    windows line up: workers start together).
+    """
+    histogram = LatencyHistogram()
+    errors: dict[str, int] = {}
+    examples: list[str] = []
+    for result in results:
+        histogram.merge(result.histogram)
+        for kind, count in result.errors.items():
+            errors[kind] = errors.get(kind, 0) + count
+        examples.extend(result.examples)
+    frames = sum(r.frames for r in results)
+    byteCount = sum(r.bytes for r in results)
+    framesPerSecond = sum(r.frames / r.seconds for r in results if r.seconds > 0)
+    bytesPerSecond = sum(r.bytes / r.seconds for r in results if r.seconds > 0)
+    measured = [r.seconds for r in results if r.seconds > 0]
+    cpu = sum(r.cpuSeconds for r in results) + extraCpuSeconds
+
+    def milliseconds(seconds: float | None) -> float | None:
+        return None if seconds is None else round(seconds * 1000, 4)
+
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "connections": settings.connections,
+        "connected": sum(r.connected for r in results),
+        "in_flight": settings.inFlight,
+        "size": settings.size,
+        "wire_size": wireSize,
+        "codec": settings.codec,
+        "warmup": settings.warmup,
+        "duration": settings.duration,
+        "measured_seconds": round(sum(measured) / len(measured), 6) if measured else 0.0,
+        "frames": frames,
+        "bytes": byteCount,
+        "frames_per_second": round(framesPerSecond, 1),
+        "mb_per_second": round(bytesPerSecond / 1e6, 3),
+        "latency_ms": {
+            "p50": milliseconds(histogram.percentile(50)),
+            "p99": milliseconds(histogram.percentile(99)),
+            "max": milliseconds(histogram.maximum if histogram.count else None),
+        },
+        "errors": {kind: errors[kind] for kind in ERROR_KINDS if kind in errors},
+        "error_examples": examples[:MAX_ERROR_EXAMPLES],
+        "processes": processes,
+        "client_cpu_seconds": round(cpu, 4),
+        "client_cpu_us_per_frame": round(cpu * 1e6 / frames, 3) if frames else None,
+    }
+
+
+def runLoad(
+    reactor: Any,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    **options: Any,
+) -> Deferred[dict[str, Any]]:
+    """
+    Run a load test in this process, on C{reactor}, against C{host}:C{port}.
+
+    @param options: the other L{LoadSettings} fields (C{connections},
+        C{inFlight}, C{size}, C{codec}, C{duration}, C{warmup}, ...).
+    @param progress: called with a progress dict every second.
+    @return: a Deferred that fires with the report (see L{makeReport}).
+    @raise ValueError: bad settings or codec.
+    """
+    settings = LoadSettings(host=host, port=port, **options)
+    run = LoadRun(reactor, settings, progress=progress)
+    d = run.start()
+    return d.addCallback(lambda result: makeReport(settings, [result], wireSize=run.patterns.wireSize))
+
+
+# Several processes.
+
+
+class _WorkerProcess(protocol.ProcessProtocol):
+    """The parent's end of one worker: reads its JSON lines."""
+
+    def __init__(self, pool: _WorkerPool, number: int, connections: int) -> None:
+        self.pool = pool
+        self.number = number
+        self.connections = connections
+        self.buffer = b""
+        self.errorOutput = b""
+        self.connected = False
+        self.latest: dict[str, Any] | None = None
+        self.result: ProcessResult | None = None
+        self.ended = False
+
+    def outReceived(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self.lineReceived(line)
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            sys.stderr.write(f"worker {self.number}: {line.decode(errors='replace')}\n")
+            return
+        if "progress" in message:
+            self.latest = message["progress"]
+            if self.latest is not None and self.latest.get("phase") != "connecting":
+                self.connected = True
+                self.pool.workerConnected()
+        elif "result" in message:
+            self.result = ProcessResult.fromJSON(message["result"])
+
+    def errReceived(self, data: bytes) -> None:
+        self.errorOutput = (self.errorOutput + data)[-4000:]
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended = True
+        self.connected = True
+        self.pool.workerEnded(self, reason)
+
+
+class _WorkerPool:
+    """The parent of C{--processes P}: starts the workers, merges their results."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        settings: LoadSettings,
+        processes: int,
+        progress: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.progress = progress
+        share, extra = divmod(settings.connections, processes)
+        self.workers: list[_WorkerProcess] = []
+        self.transports: list[Any] = []
+        self._shares = [share + (1 if number < extra else 0) for number in range(processes)]
+        self._goSent = False
+        self._done: Deferred[list[ProcessResult]] = Deferred()
+        self._started = 0.0
+        self._ticker: LoopingCall | None = None
+        self._deadline: Any = None
+
+    def workerArguments(self, offset: int, connections: int) -> list[str]:
+        """The command line of a worker with C{connections} connections from C{offset}."""
+        s = self.settings
+        options = {
+            "--host": s.host,
+            "--port": s.port,
+            "--connections": connections,
+            "--connection-offset": offset,
+            "--total-connections": s.connections,
+            "--in-flight": s.inFlight,
+            "--size": s.size,
+            "--codec": s.codec,
+            "--duration": repr(s.duration),
+            "--warmup": repr(s.warmup),
+            "--drain-timeout": repr(s.drainTimeout),
+            "--connect-timeout": repr(s.connectTimeout),
+            # The server's backlog is shared: the batch is split between workers.
+            "--connect-batch": max(1, s.connectBatch // len(self._shares)),
+            "--progress-interval": repr(s.progressInterval),
+        }
+        argv = [sys.executable, "-m", "iocpsvc.bench", "--worker"]
+        for name, value in options.items():
+            argv += [name, str(value)]
+        return argv
+
+    def start(self) -> Deferred[list[ProcessResult]]:
+        """Start every worker; fire with their results once all have ended."""
+        self._started = time.perf_counter()
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package, env.get("PYTHONPATH")) if p)
+        offset = 0
+        for number, connections in enumerate(self._shares):
+            worker = _WorkerProcess(self, number, connections)
+            self.workers.append(worker)
+            argv = self.workerArguments(offset, connections)
+            self.transports.append(self.reactor.spawnProcess(worker, sys.executable, argv, env=env))
+            offset += connections
+        self._deadline = self.reactor.callLater(self.settings.deadline() + _WORKER_SLACK, self._kill)
+        if self.progress is not None:
+            self._ticker = LoopingCall(self._report)
+            self._ticker.clock = self.reactor
+            self._ticker.start(self.settings.progressInterval, now=False)
+        return self._done
+
+    def workerConnected(self) -> None:
+        """A worker has connected: once all have, tell them all to start."""
+        if self._goSent or not all(w.connected for w in self.workers):
+            return
+        self._goSent = True
+        for worker, transport in zip(self.workers, self.transports, strict=True):
+            if not worker.ended:
+                transport.write(b"go\n")
+
+    def workerEnded(self, worker: _WorkerProcess, reason: Failure) -> None:
+        """A worker exited; when all have, fire with the results."""
+        self.workerConnected()
+        if worker.result is None:
+            tail = worker.errorOutput.decode(errors="replace").strip().splitlines()[-3:]
+            worker.result = ProcessResult(connections=worker.connections)
+            worker.result.addError(
+                WORKER,
+                f"worker {worker.number} ended without a result ({reason.getErrorMessage()})"
+                + (": " + " | ".join(tail) if tail else ""),
+            )
+        if all(w.ended for w in self.workers) and not self._done.called:
+            if self._deadline.active():
+                self._deadline.cancel()
+            if self._ticker is not None and self._ticker.running:
+                self._ticker.stop()
+            self._done.callback([w.result for w in self.workers if w.result is not None])
+
+    def _kill(self) -> None:
+        for worker, transport in zip(self.workers, self.transports, strict=True):
+            if not worker.ended:
+                try:
+                    transport.signalProcess("KILL")
+                except Exception:
+                    pass  # it has just exited
+
+    def _report(self) -> None:
+        phases = [w.latest["phase"] for w in self.workers if w.latest is not None]
+        order = ["connecting", "connected", "waiting", "warm-up", "measuring", "draining", "closing", "done"]
+        phase = min(phases, key=order.index) if len(phases) == len(self.workers) else "starting"
+        latest = [w.latest for w in self.workers if w.latest is not None]
+        assert self.progress is not None
+        self.progress(
+            {
+                "phase": phase,
+                "elapsed": time.perf_counter() - self._started,
+                "connected": sum(p["connected"] for p in latest),
+                "connections": self.settings.connections,
+                "frames": sum(p["frames"] for p in latest),
+                "errors": sum(p["errors"] for p in latest),
+            }
+        )
+
+
+def runProcesses(
+    reactor: Any,
+    settings: LoadSettings,
+    processes: int,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+    wireSize: int | None = None,
+) -> Deferred[dict[str, Any]]:
+    """
+    Run a load test in C{processes} worker processes (each with its share
+    of the connections); fire with the merged report.  The report's CPU
+    time includes this process's own.
+    """
+    processes = max(1, min(processes, settings.connections))
+    pool = _WorkerPool(reactor, settings, processes, progress)
+    cpuStarted = cpuSeconds()
+    d = pool.start()
+    return d.addCallback(
+        lambda results: makeReport(
+            settings, results, processes, extraCpuSeconds=cpuSeconds() - cpuStarted, wireSize=wireSize
+        )
+    )
+
+
+class _WorkerChannel(protocol.Protocol):
+    """A worker's stdin/stdout: JSON lines out, C{go} in."""
+
+    def __init__(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.go: Deferred[None] = Deferred()
+        self.run: LoadRun | None = None
+        self.finished = False
+        self.buffer = b""
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Write one JSON line to the parent."""
+        transport: Any = self.transport
+        if transport is not None:
+            transport.write(json.dumps(message).encode() + b"\n")
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        if b"go\n" in self.buffer and not self.go.called:
+            self.go.callback(None)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if not self.finished and self.run is not None:
+            self.finished = True
+            self.run.abort("the parent process went away")
+        if self.reactor.running:
+            self.reactor.stop()
+
+
+def _runWorker(settings: LoadSettings, patterns: FramePatterns, connectionOffset: int) -> int:
+    """Worker mode: run this share, report over stdout, exit."""
+    from twisted.internet import reactor
+    from twisted.internet.stdio import StandardIO
+
+    channel = _WorkerChannel(reactor)
+    StandardIO(channel, reactor=reactor)
+    run = LoadRun(
+        reactor,
+        settings,
+        connectionOffset=connectionOffset,
+        patterns=patterns,
+        progress=lambda snapshot: channel.send({"progress": snapshot}),
+        startSignal=channel.go,
+    )
+    channel.run = run
+
+    def done(result: ProcessResult) -> None:
+        if channel.finished:
+            return
+        channel.finished = True
+        channel.send({"result": result.toJSON()})
+        transport: Any = channel.transport
+        transport.loseConnection()  # flushes, then stops the reactor
+
+    reactor.callWhenRunning(lambda: run.start().addCallback(done))
+    reactor.run()
+    return 0
+
+
+# The command line.
+
+
+def _positiveFloat(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def _nonNegativeFloat(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
+    return value
+
+
+def _positiveInt(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        return parseSize(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def makeParser() -> argparse.ArgumentParser:
+    """The C{iocpsvc-bench} command line."""
+    parser = argparse.ArgumentParser(
+        prog="iocpsvc-bench",
+        description=(
+            "Load an echo server (the default `twistd iocpsvc`) with N connections and K frames in "
+            "flight on each; verify every echoed byte; report frames/s, MB/s, latency and errors."
+        ),
+        epilog=(
+            "Exit status: 0 when the run had no errors, 1 when it had some, 2 for bad options. "
+            "MB/s counts echoed wire bytes (10^6 bytes per MB). Codecs: the framers of "
+            "`twistd iocpsvc --codecs` (length, line, delimiter, fixed, netstring, diocp, hpsocket) "
+            "with their spec parameters; the server must use the same one."
+        ),
+    )
+    add = parser.add_argument
+    add("--host", default=DEFAULT_HOST, help="the server's address (default %(default)s)")
+    add("--port", type=int, default=DEFAULT_PORT, help="the server's port (default %(default)s)")
+    add("-c", "--connections", type=_positiveInt, default=100, help="connections (default %(default)s)")
+    add(
+        "-k",
+        "--in-flight",
+        type=_positiveInt,
+        default=32,
+        help="frames in flight per connection (default %(default)s)",
+    )
+    add(
+        "-s",
+        "--size",
+        type=_size,
+        default=64,
+        help="payload bytes per frame: 64, 4KiB, ... (default %(default)s)",
+    )
+    add(
+        "--codec",
+        default="length",
+        help="the framing codec spec, as the server's --codec (default %(default)s)",
+    )
+    add("-d", "--duration", type=_positiveFloat, default=10.0, help="seconds measured (default %(default)s)")
+    add(
+        "-w",
+        "--warmup",
+        type=_nonNegativeFloat,
+        default=1.0,
+        help="seconds before measuring, not counted (default %(default)s)",
+    )
+    add(
+        "-p",
+        "--processes",
+        type=_positiveInt,
+        default=1,
+        help="worker processes sharing the connections (default %(default)s)",
+    )
+    add(
+        "--connect-batch",
+        type=_positiveInt,
+        default=500,
+        help="connection attempts pending at once (default %(default)s)",
+    )
+    add(
+        "--connect-timeout",
+        type=_positiveFloat,
+        default=30.0,
+        help="seconds to open every connection (default %(default)s)",
+    )
+    add(
+        "--drain-timeout",
+        type=_nonNegativeFloat,
+        default=5.0,
+        help="seconds to wait for outstanding echoes at the end (default %(default)s)",
+    )
+    add("--progress-interval", type=_positiveFloat, default=1.0, help=argparse.SUPPRESS)
+    add("--json", action="store_true", help="print the result as one JSON object")
+    add("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    # Worker mode (started by the parent of --processes).
+    add("--worker", action="store_true", help=argparse.SUPPRESS)
+    add("--connection-offset", type=int, default=0, help=argparse.SUPPRESS)
+    add("--total-connections", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def printProgress(snapshot: dict[str, Any], previous: list[Any], out: Any = None) -> None:
+    """
+    Print one progress line to C{out} (stderr): phase, connections up,
+    frames/s since the previous line, errors.  C{previous} carries
+    C{[elapsed, frames, rate]} between calls; a line that comes less than
+    half a second after the previous one (a phase change) repeats its rate.
+    """
+    out = out or sys.stderr
+    elapsed, frames = snapshot["elapsed"], snapshot["frames"]
+    lastElapsed, lastFrames, rate = previous or (0.0, 0, 0.0)
+    if elapsed - lastElapsed >= 0.5:
+        rate = (frames - lastFrames) / (elapsed - lastElapsed)
+        previous[:] = [elapsed, frames, rate]
+    elif not previous:
+        previous[:] = [lastElapsed, lastFrames, rate]
+    out.write(
+        f"[{elapsed:6.1f}s] {snapshot['phase']:<10} {snapshot['connected']:>6}/{snapshot['connections']} "
+        f"connected  {rate:>12,.0f} frames/s  {snapshot['errors']} errors\n"
+    )
+    out.flush()
+
+
+def formatReport(report: dict[str, Any]) -> str:
+    """The human summary of a report."""
+    latency = report["latency_ms"]
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f} ms"
+
+    errors = ", ".join(f"{kind} {count}" for kind, count in report["errors"].items()) or "none"
+    lines = [
+        f"iocpsvc-bench: {report['host']}:{report['port']}, codec {report['codec']}, "
+        f"{report['connections']} connections x {report['in_flight']} in flight, "
+        f"{report['size']}-byte payload ({report['wire_size']} bytes on the wire), "
+        f"{report['processes']} process{'es' if report['processes'] != 1 else ''}",
+        f"  measured   {report['measured_seconds']:.2f} s after {report['warmup']:g} s warm-up; "
+        f"{report['connected']} connections up",
+        f"  frames     {report['frames']:,}  ({report['frames_per_second']:,.0f} frames/s)",
+        f"  bytes      {report['bytes']:,}  ({report['mb_per_second']:,.2f} MB/s echoed)",
+        f"  latency    p50 {ms(latency['p50'])}   p99 {ms(latency['p99'])}   max {ms(latency['max'])}",
+        f"  errors     {errors}",
+    ]
+    lines += [f"             {example}" for example in report["error_examples"]]
+    perFrame = report["client_cpu_us_per_frame"]
+    lines.append(
+        f"  client CPU {report['client_cpu_seconds']:.2f} s"
+        + (f" ({perFrame:.2f} us per frame)" if perFrame is not None else "")
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run C{iocpsvc-bench}; return the exit status."""
+    from iocpsvc.limits import RESERVED_FILES, raiseOpenFilesLimit
+
+    parser = makeParser()
+    args = parser.parse_args(argv)
+    try:
+        settings = LoadSettings(
+            host=args.host,
+            port=args.port,
+            connections=args.connections,
+            inFlight=args.in_flight,
+            size=args.size,
+            codec=args.codec,
+            duration=args.duration,
+            warmup=args.warmup,
+            drainTimeout=args.drain_timeout,
+            connectTimeout=args.connect_timeout,
+            connectBatch=args.connect_batch,
+            progressInterval=args.progress_interval,
+        )
+        patterns = FramePatterns(
+            settings.codec, settings.size, args.total_connections or settings.connections
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    limits = raiseOpenFilesLimit()
+    perProcess = -(-settings.connections // args.processes)
+    if limits is not None and perProcess + RESERVED_FILES > limits[1] and not args.worker:
+        sys.stderr.write(
+            f"iocpsvc-bench: warning: {perProcess} connections per process, but the open-files "
+            f"limit is {limits[1]}; raise it (ulimit -n) or use more --processes\n"
+        )
+    if args.worker:
+        return _runWorker(settings, patterns, args.connection_offset)
+
+    from twisted.internet import reactor
+
+    previous: list[Any] = []
+    progress = None if args.quiet else (lambda snapshot: printProgress(snapshot, previous))
+    if args.processes == 1:
+        run = LoadRun(reactor, settings, progress=progress, patterns=patterns)
+        d = run.start().addCallback(lambda result: makeReport(settings, [result], wireSize=patterns.wireSize))
+    else:
+        d = runProcesses(reactor, settings, args.processes, progress, wireSize=patterns.wireSize)
+    outcome: list[Any] = []
+
+    def stop(result: Any) -> None:
+        outcome.append(result)
+        reactor.stop()
+
+    d.addBoth(stop)
+    reactor.run()
+    if not outcome:  # the reactor was stopped (Ctrl-C) before the run ended
+        sys.stderr.write("iocpsvc-bench: interrupted\n")
+        return 130
+    report = outcome[0]
+    if isinstance(report, Failure):
+        sys.stderr.write(report.getTraceback())
+        return 1
+    print(json.dumps(report) if args.json else formatReport(report))
+    return 1 if report["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
