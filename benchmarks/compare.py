@@ -194,6 +194,46 @@ def markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int, durat
     return "\n".join(lines) + "\n"
 
 
+def restructuredText(results: dict[str, dict[str, dict[str, float]]], rounds: int, duration: float) -> str:
+    """The same table as L{markdown}, as a reST list-table for the Sphinx docs."""
+    columns = [
+        "scenario",
+        "server",
+        "frames/s",
+        "MB/s",
+        "server CPU µs/frame",
+        "p50 ms",
+        "p99 ms",
+        "peak RSS MB",
+        "vs int32 (throughput, CPU)",
+        "vs raw (throughput)",
+    ]
+    rows = []
+    for line in markdown(results, rounds, duration).splitlines()[4:]:
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    out = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [columns, *rows]:
+        out.append(f"   * - {row[0] or '-'}")
+        out.extend(f"     - {cell or '-'}" for cell in row[1:])
+    out.append("")
+    out.append(markdown(results, rounds, duration).splitlines()[0])
+    return "\n".join(out) + "\n"
+
+
+def writeOutputs(
+    out: str, scenarios: list[str], results: dict[str, Any], rounds: int, duration: float
+) -> None:
+    text = markdown(results, rounds, duration)
+    with open(out + ".md", "w") as f:
+        f.write("# Benchmarks: iocpsvc beside plain Twisted\n\n")
+        for scenario in scenarios:
+            f.write(f"- **{scenario}**: {SCENARIOS[scenario][1]}\n")
+        f.write("\n" + text + f"\n![chart]({os.path.basename(out)}.png)\n")
+    with open(out + "-results.rst", "w") as f:
+        f.write(restructuredText(results, rounds, duration))
+    chart(results, out + ".png")
+
+
 def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
     import matplotlib
 
@@ -249,8 +289,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--processes", type=int, default=1, help="load tool processes")
     parser.add_argument("--out", help="write OUT.md and OUT.png (e.g. docs/benchmarks)")
     parser.add_argument("--raw-json", help="also write every run to this JSON file")
+    parser.add_argument("--from-json", help="render the outputs from a --raw-json file instead of running")
     args = parser.parse_args(argv)
     scenarios = args.scenario or list(SCENARIOS)
+    if args.from_json:
+        with open(args.from_json) as f:
+            runs = json.load(f)
+        scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in runs)]
+        rendered = {s: summarise([r for r in runs if r["scenario"] == s]) for s in scenarios}
+        rounds = 1 + max(r["round"] for r in runs)
+        print(markdown(rendered, rounds, args.duration))
+        if args.out:
+            writeOutputs(args.out, scenarios, rendered, rounds, args.duration)
+        return
     results: dict[str, dict[str, dict[str, float]]] = {}
     everything: list[dict[str, Any]] = []
     for scenario in scenarios:
@@ -277,12 +328,7 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(results, args.rounds, args.duration)
     print(text)
     if args.out:
-        with open(args.out + ".md", "w") as f:
-            f.write("# Benchmarks: iocpsvc beside plain Twisted\n\n")
-            for scenario in scenarios:
-                f.write(f"- **{scenario}**: {SCENARIOS[scenario][1]}\n")
-            f.write("\n" + text + f"\n![chart]({os.path.basename(args.out)}.png)\n")
-        chart(results, args.out + ".png")
+        writeOutputs(args.out, scenarios, results, args.rounds, args.duration)
     if args.raw_json:
         with open(args.raw_json, "w") as f:
             json.dump(everything, f, indent=1)
