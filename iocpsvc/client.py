@@ -64,13 +64,19 @@ _log = Logger(namespace="iocpsvc.client")
 ContextT = TypeVar("ContextT", bound=ConnectionContext)
 
 
+CLIENT_MAX_PENDING_WRITE = 256 * 1024 * 1024
+
+
 def clientLimits() -> ServerLimits:
     """
     The limits a client's factory gets unless it is given others:
-    L{ServerLimits}'s defaults with no idle timeout (C{idleTimeout=0}) and
-    no connection limit (C{maxConnections=None}).
+    L{ServerLimits}'s defaults with no idle timeout (C{idleTimeout=0}), no
+    connection limit (C{maxConnections=None}), and room for 256 MiB of
+    requests waiting to be sent (C{maxPendingWrite}): a client's backlog is
+    its own requests, which it should pace by C{writable}, and past that
+    bound the connection is closed as C{slow-client}.
     """
-    return ServerLimits(idleTimeout=0, maxConnections=None)
+    return ServerLimits(idleTimeout=0, maxConnections=None, maxPendingWrite=CLIENT_MAX_PENDING_WRITE)
 
 
 def clientEndpoint(reactor: Any, description: str | IStreamClientEndpoint) -> IStreamClientEndpoint:
@@ -397,42 +403,22 @@ class RequestContext(ConnectionContext):
     context stops reading then, because its writes come from what it
     reads; a client's requests do not, and the replies it would stop
     reading are what lets the server read more requests, so stopping would
-    deadlock any pipeline larger than the socket buffers.  L{writable} and
+    deadlock any pipeline larger than the socket buffers (the class sets
+    C{pauseReadingWhenWriteBlocked = False}).  L{writable} and
     C{writabilityChanged} still say when requests are backing up: pace
-    requests by them, since L{request} never refuses one for lack of room
-    (and so the C{slow-client} limit, C{maxPendingWrite}, does not apply to
-    a C{RequestContext}'s own writes).
+    requests by them.  The C{slow-client} limit, C{maxPendingWrite}, still
+    bounds what may wait to be sent (256 MiB in L{clientLimits}).
     """
 
-    __slots__ = ("_waiting", "_writeBlocked")
+    __slots__ = ("_waiting",)
 
     def __init__(self) -> None:
         super().__init__()
         self._waiting: deque[_Waiter] = deque()
-        self._writeBlocked = False
 
-    # -- flow control: keep reading while requests back up ---------------------
-
-    def pauseProducing(self) -> None:
-        """
-        The transport holds more than C{writeHighWater} unsent bytes: say
-        so (L{writable} false, C{writabilityChanged(False)}), and keep
-        reading replies (see the class docstring).
-        """
-        if not self._writeBlocked:
-            self._writeBlocked = True
-            self.writabilityChanged(False)
-
-    def resumeProducing(self) -> None:
-        """Everything written has been sent: C{writabilityChanged(True)}."""
-        if self._writeBlocked:
-            self._writeBlocked = False
-            self.writabilityChanged(True)
-
-    @property
-    def writable(self) -> bool:
-        """Whether requests are going out: at most C{writeHighWater} bytes wait to be sent."""
-        return not self._writeBlocked
+    # Keep reading replies while requests back up; maxPendingWrite still
+    # bounds what may wait to be sent.
+    pauseReadingWhenWriteBlocked = False
 
     @property
     def waitingRequests(self) -> int:

@@ -137,6 +137,7 @@ class ConnectionContext(Protocol):
         "_readingPaused",
         "_backlogPaused",
         "_blockedBytes",
+        "_blocked",
         "_producing",
         "_direct",
         "_decodeFailed",
@@ -146,6 +147,17 @@ class ConnectionContext(Protocol):
     )
 
     factory: ConnectionContextFactory | None
+
+    pauseReadingWhenWriteBlocked = True
+    """
+    Whether reading (and dispatch) stops while more than the high water
+    mark of written bytes waits to be sent.  Right for a server: its writes
+    are replies, and reading more requests only makes more.  A client whose
+    writes are requests of its own sets it to False, so that it keeps
+    reading replies while its requests back up (otherwise two sides that
+    both wait for the other to read would stall).  The C{maxPendingWrite}
+    limit applies either way.
+    """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -178,6 +190,7 @@ class ConnectionContext(Protocol):
         self._readingPaused = False
         self._backlogPaused = False
         self._blockedBytes = 0
+        self._blocked = False
         self._producing = False
         self._direct = False
         self._decodeFailed = False
@@ -299,7 +312,7 @@ class ConnectionContext(Protocol):
     @property
     def writable(self) -> bool:
         """Whether writes are going out (no consumer is full)."""
-        return not self._hold & _BLOCKED
+        return not self._blocked
 
     # -- IPushProducer: the consumer (normally our own transport) ---------------
 
@@ -308,9 +321,11 @@ class ConnectionContext(Protocol):
         A consumer is full: stop reading from this client and stop
         dispatching until L{resumeProducing}.
         """
-        if self._hold & _BLOCKED:
+        if self._blocked:
             return
-        self._hold |= _BLOCKED
+        self._blocked = True
+        if self.pauseReadingWhenWriteBlocked:
+            self._hold |= _BLOCKED
         self._blockedBytes = 0
         factory = self.factory
         if factory is not None:
@@ -326,8 +341,9 @@ class ConnectionContext(Protocol):
 
     def resumeProducing(self) -> None:
         """The consumer has room again: dispatch what was held, read again."""
-        if not self._hold & _BLOCKED:
+        if not self._blocked:
             return
+        self._blocked = False
         self._hold &= ~_BLOCKED
         self._blockedBytes = 0
         self.writabilityChanged(True)
@@ -380,7 +396,7 @@ class ConnectionContext(Protocol):
         data = getattr(transport, "dataBuffer", None)
         if data is not None:
             return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
-        if self._hold & _BLOCKED and self.factory is not None:
+        if self._blocked and self.factory is not None:
             # An estimate: the mark plus everything written since it was
             # crossed, the crossing write included.
             return self.factory.limits.writeHighWater + self._blockedBytes
@@ -649,12 +665,12 @@ class ConnectionContext(Protocol):
                     return
                 if sent:
                     data = data[sent:]
-        wasBlocked = self._hold & _BLOCKED
+        wasBlocked = self._blocked
         if data.__class__ is bytes:
             transport.write(data)
         else:
             transport.writeSequence(data)
-        if self._hold & _BLOCKED:
+        if self._blocked:
             # More than the high water mark waits to be sent; this write may
             # be the one that crossed it (the transport paused us inside it).
             self._blockedBytes = self._blockedBytes + size if wasBlocked else size

@@ -637,3 +637,38 @@ class RegressionTests(SynchronousTestCase):
         from iocpsvc.codecs.line import DelimiterDecoder
 
         self.assertRaises(TypeError, makeFactory().registerDecoder, DelimiterDecoder)
+
+
+class KeepReadingTests(SynchronousTestCase):
+    """pauseReadingWhenWriteBlocked = False: a client keeps reading while its writes back up."""
+
+    def test_keepsDispatchingWhileBlocked(self) -> None:
+        """Blocked writes do not stop reading or dispatch; writability is still reported."""
+
+        class Client(Watcher):
+            pauseReadingWhenWriteBlocked = False
+
+        connection = connect(makeFactory(Client))
+        context: Any = connection.context
+        context.pauseProducing()  # requests back up
+        self.assertFalse(context.writable)
+        self.assertEqual(connection.transport.producerState, "producing")
+        connection.feed(frame(b"reply"))
+        self.assertEqual(context.received, [b"reply"])
+        context.resumeProducing()
+        self.assertEqual(context.changes, [False, True])
+
+    def test_slowClientLimitStillApplies(self) -> None:
+        """Past maxPendingWrite the connection still closes as slow-client."""
+
+        class Client(EchoContext):
+            pauseReadingWhenWriteBlocked = False
+
+        transport = PushingTransport.make(1000)
+        factory = makeFactory(Client, writeHighWater=1000, maxPendingWrite=5000)
+        context = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1))
+        context.makeConnection(transport)
+        context.writeObject(b"q" * 2000)
+        self.assertIsNone(context.closeReason)
+        context.writeObject(b"q" * 4000)
+        self.assertEqual(context.closeReason, errors.SLOW_CLIENT)
