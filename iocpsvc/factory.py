@@ -130,6 +130,7 @@ class ConnectionContextFactory(ServerFactory):
 
             reactor = globalReactor
         self.reactor = reactor
+        self.seconds = reactor.seconds
         self.limits = limits if limits is not None else ServerLimits()
         self.contextClass: type[ConnectionContext] = ConnectionContext
         self.codec: Codec | None = None

@@ -111,9 +111,9 @@ class IEncoder(Interface):
         Encode C{obj}.
 
         @return: either one C{bytes}, or a list or tuple of C{bytes} chunks
-            that are sent in order as if concatenated (so that a header and
-            a large payload go out through C{writeSequence} without copying
-            the payload).
+            that are sent in order as if concatenated (so that an encoder
+            need not copy a large payload to put a header before it: the
+            context joins a whole batch of chunks once, in C).
 
         @raise iocpsvc.errors.EncodeError: C{obj} cannot be encoded (wrong
             type, or larger than the wire format allows).
