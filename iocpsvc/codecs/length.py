@@ -242,7 +242,9 @@ class LengthFieldPrepender:
     (with C{adjust=-size} the length counts the header itself).
     """
 
-    __slots__ = ("lengthFieldLength", "lengthAdjustment", "byteOrder", "_pack", "_limit")
+    # ``encode`` is a per-instance closure (a slot, not a method): its
+    # settings are closure cells, read faster than attributes, once per frame.
+    __slots__ = ("lengthFieldLength", "lengthAdjustment", "byteOrder", "encode")
 
     def __init__(
         self,
@@ -256,28 +258,36 @@ class LengthFieldPrepender:
         self.byteOrder = byteOrder
         # A signed field holds half the range: never write what reads back
         # as negative.
-        self._limit = (1 << (8 * lengthFieldLength - (1 if signed else 0))) - 1
+        limit = (1 << (8 * lengthFieldLength - (1 if signed else 0))) - 1
+        pack: Callable[[int], bytes]
         if lengthFieldLength in _FORMATS:
             fmt = ("<" if byteOrder == "little" else ">") + _FORMATS[lengthFieldLength]
-            self._pack: Callable[[int], bytes] = struct.Struct(fmt).pack
+            pack = struct.Struct(fmt).pack
         elif lengthFieldLength == 3:
             order = cast(Literal["big", "little"], byteOrder)
-            self._pack = lambda value: value.to_bytes(3, order)
+
+            def pack(value: int) -> bytes:
+                return value.to_bytes(3, order)
+
         else:
             raise ValueError(f"size must be 1, 2, 3, 4 or 8, not {lengthFieldLength}")
+        adjust = lengthAdjustment
 
-    def encode(self, obj: object) -> bytes | tuple[bytes, bytes]:
-        if obj.__class__ is not bytes:
-            obj = payloadBytes(obj)
-        size = len(obj)
-        value = size - self.lengthAdjustment
-        if value > self._limit or value < 0:
-            raise EncodeError(
-                f"a payload of {size} bytes does not fit a {self.lengthFieldLength}-byte length field"
-            )
-        if size > _JOIN_LIMIT:
-            return (self._pack(value), obj)
-        return self._pack(value) + obj
+        def encode(obj: object) -> bytes | tuple[bytes, bytes]:
+            """Prepend the length field (see the class docstring)."""
+            if obj.__class__ is not bytes:
+                obj = payloadBytes(obj)
+            size = len(obj)
+            value = size - adjust
+            if value > limit or value < 0:
+                raise EncodeError(
+                    f"a payload of {size} bytes does not fit a {lengthFieldLength}-byte length field"
+                )
+            if size > _JOIN_LIMIT:
+                return (pack(value), obj)
+            return pack(value) + obj
+
+        self.encode = encode
 
 
 @implementer(IEncoder)
