@@ -18,8 +18,9 @@ class EchoContext(ConnectionContext):
 
     __slots__ = ()
 
-    def objectReceived(self, obj: object) -> None:
-        self.writeObject(obj)
+    # Echoing an object is writing it: the method itself, with no call in
+    # between (one Python call fewer per frame).
+    objectReceived = ConnectionContext.writeObject
 
 
 class ChatContext(ConnectionContext):
