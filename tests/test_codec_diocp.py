@@ -81,7 +81,7 @@ class WireVectorTests(SynchronousTestCase):
 
     def test_longFrameFromBytearray(self) -> None:
         """A frame above the view-copy threshold is copied out correctly."""
-        payload = bytes(range(256)) * 40
+        payload = bytes(range(256)) * 160  # 40 KiB, above VIEW_COPY_LIMIT
         wire = bytearray(encodedBytes(DiocpStreamEncoder().encode(payload)))
         out, consumed = decodeOnce(DiocpStreamDecoder(), wire + b"\x10")
         self.assertEqual((out, consumed), ([payload], len(wire)))

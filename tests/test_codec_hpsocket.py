@@ -79,7 +79,7 @@ class WireVectorTests(SynchronousTestCase):
 
     def test_longPackFromBytearray(self) -> None:
         """A pack above the view-copy threshold is copied out correctly."""
-        body = bytes(range(256)) * 40
+        body = bytes(range(256)) * 160  # 40 KiB, above VIEW_COPY_LIMIT
         wire = bytearray(encodedBytes(HPSocketPackEncoder().encode(body)))
         out, consumed = decodeOnce(HPSocketPackDecoder(), wire + b"\x01")
         self.assertEqual((out, consumed), ([body], len(wire)))

@@ -20,6 +20,20 @@ from iocpsvc.interfaces import ICodecPlugin, IEncoder
 KiB = 1024
 MiB = 1024 * 1024
 
+JOIN_LIMIT = 4 * KiB
+"""
+Framers join a header (or delimiter) to payloads up to this size and send
+larger payloads as a chunk of their own: above it the copy costs more than
+the extra chunk.
+"""
+
+VIEW_COPY_LIMIT = 32 * KiB
+"""
+From this size a frame is copied out of a C{bytearray} through a
+C{memoryview} (one copy) rather than slice-then-C{bytes()} (two copies);
+below it the view's set-up costs more than the second copy.
+"""
+
 _SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
 _UNITS = {
     None: 1,
@@ -104,6 +118,20 @@ def parseBytes(text: str) -> bytes:
     if not result:
         raise ValueError("must not be empty")
     return result
+
+
+def copyFrame(data: bytes | bytearray, start: int, stop: int) -> bytes:
+    """
+    C{data[start:stop]} as C{bytes}, copied once.  Decoders keep the
+    C{bytes} case inline on their hot path (a slice of C{bytes} is already a
+    copy) and call this for a C{bytearray} buffer.
+    """
+    if data.__class__ is bytes:
+        return data[start:stop]
+    if stop - start < VIEW_COPY_LIMIT:
+        return bytes(data[start:stop])
+    with memoryview(data) as view:
+        return bytes(view[start:stop])
 
 
 def payloadBytes(obj: object) -> bytes:

@@ -72,6 +72,7 @@ from typing import Any, Literal, cast
 from zope.interface import implementer
 
 from iocpsvc.codecs._base import (
+    JOIN_LIMIT,
     CodecPlugin,
     MiB,
     parseBool,
@@ -84,10 +85,6 @@ from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
-
-# Above this size a payload is sent as its own chunk (header, payload) rather
-# than copied into one bytes: the copy costs more than the extra chunk.
-_JOIN_LIMIT = 4096
 
 _FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
@@ -283,7 +280,7 @@ class LengthFieldPrepender:
                 raise EncodeError(
                     f"a payload of {size} bytes does not fit a {lengthFieldLength}-byte length field"
                 )
-            if size > _JOIN_LIMIT:
+            if size > JOIN_LIMIT:
                 return (pack(value), obj)
             return pack(value) + obj
 

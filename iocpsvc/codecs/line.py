@@ -83,9 +83,10 @@ from collections.abc import Callable
 from zope.interface import implementer
 
 from iocpsvc.codecs._base import (
+    JOIN_LIMIT,
     CodecPlugin,
-    KiB,
     MiB,
+    copyFrame,
     parseBool,
     parseBytes,
     parseSize,
@@ -95,15 +96,6 @@ from iocpsvc.errors import EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
-
-# Above this size a payload is sent as its own chunk (payload, delimiter)
-# rather than copied into one bytes: the copy costs more than the extra chunk.
-_JOIN_LIMIT = 4 * KiB
-
-# Frames at least this long are copied out of a bytearray through a
-# memoryview (one copy) instead of slice-then-bytes() (two copies); below it
-# the view's set-up costs more than the second copy.
-_VIEW_COPY = 32 * KiB
 
 _CR = 13  # data[i] of bytes or bytearray is an int
 
@@ -182,13 +174,8 @@ class _DelimitedDecoder:
                     stop -= 1
                 if stop - position > self.maxFrameLength:
                     self._tooLong(stop - position)
-                elif data.__class__ is bytes:
-                    out.append(data[position:stop])
-                elif stop - position < _VIEW_COPY:
-                    out.append(bytes(data[position:stop]))
                 else:
-                    with memoryview(data) as view:
-                        out.append(bytes(view[position:stop]))
+                    out.append(copyFrame(data, position, stop))
                 position = first + delimiterLength
             else:
                 position = self._decodeMany(data, position, last + delimiterLength, out)
@@ -322,7 +309,7 @@ class LineEncoder:
             raise EncodeError(
                 "a line must not end with CR (\\r) when eol is \\n: the decoder strips it; use eol=\\r\\n"
             )
-        if len(payload) > _JOIN_LIMIT:
+        if len(payload) > JOIN_LIMIT:
             return (payload, self.eol)
         return payload + self.eol
 
@@ -354,7 +341,7 @@ class DelimiterEncoder:
             tail = payload[1 - len(delimiter) :] + delimiter
             if tail.find(delimiter) != len(tail) - len(delimiter):
                 raise EncodeError(f"the payload's last bytes run into the delimiter {delimiter!r}")
-        if len(payload) > _JOIN_LIMIT:
+        if len(payload) > JOIN_LIMIT:
             return (payload, delimiter)
         return payload + delimiter
 

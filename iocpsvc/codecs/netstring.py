@@ -56,22 +56,11 @@ from collections.abc import Callable
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import CodecPlugin, KiB, MiB, parseSize, payloadBytes
+from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, MiB, copyFrame, parseSize, payloadBytes
 from iocpsvc.errors import CorruptFrame, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
-
-# Above this size a payload is sent as its own chunk (header, payload, comma)
-# rather than copied into one bytes: copying a large payload costs more than
-# the transport's handling of two extra chunks; below it the extra chunks
-# cost more than the copy.
-_JOIN_LIMIT = 4 * KiB
-
-# Frames at least this long are copied out of a bytearray through a
-# memoryview (one copy) instead of slice-then-bytes() (two copies); below it
-# the view's set-up costs more than the second copy.
-_VIEW_COPY = 32 * KiB
 
 _COMMA = 44  # data[i] of bytes or bytearray is an int
 _ZERO = 48
@@ -135,13 +124,8 @@ class NetstringDecoder:
                     f"netstring of {length} bytes is followed by "
                     f"{bytes(data[stop : stop + 1])!r}, not a comma"
                 )
-            if isBytes:
-                append(data[position:stop])
-            elif length < _VIEW_COPY:
-                append(bytes(data[position:stop]))
-            else:
-                with memoryview(data) as view:
-                    append(bytes(view[position:stop]))
+            # A bytes slice is already its one copy; a bytearray goes through copyFrame.
+            append(data[position:stop] if isBytes else copyFrame(data, position, stop))
             position = stop + 1
             length = -1
         self._payloadLength = length
@@ -181,7 +165,7 @@ class NetstringEncoder:
             obj = payloadBytes(obj)
         payload: bytes = obj  # narrowed by the class check above
         header = b"%d:" % len(payload)
-        if len(payload) > _JOIN_LIMIT:
+        if len(payload) > JOIN_LIMIT:
             return (header, payload, b",")
         return header + payload + b","
 
