@@ -418,28 +418,50 @@ class ConnectionContextFactory(ServerFactory):
 
     # -- counters ------------------------------------------------------------
 
-    def _sum(self, attribute: str) -> int:
-        return sum(getattr(c, attribute) for c in self.online.values())
+    def totals(self) -> dict[str, int]:
+        """
+        Bytes and frames in and out over every connection ever (closed ones
+        plus the online ones, summed in one pass), and the bytes written but
+        not yet sent over the online ones.
+        """
+        receivedBytes = self._closedBytesReceived
+        sentBytes = self._closedBytesSent
+        receivedFrames = self._closedFramesReceived
+        sentFrames = self._closedFramesSent
+        pending = 0
+        for context in self.online.values():
+            receivedBytes += context.bytesReceived
+            sentBytes += context.bytesSent
+            receivedFrames += context.framesReceived
+            sentFrames += context.framesSent
+            pending += context.pendingWriteBytes
+        return {
+            "receivedBytes": receivedBytes,
+            "sentBytes": sentBytes,
+            "receivedFrames": receivedFrames,
+            "sentFrames": sentFrames,
+            "pendingWriteBytes": pending,
+        }
 
     @property
     def bytesReceivedTotal(self) -> int:
         """Bytes received, over all connections ever."""
-        return self._closedBytesReceived + self._sum("bytesReceived")
+        return self.totals()["receivedBytes"]
 
     @property
     def bytesSentTotal(self) -> int:
         """Bytes handed to transports, over all connections ever."""
-        return self._closedBytesSent + self._sum("bytesSent")
+        return self.totals()["sentBytes"]
 
     @property
     def framesReceivedTotal(self) -> int:
         """Objects decoded, over all connections ever."""
-        return self._closedFramesReceived + self._sum("framesReceived")
+        return self.totals()["receivedFrames"]
 
     @property
     def framesSentTotal(self) -> int:
         """Objects written, over all connections ever."""
-        return self._closedFramesSent + self._sum("framesSent")
+        return self.totals()["sentFrames"]
 
 
 class _Refused(Protocol):

@@ -27,30 +27,20 @@ RATE_WINDOW = 5.0
 def collect(factory: ConnectionContextFactory) -> dict[str, Any]:
     """
     Every counter of C{factory}, under the names of C{/stats.json} (without
-    C{rates}).  One pass over the online contexts sums their live counters
-    with those of the connections already closed.
+    C{rates}); the traffic totals come from the factory's one-pass
+    C{totals()}.
     """
-    receivedBytes = factory._closedBytesReceived
-    sentBytes = factory._closedBytesSent
-    receivedFrames = factory._closedFramesReceived
-    sentFrames = factory._closedFramesSent
-    pending = 0
-    for context in factory.online.values():
-        receivedBytes += context.bytesReceived
-        sentBytes += context.bytesSent
-        receivedFrames += context.framesReceived
-        sentFrames += context.framesSent
-        pending += context.pendingWriteBytes
+    totals = factory.totals()
     return {
         "online": len(factory.online),
         "peak_online": factory.peakOnline,
         "accepted_total": factory.acceptedTotal,
         "refused_total": factory.refusedTotal,
         "closed_total": dict(factory.closedTotal),
-        "received_bytes_total": receivedBytes,
-        "sent_bytes_total": sentBytes,
-        "received_frames_total": receivedFrames,
-        "sent_frames_total": sentFrames,
+        "received_bytes_total": totals["receivedBytes"],
+        "sent_bytes_total": totals["sentBytes"],
+        "received_frames_total": totals["receivedFrames"],
+        "sent_frames_total": totals["sentFrames"],
         "decode_errors_total": factory.decodeErrors,
         "handler_errors_total": factory.handlerErrors,
         "truncated_frames_total": factory.truncatedFrames,
@@ -58,7 +48,7 @@ def collect(factory: ConnectionContextFactory) -> dict[str, Any]:
         "write_blocked_total": factory.writeBlockedTotal,
         "backlog_paused_total": factory.backlogPausedTotal,
         "close_timeouts_total": factory.closeTimeouts,
-        "pending_write_bytes": pending,
+        "pending_write_bytes": totals["pendingWriteBytes"],
         "uptime_seconds": round(factory.reactor.seconds() - factory.startedAt, 3),
     }
 
