@@ -17,11 +17,13 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from iocpsvc import errors
+from iocpsvc.cluster import firstContextId, nodeOfContext
 from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
 from iocpsvc.context import ConnectionContext, describePeer
-from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.interfaces import IClusterBus, IClusterReceiver, IDecoder, IEncoder
 from iocpsvc.limits import ServerLimits, addressAllowed
 from iocpsvc.logs import RateLimitedLog
 
@@ -62,6 +64,7 @@ def _decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
     return lambda: copy.copy(prototype)
 
 
+@implementer(IClusterReceiver)
 class ConnectionContextFactory(ServerFactory):
     """
     Creates a L{ConnectionContext} per connection and tracks them.
@@ -98,6 +101,10 @@ class ConnectionContextFactory(ServerFactory):
     @ivar handlerErrors: exceptions raised by application code.
     @ivar truncatedFrames: connections that ended with received bytes never
         delivered (in the middle of a frame, or while dispatch was held).
+    @ivar cluster: the L{IClusterBus} joining this node to others, or
+        C{None} (standalone: L{broadcast} and L{sendTo} stay on this node).
+    @ivar nodeId: this node's id in its cluster (0 standalone); the high
+        part of every context id it gives out.
     """
 
     noisy = False
@@ -137,6 +144,8 @@ class ConnectionContextFactory(ServerFactory):
         self._newDecoder: Callable[[], Any] = _missingDecoder
         self._encoder: Any = None
         self.online: dict[int, ConnectionContext] = {}
+        self.cluster: Any = None
+        self.nodeId = 0
         self._ids = itertools.count(1)
         self.peakOnline = 0
         self.acceptedTotal = 0
@@ -374,19 +383,71 @@ class ConnectionContextFactory(ServerFactory):
     def broadcast(self, obj: object, exclude: ConnectionContext | None = None) -> int:
         """
         Send C{obj} to every online context (but C{exclude}), encoding it
-        once.
+        once; in a cluster, also to every context of the other nodes.
 
-        @return: the number of contexts it was written to.
+        @return: the number of contexts of this node it was written to.
         """
         encoded = self._encoder.encode(obj)
         if encoded.__class__ is not bytes:
             encoded = b"".join(encoded)
+        excludeId = exclude.contextId if exclude is not None else 0
+        if self.cluster is not None:
+            self.cluster.publishBroadcast(encoded, excludeId)
+        return self.deliverBroadcast(encoded, excludeId)
+
+    def sendTo(self, contextId: int, obj: object) -> bool:
+        """
+        Send C{obj} to the context C{contextId}, on this node or, in a
+        cluster, on the node that holds it (its id says which).
+
+        @return: whether it was written here or handed to the cluster (a
+            remote node's delivery is not confirmed); C{False} when the id
+            is neither online here nor another node's.
+        """
+        node = nodeOfContext(contextId)
+        if node == self.nodeId:
+            context = self.online.get(contextId)
+            if context is None or context.closeReason is not None:
+                return False
+            context.writeObject(obj)
+            return True
+        if self.cluster is None:
+            return False
+        encoded = self._encoder.encode(obj)
+        if encoded.__class__ is not bytes:
+            encoded = b"".join(encoded)
+        self.cluster.publishTo(contextId, encoded)
+        return True
+
+    def joinCluster(self, bus: Any) -> None:
+        """
+        Join the cluster of C{bus} (an L{IClusterBus}): take its node id
+        (context ids given out from now on carry it), and send broadcasts
+        and messages for other nodes through it.  Call before listening.
+        """
+        bus = IClusterBus(bus)
+        self.cluster = bus
+        self.nodeId = bus.nodeId
+        self._ids = itertools.count(firstContextId(bus.nodeId))
+
+    # -- IClusterReceiver: what the other nodes send -------------------------
+
+    def deliverBroadcast(self, payload: bytes, excludeContextId: int) -> int:
+        """Write encoded C{payload} to every online context but one."""
         count = 0
         for context in list(self.online.values()):
-            if context is not exclude and context.closeReason is None:
-                context._writeEncoded(encoded)
+            if context.contextId != excludeContextId and context.closeReason is None:
+                context._writeEncoded(payload)
                 count += 1
         return count
+
+    def deliverTo(self, contextId: int, payload: bytes) -> bool:
+        """Write encoded C{payload} to the online context C{contextId}."""
+        context = self.online.get(contextId)
+        if context is None or context.closeReason is not None:
+            return False
+        context._writeEncoded(payload)
+        return True
 
     def closeAll(self, reason: str = errors.SHUTDOWN, timeout: float | None = None) -> Deferred[None]:
         """

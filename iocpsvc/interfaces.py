@@ -172,3 +172,72 @@ class ICodecPlugin(Interface):
 
         @raise ValueError: the parameters do not fit together.
         """
+
+
+class IClusterReceiver(Interface):
+    """
+    What a cluster bus delivers messages from other nodes to: the context
+    factory.  Payloads are bytes already encoded by the sending node (every
+    node of a cluster runs the same codec), written to sockets as they are.
+    """
+
+    def deliverBroadcast(payload: bytes, excludeContextId: int) -> int:
+        """
+        Write C{payload} to every online context of this node but the one
+        with id C{excludeContextId} (0: none).
+
+        @return: how many contexts it was written to.
+        """
+
+    def deliverTo(contextId: int, payload: bytes) -> bool:
+        """
+        Write C{payload} to the online context C{contextId} of this node.
+
+        @return: whether that context was online here.
+        """
+
+
+class IClusterBus(Interface):
+    """
+    Carries broadcasts and directed messages between the nodes of a cluster
+    (iocpsvc processes that serve the same clients: the workers of one
+    machine, or the nodes behind a load balancer).
+
+    Every node has a I{node id}, unique in the cluster, which is the high
+    part of its context ids (see L{iocpsvc.cluster.nodeOfContext}), so a
+    context id names the node that holds its socket.
+
+    Delivery is at most once and best effort: while the bus is down, a
+    publish is dropped (and counted) and the node keeps serving its own
+    clients; the bus reconnects by itself.  Messages from one node arrive
+    at another in the order they were published.
+    """
+
+    nodeId = Attribute("This node's id (an int from 1 to 2**21 - 1).")
+    connected = Attribute("Whether messages currently reach the other nodes.")
+
+    def start(receiver: IClusterReceiver) -> None:
+        """
+        Start delivering messages from other nodes to C{receiver} and
+        connecting (and reconnecting) to the bus.  Never fails: an
+        unreachable bus is a warning and a retry.
+        """
+
+    def stop() -> object:
+        """Stop delivering and disconnect; may return a Deferred."""
+
+    def publishBroadcast(payload: bytes, excludeContextId: int) -> None:
+        """
+        Have every other node deliver C{payload} to all its contexts but
+        C{excludeContextId}.  (The publishing node delivers locally itself.)
+        """
+
+    def publishTo(contextId: int, payload: bytes) -> None:
+        """Have the node holding C{contextId} deliver C{payload} to it."""
+
+    def stats() -> dict[str, object]:
+        """
+        The bus's figures for the monitor: C{connected}, C{node_id},
+        C{published_total}, C{received_total}, C{dropped_total} (publishes
+        lost while disconnected), and anything the bus adds.
+        """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
@@ -190,3 +190,22 @@ class SocketServerService(MultiService):
             )
         closed = self.factory.closeAll(errors.SHUTDOWN, self.shutdownTimeout)
         return DeferredList([stopped, closed], consumeErrors=True)
+
+
+class ClusterService(Service):
+    """
+    Runs an L{IClusterBus} for a factory: starts delivering to it (and
+    connecting) on start, disconnects on stop.
+    """
+
+    def __init__(self, bus: Any, factory: ConnectionContextFactory) -> None:
+        self.bus = bus
+        self.factory = factory
+
+    def startService(self) -> None:
+        super().startService()
+        self.bus.start(self.factory)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return maybeDeferred(self.bus.stop)

@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.python import reflect, usage
 
+from iocpsvc.cluster import checkNodeId, randomNodeId
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.codecs._base import parseSize
 from iocpsvc.context import ConnectionContext
@@ -20,7 +21,7 @@ from iocpsvc.contexts import BUILTIN_CONTEXTS
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits, defaultMaxConnections, raiseOpenFilesLimit
-from iocpsvc.service import SocketServerService
+from iocpsvc.service import ClusterService, SocketServerService
 
 DEFAULT_PORT = "tcp:9983"
 DEFAULT_CODEC = "length"
@@ -141,6 +142,27 @@ class Options(usage.Options):
             "10",
             "Abort a closing connection that has not sent what it owes after this many seconds.",
         ],
+        [
+            "workers",
+            None,
+            "1",
+            "Worker processes accepting from the same listening sockets: a number, or 'auto' "
+            "(one per core).  The parent restarts a worker that dies and serves one monitor.",
+        ],
+        [
+            "cluster",
+            None,
+            None,
+            "Join the nodes publishing to this Redis (redis://HOST:PORT[/DB][?prefix=NAME]): "
+            "broadcasts and sendTo reach clients on every node [default: off].",
+        ],
+        [
+            "node-id",
+            None,
+            None,
+            "This node's id in the cluster, 1 to 2097151; the high part of its context ids "
+            "(worker i of N uses ID+i-1) [default: random].",
+        ],
     ]
 
     optFlags: list[list[Any]] = [
@@ -259,6 +281,24 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
+        if self["workers"].strip().lower() == "auto":
+            self["workerCount"] = os.cpu_count() or 1
+        else:
+            self["workerCount"] = _number(self, "workers", int, minimum=1)
+        self["nodeId"] = None
+        if self["node-id"] is not None:
+            try:
+                self["nodeId"] = checkNodeId(_number(self, "node-id", int, minimum=1))
+            except ValueError as e:
+                raise usage.UsageError(f"--node-id: {e}") from None
+        if self["cluster"] is not None:
+            from iocpsvc.cluster.redis import parseRedisURL
+
+            try:
+                parseRedisURL(self["cluster"])
+            except ValueError as e:
+                raise usage.UsageError(f"--cluster {self['cluster']!r}: {e}") from None
+
 
 def _number(options: Options, name: str, parse: Callable[[str], Any], minimum: float) -> Any:
     """Parse option C{name} with C{parse}; a bad or too small value is a usage error."""
@@ -306,6 +346,13 @@ def makeService(options: Options) -> SocketServerService:
         shutdownTimeout=options["shutdownTimeout"],
         startNotes=notes,
     )
+    if options["cluster"] is not None:
+        from iocpsvc.cluster.redis import RedisBus
+
+        nodeId = options["nodeId"] or randomNodeId()
+        bus = RedisBus(options["cluster"], nodeId, reactor=reactor)
+        factory.joinCluster(bus)
+        ClusterService(bus, factory).setServiceParent(service)
     if options["monitor"] is not None:
         from iocpsvc.monitor import MonitorService
 

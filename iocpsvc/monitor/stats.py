@@ -31,7 +31,7 @@ def collect(factory: ConnectionContextFactory) -> dict[str, Any]:
     C{totals()}.
     """
     totals = factory.totals()
-    return {
+    result = {
         "online": len(factory.online),
         "peak_online": factory.peakOnline,
         "accepted_total": factory.acceptedTotal,
@@ -50,7 +50,11 @@ def collect(factory: ConnectionContextFactory) -> dict[str, Any]:
         "close_timeouts_total": factory.closeTimeouts,
         "pending_write_bytes": totals["pendingWriteBytes"],
         "uptime_seconds": round(factory.reactor.seconds() - factory.startedAt, 3),
+        "node_id": factory.nodeId,
     }
+    if factory.cluster is not None:
+        result["cluster"] = factory.cluster.stats()
+    return result
 
 
 _RATED = (
