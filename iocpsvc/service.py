@@ -107,6 +107,7 @@ class SocketServerService(MultiService):
         reactor: Any = None,
         shutdownTimeout: float = 10.0,
         startNotes: list[str] | None = None,
+        descriptions: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.startNotes = list(startNotes or [])
@@ -117,7 +118,9 @@ class SocketServerService(MultiService):
         self.reactor = reactor
         self.factory = factory
         self.shutdownTimeout = shutdownTimeout
-        self.descriptions = [e if isinstance(e, str) else repr(e) for e in endpointsOrDescriptions]
+        self.descriptions = descriptions or [
+            e if isinstance(e, str) else repr(e) for e in endpointsOrDescriptions
+        ]
         self.endpoints: list[IStreamServerEndpoint] = [
             endpoints.serverFromString(reactor, withDefaultBacklog(e)) if isinstance(e, str) else e
             for e in endpointsOrDescriptions

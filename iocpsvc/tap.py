@@ -8,12 +8,17 @@ and checks them, builds the factory and the service, and hands over.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
+from twisted.application.service import MultiService
+from twisted.internet import endpoints
+from twisted.logger import Logger
 from twisted.python import reflect, usage
 
-from iocpsvc.cluster import checkNodeId, randomNodeId
+from iocpsvc import workers
+from iocpsvc.cluster import MAX_NODE_ID, checkNodeId, randomNodeId
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.codecs._base import parseSize
 from iocpsvc.context import ConnectionContext
@@ -21,7 +26,9 @@ from iocpsvc.contexts import BUILTIN_CONTEXTS
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits, defaultMaxConnections, raiseOpenFilesLimit
-from iocpsvc.service import ClusterService, SocketServerService
+from iocpsvc.service import ClusterService, SocketServerService, withDefaultBacklog
+
+_log = Logger(namespace="iocpsvc.tap")
 
 DEFAULT_PORT = "tcp:9983"
 DEFAULT_CODEC = "length"
@@ -157,6 +164,19 @@ class Options(usage.Options):
             "broadcasts and sendTo reach clients on every node [default: off].",
         ],
         [
+            "worker-sockets",
+            None,
+            None,
+            "How workers share a listening socket: 'reuseport' (each worker its own socket, "
+            "SO_REUSEPORT) or 'shared' (all accept from one) [default: reuseport on Linux].",
+        ],
+        [
+            "worker-of",
+            None,
+            None,
+            "(Internal: set by the parent for its worker processes.)",
+        ],
+        [
             "node-id",
             None,
             None,
@@ -191,6 +211,8 @@ class Options(usage.Options):
         Parse; under twistd (which sets C{parent}), a bad option ends the
         process with one line on stderr instead of twistd's full usage text.
         """
+        # Kept for the worker processes, which are started with the same options.
+        self.rawArgs = list(options) if options is not None else None
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -285,6 +307,24 @@ class Options(usage.Options):
             self["workerCount"] = os.cpu_count() or 1
         else:
             self["workerCount"] = _number(self, "workers", int, minimum=1)
+        if self["worker-sockets"] not in (None, *workers.MODES):
+            raise usage.UsageError(f"--worker-sockets must be one of {', '.join(workers.MODES)}")
+        self["workerOf"] = None
+        if self["worker-of"] is not None:
+            try:
+                self["workerOf"] = workers.parseWorkerOf(self["worker-of"])
+            except ValueError:
+                raise usage.UsageError(f"--worker-of {self['worker-of']!r}: not set by a parent") from None
+        if self["workerCount"] > 1 and self["workerOf"] is None:
+            for description in self["port"]:
+                kind = description.split(":", 1)[0]
+                if kind == "haproxy":
+                    kind = description.split(":", 2)[1] if description.count(":") else kind
+                if kind not in ("tcp", "tcp6", "ssl", "systemd"):
+                    raise usage.UsageError(
+                        f"--port {description!r}: worker processes share tcp, tcp6, ssl, haproxy "
+                        f"and systemd listeners only"
+                    )
         self["nodeId"] = None
         if self["node-id"] is not None:
             try:
@@ -312,13 +352,25 @@ def _number(options: Options, name: str, parse: Callable[[str], Any], minimum: f
     return value
 
 
-def makeService(options: Options) -> SocketServerService:
+def makeService(options: Options) -> MultiService:
     """
-    Build the server from parsed options.  Raises the open-files limit to
-    its hard limit and, unless C{--max-connections} was given, derives the
-    connection limit from it.
+    Build the server from parsed options: one process, the parent of
+    C{--workers} worker processes, or (C{--worker-of}) one of those.
+
+    Raises the open-files limit to its hard limit and, unless
+    C{--max-connections} was given, derives the connection limit from it.
     """
     from twisted.internet import reactor
+
+    if options["workerOf"] is None and options["workerCount"] > 1:
+        why = workers.workersAvailable(reactor)
+        if why is None:
+            return _makeWorkerPool(options, reactor)
+        _log.warn(
+            "--workers {count}: {why}; running one process",
+            count=options["workerCount"],
+            why=why,
+        )
 
     limits: ServerLimits = options["limits"]
     notes = []
@@ -339,24 +391,61 @@ def makeService(options: Options) -> SocketServerService:
         reactor=reactor,
         limits=limits,
     )
+    endpointReactor: Any = reactor
+    nodeId = options["nodeId"]
+    if options["workerOf"] is not None:
+        index, nodeId, modes = options["workerOf"]
+        notes.insert(0, f"worker {index} (node {nodeId})")
+        endpointReactor = workers.SocketAdoptingReactor(reactor, modes)
     service = SocketServerService(
         factory,
-        list(options["port"]),
+        [endpoints.serverFromString(endpointReactor, withDefaultBacklog(d)) for d in options["port"]],
         reactor=reactor,
         shutdownTimeout=options["shutdownTimeout"],
         startNotes=notes,
+        descriptions=list(options["port"]),
     )
+    bus: Any = None
     if options["cluster"] is not None:
         from iocpsvc.cluster.redis import RedisBus
 
-        nodeId = options["nodeId"] or randomNodeId()
-        bus = RedisBus(options["cluster"], nodeId, reactor=reactor)
+        bus = RedisBus(options["cluster"], nodeId or randomNodeId(), reactor=reactor)
+    elif options["workerOf"] is not None:
+        bus = workers.ParentBus(nodeId)
+    if bus is not None:
         factory.joinCluster(bus)
         ClusterService(bus, factory).setServiceParent(service)
-    if options["monitor"] is not None:
+    if options["workerOf"] is not None:
+        parentBus = bus if isinstance(bus, workers.ParentBus) else None
+        workers.WorkerControlService(factory, reactor, options["workerOf"][0], parentBus).setServiceParent(
+            service
+        )
+    elif options["monitor"] is not None:
         from iocpsvc.monitor import MonitorService
 
         MonitorService(factory, options["monitor"], options["statsInterval"], reactor).setServiceParent(
             service
         )
     return service
+
+
+def _makeWorkerPool(options: Options, reactor: Any) -> MultiService:
+    """The parent of C{--workers} processes, and the one monitor."""
+    raiseOpenFilesLimit()
+    nodeIdBase = options["nodeId"] or randomNodeId()
+    nodeIdBase = min(nodeIdBase, MAX_NODE_ID - options["workerCount"] + 1)
+    rawArgs = options.rawArgs if options.rawArgs is not None else sys.argv[1:]
+    pool = workers.WorkerPoolService(
+        list(options["port"]),
+        rawArgs,
+        options["workerCount"],
+        reactor=reactor,
+        mode=options["worker-sockets"],
+        shutdownTimeout=options["shutdownTimeout"],
+        nodeIdBase=nodeIdBase,
+    )
+    if options["monitor"] is not None:
+        from iocpsvc.monitor import MonitorService
+
+        MonitorService(pool, options["monitor"], options["statsInterval"], reactor).setServiceParent(pool)
+    return pool

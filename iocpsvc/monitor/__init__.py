@@ -21,15 +21,14 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import endpoints
-from twisted.internet.defer import gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.monitor.prometheus import metricsText
-from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, connections, summaryLine
+from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
 from iocpsvc.service import listenOrRaise
 
 DEFAULT_MONITOR = "tcp:9984:interface=127.0.0.1"
@@ -82,9 +81,9 @@ class MetricsResource(Resource):
 class ConnectionsResource(Resource):
     isLeaf = True
 
-    def __init__(self, factory: ConnectionContextFactory) -> None:
+    def __init__(self, source: Any) -> None:
         super().__init__()
-        self.factory = factory
+        self.source = source
 
     def render_GET(self, request: Request) -> bytes:
         args = request.args or {}
@@ -105,7 +104,23 @@ class ConnectionsResource(Resource):
             return _json(request, {"error": "order must be asc or desc"}, 400)
         limit = max(0, min(limit, MAX_CONNECTIONS_LISTED))
         descending = None if not order else order == "desc"
-        return _json(request, connections(self.factory, sort, limit, descending))
+        listing = self.source.connections(sort, limit, descending)
+        if not isinstance(listing, Deferred):
+            return _json(request, listing)
+
+        # Worker processes answer later: finish the request when they have.
+        def answered(value: Any) -> None:
+            if not request._disconnected:
+                request.write(_json(request, value))
+                request.finish()
+
+        def failed(failure: Any) -> None:
+            if not request._disconnected:
+                request.write(_json(request, {"error": str(failure.value)}, 500))
+                request.finish()
+
+        listing.addCallbacks(answered, failed)
+        return NOT_DONE_YET  # type: ignore[return-value]
 
 
 class DashboardResource(Resource):
@@ -129,19 +144,19 @@ class DashboardResource(Resource):
 class MonitorRoot(Resource):
     """The monitor's URL space."""
 
-    def __init__(self, factory: ConnectionContextFactory, sampler: StatsSampler) -> None:
+    def __init__(self, source: Any, sampler: StatsSampler) -> None:
         super().__init__()
         self.dashboard = DashboardResource()
         self.putChild(b"stats.json", StatsResource(sampler))
         self.putChild(b"metrics", MetricsResource(sampler))
-        self.putChild(b"connections.json", ConnectionsResource(factory))
+        self.putChild(b"connections.json", ConnectionsResource(statsSource(source)))
         self.putChild(b"history.json", HistoryResource(sampler))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         return self.dashboard
 
 
-def makeSite(factory: ConnectionContextFactory, sampler: StatsSampler) -> Site:
+def makeSite(factory: Any, sampler: StatsSampler) -> Site:
     """The monitor's C{twisted.web} site."""
     site = Site(MonitorRoot(factory, sampler))
     site.noisy = False
@@ -158,8 +173,10 @@ def _url(address: Any) -> str:
 
 class MonitorService(MultiService):
     """
-    Serves the monitor on C{description} and logs a summary every
-    C{statsInterval} seconds (0: never).
+    Serves the monitor of C{factory} (a L{ConnectionContextFactory}, or
+    the worker pool: see L{iocpsvc.monitor.stats.statsSource}) on
+    C{description} and logs a summary every C{statsInterval} seconds (0:
+    never).
 
     @ivar sampler: the L{StatsSampler} behind C{/stats.json}.
     @ivar ports: the listening port, once listening.
@@ -167,7 +184,7 @@ class MonitorService(MultiService):
 
     def __init__(
         self,
-        factory: ConnectionContextFactory,
+        factory: Any,
         description: str = DEFAULT_MONITOR,
         statsInterval: float = 60.0,
         reactor: Any = None,

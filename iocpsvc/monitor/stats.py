@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.task import LoopingCall
@@ -66,6 +67,31 @@ _RATED = (
 )
 
 
+class FactorySource:
+    """The figures of one factory in this process, as the monitor reads them."""
+
+    def __init__(self, factory: ConnectionContextFactory) -> None:
+        self.factory = factory
+        self.reactor = factory.reactor
+
+    def collect(self) -> dict[str, Any]:
+        return collect(self.factory)
+
+    def connections(self, sort: str, limit: int, descending: bool | None) -> dict[str, Any]:
+        return connections(self.factory, sort, limit, descending)
+
+
+def statsSource(factoryOrSource: Any) -> Any:
+    """
+    What the monitor reads: a factory's figures, or any object with
+    C{collect()}, C{connections(sort, limit, descending)} (a dict or a
+    Deferred of one) and C{reactor} (the worker pool's totals).
+    """
+    if isinstance(factoryOrSource, ConnectionContextFactory):
+        return FactorySource(factoryOrSource)
+    return factoryOrSource
+
+
 class StatsSampler:
     """
     Samples a factory's counters once a second and derives per-second
@@ -74,10 +100,13 @@ class StatsSampler:
     @ivar samples: C{(seconds, snapshot)} pairs, oldest first.
     """
 
-    def __init__(
-        self, factory: ConnectionContextFactory, interval: float = 1.0, keep: int = 16, history: int = 300
-    ) -> None:
-        self.factory = factory
+    def __init__(self, factory: Any, interval: float = 1.0, keep: int = 16, history: int = 300) -> None:
+        """
+        @param factory: a L{ConnectionContextFactory}, or a source of
+            figures (see L{statsSource}).
+        """
+        self.source = statsSource(factory)
+        self.reactor = self.source.reactor
         self.interval = interval
         self.samples: deque[tuple[float, dict[str, Any]]] = deque(maxlen=keep)
         # (uptime, online, received bytes/s, sent bytes/s) per sample: the
@@ -89,7 +118,7 @@ class StatsSampler:
         """Sample now and then every C{interval} seconds."""
         if self._loop is None:
             self._loop = LoopingCall(self.sample)
-            self._loop.clock = self.factory.reactor
+            self._loop.clock = self.reactor
             self._loop.start(self.interval, now=True)
 
     def stop(self) -> None:
@@ -99,8 +128,8 @@ class StatsSampler:
 
     def sample(self) -> dict[str, Any]:
         """Take a snapshot now, keep it, and return it."""
-        snapshot = collect(self.factory)
-        now = self.factory.reactor.seconds()
+        snapshot = self.source.collect()
+        now = self.reactor.seconds()
         if self.samples:
             taken, previous = self.samples[-1]
             elapsed = now - taken
@@ -133,9 +162,9 @@ class StatsSampler:
         Per-second rates between the oldest sample within the window and
         C{current} (a fresh snapshot when not given).
         """
-        now = self.factory.reactor.seconds()
+        now = self.reactor.seconds()
         if current is None:
-            current = collect(self.factory)
+            current = self.source.collect()
         base = None
         for taken, snapshot in self.samples:
             if now - taken <= RATE_WINDOW + self.interval / 2 and now > taken:
@@ -154,12 +183,20 @@ class StatsSampler:
 
     def stats(self) -> dict[str, Any]:
         """C{/stats.json}: the snapshot plus C{rates}."""
-        current = collect(self.factory)
+        current = self.source.collect()
         current["rates"] = self.rates(current)
         return current
 
 
 SORT_KEYS = ("id", "idle", "connected_at", "bytes_in", "bytes_out", "frames_in", "frames_out")
+
+_ROW_FIELDS = {"id": "id", "idle": "idle_seconds", "connected_at": "connected_at"}
+
+
+def connectionSortKey(sort: str) -> Callable[[dict[str, Any]], Any]:
+    """The sort key of rows of C{/connections.json} (to merge workers' rows)."""
+    field = _ROW_FIELDS.get(sort, sort)
+    return lambda row: row[field]
 
 
 def describeConnection(context: ConnectionContext, now: float, wallOffset: float) -> dict[str, Any]:

@@ -1,0 +1,910 @@
+"""
+Worker processes: one set of listening sockets, N processes serving them,
+so that a server uses every core of its machine.
+
+::
+
+    twistd iocpsvc --workers N          (the parent)
+      | opens the listening sockets (once: a taken port fails at start)
+      | serves the one monitor: totals over the workers + per-worker rows
+      | restarts a worker that dies; on SIGTERM stops them all gracefully
+      | relays broadcasts and sendTo between workers (without --cluster)
+      |
+      +-- worker 1: twistd iocpsvc ... --worker-of 1:MODE:NODE
+      +-- worker 2: ...                 each accepts and serves connections
+
+What a worker inherits::
+
+    fd 0      unused (a pipe)          fd 3   control, parent -> worker
+    fd 1, 2   its log, read by the     fd 4   control, worker -> parent
+              parent and re-logged     fd 5.. the listening sockets, in
+              as "worker N: ..."              --port order
+
+How workers share the sockets (C{--worker-sockets}):
+
+  - C{reuseport} (the default where the platform has C{SO_REUSEPORT}):
+    every worker opens its own listening socket on the parent's address
+    with C{SO_REUSEPORT}, and the kernel spreads new connections over
+    them by a hash of their addresses.  The parent's socket only holds the
+    port (bound, not listening).
+  - C{shared}: every worker accepts from the parent's one listening
+    socket (Twisted's C{adoptStreamPort}); the worker whose reactor wakes
+    first takes the connection.  Used for sockets handed over by systemd.
+
+C{benchmarks/workers.py} measures both; the performance page has the
+figures that chose the default.
+
+The control channel carries length-prefixed JSON objects (the C{length}
+and C{json} codecs of this package): C{{"op": ..., "id": n, ...}}
+requests, C{{"reply": n, "result": ...}} or C{{"reply": n, "error": ...}}
+answers, and C{{"op": "bus", "m": BASE64}} cluster messages (see
+L{iocpsvc.cluster}) with no answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import itertools
+import os
+import re
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IReactorSocket
+from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from iocpsvc.cluster import BROADCAST, deliver, nodeOfContext, unpackMessage
+from iocpsvc.codecs import parseCodecSpec
+from iocpsvc.interfaces import IClusterBus
+
+_log = Logger(namespace="iocpsvc.workers")
+
+CONTROL_IN = 3
+CONTROL_OUT = 4
+FIRST_LISTENER = 5
+
+SHARED = "shared"
+REUSEPORT = "reuseport"
+MODES = (SHARED, REUSEPORT)
+
+# Big enough for a /connections.json answer of 1,000 rows.
+_CONTROL_CODEC = parseCodecSpec("length:max=64MiB+json")
+
+_TWISTD = "from twisted.scripts.twistd import run; run()"
+
+_REACTOR_NAMES = {
+    "epollreactor": "epoll",
+    "pollreactor": "poll",
+    "selectreactor": "select",
+    "asyncioreactor": "asyncio",
+    "kqreactor": "kqueue",
+}
+
+# Keys of a stats snapshot that only grow: a dead worker's last values stay
+# in the totals, so that the parent's counters never go backwards.
+_COUNTER_KEYS = (
+    "accepted_total",
+    "refused_total",
+    "received_bytes_total",
+    "sent_bytes_total",
+    "received_frames_total",
+    "sent_frames_total",
+    "decode_errors_total",
+    "handler_errors_total",
+    "truncated_frames_total",
+    "discarded_frames_total",
+    "write_blocked_total",
+    "backlog_paused_total",
+    "close_timeouts_total",
+)
+_GAUGE_KEYS = ("online", "pending_write_bytes")
+
+
+def defaultMode() -> str:
+    """C{reuseport} where the platform has C{SO_REUSEPORT}, else C{shared}."""
+    return REUSEPORT if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux") else SHARED
+
+
+def workersAvailable(reactor: Any) -> str | None:
+    """
+    C{None} if C{reactor} can run workers here, else why not (Twisted's
+    IOCP reactor cannot adopt a listening socket, and Windows has no fork
+    and exec of inherited sockets).
+    """
+    if os.name != "posix":
+        return f"worker processes need a POSIX system (this is {os.name})"
+    if not IReactorSocket.providedBy(reactor):
+        return f"the {type(reactor).__name__} cannot adopt listening sockets"
+    return None
+
+
+def reactorName(reactor: Any) -> str | None:
+    """The C{twistd -r} name of C{reactor}, if it has one."""
+    return _REACTOR_NAMES.get(type(reactor).__module__.rsplit(".", 1)[-1])
+
+
+# -- the control channel ------------------------------------------------------
+
+
+class ControlChannel(Protocol):
+    """
+    One end of the parent/worker control channel: requests with answers
+    (L{call}), messages without (L{send}), and handlers for what the other
+    end asks (C{handlers[op](message)}, whose result, or Deferred, is the
+    answer).
+
+    @ivar onLost: called with the reason when the channel closes.
+    """
+
+    def __init__(
+        self,
+        handlers: dict[str, Callable[[dict[str, Any]], Any]],
+        write: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.handlers = handlers
+        self._write = write
+        self._decoder = _CONTROL_CODEC.newDecoder()
+        self._encode = _CONTROL_CODEC.encoder.encode
+        self._buffer = bytearray()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, Deferred[Any]] = {}
+        self.onLost: Callable[[Failure], None] | None = None
+        self.lost = False
+
+    def connectionMade(self) -> None:
+        if self._write is None and self.transport is not None:
+            self._write = self.transport.write
+
+    def _sendObject(self, message: dict[str, Any]) -> None:
+        if self.lost or self._write is None:
+            return
+        encoded = self._encode(message)
+        self._write(encoded if encoded.__class__ is bytes else b"".join(encoded))
+
+    def send(self, op: str, **fields: Any) -> None:
+        """Send a message that has no answer."""
+        self._sendObject({"op": op, **fields})
+
+    def call(self, op: str, **fields: Any) -> Deferred[Any]:
+        """Ask the other end; the Deferred fires with its answer."""
+        if self.lost:
+            return fail(RuntimeError("control channel closed"))
+        requestId = next(self._ids)
+        answer: Deferred[Any] = Deferred()
+        self._waiting[requestId] = answer
+        self._sendObject({"op": op, "id": requestId, **fields})
+        return answer
+
+    def dataReceived(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        messages: list[Any] = []
+        try:
+            used = self._decoder.decode(buffer, messages)
+        except Exception as e:
+            _log.error("control channel: undecodable data ({error}); closing it", error=e)
+            del buffer[:]
+            if self.transport is not None:
+                self.transport.loseConnection()
+            return
+        del buffer[:used]
+        for message in messages:
+            self._handle(message)
+
+    def _handle(self, message: Any) -> None:
+        if not isinstance(message, dict):
+            return
+        if "reply" in message:
+            answer = self._waiting.pop(message["reply"], None)
+            if answer is None:
+                return
+            if "error" in message:
+                answer.errback(RuntimeError(message["error"]))
+            else:
+                answer.callback(message.get("result"))
+            return
+        handler = self.handlers.get(message.get("op", ""))
+        requestId = message.get("id")
+        if handler is None:
+            if requestId is not None:
+                self._sendObject({"reply": requestId, "error": f"unknown op {message.get('op')!r}"})
+            return
+        result = maybeDeferred(handler, message)
+        if requestId is None:
+            result.addErrback(lambda f: _log.failure("control handler {op} failed", f, op=message["op"]))
+            return
+
+        def answered(value: Any) -> None:
+            self._sendObject({"reply": requestId, "result": value})
+
+        def failed(failure: Failure) -> None:
+            self._sendObject({"reply": requestId, "error": str(failure.value)})
+
+        result.addCallbacks(answered, failed)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = True
+        waiting, self._waiting = self._waiting, {}
+        for answer in waiting.values():
+            answer.errback(RuntimeError("control channel closed"))
+        if self.onLost is not None:
+            self.onLost(reason)
+
+
+# -- the parent: sockets and worker processes ---------------------------------
+
+
+class _ReservedPort:
+    """What the parent's recording reactor returns for a socket it opened."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.socket = sock
+
+    def getHost(self) -> Any:
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        name = self.socket.getsockname()
+        if self.socket.family == socket.AF_INET:
+            return IPv4Address("TCP", name[0], name[1])
+        if self.socket.family == socket.AF_INET6:
+            return IPv6Address("TCP", name[0], name[1])
+        return UNIXAddress(name)
+
+    def stopListening(self) -> None:
+        self.socket.close()
+
+    def startListening(self) -> None:
+        pass
+
+
+class _SocketOpeningReactor:
+    """
+    Stands for the reactor when the parent builds its endpoints from the
+    C{--port} descriptions: Twisted's own endpoint parsers (C{tcp:},
+    C{ssl:}, C{haproxy:}, C{systemd:} ...) call C{listenTCP} and friends,
+    and this opens the socket (bound and, in C{shared} mode, listening)
+    instead of starting to accept on it.
+    """
+
+    def __init__(self, reactor: Any, mode: str) -> None:
+        self._reactor = reactor
+        self.mode = mode
+        self.sockets: list[socket.socket] = []
+        self.modes: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> _ReservedPort:
+        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.mode == REUSEPORT:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((interface or ("::" if family == socket.AF_INET6 else ""), port))
+            # shared: the workers accept from this very socket.  reuseport:
+            # it only holds the port (bound, not listening, so the kernel
+            # gives it no connections); each worker listens on its own.
+            if self.mode == SHARED:
+                sock.listen(backlog)
+        except OSError as e:
+            sock.close()
+            from twisted.internet.error import CannotListenError
+
+            raise CannotListenError(interface, port, e) from None
+        sock.setblocking(False)
+        return self._keep(sock, self.mode, backlog)
+
+    def listenSSL(
+        self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
+    ) -> _ReservedPort:
+        return self.listenTCP(port, factory, backlog, interface)
+
+    def listenUNIX(self, address: Any, *args: Any, **kwargs: Any) -> Any:
+        raise ValueError("unix: endpoints cannot be shared by worker processes")
+
+    def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> _ReservedPort:
+        # Sockets from systemd are listening already: always shared.
+        sock = socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor))
+        return self._keep(sock, SHARED, 0)
+
+    def _keep(self, sock: socket.socket, mode: str, backlog: int) -> _ReservedPort:
+        self.sockets.append(sock)
+        self.modes.append(f"{mode}:{backlog}")
+        return _ReservedPort(sock)
+
+
+class _WorkerProcess(ProcessProtocol):
+    """One worker as its parent sees it."""
+
+    def __init__(self, pool: WorkerPoolService, index: int, nodeId: int) -> None:
+        self.pool = pool
+        self.index = index
+        self.nodeId = nodeId
+        self.pid: int | None = None
+        self.startedAt = pool.reactor.seconds()
+        self.ended: Deferred[None] = Deferred()
+        self.alive = False
+        self.control = ControlChannel(pool.controlHandlers(self), self._writeControl)
+        self._logTail: dict[int, bytes] = {1: b"", 2: b""}
+
+    def _writeControl(self, data: bytes) -> None:
+        if self.alive and self.transport is not None:
+            self.transport.writeToChild(CONTROL_IN, data)
+
+    def connectionMade(self) -> None:
+        self.alive = True
+        self.pid = self.transport.pid if self.transport is not None else None
+        self.control.makeConnection(self.transport)
+        self.control._write = self._writeControl
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == CONTROL_OUT:
+            self.control.dataReceived(data)
+            return
+        lines = (self._logTail.get(childFD, b"") + data).split(b"\n")
+        self._logTail[childFD] = lines.pop()
+        for line in lines:
+            self._relayLog(line)
+
+    _TIMESTAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\S+ ")
+
+    def _relayLog(self, line: bytes) -> None:
+        text = self._TIMESTAMP.sub(b"", line.rstrip(b"\r")).decode("utf-8", "replace")
+        if text:
+            _log.info("worker {worker}: {line}", worker=self.index, line=text, pid=self.pid)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.alive = False
+        for fd, tail in self._logTail.items():
+            if tail:
+                self._relayLog(tail)
+            self._logTail[fd] = b""
+        self.control.connectionLost(reason)
+        self.pool.workerEnded(self, reason)
+        self.ended.callback(None)
+
+    def signal(self, name: str) -> None:
+        if self.alive and self.transport is not None:
+            try:
+                self.transport.signalProcess(name)
+            except ProcessExitedAlready:
+                pass
+
+
+class WorkerPoolService(MultiService):
+    """
+    The parent of C{count} worker processes that serve the same listening
+    sockets.
+
+    @ivar workers: index -> the current L{_WorkerProcess} of each slot.
+    @ivar snapshots: index -> the last stats snapshot of that worker.
+    @ivar restartsTotal: workers restarted after dying.
+    """
+
+    pollInterval = 1.0
+    killAfter = 5.0
+    """Seconds past the shutdown timeout before a worker is killed."""
+
+    def __init__(
+        self,
+        descriptions: list[str],
+        workerArgs: list[str],
+        count: int,
+        reactor: Any = None,
+        mode: str | None = None,
+        shutdownTimeout: float = 10.0,
+        nodeIdBase: int = 1,
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        self.reactor = reactor
+        self.descriptions = descriptions
+        self.workerArgs = workerArgs
+        self.count = count
+        self.mode = mode or defaultMode()
+        self.shutdownTimeout = shutdownTimeout
+        self.nodeIdBase = nodeIdBase
+        self.environment = environment
+        self.workers: dict[int, _WorkerProcess] = {}
+        self.snapshots: dict[int, dict[str, Any]] = {}
+        self.restartsTotal = 0
+        self.startedAt = reactor.seconds()
+        self.peakOnline = 0
+        self._retired: dict[str, Any] = {key: 0 for key in _COUNTER_KEYS}
+        self._retired["closed_total"] = {}
+        self._opener: _SocketOpeningReactor | None = None
+        self._stopping = False
+        self._poller: LoopingCall | None = None
+        self._restartDelay: dict[int, float] = {}
+        self._pendingRestarts: dict[int, Any] = {}
+
+    # -- sockets ------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        """Open the listening sockets (as root, before privileges drop)."""
+        super().privilegedStartService()
+        self._openSockets()
+
+    def _openSockets(self) -> None:
+        if self._opener is not None:
+            return
+        from iocpsvc.service import describeAddress, withDefaultBacklog
+
+        opener = _SocketOpeningReactor(self.reactor, self.mode)
+        try:
+            for description in self.descriptions:
+                endpoint = endpoints.serverFromString(opener, withDefaultBacklog(description))
+                listening = endpoint.listen(_NoFactory())
+                failures: list[Failure] = []
+                listening.addErrback(failures.append)
+                if failures:
+                    failures[0].raiseException()
+        except BaseException:
+            for sock in opener.sockets:
+                sock.close()
+            raise
+        self._opener = opener
+        _log.info(
+            "iocpsvc listening on {addresses} with {count} worker processes ({mode})",
+            addresses=", ".join(describeAddress(_ReservedPort(s).getHost()) for s in opener.sockets),
+            count=self.count,
+            mode=self.mode,
+        )
+
+    @property
+    def addresses(self) -> list[Any]:
+        """The listening addresses (what the sockets are bound to)."""
+        return [_ReservedPort(s).getHost() for s in (self._opener.sockets if self._opener else [])]
+
+    # -- workers -------------------------------------------------------------
+
+    def startService(self) -> None:
+        self._openSockets()
+        super().startService()
+        self._stopping = False
+        for index in range(1, self.count + 1):
+            self._spawn(index)
+        self._poller = LoopingCall(self.poll)
+        self._poller.clock = self.reactor
+        self._poller.start(self.pollInterval, now=False)
+
+    def _spawn(self, index: int) -> None:
+        self._pendingRestarts.pop(index, None)
+        assert self._opener is not None
+        nodeId = self.nodeIdBase + index - 1
+        worker = _WorkerProcess(self, index, nodeId)
+        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r", CONTROL_IN: "w", CONTROL_OUT: "r"}
+        for offset, sock in enumerate(self._opener.sockets):
+            childFDs[FIRST_LISTENER + offset] = sock.fileno()
+        twistdArgs = ["-n", "--pidfile="]
+        name = reactorName(self.reactor)
+        if name is not None:
+            twistdArgs.append(f"--reactor={name}")
+        argv = [
+            sys.executable,
+            "-c",
+            _TWISTD,
+            *twistdArgs,
+            "iocpsvc",
+            *self.workerArgs,
+            "--worker-of",
+            f"{index}:{nodeId}:{','.join(self._opener.modes)}",
+        ]
+        self.reactor.spawnProcess(
+            worker,
+            sys.executable,
+            argv,
+            env=self.environment if self.environment is not None else dict(os.environ),
+            childFDs=childFDs,
+        )
+        self.workers[index] = worker
+        _log.info("worker {worker} started (pid {pid})", worker=index, pid=worker.pid)
+
+    def workerEnded(self, worker: _WorkerProcess, reason: Failure) -> None:
+        """A worker exited: keep its counters, and restart it unless stopping."""
+        snapshot = self.snapshots.pop(worker.index, None)
+        if snapshot is not None:
+            self._retire(snapshot)
+        if self.workers.get(worker.index) is not worker:
+            return
+        if self._stopping:
+            return
+        lived = self.reactor.seconds() - worker.startedAt
+        # A worker that dies at once would otherwise be restarted in a loop.
+        delay = 0.0 if lived > 10 else min(30.0, max(0.5, self._restartDelay.get(worker.index, 0.25) * 2))
+        self._restartDelay[worker.index] = delay
+        how = (
+            f"exited with status {reason.value.exitCode}"  # type: ignore[union-attr]
+            if getattr(reason.value, "exitCode", None) is not None
+            and getattr(reason.value, "signal", None) is None
+            else f"killed by signal {getattr(reason.value, 'signal', '?')}"
+        )
+        _log.warn(
+            "worker {worker} (pid {pid}) {how} after {lived:.1f}s; its connections are lost; "
+            "restarting it in {delay:.1f}s",
+            worker=worker.index,
+            pid=worker.pid,
+            how=how,
+            lived=lived,
+            delay=delay,
+        )
+        self.restartsTotal += 1
+        self._pendingRestarts[worker.index] = self.reactor.callLater(delay, self._spawn, worker.index)
+
+    def _retire(self, snapshot: dict[str, Any]) -> None:
+        retired = self._retired
+        for key in _COUNTER_KEYS:
+            retired[key] += snapshot.get(key, 0)
+        for reason, count in snapshot.get("closed_total", {}).items():
+            retired["closed_total"][reason] = retired["closed_total"].get(reason, 0) + count
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Stop every worker gracefully (SIGTERM: each closes its connections
+        within its shutdown timeout), kill those still running
+        C{killAfter} seconds later, then close the sockets.
+        """
+        super().stopService()
+        self._stopping = True
+        if self._poller is not None and self._poller.running:
+            self._poller.stop()
+        for call in self._pendingRestarts.values():
+            if call.active():
+                call.cancel()
+        self._pendingRestarts.clear()
+        workers = [w for w in self.workers.values() if w.alive]
+        if workers:
+            _log.info("stopping {count} workers (SIGTERM)", count=len(workers))
+        for worker in workers:
+            worker.signal("TERM")
+        killer = self.reactor.callLater(self.shutdownTimeout + self.killAfter, self._killRest)
+        allEnded = DeferredList([w.ended for w in workers], consumeErrors=True)
+
+        def finished(_: object) -> None:
+            if killer.active():
+                killer.cancel()
+            if self._opener is not None:
+                for sock in self._opener.sockets:
+                    sock.close()
+                self._opener = None
+
+        allEnded.addCallback(finished)
+        return allEnded
+
+    def _killRest(self) -> None:
+        for worker in self.workers.values():
+            if worker.alive:
+                _log.warn(
+                    "worker {worker} (pid {pid}) did not stop in time; killing it",
+                    worker=worker.index,
+                    pid=worker.pid,
+                )
+                worker.signal("KILL")
+
+    # -- what the workers ask -------------------------------------------------
+
+    def controlHandlers(self, worker: _WorkerProcess) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        return {"bus": lambda message: self._relay(worker, message)}
+
+    def _relay(self, sender: _WorkerProcess, message: dict[str, Any]) -> None:
+        """Pass a worker's cluster message to the worker(s) it is for."""
+        try:
+            raw = base64.b64decode(message["m"])
+            kind, _origin, contextId, _payload = unpackMessage(raw)
+        except (KeyError, ValueError, TypeError) as e:
+            _log.warn("worker {worker}: malformed cluster message ({error})", worker=sender.index, error=e)
+            return
+        if kind == BROADCAST:
+            targets = [w for w in self.workers.values() if w is not sender and w.alive]
+        else:
+            node = nodeOfContext(contextId)
+            targets = [w for w in self.workers.values() if w.nodeId == node and w.alive]
+        for worker in targets:
+            worker.control.send("bus", m=message["m"])
+
+    # -- the monitor's figures -------------------------------------------------
+
+    def poll(self) -> Deferred[Any]:
+        """Ask every worker for its figures (the monitor reads the last ones)."""
+        asked = []
+        for index, worker in list(self.workers.items()):
+            if not worker.alive:
+                continue
+            answer = worker.control.call("stats")
+
+            def got(snapshot: dict[str, Any], index: int = index, worker: _WorkerProcess = worker) -> None:
+                if self.workers.get(index) is worker and worker.alive:
+                    self.snapshots[index] = snapshot
+
+            answer.addCallbacks(got, lambda f: None)
+            asked.append(answer)
+        return gatherResults(asked) if asked else succeed([])
+
+    def collect(self) -> dict[str, Any]:
+        """
+        The figures of C{/stats.json}: totals over the workers (counters
+        include workers that died), plus a C{workers} row per worker.
+        """
+        result: dict[str, Any] = {key: self._retired[key] for key in _COUNTER_KEYS}
+        closed = dict(self._retired["closed_total"])
+        for key in _GAUGE_KEYS:
+            result[key] = 0
+        rows = []
+        for index in sorted(self.workers):
+            worker = self.workers[index]
+            snapshot = self.snapshots.get(index, {})
+            for key in _COUNTER_KEYS + _GAUGE_KEYS:
+                result[key] += snapshot.get(key, 0)
+            for reason, count in snapshot.get("closed_total", {}).items():
+                closed[reason] = closed.get(reason, 0) + count
+            rows.append(
+                {
+                    "worker": index,
+                    "pid": worker.pid,
+                    "alive": worker.alive,
+                    "node_id": worker.nodeId,
+                    "online": snapshot.get("online", 0),
+                    "accepted_total": snapshot.get("accepted_total", 0),
+                    "received_frames_total": snapshot.get("received_frames_total", 0),
+                    "sent_frames_total": snapshot.get("sent_frames_total", 0),
+                    "received_bytes_total": snapshot.get("received_bytes_total", 0),
+                    "sent_bytes_total": snapshot.get("sent_bytes_total", 0),
+                    "uptime_seconds": snapshot.get("uptime_seconds", 0),
+                }
+            )
+        self.peakOnline = max(self.peakOnline, result["online"])
+        result["peak_online"] = self.peakOnline
+        result["closed_total"] = closed
+        result["uptime_seconds"] = round(self.reactor.seconds() - self.startedAt, 3)
+        result["node_id"] = 0
+        result["worker_restarts_total"] = self.restartsTotal
+        result["workers"] = rows
+        return result
+
+    def connections(self, sort: str, limit: int, descending: bool | None) -> Deferred[dict[str, Any]]:
+        """C{/connections.json} over every worker: each one's top rows, merged."""
+        from iocpsvc.monitor.stats import SORT_KEYS, connectionSortKey
+
+        if sort not in SORT_KEYS:
+            raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
+        live = [w for w in self.workers.values() if w.alive]
+        order = "" if descending is None else ("desc" if descending else "asc")
+        asked = [w.control.call("connections", sort=sort, limit=limit, order=order) for w in live]
+
+        def merge(answers: list[tuple[bool, Any]]) -> dict[str, Any]:
+            rows = []
+            online = 0
+            chosenOrder = "desc" if descending else "asc"
+            for worker, (ok, answer) in zip(live, answers, strict=True):
+                if not ok or not isinstance(answer, dict):
+                    continue
+                online += answer.get("online", 0)
+                chosenOrder = answer.get("order", chosenOrder)
+                for row in answer.get("connections", []):
+                    rows.append(dict(row, worker=worker.index))
+            pick = heapq.nlargest if chosenOrder == "desc" else heapq.nsmallest
+            key = connectionSortKey(sort)
+            return {
+                "online": online,
+                "sort": sort,
+                "order": chosenOrder,
+                "limit": limit,
+                "connections": pick(limit, rows, key=key),
+            }
+
+        return DeferredList(asked, consumeErrors=True).addCallback(merge)
+
+
+class _NoFactory:
+    """The factory the parent's endpoints are given: it never accepts."""
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+
+# -- the worker: adopt the parent's sockets, answer on the control channel ------
+
+
+class SocketAdoptingReactor:
+    """
+    Stands for the reactor when a worker builds its endpoints from the same
+    C{--port} descriptions as its parent: each C{listenTCP} / C{listenSSL}
+    / C{adoptStreamPort} takes the next inherited socket instead of
+    opening one, so Twisted's endpoint parsers and wrappers (C{ssl:},
+    C{haproxy:}) work unchanged.
+    """
+
+    def __init__(self, reactor: Any, modes: list[str], firstDescriptor: int = FIRST_LISTENER) -> None:
+        self._reactor = reactor
+        self._modes = list(modes)
+        self._next = firstDescriptor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def _take(self) -> tuple[int, str, int]:
+        if not self._modes:
+            raise RuntimeError("more listeners than sockets handed over by the parent")
+        fd = self._next
+        self._next += 1
+        mode, _, backlog = self._modes.pop(0).partition(":")
+        return fd, mode, int(backlog or 50)
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        fd, mode, parentBacklog = self._take()
+        inherited = socket.socket(fileno=fd)
+        try:
+            if mode == REUSEPORT:
+                own = socket.socket(inherited.family, socket.SOCK_STREAM)
+                try:
+                    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    own.bind(inherited.getsockname())
+                    own.listen(parentBacklog or backlog)
+                    own.setblocking(False)
+                    return self._reactor.adoptStreamPort(own.fileno(), own.family, factory)
+                finally:
+                    own.close()  # adoptStreamPort keeps its own copy
+            return self._reactor.adoptStreamPort(inherited.fileno(), inherited.family, factory)
+        finally:
+            inherited.close()
+
+    def listenSSL(
+        self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
+    ) -> Any:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        # What the reactor's own listenSSL does: TLS in memory over TCP.
+        return self.listenTCP(port, TLSMemoryBIOFactory(contextFactory, False, factory), backlog, interface)
+
+    def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> Any:
+        fd, _, _ = self._take()
+        port = self._reactor.adoptStreamPort(fd, addressFamily, factory)
+        os.close(fd)
+        return port
+
+
+@implementer(IClusterBus)
+class ParentBus:
+    """
+    The cluster bus of workers without C{--cluster}: broadcasts and
+    C{sendTo} for other workers go through the parent, which passes them
+    on (see L{iocpsvc.cluster} for the message format).
+    """
+
+    def __init__(self, nodeId: int) -> None:
+        self.nodeId = nodeId
+        self.channel: ControlChannel | None = None
+        self.receiver: Any = None
+        self.publishedTotal = 0
+        self.receivedTotal = 0
+        self.droppedTotal = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.channel is not None and not self.channel.lost
+
+    def start(self, receiver: Any) -> None:
+        self.receiver = receiver
+
+    def stop(self) -> None:
+        self.receiver = None
+
+    def _publish(self, message: bytes) -> None:
+        if not self.connected:
+            self.droppedTotal += 1
+            return
+        assert self.channel is not None
+        self.publishedTotal += 1
+        self.channel.send("bus", m=base64.b64encode(message).decode("ascii"))
+
+    def publishBroadcast(self, payload: bytes, excludeContextId: int) -> None:
+        from iocpsvc.cluster import packMessage
+
+        self._publish(packMessage(BROADCAST, self.nodeId, excludeContextId, payload))
+
+    def publishTo(self, contextId: int, payload: bytes) -> None:
+        from iocpsvc.cluster import TO_CONTEXT, packMessage
+
+        self._publish(packMessage(TO_CONTEXT, self.nodeId, contextId, payload))
+
+    def received(self, message: dict[str, Any]) -> None:
+        """A message the parent passed on."""
+        if self.receiver is None:
+            return
+        self.receivedTotal += 1
+        deliver(self.receiver, self.nodeId, base64.b64decode(message["m"]))
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "kind": "workers",
+            "connected": self.connected,
+            "node_id": self.nodeId,
+            "published_total": self.publishedTotal,
+            "received_total": self.receivedTotal,
+            "dropped_total": self.droppedTotal,
+        }
+
+
+class WorkerControlService(Service):
+    """
+    A worker's end of the control channel: answers the parent's questions
+    (its figures, its connections), carries the L{ParentBus}, and stops
+    the worker when the parent goes away.
+    """
+
+    def __init__(self, factory: Any, reactor: Any, index: int, bus: ParentBus | None) -> None:
+        self.factory = factory
+        self.reactor = reactor
+        self.index = index
+        self.bus = bus
+        self.channel: ControlChannel | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        from twisted.internet.stdio import StandardIO
+
+        from iocpsvc.monitor.stats import collect, connections
+
+        def stats(message: dict[str, Any]) -> dict[str, Any]:
+            return collect(self.factory)
+
+        def listConnections(message: dict[str, Any]) -> dict[str, Any]:
+            order = message.get("order") or ""
+            return connections(
+                self.factory,
+                message.get("sort", "id"),
+                int(message.get("limit", 100)),
+                None if not order else order == "desc",
+            )
+
+        handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "stats": stats,
+            "connections": listConnections,
+        }
+        if self.bus is not None:
+            handlers["bus"] = self.bus.received
+        self.channel = ControlChannel(handlers)
+        self.channel.onLost = self._parentGone
+        if self.bus is not None:
+            self.bus.channel = self.channel
+        StandardIO(self.channel, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=self.reactor)  # type: ignore[call-arg]
+
+    def _parentGone(self, reason: Failure) -> None:
+        if not self.running:
+            return
+        _log.warn("worker {worker}: the parent process is gone; stopping", worker=self.index)
+        self.reactor.stop()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        if self.channel is not None and self.channel.transport is not None:
+            self.channel.onLost = None
+            self.channel.transport.loseConnection()
+        return succeed(None)
+
+
+def parseWorkerOf(value: str) -> tuple[int, int, list[str]]:
+    """C{INDEX:NODE:MODE:BACKLOG,...} (what the parent passes) as its parts."""
+    index, nodeId, modes = value.split(":", 2)
+    return int(index), int(nodeId), [m for m in modes.split(",") if m]
