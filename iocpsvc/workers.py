@@ -337,6 +337,7 @@ class _WorkerProcess(ProcessProtocol):
         self.startedAt = pool.reactor.seconds()
         self.ended: Deferred[None] = Deferred()
         self.alive = False
+        self.ready = False
         self.control = ControlChannel(pool.controlHandlers(self), self._writeControl)
         self._logTail: dict[int, bytes] = {1: b"", 2: b""}
 
@@ -430,6 +431,8 @@ class WorkerPoolService(MultiService):
         self._retired: dict[str, Any] = {key: 0 for key in _COUNTER_KEYS}
         self._retired["closed_total"] = {}
         self._opener: _SocketOpeningReactor | None = None
+        self._addressText = ""
+        self._announced = False
         self._stopping = False
         self._poller: LoopingCall | None = None
         self._restartDelay: dict[int, float] = {}
@@ -461,9 +464,10 @@ class WorkerPoolService(MultiService):
                 sock.close()
             raise
         self._opener = opener
+        self._addressText = ", ".join(describeAddress(_ReservedPort(s).getHost()) for s in opener.sockets)
         _log.info(
-            "iocpsvc listening on {addresses} with {count} worker processes ({mode})",
-            addresses=", ".join(describeAddress(_ReservedPort(s).getHost()) for s in opener.sockets),
+            "iocpsvc: sockets open on {addresses}; starting {count} worker processes ({mode})",
+            addresses=self._addressText,
             count=self.count,
             mode=self.mode,
         )
@@ -601,7 +605,25 @@ class WorkerPoolService(MultiService):
     # -- what the workers ask -------------------------------------------------
 
     def controlHandlers(self, worker: _WorkerProcess) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        return {"bus": lambda message: self._relay(worker, message)}
+        return {
+            "bus": lambda message: self._relay(worker, message),
+            "ready": lambda message: self._ready(worker),
+        }
+
+    def _ready(self, worker: _WorkerProcess) -> None:
+        """A worker listens: once all do, say so (what scripts and tests wait for)."""
+        worker.ready = True
+        if self._announced or not all(w.ready for w in self.workers.values()):
+            if self._announced:
+                _log.info("worker {worker} (pid {pid}) serving again", worker=worker.index, pid=worker.pid)
+            return
+        self._announced = True
+        _log.info(
+            "iocpsvc listening on {addresses} with {count} worker processes ({mode})",
+            addresses=self._addressText,
+            count=self.count,
+            mode=self.mode,
+        )
 
     def _relay(self, sender: _WorkerProcess, message: dict[str, Any]) -> None:
         """Pass a worker's cluster message to the worker(s) it is for."""
@@ -889,6 +911,9 @@ class WorkerControlService(Service):
         if self.bus is not None:
             self.bus.channel = self.channel
         StandardIO(self.channel, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=self.reactor)  # type: ignore[call-arg]
+        # The sockets were adopted when the server service started (before
+        # this child service): this worker accepts from now on.
+        self.channel.send("ready")
 
     def _parentGone(self, reason: Failure) -> None:
         if not self.running:

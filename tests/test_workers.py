@@ -1,0 +1,379 @@
+"""
+Tests for L{iocpsvc.workers}: the control channel, the parent's totals,
+and real worker processes over real TCP (spread, a killed worker, SIGTERM,
+broadcasts between workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import struct
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, readBody
+
+from iocpsvc import workers
+from iocpsvc.cluster import BROADCAST, TO_CONTEXT, firstContextId, packMessage
+from iocpsvc.tap import Options
+from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
+
+
+def frame(payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + payload
+
+
+class ControlChannelTests(SynchronousTestCase):
+    """The parent/worker control channel (length-prefixed JSON)."""
+
+    def pair(self, handlersA: dict[str, Any], handlersB: dict[str, Any]) -> tuple[Any, Any]:
+        a = workers.ControlChannel(handlersA)
+        b = workers.ControlChannel(handlersB)
+        a._write = b.dataReceived
+        b._write = a.dataReceived
+        return a, b
+
+    def test_callAnswers(self) -> None:
+        """A call fires with the handler's result from the other end."""
+        a, _ = self.pair({}, {"stats": lambda m: {"online": m["x"] * 2}})
+        answers: list[Any] = []
+        a.call("stats", x=21).addCallback(answers.append)
+        self.assertEqual(answers, [{"online": 42}])
+
+    def test_deferredHandler(self) -> None:
+        """A handler may answer later with a Deferred."""
+        later: Deferred[Any] = Deferred()
+        a, _ = self.pair({}, {"slow": lambda m: later})
+        answers: list[Any] = []
+        a.call("slow").addCallback(answers.append)
+        self.assertEqual(answers, [])
+        later.callback("done")
+        self.assertEqual(answers, ["done"])
+
+    def test_errorsAndUnknownOps(self) -> None:
+        """A failing handler and an unknown op both fail the call."""
+
+        def broken(message: dict[str, Any]) -> None:
+            raise ValueError("nope")
+
+        a, _ = self.pair({}, {"broken": broken})
+        failures: list[Any] = []
+        a.call("broken").addErrback(failures.append)
+        a.call("missing").addErrback(failures.append)
+        self.assertEqual(len(failures), 2)
+        self.assertIn("nope", str(failures[0].value))
+        self.assertIn("unknown op", str(failures[1].value))
+
+    def test_sendHasNoAnswer(self) -> None:
+        """A sent message reaches its handler; nothing comes back."""
+        seen: list[Any] = []
+        a, b = self.pair({}, {"bus": seen.append})
+        a.send("bus", m="x")
+        self.assertEqual(seen, [{"op": "bus", "m": "x"}])
+
+    def test_splitAndCoalesced(self) -> None:
+        """Messages split across reads and several in one read all arrive."""
+        seen: list[Any] = []
+        receiver = workers.ControlChannel({"n": seen.append})
+        chunks: list[bytes] = []
+        sender = workers.ControlChannel({}, chunks.append)
+        for n in range(3):
+            sender.send("n", n=n)
+        wire = b"".join(chunks)
+        for i in range(0, len(wire), 5):
+            receiver.dataReceived(wire[i : i + 5])
+        self.assertEqual([m["n"] for m in seen], [0, 1, 2])
+
+    def test_lostFailsWaiting(self) -> None:
+        """Calls waiting when the channel closes fail; later calls fail at once."""
+        a = workers.ControlChannel({}, lambda data: None)
+        failures: list[Any] = []
+        a.call("stats").addErrback(failures.append)
+        a.connectionLost()
+        a.call("stats").addErrback(failures.append)
+        self.assertEqual(len(failures), 2)
+
+    def test_garbageClosesChannel(self) -> None:
+        """Undecodable control data closes the channel instead of raising."""
+        channel = workers.ControlChannel({})
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"\x00\x00\x00\x03{{{")
+        self.assertTrue(transport.disconnecting)
+
+
+class _FakeWorker:
+    def __init__(self, index: int, nodeId: int) -> None:
+        self.index = index
+        self.nodeId = nodeId
+        self.alive = True
+        self.pid = 1000 + index
+        self.sent: list[Any] = []
+        self.control = self
+
+    def send(self, op: str, **fields: Any) -> None:
+        self.sent.append((op, fields))
+
+
+class PoolFiguresTests(SynchronousTestCase):
+    """The parent's totals over its workers, and its relay of bus messages."""
+
+    def pool(self) -> workers.WorkerPoolService:
+        from twisted.internet.task import Clock
+
+        return workers.WorkerPoolService(["tcp:0"], [], 2, reactor=Clock(), nodeIdBase=10)
+
+    def test_totalsAndRows(self) -> None:
+        """Counters and gauges add up over workers; each worker has a row."""
+        pool = self.pool()
+        pool.workers = {1: _FakeWorker(1, 10), 2: _FakeWorker(2, 11)}  # type: ignore[dict-item]
+        pool.snapshots = {
+            1: {"online": 3, "accepted_total": 5, "closed_total": {"peer": 2}, "received_frames_total": 7},
+            2: {"online": 4, "accepted_total": 6, "closed_total": {"peer": 1, "idle": 1}},
+        }
+        stats = pool.collect()
+        self.assertEqual(stats["online"], 7)
+        self.assertEqual(stats["accepted_total"], 11)
+        self.assertEqual(stats["closed_total"], {"peer": 3, "idle": 1})
+        self.assertEqual(stats["received_frames_total"], 7)
+        self.assertEqual(stats["peak_online"], 7)
+        self.assertEqual([row["online"] for row in stats["workers"]], [3, 4])
+        self.assertEqual([row["node_id"] for row in stats["workers"]], [10, 11])
+
+    def test_deadWorkersCountersStay(self) -> None:
+        """A dead worker's counters stay in the totals: they never go back."""
+        from twisted.python.failure import Failure
+
+        pool = self.pool()
+        worker = _FakeWorker(1, 10)
+        pool.workers = {1: worker}  # type: ignore[dict-item]
+        pool.snapshots = {1: {"online": 3, "accepted_total": 5, "closed_total": {"peer": 2}}}
+        pool._stopping = True  # no restart in this test
+        pool.workerEnded(worker, Failure(RuntimeError("gone")))  # type: ignore[arg-type]
+        stats = pool.collect()
+        self.assertEqual(stats["accepted_total"], 5)
+        self.assertEqual(stats["online"], 0)
+        self.assertEqual(stats["closed_total"], {"peer": 2})
+
+    def test_relay(self) -> None:
+        """Broadcasts go to the other workers; directed messages to the node's worker."""
+        import base64
+
+        pool = self.pool()
+        one, two, three = _FakeWorker(1, 10), _FakeWorker(2, 11), _FakeWorker(3, 12)
+        pool.workers = {1: one, 2: two, 3: three}  # type: ignore[dict-item]
+        message = base64.b64encode(packMessage(BROADCAST, 10, 0, b"hi")).decode()
+        pool._relay(one, {"m": message})  # type: ignore[arg-type]
+        self.assertEqual((len(one.sent), len(two.sent), len(three.sent)), (0, 1, 1))
+        direct = base64.b64encode(packMessage(TO_CONTEXT, 10, firstContextId(12), b"hi")).decode()
+        pool._relay(one, {"m": direct})  # type: ignore[arg-type]
+        self.assertEqual((len(two.sent), len(three.sent)), (1, 2))
+        pool._relay(one, {"m": "not base64 at all!"})  # type: ignore[arg-type]
+        self.assertEqual((len(two.sent), len(three.sent)), (1, 2))
+
+
+class OptionsTests(SynchronousTestCase):
+    """The worker options."""
+
+    def test_auto(self) -> None:
+        """--workers auto is the number of cores."""
+        options = Options()
+        options.parseOptions(["--workers", "auto"])
+        self.assertEqual(options["workerCount"], os.cpu_count() or 1)
+
+    def test_badValues(self) -> None:
+        """Bad counts, modes and listeners that cannot be shared are usage errors."""
+        from twisted.python.usage import UsageError
+
+        for args in (
+            ["--workers", "0"],
+            ["--workers", "two"],
+            ["--workers", "2", "--worker-sockets", "magic"],
+            ["--workers", "2", "--port", "unix:/tmp/iocpsvc-test.sock"],
+        ):
+            self.assertRaises(UsageError, Options().parseOptions, args)
+
+    def test_workerOf(self) -> None:
+        """The parent's --worker-of value parses into index, node id and socket modes."""
+        self.assertEqual(
+            workers.parseWorkerOf("2:11:reuseport:128,shared:0"), (2, 11, ["reuseport:128", "shared:0"])
+        )
+
+
+class WorkerProcessTests(TestCase):
+    """Real worker processes over real TCP on 127.0.0.1."""
+
+    timeout = 90
+
+    MONITOR = re.compile(rb"monitor on http://127\.0\.0\.1:(\d+)/")
+    READY = re.compile(rb"listening on tcp:127\.0\.0\.1:\d+ with \d+ worker processes")
+
+    @inlineCallbacks
+    def startServer(self, *args: str) -> Any:
+        workdir = temporaryDirectory(self)
+        process, transport = spawnTwistd(
+            reactor,
+            workdir,
+            "iocpsvc",
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--monitor",
+            "tcp:0:interface=127.0.0.1",
+            "--shutdown-timeout",
+            "2",
+            *args,
+        )
+        self.addCleanup(self.stopServer, process, transport)
+        port = yield process.listening
+        # Workers log their own "listening on" lines; the parent's comes
+        # once every worker accepts.
+        yield waitUntil(reactor, lambda: self.READY.search(bytes(process.output)) is not None)
+        yield waitUntil(reactor, lambda: self.MONITOR.search(bytes(process.output)) is not None)
+        match = self.MONITOR.search(bytes(process.output))
+        assert match is not None
+        self.process = process
+        self.transport = transport
+        self.monitor = f"http://127.0.0.1:{int(match.group(1))}/"
+        return port
+
+    def stopServer(self, process: Any, transport: Any) -> Any:
+        if process.ended.called:
+            return None
+        transport.signalProcess("KILL")
+        for pid in getattr(self, "workerPids", []):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return process.ended
+
+    @inlineCallbacks
+    def stats(self) -> Any:
+        response = yield Agent(reactor).request(b"GET", (self.monitor + "stats.json").encode())
+        body = yield readBody(response)
+        return json.loads(body)
+
+    @inlineCallbacks
+    def waitForStats(self, condition: Any, timeout: float = 30) -> Any:
+        latest: dict[str, Any] = {}
+
+        @inlineCallbacks
+        def poll() -> Any:
+            latest.update((yield self.stats()))
+
+        started = reactor.seconds()
+        while True:
+            yield poll()
+            if condition(latest):
+                return latest
+            if reactor.seconds() - started > timeout:
+                raise AssertionError(f"stats never matched: {latest}")
+            yield deferLater(reactor, 0.2, lambda: None)
+
+    @inlineCallbacks
+    def test_spreadKillAndStop(self) -> Any:
+        """
+        Connections are spread over two workers; killing one loses only its
+        connections and it is replaced; SIGTERM stops everything within the
+        shutdown timeout.
+        """
+        port = yield self.startServer("--workers", "2")
+        clients = yield connectRaw(reactor, port, 60)
+        self.assertEqual(len(clients), 60)
+        for n, client in enumerate(clients):
+            client.transport.write(frame(b"hello %d" % n))
+        yield waitUntil(reactor, lambda: all(len(c.received) >= 11 for c in clients))
+        stats = yield self.waitForStats(lambda s: s.get("online") == 60)
+        rows = stats["workers"]
+        self.assertEqual(len(rows), 2)
+        self.workerPids = [row["pid"] for row in rows]
+        self.assertTrue(all(row["online"] > 0 for row in rows), rows)
+
+        victim = rows[0]
+        os.kill(victim["pid"], signal.SIGKILL)
+        yield waitUntil(reactor, lambda: sum(c.lost.called for c in clients) == victim["online"])
+        survivors = [c for c in clients if not c.lost.called]
+        self.assertEqual(len(survivors), 60 - victim["online"])
+        for client in survivors:
+            client.received.clear()
+            client.transport.write(frame(b"still here"))
+        yield waitUntil(reactor, lambda: all(bytes(c.received) == frame(b"still here") for c in survivors))
+
+        stats = yield self.waitForStats(
+            lambda s: (
+                s.get("worker_restarts_total") == 1
+                and all(row["alive"] and row["uptime_seconds"] > 0 for row in s["workers"])
+            )
+        )
+        replaced = [row for row in stats["workers"] if row["worker"] == victim["worker"]][0]
+        self.assertNotEqual(replaced["pid"], victim["pid"])
+        self.workerPids = [row["pid"] for row in stats["workers"]]
+        self.assertGreaterEqual(stats["accepted_total"], 60)
+        results = yield echoMany(reactor, port, [frame(b"again %d" % n) for n in range(20)])
+        self.assertEqual(results, [frame(b"again %d" % n) for n in range(20)])
+
+        started = reactor.seconds()
+        self.transport.signalProcess("TERM")
+        yield self.process.ended
+        self.assertLess(reactor.seconds() - started, 2 + workers.WorkerPoolService.killAfter)
+        for pid in self.workerPids:
+            self.assertFalse(_running(pid), f"worker {pid} still running")
+        for client in survivors:
+            yield client.lost
+        self.assertNotIn(b"Traceback", bytes(self.process.output))
+
+    @inlineCallbacks
+    def test_sharedSocket(self) -> Any:
+        """With --worker-sockets shared, the workers accept from one socket and echo."""
+        port = yield self.startServer("--workers", "2", "--worker-sockets", "shared")
+        wires = [frame(b"x" * n) for n in range(1, 41)]
+        results = yield echoMany(reactor, port, wires)
+        self.assertEqual(results, wires)
+        stats = yield self.waitForStats(lambda s: s.get("accepted_total") == 40)
+        self.assertEqual(len(stats["workers"]), 2)
+
+    @inlineCallbacks
+    def test_chatAcrossWorkers(self) -> Any:
+        """
+        Without --cluster, a chat line reaches clients on the other worker
+        (the parent passes broadcasts on).
+        """
+        port = yield self.startServer("--workers", "2", "--context", "chat")
+        clients: list[RawClient] = []
+        for _ in range(40):
+            clients.extend((yield connectRaw(reactor, port, 1)))
+            # The parent's figures are up to a second old: wait for this one.
+            stats = yield self.waitForStats(lambda s: s["online"] == len(clients))
+            if all(row["online"] > 0 for row in stats["workers"]):
+                break
+        else:
+            self.fail("40 connections all went to one worker")
+        yield self.waitForStats(lambda s: s["online"] == len(clients))
+        for client in clients:
+            client.received.clear()
+        clients[0].transport.write(b"hello everyone\n")
+        yield waitUntil(reactor, lambda: all(b"hello everyone\n" in c.received for c in clients))
+        for client in clients:
+            client.transport.loseConnection()
+        for client in clients:
+            yield client.lost
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie is not running; it waits for its parent to reap it.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
