@@ -1,0 +1,265 @@
+"""
+Worker processes, measured: how evenly each way of sharing a listening
+socket spreads connections, and what a second worker buys on this machine.
+
+1. Spread: C{twistd iocpsvc --workers 2} with C{--worker-sockets reuseport}
+   and with C{shared}; connections are opened in a burst (all at once) and
+   one after another (each echoes once and closes), and each worker's
+   accepted count is read from the parent's monitor.
+2. Scaling: the pipelined and request/response loads of
+   C{benchmarks.compare}, with C{--workers 1} and C{--workers 2}: frames
+   per second and server CPU per frame (the parent and every worker).
+
+    python -m benchmarks.workers                      # both parts
+    python -m benchmarks.workers --out docs/workers   # writes docs/workers-results.rst and .json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from benchmarks.compare import SCENARIOS, cpuSeconds
+
+READY = re.compile(r"listening on tcp:127\.0\.0\.1:(\d+) with \d+ worker processes")
+SINGLE = re.compile(r"iocpsvc listening on tcp:127\.0\.0\.1:(\d+);")
+MONITOR = re.compile(r"monitor on http://127\.0\.0\.1:(\d+)/")
+
+
+class Server:
+    """A C{twistd -n iocpsvc} with a monitor on a free loopback port."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        argv = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "iocpsvc",
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--monitor",
+            "tcp:0:interface=127.0.0.1",
+            "--stats-interval",
+            "0",
+            *args,
+        ]
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        assert self.process.stdout is not None
+        self.port = self.monitor = 0
+        workers = "--workers" in args and args[args.index("--workers") + 1] != "1"
+        for line in self.process.stdout:
+            match = MONITOR.search(line)
+            if match:
+                self.monitor = int(match.group(1))
+            match = (READY if workers else SINGLE).search(line)
+            if match:
+                self.port = int(match.group(1))
+            if self.port and self.monitor:
+                break
+        if not (self.port and self.monitor):
+            raise RuntimeError("server did not start")
+
+    def stats(self) -> dict[str, Any]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor}/stats.json") as response:
+            return json.loads(response.read())  # type: ignore[no-any-return]
+
+    def pids(self) -> list[int]:
+        return [self.process.pid] + [row["pid"] for row in self.stats().get("workers", [])]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def _echoOnce(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(struct.pack(">I", 2) + b"hi")
+    received = b""
+    while len(received) < 6:
+        received += sock.recv(64)
+    return sock
+
+
+def _accepted(server: Server, expected: int) -> list[int]:
+    deadline = time.monotonic() + 10
+    while True:
+        stats = server.stats()
+        rows = stats["workers"]
+        if stats["accepted_total"] >= expected or time.monotonic() > deadline:
+            return [row["accepted_total"] for row in rows]
+        time.sleep(0.2)
+
+
+def spread(mode: str, burst: int, sequential: int) -> dict[str, Any]:
+    """Each worker's share of a burst and of one-after-another connections."""
+    server = Server("--workers", "2", "--worker-sockets", mode)
+    try:
+        socks = [_echoOnce(server.port) for _ in range(burst)]
+        burstCounts = _accepted(server, burst)
+        for sock in socks:
+            sock.close()
+        for _ in range(sequential):
+            _echoOnce(server.port).close()
+        total = _accepted(server, burst + sequential)
+        sequentialCounts = [t - b for t, b in zip(total, burstCounts, strict=True)]
+    finally:
+        server.stop()
+
+    def share(counts: list[int]) -> float:
+        return round(max(counts) / max(1, sum(counts)), 3)
+
+    return {
+        "mode": mode,
+        "burst": burstCounts,
+        "burst_largest_share": share(burstCounts),
+        "sequential": sequentialCounts,
+        "sequential_largest_share": share(sequentialCounts),
+    }
+
+
+def scaling(workers: int, scenario: str, duration: float) -> dict[str, Any]:
+    """Throughput and server CPU per frame with C{workers} processes."""
+    server = Server("--workers", str(workers))
+    try:
+        time.sleep(1.0)  # let the workers settle before measuring CPU
+        pids = server.pids()
+        before = sum(cpuSeconds(pid) for pid in pids)
+        benchArgs, _ = SCENARIOS[scenario]
+        env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "iocpsvc.bench",
+                "--json",
+                "--quiet",
+                "--port",
+                str(server.port),
+                "--duration",
+                str(duration),
+                "--warmup",
+                "0",
+                *benchArgs,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=duration + 300,
+        )
+        after = sum(cpuSeconds(pid) for pid in pids)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr[-2000:])
+        load = json.loads(result.stdout.strip().splitlines()[-1])
+    finally:
+        server.stop()
+    frames = load["frames"]
+    return {
+        "workers": workers,
+        "scenario": scenario,
+        "frames_per_second": load["frames_per_second"],
+        "errors": load["errors"],
+        "server_cpu_us_per_frame": round((after - before) / frames * 1e6, 3) if frames else None,
+        "client_cpu_us_per_frame": load.get("client_cpu_us_per_frame"),
+    }
+
+
+def restructuredText(spreads: list[dict[str, Any]], scales: list[dict[str, Any]], rounds: int) -> str:
+    lines = [
+        ".. Written by python -m benchmarks.workers; do not edit.",
+        "",
+        ".. list-table:: Connections per worker (2 workers)",
+        "   :header-rows: 1",
+        "",
+        "   * - sharing",
+        "     - burst (all open at once)",
+        "     - largest share",
+        "     - one after another",
+        "     - largest share",
+    ]
+    for row in spreads:
+        lines += [
+            f"   * - ``{row['mode']}``",
+            f"     - {' / '.join(map(str, row['burst']))}",
+            f"     - {row['burst_largest_share']:.0%}",
+            f"     - {' / '.join(map(str, row['sequential']))}",
+            f"     - {row['sequential_largest_share']:.0%}",
+        ]
+    lines += [
+        "",
+        f".. list-table:: One worker and two on this 2-core machine (medians of {rounds} rounds)",
+        "   :header-rows: 1",
+        "",
+        "   * - load",
+        "     - workers",
+        "     - frames/s",
+        "     - vs 1 worker",
+        "     - server CPU µs/frame",
+        "     - load tool CPU µs/frame",
+    ]
+    for scenario in sorted({s["scenario"] for s in scales}):
+        base = None
+        for workers in (1, 2):
+            runs = [s for s in scales if s["scenario"] == scenario and s["workers"] == workers]
+            fps = statistics.median(r["frames_per_second"] for r in runs)
+            cpu = statistics.median(r["server_cpu_us_per_frame"] for r in runs)
+            client = statistics.median(r["client_cpu_us_per_frame"] or 0 for r in runs)
+            base = base or fps
+            lines += [
+                f"   * - {scenario}",
+                f"     - {workers}",
+                f"     - {fps:,.0f}",
+                f"     - {fps / base:.2f}×",
+                f"     - {cpu:.2f}",
+                f"     - {client:.2f}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--sequential", type=int, default=300)
+    parser.add_argument("--scenario", action="append", choices=["pipelined", "request-response"])
+    parser.add_argument("--out", help="write OUT-results.rst and OUT-raw.json (e.g. docs/workers)")
+    args = parser.parse_args(argv)
+    spreads = [spread(mode, args.burst, args.sequential) for mode in ("reuseport", "shared")]
+    for row in spreads:
+        print(json.dumps(row), flush=True)
+    scales = []
+    for _ in range(args.rounds):
+        for scenario in args.scenario or ["pipelined", "request-response"]:
+            for workers in (1, 2):
+                row = scaling(workers, scenario, args.duration)
+                print(json.dumps(row), flush=True)
+                scales.append(row)
+    text = restructuredText(spreads, scales, args.rounds)
+    print(text)
+    if args.out:
+        with open(f"{args.out}-results.rst", "w") as f:
+            f.write(text)
+        with open(f"{args.out}-raw.json", "w") as f:
+            json.dump({"spread": spreads, "scaling": scales}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
