@@ -27,6 +27,7 @@ closing.
 from __future__ import annotations
 
 import functools
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from inspect import iscoroutine
@@ -767,7 +768,7 @@ class ConnectionContext(Protocol):
         if self._released:
             return
         if self.closeReason is None:
-            self.closeReason = errors.PEER
+            self.closeReason = errors.PROTOCOL_ERROR if self._tlsFailed(reason) else errors.PEER
         held = self._hold or self._decodeFailed
         self._hold |= _CLOSING
         self._pending = None
@@ -789,6 +790,31 @@ class ConnectionContext(Protocol):
         elif self.factory is not None:
             self.factory.truncatedFrames += 1
 
+    def _tlsFailed(self, reason: Failure) -> bool:
+        """
+        Whether the connection was lost to a TLS error: a client that sent
+        something other than a TLS handshake, shared no protocol or cipher,
+        rejected our certificate, or broke a record later.  That is the peer
+        breaking the protocol, not leaving, so it is counted as
+        C{protocol-error} and logged, rate-limited, with OpenSSL's reason
+        and no traceback (a port scanner must not flood the log).
+        """
+        # Only a TLS transport raises OpenSSL errors, and it has imported
+        # OpenSSL by then: plain TCP closes pay a dict lookup, not an import.
+        openssl = sys.modules.get("OpenSSL.SSL")
+        if openssl is None or not reason.check(openssl.Error):
+            return False
+        factory = self.factory
+        if factory is not None:
+            factory.rateLimitedLog.warn(
+                _TLS_ERROR if _tlsHandshakeDone(self.transport) else _TLS_HANDSHAKE_FAILED,
+                peer=describePeer(self.peer),
+                error=_describeTlsError(reason.value),
+                closeReason=errors.PROTOCOL_ERROR,
+                contextId=self.contextId,
+            )
+        return True
+
     def _release(self) -> None:
         if self._released:
             return
@@ -799,6 +825,32 @@ class ConnectionContext(Protocol):
             if discarded:
                 self.factory.discardedFrames += discarded
             self.factory.contextDisconnected(self)
+
+
+# Separate formats, so that the rate-limited log keeps a separate budget for
+# each: a flood of failed handshakes cannot hide other protocol errors.
+_TLS_HANDSHAKE_FAILED = "closing {peer}: protocol-error: TLS handshake failed: {error}"
+_TLS_ERROR = "closing {peer}: protocol-error: TLS error: {error}"
+
+
+def _tlsHandshakeDone(transport: Any) -> bool:
+    """
+    Whether the TLS handshake on C{transport} completed: the peer's Finished
+    message arrived.  When that cannot be told, say it did (the log then
+    reads "TLS error", which is true either way).
+    """
+    try:
+        return transport.getHandle().get_peer_finished() is not None
+    except Exception:  # not pyOpenSSL underneath, or already torn down
+        return True
+
+
+def _describeTlsError(error: BaseException | None) -> str:
+    """OpenSSL's reasons (C{"wrong version number"}), without library names or codes."""
+    queue = error.args[0] if error is not None and error.args else None
+    if isinstance(queue, list) and queue and all(isinstance(e, tuple) and len(e) == 3 for e in queue):
+        return "; ".join(str(entry[2]) for entry in queue)
+    return str(error) or type(error).__name__
 
 
 _DIRECT: tuple[type, ...] | None = None

@@ -20,7 +20,10 @@ IDLE: Final = "idle"
 FRAME_TOO_LONG: Final = "frame-too-long"
 """A header claimed a frame larger than the codec's maximum."""
 PROTOCOL_ERROR: Final = "protocol-error"
-"""The stream broke the wire format: bad header, flag, checksum, encoding."""
+"""
+The stream broke the wire format: bad header, flag, checksum, encoding; or,
+behind TLS, a failed handshake or a broken TLS record.
+"""
 SLOW_CLIENT: Final = "slow-client"
 """The peer did not read what was sent to it fast enough."""
 REFUSED: Final = "refused"

@@ -7,7 +7,6 @@ or the fast path switched off -- with order and bytes kept exact.
 
 from __future__ import annotations
 
-import datetime
 import struct
 from typing import Any
 
@@ -20,42 +19,9 @@ from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
 from iocpsvc.testing import EmbeddedConnection
+from tests.certs import issueCertificates
 from tests.helpers import frame
 from tests.netutil import connectRaw, echoMany, temporaryDirectory, waitUntil
-
-
-def selfSignedCertificate(directory: str) -> tuple[str, str]:
-    """A key and a self-signed certificate for 127.0.0.1, as PEM files."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    keyPath, certPath = f"{directory}/key.pem", f"{directory}/cert.pem"
-    with open(keyPath, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-    with open(certPath, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
-    return keyPath, certPath
 
 
 class DirectSendTests(TestCase):
@@ -125,8 +91,10 @@ class DirectSendTests(TestCase):
 
         from twisted.internet import threads
 
-        keyPath, certPath = selfSignedCertificate(temporaryDirectory(self))
-        factory, port = self.start(f"ssl:0:interface=127.0.0.1:privateKey={keyPath}:certKey={certPath}")
+        certificates = issueCertificates(temporaryDirectory(self))
+        factory, port = self.start(
+            f"ssl:0:interface=127.0.0.1:privateKey={certificates.key}:certKey={certificates.cert}"
+        )
 
         def client() -> bytes:
             import socket
