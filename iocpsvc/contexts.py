@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 
+from iocpsvc.cluster import MAX_NODE_ID, nodeOfContext
 from iocpsvc.context import ConnectionContext
 
 
@@ -26,7 +27,10 @@ class EchoContext(ConnectionContext):
 class ChatContext(ConnectionContext):
     """
     A line-based chat room: every line a client sends goes to everyone
-    online, prefixed with the sender's nick.  C{/nick NAME} changes it.
+    online, prefixed with the sender's nick.  C{/nick NAME} changes it;
+    C{/msg ID text} sends C{text} to the user with that id only (the join
+    line shows each user's id).  In a cluster (C{--cluster}) the room spans
+    every node, and C{/msg} reaches users on any node.
 
     Its own codec is C{line+text} (used unless C{--codec} says otherwise).
     """
@@ -37,7 +41,7 @@ class ChatContext(ConnectionContext):
 
     def connectionMade(self) -> None:
         self.nick = f"user{self.contextId}"
-        self.factory.broadcast(f"* {self.nick} joined")  # type: ignore[union-attr]
+        self.factory.broadcast(f"* {self.nick} joined (id {self.contextId})")  # type: ignore[union-attr]
 
     def objectReceived(self, obj: object) -> None:
         line = obj if isinstance(obj, str) else bytes(obj).decode("utf-8", "replace")  # type: ignore[call-overload]
@@ -45,7 +49,27 @@ class ChatContext(ConnectionContext):
             old, self.nick = self.nick, line[6:].strip()[:32] or self.nick
             self.factory.broadcast(f"* {old} is now {self.nick}")  # type: ignore[union-attr]
             return
+        if line.startswith("/msg ") or line == "/msg":
+            self.privateMessage(line[5:])
+            return
         self.factory.broadcast(f"{self.nick}: {line}")  # type: ignore[union-attr]
+
+    def privateMessage(self, rest: str) -> None:
+        """C{/msg ID text}: send C{text} to that user only, or say why not."""
+        target, _, text = rest.strip().partition(" ")
+        text = text.strip()
+        if not (target.isascii() and target.isdigit()) or not text:
+            self.writeObject("* usage: /msg ID text")
+            return
+        contextId = int(target)
+        # An id no node could hold is refused here, before it reaches the bus.
+        if contextId == 0 or nodeOfContext(contextId) > MAX_NODE_ID:
+            sent = False
+        else:
+            message = f"* {self.nick} (id {self.contextId}) to you: {text}"
+            sent = self.factory.sendTo(contextId, message)  # type: ignore[union-attr]
+        if not sent:
+            self.writeObject(f"* no user with id {contextId} is online")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.factory is not None and hasattr(self, "nick"):

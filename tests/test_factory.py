@@ -225,8 +225,8 @@ class ChatTests(SynchronousTestCase):
         self.assertEqual(
             alice.readObjects(),
             [
-                "* user1 joined",
-                "* user2 joined",
+                "* user1 joined (id 1)",
+                "* user2 joined (id 2)",
                 "* user1 is now alice",
                 "alice: hello",
                 "* user2 left",

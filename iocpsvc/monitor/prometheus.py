@@ -32,6 +32,33 @@ GAUGES = (
     ),
     ("iocpsvc_uptime_seconds", "Seconds since the factory was created.", "uptime_seconds"),
 )
+# The cluster bus's figures (the snapshot's "cluster" part), only when this
+# node is in a cluster; a figure the bus does not report is left out.
+CLUSTER_GAUGES = (
+    ("iocpsvc_cluster_connected", "Whether messages reach the other nodes (1) or not (0).", "connected"),
+    ("iocpsvc_cluster_node_id", "This node's id in its cluster.", "node_id"),
+    (
+        "iocpsvc_cluster_node_id_claimed",
+        "Whether this node holds its node id (0: another node claims it).",
+        "node_id_claimed",
+    ),
+)
+CLUSTER_COUNTERS = (
+    ("iocpsvc_cluster_published", "Messages published to the other nodes.", "published_total"),
+    ("iocpsvc_cluster_received", "Messages from other nodes delivered here.", "received_total"),
+    (
+        "iocpsvc_cluster_dropped",
+        "Publishes lost: made while the bus was down, or refused by it.",
+        "dropped_total",
+    ),
+    ("iocpsvc_cluster_reconnects", "Times the bus came back after being lost.", "reconnects_total"),
+    ("iocpsvc_cluster_malformed", "Messages received that were not cluster messages.", "malformed_total"),
+    (
+        "iocpsvc_cluster_unrouted",
+        "Directed messages no node was subscribed to receive.",
+        "unrouted_total",
+    ),
+)
 
 
 class FactoryCollector:
@@ -52,6 +79,19 @@ class FactoryCollector:
         for reason, count in sorted(stats["closed_total"].items()):
             closed.add_metric([reason], count)
         yield closed
+        cluster = stats.get("cluster")
+        if cluster is not None:
+            yield from clusterMetrics(cluster)
+
+
+def clusterMetrics(cluster: dict[str, Any]) -> Iterator[Metric]:
+    """The metrics of a cluster bus's C{stats()}."""
+    for name, documentation, key in CLUSTER_GAUGES:
+        if key in cluster:
+            yield GaugeMetricFamily(name, documentation, value=float(cluster[key]))
+    for name, documentation, key in CLUSTER_COUNTERS:
+        if key in cluster:
+            yield CounterMetricFamily(name, documentation, value=cluster[key])
 
 
 def metricsText(snapshot: Callable[[], dict[str, Any]]) -> bytes:

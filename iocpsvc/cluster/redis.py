@@ -1,0 +1,625 @@
+"""
+The Redis cluster bus: nodes publish broadcasts and directed messages to
+Redis pub/sub channels and deliver what the others publish.
+
+Channels, for C{--cluster redis://HOST:PORT[/DB][?prefix=NAME]}::
+
+    {prefix}:all              every node subscribes; broadcasts
+    {prefix}:node:{nodeId}    only that node subscribes; messages to its contexts
+    {prefix}:nodes:{nodeId}   a key, not a channel: who holds the node id
+                              (SET ... NX EX 30, refreshed every 10 s)
+
+The messages are those of L{iocpsvc.cluster} (a 13-byte header, then the
+payload the sending node has already encoded).  Redis pub/sub does not see
+database numbers, so C{prefix} is what keeps clusters apart; C{DB} only
+chooses where the node-id keys live.
+
+Each bus holds two connections to Redis, one subscribed and one for
+commands (a RESP2 connection that has subscribed can run nothing else), and
+treats them as one link: when either ends, both are closed and reopened
+together after a backoff, so C{connected} means "publishes reach the other
+nodes and their messages reach us".
+
+Why not txredisapi (1.6, in the C{redis} extra): checked on Python 3.11 and
+Twisted 26.10, it connects and reconnects, but (1) it imports and uses the
+global reactor at import time, for its endpoints and timers, so a bus could
+not honour its C{reactor} argument; (2) it converts replies by their
+content, so the same binary message arrives as C{str}, C{int} or C{bytes}
+unless private factory attributes are overridden; (3) a command issued
+while disconnected waits and is sent after the reconnection, where the bus
+must drop it and count it; (4) it does not resubscribe, and the subscriber
+and command pools reconnect independently.  The part of RESP needed here
+(L{iocpsvc.cluster.resp}) is short, and this way the reconnection, the
+resubscription and the outage counters are all in one place.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import socket
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from iocpsvc.cluster import (
+    BROADCAST,
+    MAX_NODE_ID,
+    TO_CONTEXT,
+    checkNodeId,
+    deliver,
+    nodeOfContext,
+    packMessage,
+)
+from iocpsvc.cluster.resp import RedisConnection, RedisError
+from iocpsvc.interfaces import IClusterBus, IClusterReceiver
+from iocpsvc.logs import RateLimitedLog
+
+_log = Logger(namespace="iocpsvc.cluster.redis")
+
+DEFAULT_PORT = 6379
+DEFAULT_PREFIX = "iocpsvc"
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+# Deletes the node-id key only if this node still holds it (atomically).
+_RELEASE_SCRIPT = (
+    b"if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
+
+
+def parseRedisURL(url: str) -> tuple[str, int, int, str]:
+    """
+    C{(host, port, db, prefix)} of C{redis://HOST[:PORT][/DB][?prefix=NAME]}
+    (port 6379, database 0 and prefix C{iocpsvc} when not given).
+
+    @raise ValueError: anything else, saying what is wrong.
+    """
+    expected = "expected redis://HOST:PORT[/DB][?prefix=NAME]"
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # e.g. an unclosed [ of an IPv6 address
+        raise ValueError(f"{e} ({expected})") from None
+    if parts.scheme != "redis" or not url.startswith("redis://"):
+        raise ValueError(f"the URL must start with redis:// ({expected})")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"port must be a number from 1 to 65535 ({expected})") from None
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("user names and passwords are not supported; keep Redis on a private network")
+    if not parts.hostname:
+        raise ValueError(f"no host ({expected})")
+    if parts.fragment:
+        raise ValueError(f"unexpected #{parts.fragment} ({expected})")
+    if port == 0:
+        raise ValueError(f"port must be a number from 1 to 65535 ({expected})")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"database must be a number, not {path!r} ({expected})")
+    db = int(path) if path else 0
+    prefix = DEFAULT_PREFIX
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise ValueError(f"bad query {parts.query!r} ({expected})") from None
+    for index, (name, value) in enumerate(query):
+        if name != "prefix":
+            raise ValueError(f"unknown parameter {name!r} (only prefix=NAME is known)")
+        if index:
+            raise ValueError("prefix given more than once")
+        if not _PREFIX.match(value):
+            raise ValueError(f"prefix must be 1 to 64 of A-Z a-z 0-9 _ . : -, not {value!r}")
+        prefix = value
+    return parts.hostname, port if port is not None else DEFAULT_PORT, db, prefix
+
+
+class _OneConnection(Factory):
+    """
+    Hands one protocol to one connection attempt.  (Not C{connectProtocol}:
+    its factory logs two lines per attempt, a stream while Redis is down.)
+    """
+
+    noisy = False
+
+    def __init__(self, connection: Protocol) -> None:
+        self.connection = connection
+
+    def buildProtocol(self, addr: Any) -> Protocol:
+        return self.connection
+
+
+class _Link:
+    """
+    One attempt at the two connections (subscriber and commands).  Once
+    C{over}, nothing it reports matters any more: a later attempt has its
+    own link.
+    """
+
+    def __init__(self) -> None:
+        self.subscriber: RedisConnection | None = None
+        self.commands: RedisConnection | None = None
+        self.connecting: list[Deferred[Any]] = []
+        self.ready = False
+        self.over = False
+        self.heartbeat: Any = None
+
+    def connections(self) -> list[RedisConnection]:
+        return [c for c in (self.subscriber, self.commands) if c is not None]
+
+    def close(self) -> Deferred[Any]:
+        """Cancel what is connecting, abort what is connected; fires once all have ended."""
+        self.over = True
+        if self.heartbeat is not None and self.heartbeat.active():
+            self.heartbeat.cancel()
+        for attempt in self.connecting:
+            attempt.cancel()
+        ended = [c.notifyLost() for c in self.connections()]
+        for connection in self.connections():
+            connection.abort()
+        return DeferredList(ended)
+
+
+@implementer(IClusterBus)
+class RedisBus:
+    """
+    An L{IClusterBus} over Redis pub/sub (see the module docstring).
+
+    @ivar connected: whether both connections are up and subscribed.
+    @ivar nodeIdClaimed: whether this node holds its id's key in Redis.
+    @ivar nodeIdHolder: who holds it when another does (C{host/pid}), else C{None}.
+    @ivar publishedTotal: messages handed to Redis.
+    @ivar receivedTotal: messages from other nodes delivered here.
+    @ivar droppedTotal: publishes lost: made while disconnected, or refused by Redis.
+    @ivar reconnectsTotal: times the link came back after being lost.
+    @ivar malformedTotal: messages received that were not cluster messages.
+    @ivar unroutedTotal: directed messages no node was subscribed to receive
+        (the node that held the context is gone).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        nodeId: int,
+        reactor: Any = None,
+        retryDelay: float = 0.5,
+        maxRetryDelay: float = 10.0,
+        claimInterval: float = 10.0,
+        claimTTL: int = 30,
+        connectTimeout: float = 5.0,
+        identity: str | None = None,
+    ) -> None:
+        """
+        @param url: C{redis://HOST:PORT[/DB][?prefix=NAME]}.
+        @param nodeId: this node's id (1 to L{MAX_NODE_ID}).
+        @param reactor: the reactor; the global one by default.
+        @param retryDelay: seconds before the first reconnection attempt;
+            doubled after each failed one, up to C{maxRetryDelay}.
+        @param claimInterval: seconds between refreshes of the node-id key
+            (each one also checks that both connections still answer).
+        @param claimTTL: seconds the node-id key lives without a refresh.
+        @param connectTimeout: seconds an attempt (connect, subscribe,
+            claim) or a refresh may take before the link counts as down.
+        @param identity: what the node-id key holds; C{host/pid} by default.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as globalReactor
+
+            reactor = globalReactor
+        self.reactor = reactor
+        self.url = url
+        self.host, self.port, self.db, self.prefix = parseRedisURL(url)
+        self.nodeId = checkNodeId(nodeId)
+        self.address = f"{self.host}:{self.port}/{self.db}"
+        self.broadcastChannel = f"{self.prefix}:all".encode()
+        self.nodeChannel = self.channelOf(self.nodeId)
+        self.claimKey = f"{self.prefix}:nodes:{self.nodeId}".encode()
+        self.identity = (identity or f"{socket.gethostname()}/{os.getpid()}").encode()
+        self.retryDelay = retryDelay
+        self.maxRetryDelay = maxRetryDelay
+        self.claimInterval = claimInterval
+        self.claimTTL = claimTTL
+        self.connectTimeout = connectTimeout
+
+        self.connected = False
+        self.nodeIdClaimed = False
+        self.nodeIdHolder: str | None = None
+        self.publishedTotal = 0
+        self.receivedTotal = 0
+        self.droppedTotal = 0
+        self.reconnectsTotal = 0
+        self.malformedTotal = 0
+        self.unroutedTotal = 0
+
+        self._receiver: Any = None
+        self._running = False
+        self._link: _Link | None = None
+        self._retryCall: Any = None
+        self._failedAttempts = 0
+        self._everConnected = False
+        self._downSince: float | None = None
+        self._droppedWhenLost = 0
+        self._refresher: LoopingCall | None = None
+        self._random = random.Random()
+        # Link changes are rare but a flapping Redis must not flood the log;
+        # bad messages come a few per ten seconds at most; a lasting problem
+        # (still down, id still taken) is repeated once per reminderInterval.
+        self._changesLog = RateLimitedLog(_log, reactor.seconds, burst=3, interval=60.0)
+        self._messagesLog = RateLimitedLog(_log, reactor.seconds, burst=5, interval=10.0)
+        self.reminderInterval = 60.0
+        self._lastSaid: dict[str, float] = {}
+
+    def _due(self, topic: str, now: float | None = None) -> bool:
+        """Whether a reminder about C{topic} is due (and, if so, that it is said now)."""
+        now = self.reactor.seconds() if now is None else now
+        if now - self._lastSaid.get(topic, float("-inf")) < self.reminderInterval:
+            return False
+        self._lastSaid[topic] = now
+        return True
+
+    def channelOf(self, nodeId: int) -> bytes:
+        """The channel of node C{nodeId}'s directed messages."""
+        return f"{self.prefix}:node:{nodeId}".encode()
+
+    # -- IClusterBus -----------------------------------------------------------
+
+    def start(self, receiver: IClusterReceiver) -> None:
+        """Deliver to C{receiver}; connect now and reconnect whenever the link is lost."""
+        self._receiver = receiver
+        if self._running:
+            return
+        self._running = True
+        self._connect()
+
+    def stop(self) -> Deferred[Any]:
+        """
+        Stop reconnecting, release the node-id key if this node holds it,
+        and close both connections.
+
+        @return: a Deferred that fires once both have ended.
+        """
+        self._running = False
+        self._receiver = None
+        if self._retryCall is not None and self._retryCall.active():
+            self._retryCall.cancel()
+        self._retryCall = None
+        self._stopRefreshing()
+        link, self._link = self._link, None
+        if self.connected:
+            _log.info(
+                "left the cluster at Redis {redis} (node {nodeId})", redis=self.address, nodeId=self.nodeId
+            )
+        self.connected = False
+        if link is None:
+            return succeed(None)
+        if not (link.ready and self.nodeIdClaimed and link.commands is not None):
+            return link.close()
+        self.nodeIdClaimed = False
+        # Let the next run with this --node-id claim it at once; give up on
+        # it quickly rather than hold up the shutdown.
+        release = link.commands.execute(b"EVAL", _RELEASE_SCRIPT, 1, self.claimKey, self.identity)
+        release.addTimeout(1.0, self.reactor)
+        release.addErrback(lambda _: None)
+        return release.addCallback(lambda _: link.close())
+
+    def publishBroadcast(self, payload: bytes, excludeContextId: int) -> None:
+        """Publish a broadcast to every node (dropped and counted while down)."""
+        link = self._link
+        if not self.connected or link is None or link.commands is None:
+            self.droppedTotal += 1
+            return
+        self.publishedTotal += 1
+        message = packMessage(BROADCAST, self.nodeId, excludeContextId, payload)
+        link.commands.sendCommand((b"PUBLISH", self.broadcastChannel, message), self._broadcastReplied)
+
+    def publishTo(self, contextId: int, payload: bytes) -> None:
+        """
+        Publish a message to the node holding C{contextId} (dropped and
+        counted while down).
+
+        @raise ValueError: C{contextId} is no node's (beyond the id range).
+        """
+        node = nodeOfContext(contextId)
+        if not 0 < contextId or node > MAX_NODE_ID:
+            raise ValueError(f"context id {contextId} is out of range")
+        link = self._link
+        if not self.connected or link is None or link.commands is None:
+            self.droppedTotal += 1
+            return
+        self.publishedTotal += 1
+        message = packMessage(TO_CONTEXT, self.nodeId, contextId, payload)
+        link.commands.sendCommand((b"PUBLISH", self.channelOf(node), message), self._directReplied)
+
+    def stats(self) -> dict[str, object]:
+        """The figures of L{IClusterBus.stats}, and this bus's own."""
+        return {
+            "connected": self.connected,
+            "node_id": self.nodeId,
+            "node_id_claimed": self.nodeIdClaimed,
+            "redis": self.address,
+            "prefix": self.prefix,
+            "published_total": self.publishedTotal,
+            "received_total": self.receivedTotal,
+            "dropped_total": self.droppedTotal,
+            "reconnects_total": self.reconnectsTotal,
+            "malformed_total": self.malformedTotal,
+            "unrouted_total": self.unroutedTotal,
+        }
+
+    # -- replies to publishes ----------------------------------------------------
+
+    def _broadcastReplied(self, reply: Any) -> None:
+        if isinstance(reply, RedisError):
+            self._publishFailed(reply)
+
+    def _directReplied(self, reply: Any) -> None:
+        if reply == 0:
+            self.unroutedTotal += 1
+        elif isinstance(reply, RedisError):
+            self._publishFailed(reply)
+
+    def _publishFailed(self, error: RedisError) -> None:
+        if not self.connected:
+            return  # the link went down with it in flight: the loss warning says enough
+        self.droppedTotal += 1
+        self._messagesLog.warn("Redis at {redis} refused a publish: {error}", redis=self.address, error=error)
+
+    # -- what the other nodes send ---------------------------------------------
+
+    def _messageReceived(self, channel: bytes, message: bytes) -> None:
+        receiver = self._receiver
+        if receiver is None:
+            return
+        try:
+            delivered = deliver(receiver, self.nodeId, message)
+        except ValueError as e:
+            self.malformedTotal += 1
+            self._messagesLog.warn(
+                "ignored a malformed cluster message on {channel} ({size} bytes): {error}",
+                channel=channel.decode("utf-8", "replace"),
+                size=len(message),
+                error=e,
+            )
+            return
+        except Exception:
+            # A bug in delivery must not end the subscriber connection.
+            self._messagesLog.failure("delivering a cluster message failed", Failure())
+            return
+        if delivered:
+            self.receivedTotal += 1
+
+    # -- the link: connect, set up, lose, retry ----------------------------------
+
+    def _endpoint(self) -> Any:
+        if isIPAddress(self.host):
+            return TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
+        if isIPv6Address(self.host):
+            return TCP6ClientEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
+        # Resolves without blocking the reactor (getaddrinfo in a thread).
+        return HostnameEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
+
+    def _connect(self) -> None:
+        self._retryCall = None
+        link = self._link = _Link()
+        onLost = lambda reason: self._linkFailed(link, _reason(reason))  # noqa: E731
+        subscriber = RedisConnection(onMessage=self._messageReceived, onLost=onLost)
+        commands = RedisConnection(onLost=onLost)
+        connecting = [
+            self._endpoint().connect(_OneConnection(subscriber)),
+            self._endpoint().connect(_OneConnection(commands)),
+        ]
+        link.connecting = connecting
+        connecting[0].addCallback(lambda p: setattr(link, "subscriber", p))
+        connecting[1].addCallback(lambda p: setattr(link, "commands", p))
+        # The whole attempt (connect, subscribe, claim) has a deadline: a
+        # Redis that accepts and never answers is as down as one that refuses.
+        link.heartbeat = self.reactor.callLater(
+            self.connectTimeout, self._linkFailed, link, f"no answer within {self.connectTimeout:g}s"
+        )
+        setUp = gatherResults(connecting, consumeErrors=True)
+        setUp.addCallback(lambda _: self._setUp(link))
+        setUp.addCallbacks(lambda _: self._linkReady(link), lambda f: self._linkFailed(link, _reason(f)))
+
+    def _setUp(self, link: _Link) -> Deferred[Any]:
+        link.connecting = []
+        assert link.subscriber is not None and link.commands is not None
+        steps = [
+            link.subscriber.execute(b"SUBSCRIBE", self.broadcastChannel),
+            link.subscriber.execute(b"SUBSCRIBE", self.nodeChannel),
+        ]
+        if self.db:
+            steps.append(link.commands.execute(b"SELECT", self.db))
+        steps.append(self._claim(link.commands))
+        return gatherResults(steps, consumeErrors=True)
+
+    def _linkReady(self, link: _Link) -> None:
+        if link.over:
+            return
+        if link.heartbeat is not None and link.heartbeat.active():
+            link.heartbeat.cancel()
+        link.heartbeat = None
+        link.ready = True
+        self.connected = True
+        self._failedAttempts = 0
+        if not self._everConnected:
+            self._everConnected = True
+            self._downSince = None
+            self._changesLog.info(
+                "joined the cluster at Redis {redis} as node {nodeId} (channels {broadcastChannel} "
+                "and {nodeChannel})",
+                redis=self.address,
+                nodeId=self.nodeId,
+                broadcastChannel=self.broadcastChannel.decode(),
+                nodeChannel=self.nodeChannel.decode(),
+            )
+        else:
+            self.reconnectsTotal += 1
+            downSince = self._downSince if self._downSince is not None else self.reactor.seconds()
+            self._changesLog.info(
+                "cluster bus back: reconnected to Redis {redis} after {downSeconds:.1f}s; "
+                "publishes dropped meanwhile: {dropped}",
+                redis=self.address,
+                downSeconds=self.reactor.seconds() - downSince,
+                dropped=self.droppedTotal - self._droppedWhenLost,
+            )
+            self._downSince = None
+        self._refresher = LoopingCall(self._refresh, link)
+        self._refresher.clock = self.reactor
+        self._refresher.start(self.claimInterval, now=False)
+
+    def _linkFailed(self, link: _Link, why: str) -> None:
+        """Any failure of C{link}, however it shows: close it, warn once, retry."""
+        if link.over:
+            return
+        wasConnected = self.connected and link.ready
+        link.close().addErrback(lambda _: None)
+        if self._link is link:
+            self._link = None
+            self.connected = False
+            self._stopRefreshing()
+        if not self._running:
+            return
+        now = self.reactor.seconds()
+        if wasConnected:
+            self._downSince = now
+            self._droppedWhenLost = self.droppedTotal
+            self._lastSaid["down"] = now
+            self._changesLog.warn(
+                "cluster bus down: lost Redis {redis} ({error}); broadcasts and messages reach this "
+                "node's clients only until it is back; reconnecting",
+                redis=self.address,
+                error=why,
+            )
+        elif self._failedAttempts == 0 and self._downSince is None:
+            self._downSince = now
+            self._droppedWhenLost = self.droppedTotal
+            self._lastSaid["down"] = now
+            self._changesLog.warn(
+                "cluster bus down: cannot reach Redis {redis} ({error}); this node serves its own "
+                "clients only until it can; retrying",
+                redis=self.address,
+                error=why,
+            )
+        elif self._due("down", now):
+            _log.warn(
+                "cluster bus still down: Redis {redis} unreachable for {downSeconds:.0f}s ({error}); "
+                "publishes dropped so far: {dropped}",
+                redis=self.address,
+                downSeconds=now - (self._downSince or now),
+                error=why,
+                dropped=self.droppedTotal - self._droppedWhenLost,
+            )
+        self._failedAttempts += 1
+        self._scheduleRetry()
+
+    def _scheduleRetry(self) -> None:
+        if self._retryCall is not None and self._retryCall.active():
+            return
+        delay = min(self.maxRetryDelay, self.retryDelay * 2 ** min(self._failedAttempts - 1, 30))
+        # Jitter, so that the nodes of a cluster do not all come back at once.
+        delay *= self._random.uniform(0.8, 1.2)
+        self._retryCall = self.reactor.callLater(delay, self._connect)
+
+    def _stopRefreshing(self) -> None:
+        if self._refresher is not None and self._refresher.running:
+            self._refresher.stop()
+        self._refresher = None
+
+    def _refresh(self, link: _Link) -> None:
+        """
+        Refresh the node-id key, and check that both connections still
+        answer: a Redis that stopped answering without closing them (a
+        paused process, a lost route) counts as down.
+        """
+        if link.over or link.commands is None or link.subscriber is None:
+            return
+        checks = gatherResults(
+            [self._claim(link.commands), link.subscriber.execute(b"PING")], consumeErrors=True
+        )
+        deadline = link.heartbeat = self.reactor.callLater(
+            self.connectTimeout, self._linkFailed, link, f"no answer within {self.connectTimeout:g}s"
+        )
+
+        def answered(result: object) -> object:
+            if deadline.active():
+                deadline.cancel()
+            return result
+
+        checks.addBoth(answered)
+        checks.addErrback(lambda f: self._linkFailed(link, _reason(f)))
+
+    # -- the node-id key -----------------------------------------------------------
+
+    def _claim(self, commands: RedisConnection) -> Deferred[None]:
+        """
+        Hold C{{prefix}:nodes:{nodeId}} for C{claimTTL} seconds, or learn
+        who does.  Fails only when Redis does not answer.
+        """
+        key, ttl = self.claimKey, self.claimTTL
+
+        def setReplied(reply: Any) -> Any:
+            if reply is not None:
+                self._claimHeld()
+                return None
+            return commands.execute(b"GET", key).addCallback(holderKnown)
+
+        def holderKnown(holder: bytes | None) -> Any:
+            if holder == self.identity:
+                # Still ours (from before a short outage): extend it.
+                return commands.execute(b"EXPIRE", key, ttl).addCallback(lambda _: self._claimHeld())
+            if holder is None:
+                return None  # expired in between: the next refresh claims it
+            return commands.execute(b"TTL", key).addCallback(lambda left: self._claimTaken(holder, left))
+
+        return commands.execute(b"SET", key, self.identity, b"NX", b"EX", ttl).addCallback(setReplied)
+
+    def _claimHeld(self) -> None:
+        if self.nodeIdHolder is not None:
+            _log.info(
+                "node id {nodeId} is now held by this node ({identity})",
+                nodeId=self.nodeId,
+                identity=self.identity.decode("utf-8", "replace"),
+            )
+        self.nodeIdClaimed = True
+        self.nodeIdHolder = None
+
+    def _claimTaken(self, holder: bytes, secondsLeft: Any) -> None:
+        self.nodeIdClaimed = False
+        changed = self.nodeIdHolder != holder.decode("utf-8", "replace")
+        self.nodeIdHolder = holder.decode("utf-8", "replace")
+        if changed:
+            self._lastSaid["claim"] = self.reactor.seconds()
+        elif not self._due("claim"):
+            return
+        _log.error(
+            "node id {nodeId} is already held by {holder} (the claim {key} expires in {secondsLeft}s "
+            "unless that node refreshes it); two nodes with one id receive each other's messages: "
+            "give every node its own --node-id",
+            nodeId=self.nodeId,
+            holder=self.nodeIdHolder,
+            key=self.claimKey.decode(),
+            secondsLeft=secondsLeft,
+        )
+
+
+def _reason(failure: Failure) -> str:
+    """A failure in a few words, for a log line."""
+    if isinstance(failure.value, RedisError):
+        return f"Redis error: {failure.value}"
+    if isinstance(failure.value, ConnectionDone):
+        return "Redis closed the connection"
+    if isinstance(failure.value, ConnectionRefusedError):
+        return "connection refused"
+    inner = getattr(failure.value, "subFailure", None)  # from gatherResults
+    if isinstance(inner, Failure):
+        return _reason(inner)
+    return failure.getErrorMessage() or type(failure.value).__name__

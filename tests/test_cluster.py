@@ -1,0 +1,433 @@
+"""
+Tests for L{iocpsvc.cluster}: the bus message format, node ids in context
+ids, C{--cluster} URLs, and the factory's broadcast and sendTo across two
+nodes joined by an in-memory bus (no Redis); the chat example across nodes;
+the cluster figures in the monitor.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from iocpsvc.cluster import (
+    BROADCAST,
+    HEADER_SIZE,
+    MAX_NODE_ID,
+    TO_CONTEXT,
+    checkNodeId,
+    deliver,
+    firstContextId,
+    nodeOfContext,
+    packMessage,
+    randomNodeId,
+    unpackMessage,
+)
+from iocpsvc.cluster.redis import RedisBus, parseRedisURL
+from iocpsvc.context import ConnectionContext
+from iocpsvc.contexts import ChatContext
+from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.interfaces import IClusterBus, IClusterReceiver
+from iocpsvc.monitor.prometheus import metricsText
+from iocpsvc.monitor.stats import collect
+from iocpsvc.testing import EmbeddedConnection
+
+
+class RecordingReceiver:
+    """An L{IClusterReceiver} that records what it is asked to deliver."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, bytes]] = []
+
+    def deliverBroadcast(self, payload: bytes, excludeContextId: int) -> int:
+        self.calls.append(("broadcast", excludeContextId, payload))
+        return 1
+
+    def deliverTo(self, contextId: int, payload: bytes) -> bool:
+        self.calls.append(("to", contextId, payload))
+        return True
+
+
+@implementer(IClusterBus)
+class InMemoryBus:
+    """
+    An L{IClusterBus} whose nodes are the buses sharing one C{hub} list:
+    publishing delivers at once, through the real message format.
+    """
+
+    def __init__(self, hub: list[InMemoryBus], nodeId: int) -> None:
+        self.hub = hub
+        self.nodeId = nodeId
+        self.connected = True
+        self.receiver: Any = None
+        self.published = 0
+        self.dropped = 0
+        hub.append(self)
+
+    def start(self, receiver: IClusterReceiver) -> None:
+        self.receiver = receiver
+
+    def stop(self) -> None:
+        self.receiver = None
+
+    def _publish(self, message: bytes) -> None:
+        if not self.connected:
+            self.dropped += 1
+            return
+        self.published += 1
+        for bus in self.hub:
+            if bus.receiver is not None and bus.connected:
+                deliver(bus.receiver, bus.nodeId, message)
+
+    def publishBroadcast(self, payload: bytes, excludeContextId: int) -> None:
+        self._publish(packMessage(BROADCAST, self.nodeId, excludeContextId, payload))
+
+    def publishTo(self, contextId: int, payload: bytes) -> None:
+        self._publish(packMessage(TO_CONTEXT, self.nodeId, contextId, payload))
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "connected": self.connected,
+            "node_id": self.nodeId,
+            "published_total": self.published,
+            "received_total": 0,
+            "dropped_total": self.dropped,
+        }
+
+
+def twoNodes(
+    contextClass: type[ConnectionContext], codec: str | None = None
+) -> tuple[ConnectionContextFactory, ConnectionContextFactory, list[InMemoryBus]]:
+    """Factories of nodes 1 and 2, joined by one in-memory bus and started."""
+    hub: list[InMemoryBus] = []
+    clock = Clock()
+    factories = []
+    for nodeId in (1, 2):
+        factory = ConnectionContextFactory(contextClass, codec, reactor=clock)
+        bus = InMemoryBus(hub, nodeId)
+        factory.joinCluster(bus)
+        bus.start(factory)
+        factories.append(factory)
+    return factories[0], factories[1], hub
+
+
+def connect(factory: ConnectionContextFactory) -> EmbeddedConnection:
+    """One in-memory client connection to C{factory}."""
+    return EmbeddedConnection(factory=factory, clock=factory.reactor)
+
+
+class RelayContext(ConnectionContext):
+    """C{all TEXT} broadcasts TEXT (not to the sender); C{to ID TEXT} sends it to one context."""
+
+    defaultCodec = "line+text"
+
+    def objectReceived(self, obj: object) -> None:
+        assert isinstance(obj, str) and self.factory is not None
+        command, _, rest = obj.partition(" ")
+        if command == "all":
+            self.factory.broadcast(rest, exclude=self)
+        elif command == "to":
+            target, _, text = rest.partition(" ")
+            self.writeObject(f"sent={self.factory.sendTo(int(target), text)}")
+
+
+class MessageFormatTests(SynchronousTestCase):
+    """The bus message: a 13-byte header and the encoded payload."""
+
+    def test_layout(self) -> None:
+        """kind (1 byte), origin node (u32 BE), context id (u64 BE), then the payload."""
+        message = packMessage(BROADCAST, 7, firstContextId(7), b"hi\n")
+        self.assertEqual(HEADER_SIZE, 13)
+        self.assertEqual(message, b"B" + struct.pack(">I", 7) + struct.pack(">Q", (7 << 32) + 1) + b"hi\n")
+
+    def test_roundTrip(self) -> None:
+        """unpackMessage returns what packMessage was given, for both kinds and any payload."""
+        for kind, origin, contextId, payload in (
+            (BROADCAST, 1, 0, b""),
+            (TO_CONTEXT, MAX_NODE_ID, firstContextId(MAX_NODE_ID) + 0xFFFFFFFE, b"\x00\r\n" * 1000),
+        ):
+            self.assertEqual(
+                unpackMessage(packMessage(kind, origin, contextId, payload)),
+                (kind, origin, contextId, payload),
+            )
+
+    def test_malformed(self) -> None:
+        """A message shorter than its header, or of an unknown kind, is a ValueError."""
+        for message in (b"", b"B\x00\x00", packMessage(BROADCAST, 1, 0, b"x")[:12], b"X" + b"\x00" * 12):
+            self.assertRaises(ValueError, unpackMessage, message)
+            self.assertRaises(ValueError, deliver, RecordingReceiver(), 1, message)
+
+    def test_deliverBroadcast(self) -> None:
+        """Another node's broadcast is delivered with the context to leave out."""
+        receiver = RecordingReceiver()
+        self.assertTrue(deliver(receiver, 2, packMessage(BROADCAST, 1, firstContextId(1), b"p")))
+        self.assertEqual(receiver.calls, [("broadcast", firstContextId(1), b"p")])
+
+    def test_ownBroadcastIgnored(self) -> None:
+        """A node's own broadcast, coming back from the bus, is not delivered again."""
+        receiver = RecordingReceiver()
+        self.assertFalse(deliver(receiver, 1, packMessage(BROADCAST, 1, 0, b"p")))
+        self.assertEqual(receiver.calls, [])
+
+    def test_deliverTo(self) -> None:
+        """A directed message is delivered on the node its context id names, and only there."""
+        receiver = RecordingReceiver()
+        contextId = firstContextId(2) + 4
+        self.assertTrue(deliver(receiver, 2, packMessage(TO_CONTEXT, 1, contextId, b"p")))
+        self.assertFalse(deliver(receiver, 3, packMessage(TO_CONTEXT, 1, contextId, b"q")))
+        self.assertEqual(receiver.calls, [("to", contextId, b"p")])
+
+
+class NodeIdTests(SynchronousTestCase):
+    """Node ids, and the node id carried in the high bits of context ids."""
+
+    def test_contextIds(self) -> None:
+        """A node's context ids start at node << 32 + 1 and name their node; all stay below 2**53."""
+        self.assertEqual(firstContextId(1), 2**32 + 1)
+        for nodeId in (1, 2, 12345, MAX_NODE_ID):
+            self.assertEqual(nodeOfContext(firstContextId(nodeId)), nodeId)
+            self.assertEqual(nodeOfContext(firstContextId(nodeId) + 2**32 - 2), nodeId)
+        self.assertEqual(firstContextId(MAX_NODE_ID) + 2**32 - 2, 2**53 - 1)  # the largest
+        self.assertEqual(nodeOfContext(5), 0)  # a standalone server is node 0
+
+    def test_checkNodeId(self) -> None:
+        """Node ids run from 1 to MAX_NODE_ID."""
+        self.assertEqual(checkNodeId(1), 1)
+        self.assertEqual(checkNodeId(MAX_NODE_ID), MAX_NODE_ID)
+        for bad in (0, -1, MAX_NODE_ID + 1):
+            self.assertRaises(ValueError, checkNodeId, bad)
+
+    def test_randomNodeId(self) -> None:
+        """A random node id is a valid one, and they differ."""
+        ids = {randomNodeId() for _ in range(50)}
+        self.assertTrue(all(checkNodeId(i) for i in ids))
+        self.assertGreater(len(ids), 40)
+
+    def test_factoryIds(self) -> None:
+        """Standalone, ids are 1, 2, ...; joined to a cluster as node 3, they carry node 3."""
+        factory = ConnectionContextFactory(reactor=Clock())
+        self.assertEqual((factory.nodeId, connect(factory).context.contextId), (0, 1))
+        factory.joinCluster(InMemoryBus([], 3))
+        self.assertEqual(factory.nodeId, 3)
+        first, second = connect(factory), connect(factory)
+        self.assertEqual(first.context.contextId, firstContextId(3))
+        self.assertEqual(second.context.contextId, firstContextId(3) + 1)
+
+
+class ParseRedisURLTests(SynchronousTestCase):
+    """The C{--cluster redis://...} URL."""
+
+    def test_defaults(self) -> None:
+        """Port 6379, database 0 and prefix iocpsvc unless given."""
+        self.assertEqual(parseRedisURL("redis://127.0.0.1"), ("127.0.0.1", 6379, 0, "iocpsvc"))
+        self.assertEqual(parseRedisURL("redis://redis.internal:7000"), ("redis.internal", 7000, 0, "iocpsvc"))
+
+    def test_everything(self) -> None:
+        """Host, port, database and prefix; IPv6 addresses in brackets."""
+        self.assertEqual(
+            parseRedisURL("redis://127.0.0.1:6380/3?prefix=chat-1"), ("127.0.0.1", 6380, 3, "chat-1")
+        )
+        self.assertEqual(parseRedisURL("redis://[::1]:6380/"), ("::1", 6380, 0, "iocpsvc"))
+
+    def test_bad(self) -> None:
+        """Anything else is a ValueError that says what is wrong."""
+        for url, words in (
+            ("http://127.0.0.1:6379", "redis://"),
+            ("127.0.0.1:6379", "redis://"),
+            ("REDIS://h", "redis://"),
+            ("redis://", "no host"),
+            ("redis://:6379", "no host"),
+            ("redis://h:0", "port"),
+            ("redis://h:99999", "port"),
+            ("redis://h:port", "port"),
+            ("redis://h/db1", "database"),
+            ("redis://h/1/2", "database"),
+            ("redis://h?db=1", "unknown parameter"),
+            ("redis://h?prefix=", "prefix"),
+            ("redis://h?prefix=a&prefix=b", "more than once"),
+            ("redis://h?prefix", "query"),
+            ("redis://h?prefix=a%20b", "prefix"),
+            ("redis://user:secret@h", "passwords"),
+            ("redis://h#x", "unexpected"),
+        ):
+            with self.assertRaises(ValueError, msg=url) as caught:
+                parseRedisURL(url)
+            self.assertIn(words, str(caught.exception).lower(), url)
+
+    def test_busChannels(self) -> None:
+        """A bus provides IClusterBus; its channels and key are named after the prefix and node id."""
+        bus = RedisBus("redis://127.0.0.1:1/2?prefix=p", 9, reactor=Clock())
+        verifyObject(IClusterBus, bus)
+        self.assertEqual(
+            (bus.broadcastChannel, bus.nodeChannel, bus.claimKey, bus.channelOf(4)),
+            (b"p:all", b"p:node:9", b"p:nodes:9", b"p:node:4"),
+        )
+        self.assertRaises(ValueError, RedisBus, "redis://127.0.0.1", 0, reactor=Clock())
+
+
+class FactoryAcrossNodesTests(SynchronousTestCase):
+    """broadcast and sendTo between two factories joined by a bus."""
+
+    def test_broadcast(self) -> None:
+        """A broadcast reaches every context of both nodes but the excluded one, encoded once."""
+        node1, node2, hub = twoNodes(RelayContext)
+        sender, local = connect(node1), connect(node1)
+        remote = [connect(node2), connect(node2)]
+        sender.feed(b"all hello\n")
+        self.assertEqual(sender.readObjects(), [])
+        self.assertEqual(local.readObjects(), ["hello"])
+        self.assertEqual([c.readObjects() for c in remote], [["hello"], ["hello"]])
+        self.assertEqual((hub[0].published, hub[1].published), (1, 0))
+
+    def test_broadcastReturnsLocalCount(self) -> None:
+        """broadcast() counts the contexts of this node it wrote to."""
+        node1, node2, _ = twoNodes(RelayContext)
+        connect(node1), connect(node2), connect(node2)
+        self.assertEqual(node1.broadcast("x"), 1)
+
+    def test_sendTo(self) -> None:
+        """sendTo reaches a context on the other node, and one on this node."""
+        node1, node2, _ = twoNodes(RelayContext)
+        sender, neighbour, remote = connect(node1), connect(node1), connect(node2)
+        self.assertEqual(nodeOfContext(remote.context.contextId), 2)
+        sender.feed(f"to {remote.context.contextId} over there\n".encode())
+        sender.feed(f"to {neighbour.context.contextId} next door\n".encode())
+        self.assertEqual(sender.readObjects(), ["sent=True", "sent=True"])
+        self.assertEqual(remote.readObjects(), ["over there"])
+        self.assertEqual(neighbour.readObjects(), ["next door"])
+
+    def test_sendToNobody(self) -> None:
+        """sendTo is False for an id of this node that is not online, and for other nodes when standalone."""
+        node1, _, _ = twoNodes(RelayContext)
+        self.assertFalse(node1.sendTo(firstContextId(1) + 99, "x"))
+        standalone = ConnectionContextFactory(RelayContext, reactor=Clock())
+        self.assertFalse(standalone.sendTo(firstContextId(2), "x"))
+
+    def test_busDown(self) -> None:
+        """With the bus down, a broadcast still reaches this node's contexts; the publish is dropped."""
+        node1, node2, hub = twoNodes(RelayContext)
+        sender, local, remote = connect(node1), connect(node1), connect(node2)
+        hub[0].connected = False
+        sender.feed(b"all local only\n")
+        self.assertEqual(local.readObjects(), ["local only"])
+        self.assertEqual(remote.readObjects(), [])
+        self.assertEqual(hub[0].dropped, 1)
+
+
+class ChatAcrossNodesTests(SynchronousTestCase):
+    """The chat example on two nodes."""
+
+    def test_room(self) -> None:
+        """Joins and lines reach users on both nodes; join lines show the user's id."""
+        node1, node2, _ = twoNodes(ChatContext)
+        alice = connect(node1)
+        bob = connect(node2)
+        aliceId, bobId = alice.context.contextId, bob.context.contextId
+        alice.feed(b"/nick alice\nhello\n")
+        self.assertEqual(
+            alice.readObjects(),
+            [
+                f"* user{aliceId} joined (id {aliceId})",
+                f"* user{bobId} joined (id {bobId})",
+                f"* user{aliceId} is now alice",
+                "alice: hello",
+            ],
+        )
+        self.assertEqual(
+            bob.readObjects(),
+            [f"* user{bobId} joined (id {bobId})", f"* user{aliceId} is now alice", "alice: hello"],
+        )
+
+    def test_privateMessage(self) -> None:
+        """/msg ID text reaches only that user, on the other node or this one."""
+        node1, node2, _ = twoNodes(ChatContext)
+        alice, carol, bob = connect(node1), connect(node1), connect(node2)
+        for connection in (alice, carol, bob):
+            connection.readObjects()
+        alice.feed(f"/nick alice\n/msg {bob.context.contextId}   psst  \n".encode())
+        carol.feed(f"/msg {alice.context.contextId} hi\n".encode())
+        self.assertEqual(bob.readObjects()[-1], f"* alice (id {alice.context.contextId}) to you: psst")
+        self.assertEqual(
+            alice.readObjects()[-1],
+            f"* user{carol.context.contextId} (id {carol.context.contextId}) to you: hi",
+        )
+        self.assertEqual(carol.readObjects(), [f"* user{alice.context.contextId} is now alice"])
+
+    def test_privateMessageErrors(self) -> None:
+        """/msg to nobody online here, to an impossible id, or without text answers with an error line."""
+        node1, _, _ = twoNodes(ChatContext)
+        alice = connect(node1)
+        alice.readObjects()
+        missing = firstContextId(1) + 50
+        alice.feed(f"/msg {missing} hi\n/msg 99999999999999999999999 hi\n/msg 7\n/msg x hi\n/msg\n".encode())
+        self.assertEqual(
+            alice.readObjects(),
+            [
+                f"* no user with id {missing} is online",
+                "* no user with id 99999999999999999999999 is online",
+                "* usage: /msg ID text",
+                "* usage: /msg ID text",
+                "* usage: /msg ID text",
+            ],
+        )
+
+
+class ClusterMonitorTests(SynchronousTestCase):
+    """The bus's figures in /stats.json and /metrics."""
+
+    def metrics(self, factory: ConnectionContextFactory) -> dict[str, float]:
+        text = metricsText(lambda: collect(factory)).decode()
+        return {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("iocpsvc_cluster_")
+        }
+
+    def test_clusterMetrics(self) -> None:
+        """A node in a cluster exports the bus's stats() as iocpsvc_cluster_* metrics."""
+        bus = RedisBus("redis://127.0.0.1:1", 5, reactor=Clock())
+        factory = ConnectionContextFactory(RelayContext, reactor=Clock())
+        factory.joinCluster(bus)
+        bus.publishBroadcast(b"x", 0)  # never connected: dropped
+        self.assertEqual(collect(factory)["cluster"], bus.stats())
+        self.assertEqual(
+            self.metrics(factory),
+            {
+                "iocpsvc_cluster_connected": 0.0,
+                "iocpsvc_cluster_node_id": 5.0,
+                "iocpsvc_cluster_node_id_claimed": 0.0,
+                "iocpsvc_cluster_published_total": 0.0,
+                "iocpsvc_cluster_received_total": 0.0,
+                "iocpsvc_cluster_dropped_total": 1.0,
+                "iocpsvc_cluster_reconnects_total": 0.0,
+                "iocpsvc_cluster_malformed_total": 0.0,
+                "iocpsvc_cluster_unrouted_total": 0.0,
+            },
+        )
+
+    def test_otherBus(self) -> None:
+        """A bus reporting only the interface's figures exports only those."""
+        node1, _, _ = twoNodes(RelayContext)
+        self.assertEqual(
+            set(self.metrics(node1)),
+            {
+                "iocpsvc_cluster_connected",
+                "iocpsvc_cluster_node_id",
+                "iocpsvc_cluster_published_total",
+                "iocpsvc_cluster_received_total",
+                "iocpsvc_cluster_dropped_total",
+            },
+        )
+
+    def test_standalone(self) -> None:
+        """A standalone node has no cluster figures."""
+        factory = ConnectionContextFactory(RelayContext, reactor=Clock())
+        self.assertNotIn("cluster", collect(factory))
+        self.assertEqual(self.metrics(factory), {})
