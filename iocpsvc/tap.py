@@ -243,14 +243,18 @@ class Options(usage.Options):
         if not self["port"]:
             self["port"] = [DEFAULT_PORT]
         for description in self["port"]:
-            if description.startswith("systemd:") and "LISTEN_FDS" not in os.environ:
-                raise usage.UsageError(
-                    f"--port {description!r}: systemd endpoints need socket activation "
-                    f"(LISTEN_FDS is not set: start through a systemd .socket unit)"
-                )
+            if description.startswith("systemd:") and self["worker-of"] is not None:
+                continue  # a worker gets its parent's socket, not systemd's
             try:
                 endpoints.serverFromString(reactor, description)
             except Exception as e:
+                if description.startswith("systemd:"):
+                    # Twisted reads (and clears) LISTEN_FDS when it loads:
+                    # no socket at that index means no socket activation.
+                    raise usage.UsageError(
+                        f"--port {description!r}: no such socket from systemd ({e}); systemd "
+                        f"endpoints need socket activation: start through a systemd .socket unit"
+                    ) from None
                 raise usage.UsageError(f"--port {description!r}: {e}") from None
 
         self["contextClass"] = resolveContext(self["context"])
@@ -399,7 +403,12 @@ def makeService(options: Options) -> MultiService:
         endpointReactor = workers.SocketAdoptingReactor(reactor, modes)
     service = SocketServerService(
         factory,
-        [endpoints.serverFromString(endpointReactor, withDefaultBacklog(d)) for d in options["port"]],
+        [
+            workers.adoptedEndpoint(endpointReactor, d, position)
+            if options["workerOf"] is not None and d.startswith("systemd:")
+            else endpoints.serverFromString(endpointReactor, withDefaultBacklog(d))
+            for position, d in enumerate(options["port"])
+        ],
         reactor=reactor,
         shutdownTimeout=options["shutdownTimeout"],
         startNotes=notes,

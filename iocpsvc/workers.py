@@ -511,11 +511,15 @@ class WorkerPoolService(MultiService):
             "--worker-of",
             f"{index}:{nodeId}:{','.join(self._opener.modes)}",
         ]
+        environment = dict(self.environment if self.environment is not None else os.environ)
+        # systemd's sockets were this process's; the workers get them as fd 5+.
+        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            environment.pop(name, None)
         self.reactor.spawnProcess(
             worker,
             sys.executable,
             argv,
-            env=self.environment if self.environment is not None else dict(os.environ),
+            env=environment,
             childFDs=childFDs,
         )
         self.workers[index] = worker
@@ -801,9 +805,8 @@ class SocketAdoptingReactor:
 
     def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> Any:
         fd, _, _ = self._take()
-        port = self._reactor.adoptStreamPort(fd, addressFamily, factory)
-        os.close(fd)
-        return port
+        # (AdoptedStreamServerEndpoint closes the descriptor it gave.)
+        return self._reactor.adoptStreamPort(fd, addressFamily, factory)
 
 
 @implementer(IClusterBus)
@@ -927,6 +930,17 @@ class WorkerControlService(Service):
             self.channel.onLost = None
             self.channel.transport.loseConnection()
         return succeed(None)
+
+
+def adoptedEndpoint(reactor: Any, description: str, position: int) -> Any:
+    """
+    A worker's endpoint for the C{systemd:} description at C{position} in
+    C{--port} order: the parent adopted systemd's socket and handed it down
+    as descriptor C{FIRST_LISTENER + position}.
+    """
+    fields = dict(field.split("=", 1) for field in description.split(":")[1:] if "=" in field)
+    family = getattr(socket, "AF_" + fields.get("domain", "INET"))
+    return endpoints.AdoptedStreamServerEndpoint(reactor, FIRST_LISTENER + position, family)
 
 
 def parseWorkerOf(value: str) -> tuple[int, int, list[str]]:

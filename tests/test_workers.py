@@ -377,3 +377,82 @@ def _running(pid: int) -> bool:
             return f.read().split(") ", 1)[1][:1] != "Z"
     except OSError:
         return False
+
+
+_SYSTEMD_EXEC = """
+import os, sys
+# What systemd does before starting a socket-activated service: the socket
+# is fd 3, and LISTEN_PID names the process that may take it.
+os.environ["LISTEN_PID"] = str(os.getpid())
+os.environ["LISTEN_FDS"] = "1"
+os.environ["LISTEN_FDNAMES"] = "iocpsvc"  # systemd 227+ names each socket
+os.execv(sys.executable, [sys.executable, "-c", sys.argv[1], *sys.argv[2:]])
+"""
+
+
+class SocketActivationTests(TestCase):
+    """C{systemd:} endpoints (socket activation), alone and shared by workers."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def serve(self, *args: str) -> Any:
+        import socket as socketModule
+        import sys
+
+        from tests.netutil import REPO, TWISTD, TwistdProcess
+
+        listener = socketModule.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        self.addCleanup(listener.close)
+        port = listener.getsockname()[1]
+        process = TwistdProcess()
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        argv = [
+            sys.executable,
+            "-c",
+            _SYSTEMD_EXEC,
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "iocpsvc",
+            "--port",
+            "systemd:domain=INET:index=0",
+            "--monitor",
+            "none",
+            "--shutdown-timeout",
+            "2",
+            *args,
+        ]
+        transport = reactor.spawnProcess(
+            process,
+            sys.executable,
+            argv,
+            env=env,
+            path=temporaryDirectory(self),
+            childFDs={0: "w", 1: "r", 2: "r", 3: listener.fileno()},
+        )
+
+        def stop() -> Any:
+            if not process.ended.called:
+                transport.signalProcess("TERM")
+            return process.ended
+
+        self.addCleanup(stop)
+        ready = b"worker processes" if "--workers" in args else b"iocpsvc listening on"
+        yield waitUntil(reactor, lambda: ready in process.output)
+        wires = [frame(b"activated %d" % n) for n in range(30)]
+        results = yield echoMany(reactor, port, wires)
+        self.assertEqual(results, wires)
+        transport.signalProcess("TERM")
+        yield process.ended
+        self.assertNotIn(b"Traceback", bytes(process.output))
+
+    def test_single(self) -> Any:
+        """One process serves the socket systemd handed over."""
+        return self.serve()
+
+    def test_workers(self) -> Any:
+        """Two workers share the socket systemd handed over to their parent."""
+        return self.serve("--workers", "2")
