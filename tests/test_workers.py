@@ -162,6 +162,27 @@ class PoolFiguresTests(SynchronousTestCase):
         self.assertEqual(stats["online"], 0)
         self.assertEqual(stats["closed_total"], {"peer": 2})
 
+    def test_metrics(self) -> None:
+        """/metrics of the parent: the totals, plus one series per worker."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from iocpsvc.monitor.prometheus import metricsText
+
+        pool = self.pool()
+        pool.workers = {1: _FakeWorker(1, 10), 2: _FakeWorker(2, 11)}  # type: ignore[dict-item]
+        pool.snapshots = {1: {"online": 3, "accepted_total": 5}, 2: {"online": 4, "accepted_total": 6}}
+        pool.restartsTotal = 2
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(metricsText(pool.collect).decode())
+            for sample in family.samples
+        }
+        self.assertEqual(samples[("iocpsvc_connections_online", ())], 7)
+        self.assertEqual(samples[("iocpsvc_worker_connections_online", (("worker", "1"),))], 3)
+        self.assertEqual(samples[("iocpsvc_worker_connections_accepted_total", (("worker", "2"),))], 6)
+        self.assertEqual(samples[("iocpsvc_worker_up", (("worker", "2"),))], 1)
+        self.assertEqual(samples[("iocpsvc_worker_restarts_total", ())], 2)
+
     def test_relay(self) -> None:
         """Broadcasts go to the other workers; directed messages to the node's worker."""
         import base64
@@ -356,6 +377,13 @@ class WorkerProcessTests(TestCase):
         else:
             self.fail("40 connections all went to one worker")
         yield self.waitForStats(lambda s: s["online"] == len(clients))
+        response = yield Agent(reactor).request(
+            b"GET", (self.monitor + "connections.json?limit=1000").encode()
+        )
+        listing = json.loads((yield readBody(response)))
+        self.assertEqual(listing["online"], len(clients))
+        self.assertEqual({row["worker"] for row in listing["connections"]}, {1, 2})
+        self.assertEqual(len({row["id"] for row in listing["connections"]}), len(clients))
         for client in clients:
             client.received.clear()
         clients[0].transport.write(b"hello everyone\n")

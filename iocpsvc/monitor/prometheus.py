@@ -82,6 +82,36 @@ class FactoryCollector:
         cluster = stats.get("cluster")
         if cluster is not None:
             yield from clusterMetrics(cluster)
+        rows = stats.get("workers")
+        if rows is not None:
+            yield from workerMetrics(rows, stats.get("worker_restarts_total", 0))
+
+
+# The parent of worker processes: one series per worker, labelled by its slot.
+WORKER_SERIES = (
+    ("iocpsvc_worker_connections_online", "Connections online in this worker.", "online", False),
+    ("iocpsvc_worker_connections_accepted", "Connections this worker accepted.", "accepted_total", True),
+    ("iocpsvc_worker_received_frames", "Objects this worker decoded.", "received_frames_total", True),
+    ("iocpsvc_worker_sent_frames", "Objects this worker wrote.", "sent_frames_total", True),
+    ("iocpsvc_worker_up", "Whether this worker process is running (1) or not (0).", "alive", False),
+)
+
+
+def workerMetrics(rows: list[dict[str, Any]], restarts: int) -> Iterator[Metric]:
+    """
+    Per-worker series (label C{worker}: the slot, which keeps its number
+    across restarts; a restarted worker's counters start again from 0).
+    """
+    for name, documentation, key, counter in WORKER_SERIES:
+        family: Metric = (
+            CounterMetricFamily(name, documentation, labels=["worker"])
+            if counter
+            else GaugeMetricFamily(name, documentation, labels=["worker"])
+        )
+        for row in rows:
+            family.add_metric([str(row["worker"])], float(row[key]))  # type: ignore[attr-defined]
+        yield family
+    yield CounterMetricFamily("iocpsvc_worker_restarts", "Workers restarted after dying.", value=restarts)
 
 
 def clusterMetrics(cluster: dict[str, Any]) -> Iterator[Metric]:
