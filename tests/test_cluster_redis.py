@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 from typing import Any
 
@@ -112,6 +113,14 @@ class RedisServer:
             return defer.succeed(None)
         self.transport.signalProcess("KILL")
         return process.ended
+
+    def pause(self) -> None:
+        """Stop it without closing its connections (SIGSTOP): it accepts and never answers."""
+        self.transport.signalProcess(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT)."""
+        self.transport.signalProcess(signal.SIGCONT)
 
     def connect(self, test: TestCase) -> defer.Deferred[RedisConnection]:
         """A raw connection to it, closed when the test ends."""
@@ -332,6 +341,24 @@ class RedisBusTests(TestCase):
         yield waitUntil(reactor, lambda: len(remote.lines) == 3, timeout=5)
         self.assertEqual(remote.lines, ["before", "after", "direct"])
         self.assertEqual(neighbour.lines, ["before", "during", "after"])
+
+    @defer.inlineCallbacks
+    def test_unresponsive(self) -> Any:
+        """
+        A Redis that stops answering without closing the connections counts
+        as down once a refresh goes unanswered; the bus is back when it answers again.
+        """
+        node = Node(self, self.redis.url, 1, claimInterval=0.05, connectTimeout=0.3)
+        yield waitUntil(reactor, lambda: node.bus.connected, timeout=10)
+        self.redis.pause()
+        yield waitUntil(reactor, lambda: not node.bus.connected, timeout=5)
+        node.bus.publishBroadcast(b"lost\n", 0)
+        self.assertEqual(node.bus.droppedTotal, 1)
+        (warning,) = said(self.events, LogLevel.warn, "cluster bus down")
+        self.assertIn("no answer within 0.3s", warning)
+        self.redis.resume()
+        yield waitUntil(reactor, lambda: node.bus.connected, timeout=10)
+        self.assertEqual(node.bus.reconnectsTotal, 1)
 
     @defer.inlineCallbacks
     def test_nodeIdClaim(self) -> Any:

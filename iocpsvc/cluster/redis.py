@@ -542,6 +542,8 @@ class RedisBus:
         """
         if link.over or link.commands is None or link.subscriber is None:
             return
+        if link.heartbeat is not None and link.heartbeat.active():
+            return  # the last check is still waiting: its deadline decides
         checks = gatherResults(
             [self._claim(link.commands), link.subscriber.execute(b"PING")], consumeErrors=True
         )
