@@ -431,6 +431,8 @@ class RedisBus:
 
     def _setUp(self, link: _Link) -> Deferred[Any]:
         link.connecting = []
+        if link.over:  # closed the moment both connected (stopped, or timed out)
+            return succeed(None)
         assert link.subscriber is not None and link.commands is not None
         steps = [
             link.subscriber.execute(b"SUBSCRIBE", self.broadcastChannel),
