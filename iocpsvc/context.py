@@ -411,9 +411,11 @@ class ConnectionContext(Protocol):
     # -- Twisted's protocol API ---------------------------------------------
 
     def makeConnection(self, transport: Any) -> None:
+        factory = self.factory
+        if factory is not None and factory.holdForProxyHeader(self, transport):
+            return  # behind haproxy: connected once the PROXY header is in (iocpsvc.proxy)
         self.connected = 1
         self.transport = transport
-        factory = self.factory
         if factory is not None:
             self._seconds = factory.seconds  # one bound method shared by all contexts
             now = self._seconds()

@@ -26,6 +26,7 @@ from iocpsvc.context import ConnectionContext, describePeer
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver, IDecoder, IEncoder
 from iocpsvc.limits import ServerLimits, addressAllowed
 from iocpsvc.logs import RateLimitedLog
+from iocpsvc.proxy import HAProxyProtocolWrapper, ProxyHeaderWrapper
 
 _log = Logger(namespace="iocpsvc.factory")
 
@@ -85,7 +86,14 @@ class ConnectionContextFactory(ServerFactory):
     @ivar peakOnline: the most contexts online at once.
     @ivar limits: the L{ServerLimits} in force.
     @ivar acceptedTotal: connections accepted.
-    @ivar refusedTotal: connections refused at accept (limit or filter).
+    @ivar refusedTotal: connections refused at accept (limit or filter);
+        behind C{haproxy:}, also those whose PROXY header names a client
+        the filter refuses.
+    @ivar proxyHeaderErrors: connections behind C{haproxy:} closed for an
+        invalid PROXY header (also counted as C{protocol-error} closes).
+    @ivar proxyHeaderTimeouts: connections behind C{haproxy:} closed
+        because no complete PROXY header came within
+        C{limits.proxyHeaderTimeout} (also counted as C{idle} closes).
     @ivar discardedFrames: oversized frames skipped by codecs in discard
         mode, over closed connections.
     @ivar writeBlockedTotal: times a connection passed the write high water
@@ -155,6 +163,11 @@ class ConnectionContextFactory(ServerFactory):
         self.backlogPausedTotal = 0
         self.closeTimeouts = 0
         self.directSends = 0
+        self.proxyHeaderErrors = 0
+        self.proxyHeaderTimeouts = 0
+        # Connections behind haproxy: whose PROXY header is not in yet, with
+        # when they arrived; their contexts are held back (iocpsvc.proxy).
+        self._awaitingHeader: dict[ProxyHeaderWrapper, float] = {}
         self._sweeper: LoopingCall | None = None
         self.closedTotal: dict[str, int] = dict.fromkeys(errors.CLOSE_REASONS, 0)
         self.decodeErrors = 0
@@ -242,6 +255,11 @@ class ConnectionContextFactory(ServerFactory):
         Whether to accept a connection from C{address}; the accept filter
         (C{limits.allow} / C{limits.deny}).  Override it to refuse peers by
         your own rule; a refused peer is closed before any data is read.
+
+        Behind C{haproxy:} it is asked again once the PROXY header is in,
+        with the client the header names, and that answer decides; the
+        answer given for the proxy's own address when the TCP connection
+        arrived is not used.
         """
         limits = self.limits
         if not limits.allow and not limits.deny:
@@ -250,10 +268,16 @@ class ConnectionContextFactory(ServerFactory):
 
     def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         maxConnections = self.limits.maxConnections
-        if maxConnections is not None and len(self.online) >= maxConnections:
+        # Connections waiting for their PROXY header hold a descriptor too.
+        if maxConnections is not None and len(self.online) + len(self._awaitingHeader) >= maxConnections:
             return self._refuse(addr, f"max-connections ({maxConnections}) reached")
         if not self.acceptPeer(addr):
-            return self._refuse(addr, "address filtered")
+            # Refused once the transport is known: behind haproxy: this is
+            # the proxy's address, and the header's client decides instead.
+            return _Filtered(self, addr)
+        return self._newContext()
+
+    def _newContext(self) -> ConnectionContext:
         context = self.contextClass()
         context.factory = self
         context.contextId = next(self._ids)
@@ -270,6 +294,95 @@ class ConnectionContextFactory(ServerFactory):
         # Not None: wrapping factories (haproxy:, ssl:) would wrap None.  This
         # protocol closes the connection as soon as it is made, reading nothing.
         return _Refused()
+
+    # -- behind haproxy: the PROXY header ------------------------------------
+
+    @property
+    def awaitingProxyHeader(self) -> int:
+        """Connections behind C{haproxy:} whose PROXY header is not in yet."""
+        return len(self._awaitingHeader)
+
+    def holdForProxyHeader(self, context: ConnectionContext, transport: Any) -> bool:
+        """
+        Called by a context asked to connect: whether to hold it back
+        because C{transport} is a C{haproxy:} wrapper that has not read the
+        PROXY header yet (L{proxyHeaderReceived} connects it later).
+        """
+        if not isinstance(transport, HAProxyProtocolWrapper):
+            return False  # plain TCP, TLS, ...: one isinstance per connection
+        wrapper = ProxyHeaderWrapper.hold(transport, context)
+        if wrapper is None:
+            return False
+        self._awaitingHeader[wrapper] = self.reactor.seconds()
+        return True
+
+    def proxyHeaderReceived(
+        self, wrapper: ProxyHeaderWrapper, context: ConnectionContext, rest: bytes
+    ) -> None:
+        """
+        The PROXY header of C{wrapper}'s connection is in: apply the accept
+        filter to the client it names, then connect C{context} and hand it
+        C{rest}, the bytes that followed the header.
+        """
+        self._awaitingHeader.pop(wrapper, None)
+        peer = wrapper.getPeer()
+        if not self.acceptPeer(peer):
+            self._refuse(peer, "address filtered (client named in the PROXY header)")
+            wrapper.close()
+            return
+        context.makeConnection(wrapper)
+        if rest:
+            context.dataReceived(rest)
+
+    def proxyHeaderFailed(self, wrapper: ProxyHeaderWrapper, why: str) -> None:
+        """
+        C{wrapper}'s connection did not send a valid PROXY header: count it
+        (C{protocol-error}), log it (rate-limited), close it.
+        """
+        if self._awaitingHeader.pop(wrapper, None) is None:
+            return
+        self.proxyHeaderErrors += 1
+        self.closedTotal[errors.PROTOCOL_ERROR] += 1
+        transport = wrapper.transport
+        self.rateLimitedLog.warn(
+            "closing {peer}: protocol-error: {why}, starting {start!r}",
+            peer=describePeer(transport.getPeer() if transport is not None else None),
+            why=why,
+            start=wrapper.firstBytes,
+            closeReason=errors.PROTOCOL_ERROR,
+        )
+        wrapper.close()
+
+    def proxyHeaderLost(self, wrapper: ProxyHeaderWrapper) -> None:
+        """C{wrapper}'s connection ended before its PROXY header was in."""
+        if self._awaitingHeader.pop(wrapper, None) is not None:
+            self.closedTotal[errors.PEER] += 1
+
+    def _closeAwaitingHeader(self, wrappers: list[ProxyHeaderWrapper], reason: str) -> None:
+        for wrapper in wrappers:
+            if self._awaitingHeader.pop(wrapper, None) is not None:
+                self.closedTotal[reason] += 1
+                wrapper.close()
+
+    def _expireProxyHeaders(self) -> None:
+        """Close connections whose PROXY header did not come in time."""
+        seconds = self.limits.proxyHeaderTimeout or self.limits.idleTimeout
+        if not seconds or not self._awaitingHeader:
+            return
+        deadline = self.reactor.seconds() - seconds
+        late = [w for w, arrived in self._awaitingHeader.items() if arrived <= deadline]
+        if not late:
+            return
+        self.proxyHeaderTimeouts += len(late)
+        self.rateLimitedLog.info(
+            "closing {count} connections that sent no complete PROXY header within {seconds}s",
+            count=len(late),
+            seconds=seconds,
+            closeReason=errors.IDLE,
+        )
+        self._closeAwaitingHeader(late, errors.IDLE)
+
+    # -- connected contexts ----------------------------------------------------
 
     def contextConnected(self, context: ConnectionContext) -> None:
         """Called by a context when its connection is made."""
@@ -321,12 +434,15 @@ class ConnectionContextFactory(ServerFactory):
         """
         One pass over the online contexts: close those idle for longer than
         C{limits.idleTimeout} (reason C{idle}), and abort those that have
-        been closing for longer than C{limits.closeTimeout}.  One periodic
+        been closing for longer than C{limits.closeTimeout}.  Behind
+        C{haproxy:}, also close the connections whose PROXY header has not
+        come within C{limits.proxyHeaderTimeout} (reason C{idle}).  One periodic
         sweep per factory, not a timer per connection or per read.
         """
         limits = self.limits
         if limits.idleTimeout:
             self.kickOut(limits.idleTimeout)
+        self._expireProxyHeaders()
         deadline = self.reactor.seconds() - limits.closeTimeout
         stuck = [c for c in self.online.values() if c.closingAt is not None and c.closingAt <= deadline]
         self._abortStuck(stuck, limits.closeTimeout)
@@ -456,6 +572,8 @@ class ConnectionContextFactory(ServerFactory):
 
         @return: a Deferred that fires when none is online.
         """
+        # Those still waiting for a PROXY header have nothing to send.
+        self._closeAwaitingHeader(list(self._awaitingHeader), reason)
         for context in list(self.online.values()):
             context.close(reason)
         if not self.online:
@@ -523,6 +641,29 @@ class ConnectionContextFactory(ServerFactory):
     def framesSentTotal(self) -> int:
         """Objects written, over all connections ever."""
         return self.totals()["sentFrames"]
+
+
+class _Filtered(Protocol):
+    """
+    A connection whose peer the accept filter refused: closed as refused
+    once it is made -- unless it turns out to come through C{haproxy:},
+    where that peer is the proxy and the client named in the PROXY header
+    is judged instead.
+    """
+
+    def __init__(self, factory: ConnectionContextFactory, address: IAddress) -> None:
+        self.factory = factory
+        self.address = address
+
+    def makeConnection(self, transport: Any) -> None:
+        factory = self.factory
+        if isinstance(transport, HAProxyProtocolWrapper) and transport.wrappedProtocol is self:
+            context = factory._newContext()
+            transport.wrappedProtocol = context
+            if factory.holdForProxyHeader(context, transport):
+                return
+            transport.wrappedProtocol = self  # a wrapper that cannot be held: judge the address we have
+        factory._refuse(self.address, "address filtered").makeConnection(transport)
 
 
 class _Refused(Protocol):

@@ -43,6 +43,10 @@ class ServerLimits:
         a slow handler) above which reading from that client pauses.
     @ivar closeTimeout: seconds a closing connection may take to send what
         it was asked to, before it is aborted.
+    @ivar proxyHeaderTimeout: behind C{haproxy:}, seconds a new connection
+        may take to send its complete PROXY header before it is closed
+        (reason C{idle}); checked by the same periodic sweep as the idle
+        timeout.  0: the idle timeout applies instead.
     """
 
     maxConnections: int | None = None
@@ -57,6 +61,7 @@ class ServerLimits:
     closeTimeout: float = 10.0
     allow: list[Any] = field(default_factory=list)
     deny: list[Any] = field(default_factory=list)
+    proxyHeaderTimeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.maxConnections is not None and self.maxConnections < 1:
@@ -74,6 +79,8 @@ class ServerLimits:
             raise ValueError("maxPendingObjects must be at least 1")
         if self.closeTimeout < 0:
             raise ValueError("closeTimeout must be >= 0")
+        if self.proxyHeaderTimeout < 0:
+            raise ValueError("proxyHeaderTimeout must be >= 0")
         self.allow = [parseNetwork(n) for n in self.allow]
         self.deny = [parseNetwork(n) for n in self.deny]
 

@@ -1,0 +1,713 @@
+"""
+Tests for the PROXY protocol behind C{haproxy:} (L{iocpsvc.proxy} and the
+factory's header handling): with a C{Clock} and in-memory transports, over
+real loopback TCP with hand-built v1 and v2 headers, and behind a real
+HAProxy in front of several C{twistd iocpsvc} nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import struct
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone, ProcessExitedAlready
+from twisted.internet.protocol import connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import Logger
+from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from iocpsvc import errors
+from iocpsvc.context import ConnectionContext, describePeer
+from iocpsvc.contexts import EchoContext
+from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.limits import ServerLimits
+from iocpsvc.logs import RateLimitedLog
+from iocpsvc.monitor.stats import connections
+from iocpsvc.proxy import ProxyHeaderWrapper, undecided
+from iocpsvc.service import SocketServerService
+from tests.helpers import frame
+from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
+
+PROXY = IPv4Address("TCP", "10.0.0.2", 5555)  # the load balancer, as TCP sees it
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v1Header(
+    source: str, sourcePort: int, destination: str = "192.0.2.1", destinationPort: int = 9983
+) -> bytes:
+    """A PROXY v1 header line, as HAProxy's C{send-proxy} writes it."""
+    family = "TCP6" if ":" in source else "TCP4"
+    return f"PROXY {family} {source} {destination} {sourcePort} {destinationPort}\r\n".encode()
+
+
+def v2Header(
+    source: str, sourcePort: int, destination: str = "192.0.2.1", destinationPort: int = 9983
+) -> bytes:
+    """A PROXY v2 header (command PROXY, TCP over IPv4 or IPv6), as C{send-proxy-v2} writes it."""
+    if ":" in source:
+        family, familyProtocol = socket.AF_INET6, 0x21
+        if ":" not in destination:
+            destination = "::ffff:" + destination
+    else:
+        family, familyProtocol = socket.AF_INET, 0x11
+    addresses = (
+        socket.inet_pton(family, source)
+        + socket.inet_pton(family, destination)
+        + struct.pack("!HH", sourcePort, destinationPort)
+    )
+    return V2_SIGNATURE + struct.pack("!BBH", 0x21, familyProtocol, len(addresses)) + addresses
+
+
+def v2Local() -> bytes:
+    """The v2 header HAProxy's health checks send (C{check-send-proxy}): command LOCAL, no address."""
+    return V2_SIGNATURE + struct.pack("!BBH", 0x20, 0x00, 0)
+
+
+class PeerRecorder(EchoContext):
+    """An echo context that notes what it saw in connectionMade and whether it was told of the end."""
+
+    def connectionMade(self) -> None:
+        self.peerAtStart = self.peer
+        self.lostCalled = False
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lostCalled = True
+
+
+class ProxiedConnection:
+    """
+    One connection through Twisted's C{haproxy:} wrapping factory (what
+    C{--port haproxy:...} builds), over a C{StringTransport} whose peer is
+    the load balancer.
+    """
+
+    def __init__(self, factory: ConnectionContextFactory, proxy: IPv4Address = PROXY) -> None:
+        self.wrapper: Any = HAProxyWrappingFactory(factory).buildProtocol(proxy)
+        self.transport = StringTransport(peerAddress=proxy, hostAddress=IPv4Address("TCP", "10.0.0.9", 9983))
+        self.closed: list[str] = []
+        self.transport.abortConnection = lambda: self.closed.append("abort")  # type: ignore[method-assign]
+        self.wrapper.makeConnection(self.transport)
+
+    def feed(self, data: bytes, chunkSize: int | None = None) -> None:
+        """Receive C{data}, in chunks of C{chunkSize} bytes (at once by default)."""
+        step = chunkSize or max(1, len(data))
+        for start in range(0, len(data), step):
+            self.wrapper.dataReceived(data[start : start + step])
+
+    @property
+    def context(self) -> Any:
+        """The wrapped protocol: the context once connected."""
+        return self.wrapper.wrappedProtocol
+
+    @property
+    def closing(self) -> bool:
+        """Whether the server aborted or started closing this connection."""
+        return bool(self.closed) or bool(self.transport.disconnecting)
+
+    def lose(self) -> None:
+        """The connection ends (after a close, or the client went away)."""
+        self.wrapper.connectionLost(Failure(ConnectionDone()))
+
+
+def makeFactory(contextClass: Any = PeerRecorder, **limits: Any) -> ConnectionContextFactory:
+    clock = Clock()
+    factory = ConnectionContextFactory(contextClass, "length", reactor=clock, limits=ServerLimits(**limits))
+    return factory
+
+
+def captureLog(factory: ConnectionContextFactory) -> list[dict[str, Any]]:
+    """Send the factory's rate-limited log lines to a list (same burst and interval)."""
+    events: list[dict[str, Any]] = []
+    factory.rateLimitedLog = RateLimitedLog(Logger(observer=events.append), factory.reactor.seconds)
+    return events
+
+
+class HeaderTests(SynchronousTestCase):
+    """The context waits for the PROXY header, then sees the client it names."""
+
+    def test_contextWaitsForHeader(self) -> None:
+        """Until the header is in, the context is not connected; then its peer is the header's client."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        self.assertIsInstance(connection.wrapper, ProxyHeaderWrapper)
+        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader), (0, 1))
+        self.assertFalse(connection.context.connected)
+        connection.feed(v1Header("203.0.113.7", 51234)[:20])
+        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader), (0, 1))
+        connection.feed(v1Header("203.0.113.7", 51234)[20:] + frame(b"hi"))
+        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader, factory.acceptedTotal), (1, 0, 1))
+        context = connection.context
+        self.assertEqual(context.peerAtStart, IPv4Address("TCP", "203.0.113.7", 51234))
+        self.assertEqual(describePeer(context.peer), "203.0.113.7:51234")
+        self.assertEqual(connection.transport.value(), frame(b"hi"))
+        self.assertEqual(context.bytesReceived, len(frame(b"hi")))  # the header is not the context's
+
+    def test_v2AndIPv6(self) -> None:
+        """v2 headers over IPv4 and IPv6 name the client too."""
+        factory = makeFactory()
+        four, six = ProxiedConnection(factory), ProxiedConnection(factory)
+        four.feed(v2Header("198.51.100.20", 4000) + frame(b"4"))
+        six.feed(v2Header("2001:db8::7", 6000, "2001:db8::1") + frame(b"6"))
+        self.assertEqual(four.context.peerAtStart, IPv4Address("TCP", "198.51.100.20", 4000))
+        self.assertEqual(six.context.peerAtStart, IPv6Address("TCP", "2001:db8:0:0:0:0:0:7", 6000))
+        self.assertEqual(describePeer(six.context.peer), "[2001:db8:0:0:0:0:0:7]:6000")
+        self.assertEqual((four.transport.value(), six.transport.value()), (frame(b"4"), frame(b"6")))
+
+    def test_headerInPieces(self) -> None:
+        """
+        Headers arriving a byte at a time work (Twisted's wrapper alone
+        closes a connection whose first read is too short to tell v1 from v2).
+        """
+        factory = makeFactory()
+        for header in (v1Header("203.0.113.7", 1), v2Header("203.0.113.8", 2), v2Local()):
+            connection = ProxiedConnection(factory)
+            connection.feed(header + frame(b"x"), chunkSize=1)
+            self.assertFalse(connection.closing, header)
+            self.assertEqual(connection.transport.value(), frame(b"x"))
+        self.assertEqual(factory.onlineCount, 3)
+
+    def test_undecided(self) -> None:
+        """Only a prefix of a possible header, too short to tell, is waited for."""
+        self.assertTrue(undecided(b"PRO"))
+        self.assertTrue(undecided(b"PROXY T"))
+        self.assertTrue(undecided(V2_SIGNATURE[:5]))
+        self.assertTrue(undecided(V2_SIGNATURE + b"\x21"))
+        self.assertFalse(undecided(b"PROXY TCP4"))
+        self.assertFalse(undecided(b"PROXY\r\n"))
+        self.assertFalse(undecided(b"GET"))
+        self.assertFalse(undecided(v2Local()))
+
+    def test_localHeaderKeepsProxyAddress(self) -> None:
+        """A LOCAL header (HAProxy's health check) names no client: the peer is the proxy."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        connection.feed(v2Local())
+        self.assertEqual(connection.context.peerAtStart, PROXY)
+        self.assertEqual(factory.onlineCount, 1)
+
+    def test_monitorShowsHeaderClient(self) -> None:
+        """/connections.json lists the client from the header."""
+        factory = makeFactory()
+        ProxiedConnection(factory).feed(v1Header("203.0.113.7", 51234))
+        ProxiedConnection(factory)  # still waiting: not a connection yet
+        rows = connections(factory)["connections"]
+        self.assertEqual([row["peer"] for row in rows], ["203.0.113.7:51234"])
+
+    def test_peerLeavesBeforeHeader(self) -> None:
+        """A client gone before its header is counted as a peer close; its context hears nothing."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        context = connection.context
+        connection.feed(b"PROXY TCP4 203.0")
+        connection.lose()
+        self.assertEqual((factory.awaitingProxyHeader, factory.closedTotal[errors.PEER]), (0, 1))
+        self.assertFalse(hasattr(context, "lostCalled"))
+        self.assertEqual(factory.acceptedTotal, 0)
+
+    def test_connectedContextIsTold(self) -> None:
+        """Once connected through the wrapper, the context's end is the usual one."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        connection.feed(v1Header("203.0.113.7", 1))
+        context = connection.context
+        connection.lose()
+        self.assertTrue(context.lostCalled)
+        self.assertEqual((factory.onlineCount, factory.closedTotal[errors.PEER]), (0, 1))
+
+
+class LimitTests(SynchronousTestCase):
+    """Connections waiting for a header count, time out and close."""
+
+    def test_countsAgainstMaxConnections(self) -> None:
+        """Connections waiting for their header hold places under max-connections."""
+        factory = makeFactory(maxConnections=2)
+        ProxiedConnection(factory)
+        ProxiedConnection(factory)
+        third = ProxiedConnection(factory)
+        self.assertTrue(third.closing)
+        self.assertNotIsInstance(third.context, ConnectionContext)
+        self.assertEqual((factory.refusedTotal, factory.awaitingProxyHeader), (1, 2))
+
+    def test_headerTimeout(self) -> None:
+        """No complete header within proxyHeaderTimeout: closed by the sweep, counted once."""
+        factory = makeFactory(proxyHeaderTimeout=5, idleTimeout=300)
+        events = captureLog(factory)
+        factory.startFactory()
+        self.addCleanup(factory.stopFactory)
+        silent, slow, prompt = (
+            ProxiedConnection(factory),
+            ProxiedConnection(factory),
+            ProxiedConnection(factory),
+        )
+        slow.feed(b"PROXY TCP4 ")
+        prompt.feed(v1Header("203.0.113.7", 1))
+        factory.reactor.advance(4.9)
+        self.assertFalse(silent.closing or slow.closing)
+        factory.reactor.advance(factory.limits.sweepInterval())
+        self.assertEqual((silent.closed, slow.closed), (["abort"], ["abort"]))
+        self.assertFalse(prompt.closing)
+        silent.lose()
+        slow.lose()
+        self.assertEqual(factory.proxyHeaderTimeouts, 2)
+        self.assertEqual(factory.closedTotal[errors.IDLE], 2)
+        self.assertEqual(factory.awaitingProxyHeader, 0)
+        self.assertEqual([e["count"] for e in events], [2])
+
+    def test_idleTimeoutWhenHeaderTimeoutOff(self) -> None:
+        """With proxyHeaderTimeout 0 the idle timeout bounds the wait instead."""
+        factory = makeFactory(proxyHeaderTimeout=0, idleTimeout=20)
+        factory.startFactory()
+        self.addCleanup(factory.stopFactory)
+        connection = ProxiedConnection(factory)
+        factory.reactor.advance(19)
+        self.assertFalse(connection.closing)
+        factory.reactor.advance(factory.limits.sweepInterval() + 1)
+        self.assertTrue(connection.closing)
+
+    def test_shutdownClosesWaiting(self) -> None:
+        """closeAll closes connections still waiting for a header (reason shutdown)."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        done = factory.closeAll()
+        self.assertTrue(connection.closing)
+        self.assertEqual(self.successResultOf(done), None)
+        self.assertEqual(factory.closedTotal[errors.SHUTDOWN], 1)
+
+
+class InvalidHeaderTests(SynchronousTestCase):
+    """Garbage instead of a header: closed, counted, logged (rate-limited)."""
+
+    def assertProtocolError(self, data: bytes, chunkSize: int | None = None) -> ProxiedConnection:
+        factory = makeFactory()
+        events = captureLog(factory)
+        connection = ProxiedConnection(factory)
+        context = connection.context
+        connection.feed(data, chunkSize)
+        self.assertTrue(connection.closing, data)
+        connection.lose()
+        self.assertEqual(factory.proxyHeaderErrors, 1, data)
+        self.assertEqual(factory.closedTotal[errors.PROTOCOL_ERROR], 1)
+        self.assertEqual(sum(factory.closedTotal.values()), 1)
+        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader, factory.acceptedTotal), (0, 0, 0))
+        self.assertFalse(hasattr(context, "lostCalled"))  # never connected
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["peer"], "10.0.0.2:5555")
+        self.assertEqual(events[0]["closeReason"], errors.PROTOCOL_ERROR)
+        return connection
+
+    def test_notAHeader(self) -> None:
+        """A client speaking straight to the port (no proxy) is closed; the log shows what it sent."""
+        self.assertProtocolError(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertProtocolError(frame(b"hello there, no header"))
+
+    def test_badV1Lines(self) -> None:
+        """Malformed v1 lines, including those Twisted's parser raises on, are protocol errors."""
+        for line in (
+            b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 x 80\r\n",  # ValueError inside Twisted's parser
+            b"PROXY TCP4 999.1.1.1 5.6.7.8 1 80\r\n",  # not an address
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 70000 80\r\n",  # not a port
+            b"PROXY TCP4 \xff\xfe 5.6.7.8 1 80\r\n",
+            b"PROXY TCP4 " + b"1" * 120,  # no end of line within 107 bytes
+        ):
+            self.assertProtocolError(line + frame(b"x"))
+
+    def test_badV2(self) -> None:
+        """A v2 header with a bad version, command or family is a protocol error."""
+        self.assertProtocolError(V2_SIGNATURE + struct.pack("!BBH", 0x31, 0x11, 12) + b"\0" * 12)
+        self.assertProtocolError(V2_SIGNATURE + struct.pack("!BBH", 0x2F, 0x11, 12) + b"\0" * 12)
+        self.assertProtocolError(V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x41, 12) + b"\0" * 12, 1)
+
+    def test_logLineNamesProxyAndBytes(self) -> None:
+        """The log line gives the sender's address and the first bytes it sent."""
+        factory = makeFactory()
+        events = captureLog(factory)
+        ProxiedConnection(factory).feed(b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n")
+        [event] = events
+        self.assertEqual(event["start"], b"SSH-2.0-OpenSSH_9.2p1 De")
+        self.assertEqual(event["why"], "invalid PROXY header")
+
+    def test_manyGarbageBoundedLog(self) -> None:
+        """A flood of bad headers gives a burst of log lines, then a count; each is closed and counted."""
+        factory = makeFactory()
+        events = captureLog(factory)
+        flood = [ProxiedConnection(factory) for _ in range(200)]
+        for connection in flood:
+            connection.feed(b"garbage garbage garbage\r\n")
+        self.assertTrue(all(c.closing for c in flood))
+        self.assertEqual(factory.proxyHeaderErrors, 200)
+        self.assertEqual(factory.closedTotal[errors.PROTOCOL_ERROR], 200)
+        self.assertEqual(len(events), factory.rateLimitedLog.burst)
+        factory.reactor.advance(1)
+        ProxiedConnection(factory).feed(b"garbage\r\n\r\n\r\n\r\n\r\n")
+        self.assertEqual(events[-1]["suppressed"], 190)
+
+
+class FilterTests(SynchronousTestCase):
+    """Behind haproxy:, the accept filter judges the client named in the header."""
+
+    def test_denyHeaderClient(self) -> None:
+        """A denied client from the header is refused, counted and logged by its own address."""
+        factory = makeFactory(deny=["203.0.113.0/24"])
+        events = captureLog(factory)
+        denied, welcome = ProxiedConnection(factory), ProxiedConnection(factory)
+        context = denied.context
+        denied.feed(v2Header("203.0.113.7", 51234) + frame(b"no"))
+        welcome.feed(v2Header("198.51.100.9", 4000) + frame(b"yes"))
+        self.assertTrue(denied.closing)
+        self.assertEqual(denied.transport.value(), b"")
+        self.assertFalse(hasattr(context, "peerAtStart"))  # never connected
+        self.assertEqual(welcome.transport.value(), frame(b"yes"))
+        denied.lose()
+        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
+        self.assertEqual((factory.acceptedTotal, factory.onlineCount), (1, 1))
+        [event] = events
+        self.assertEqual(event["peer"], "203.0.113.7:51234")
+
+    def test_allowJudgesClientNotProxy(self) -> None:
+        """An allow list without the proxy's address still lets allowed clients in through it."""
+        factory = makeFactory(allow=["203.0.113.0/24"])
+        allowed, other = ProxiedConnection(factory), ProxiedConnection(factory)
+        allowed.feed(v1Header("203.0.113.7", 1) + frame(b"a"))
+        other.feed(v1Header("198.51.100.9", 2) + frame(b"b"))
+        self.assertEqual(allowed.transport.value(), frame(b"a"))
+        self.assertTrue(other.closing)
+        self.assertEqual(factory.refusedTotal, 1)
+
+    def test_plainTCPStillFiltered(self) -> None:
+        """Without the wrapper, the proxy's address is judged at accept as before."""
+        factory = makeFactory(allow=["203.0.113.0/24"])
+        protocol = factory.buildProtocol(PROXY)
+        transport = StringTransport(peerAddress=PROXY)
+        closed: list[str] = []
+        transport.abortConnection = lambda: closed.append("abort")  # type: ignore[method-assign]
+        protocol.makeConnection(transport)
+        self.assertEqual(closed, ["abort"])
+        self.assertEqual(factory.refusedTotal, 1)
+
+    def test_acceptPeerSeesHeaderClient(self) -> None:
+        """An overridden acceptPeer is asked about the client from the header."""
+        asked: list[Any] = []
+
+        class Recording(ConnectionContextFactory):
+            def acceptPeer(self, address: Any) -> bool:
+                asked.append(address)
+                return True
+
+        factory = Recording(EchoContext, reactor=Clock())
+        ProxiedConnection(factory).feed(v1Header("203.0.113.7", 1))
+        self.assertEqual(asked[-1], IPv4Address("TCP", "203.0.113.7", 1))
+
+
+def frames(*payloads: bytes) -> bytes:
+    return b"".join(frame(p) for p in payloads)
+
+
+class LoopbackTests(TestCase):
+    """A haproxy: listener over real TCP on 127.0.0.1, with hand-built headers."""
+
+    def startServer(self, **limits: Any) -> tuple[ConnectionContextFactory, int]:
+        from twisted.internet import reactor
+
+        factory = ConnectionContextFactory(EchoContext, reactor=reactor, limits=ServerLimits(**limits))
+        service = SocketServerService(
+            factory, ["haproxy:tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        return factory, service.ports[0].getHost().port
+
+    @defer.inlineCallbacks
+    def test_echoAndRealAddress(self) -> Any:
+        """
+        v1 and v2 clients get their echoes; peer, describePeer and
+        /connections.json show the header's client.
+        """
+        from twisted.internet import reactor
+
+        factory, port = self.startServer()
+        one, two, six = yield connectRaw(reactor, port, 3)
+        one.transport.write(v1Header("203.0.113.7", 51234) + frames(b"one", b"1"))
+        two.transport.write(v2Header("198.51.100.20", 4000) + frames(b"two"))
+        six.transport.write(v2Header("2001:db8::7", 6000, "2001:db8::1") + frames(b"six"))
+        yield waitUntil(
+            reactor,
+            lambda: (
+                (bytes(one.received), bytes(two.received), bytes(six.received))
+                == (frames(b"one", b"1"), frames(b"two"), frames(b"six"))
+            ),
+        )
+        peers = sorted(describePeer(c.peer) for c in factory.contexts())
+        self.assertEqual(peers, ["198.51.100.20:4000", "203.0.113.7:51234", "[2001:db8:0:0:0:0:0:7]:6000"])
+        self.assertEqual(sorted(row["peer"] for row in connections(factory)["connections"]), peers)
+        for client in (one, two, six):
+            client.transport.loseConnection()
+        yield defer.gatherResults([c.lost for c in (one, two, six)])
+
+    @defer.inlineCallbacks
+    def test_filterOnHeaderAddress(self) -> Any:
+        """
+        --allow / --deny apply to the header's client: 127.0.0.1 itself is
+        not allowed, yet the allowed client gets in through it.
+        """
+        from twisted.internet import reactor
+
+        factory, port = self.startServer(allow=["198.51.100.0/24"], deny=["198.51.100.66"])
+        events = captureLog(factory)
+        allowed, denied, outside = yield connectRaw(reactor, port, 3)
+        allowed.transport.write(v1Header("198.51.100.20", 1000) + frames(b"in"))
+        denied.transport.write(v1Header("198.51.100.66", 2000) + frames(b"out"))
+        outside.transport.write(v2Header("203.0.113.7", 3000) + frames(b"out"))
+        received = yield defer.gatherResults([denied.lost, outside.lost])
+        self.assertEqual(received, [b"", b""])
+        yield waitUntil(reactor, lambda: bytes(allowed.received) == frames(b"in"))
+        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (2, 2))
+        self.assertEqual(sorted(e["peer"] for e in events), ["198.51.100.66:2000", "203.0.113.7:3000"])
+        allowed.transport.loseConnection()
+        yield allowed.lost
+
+    @defer.inlineCallbacks
+    def test_garbageClosedCountedLogged(self) -> Any:
+        """A client without a PROXY header is closed, counted as protocol-error and logged once."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer()
+        events = captureLog(factory)
+        [client] = yield connectRaw(reactor, port, 1)
+        client.transport.write(frames(b"I forgot the header"))
+        received = yield client.lost
+        self.assertEqual(received, b"")
+        self.assertEqual((factory.proxyHeaderErrors, factory.closedTotal[errors.PROTOCOL_ERROR]), (1, 1))
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["peer"].split(":")[0], "127.0.0.1")
+        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader, factory.acceptedTotal), (0, 0, 0))
+
+    @defer.inlineCallbacks
+    def test_headerNeverSent(self) -> Any:
+        """A client that never sends its header is closed by the header timeout, counted as idle."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer(proxyHeaderTimeout=0.3, idleTimeout=2)
+        [silent] = yield connectRaw(reactor, port, 1)
+        yield waitUntil(reactor, lambda: factory.awaitingProxyHeader == 1)
+        self.assertEqual(factory.onlineCount, 0)
+        started = reactor.seconds()
+        yield silent.lost
+        self.assertLess(reactor.seconds() - started, 2)  # the header timeout, not the idle one
+        self.assertEqual((factory.proxyHeaderTimeouts, factory.closedTotal[errors.IDLE]), (1, 1))
+        self.assertEqual(factory.awaitingProxyHeader, 0)
+
+
+HAPROXY = shutil.which("haproxy") or (
+    "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
+)
+
+
+def freePort() -> int:
+    """
+    A TCP port free on 127.0.0.1 right now (HAProxy cannot listen on port 0
+    and say which port it got).
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ChildProcess(protocol.ProcessProtocol):
+    """A child whose output is kept; C{ended} fires when it exits."""
+
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+def haproxyConfig(frontendPort: int, nodePorts: list[int], statsSocket: str) -> str:
+    """An HAProxy config: one TCP frontend, the nodes behind it with PROXY v2 and fast health checks."""
+    servers = "\n".join(
+        f"  server node{n} 127.0.0.1:{port} send-proxy-v2 check check-send-proxy inter 100ms fall 1 rise 1"
+        for n, port in enumerate(nodePorts, 1)
+    )
+    return f"""\
+global
+  stats socket {statsSocket} mode 600 level admin
+
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 10s
+  timeout server 10s
+  retries 2
+  option redispatch
+
+frontend iocpsvc
+  bind 127.0.0.1:{frontendPort}
+  default_backend nodes
+
+backend nodes
+  balance roundrobin
+{servers}
+"""
+
+
+class HAProxyTests(TestCase):
+    """Several twistd iocpsvc nodes behind a real HAProxy, all on 127.0.0.1."""
+
+    timeout = 60
+    if HAPROXY is None:
+        skip = "HAProxy is not installed (.ci/run installs Debian's haproxy package)"
+
+    NODES = 3
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        from twisted.internet import reactor
+
+        self.workdir = temporaryDirectory(self)
+        self.nodes: list[tuple[Any, Any]] = []
+        for _ in range(self.NODES):
+            process, transport = spawnTwistd(
+                reactor,
+                self.workdir,
+                "iocpsvc",
+                "--port",
+                "haproxy:tcp:0:interface=127.0.0.1",
+                "--monitor",
+                "tcp:0:interface=127.0.0.1",
+            )
+            self.addCleanup(self.stop, process.ended, transport)
+            self.nodes.append((process, transport))
+        self.nodePorts: list[int] = yield defer.gatherResults([p.listening for p, _ in self.nodes])
+        self.monitors: list[str] = []
+        for process, _ in self.nodes:
+            yield waitUntil(reactor, lambda p=process: b"monitor on http://" in bytes(p.output))
+            url = bytes(process.output).split(b"monitor on ", 1)[1].split(b" ", 1)[0]
+            self.monitors.append(url.decode())
+        self.port = freePort()
+        self.statsSocket = os.path.join(self.workdir, "haproxy.sock")
+        config = os.path.join(self.workdir, "haproxy.cfg")
+        with open(config, "w") as f:
+            f.write(haproxyConfig(self.port, self.nodePorts, self.statsSocket))
+        self.haproxy = ChildProcess()
+        transport = reactor.spawnProcess(
+            self.haproxy, HAPROXY, [HAPROXY, "-db", "-f", config], env={}, path=self.workdir
+        )
+        self.addCleanup(self.stop, self.haproxy.ended, transport)
+        yield waitUntil(reactor, lambda: os.path.exists(self.statsSocket) or self.haproxy.ended.called, 10)
+        self.assertFalse(self.haproxy.ended.called, bytes(self.haproxy.output).decode(errors="replace"))
+        yield self.waitForStates({f"node{n}": "UP" for n in range(1, self.NODES + 1)})
+
+    def stop(self, ended: defer.Deferred[Any], transport: Any) -> Any:
+        """Kill a child (if still running) and wait until it is gone."""
+        try:
+            transport.signalProcess("KILL")
+        except ProcessExitedAlready:
+            pass
+        return ended
+
+    @defer.inlineCallbacks
+    def serverStates(self) -> Any:
+        """HAProxy's view of each node (C{show stat} on its stats socket): name -> status."""
+        from twisted.internet import reactor
+
+        client = yield connectProtocol(UNIXClientEndpoint(reactor, self.statsSocket), RawClient())
+        client.transport.write(b"show stat\n")
+        output = yield client.lost
+        lines = output.decode().splitlines()
+        columns = lines[0].lstrip("# ").split(",")
+        states = {}
+        for line in lines[1:]:
+            row = dict(zip(columns, line.split(","), strict=False))
+            if row.get("pxname") == "nodes" and row.get("svname", "").startswith("node"):
+                states[row["svname"]] = row["status"]
+        return states
+
+    @defer.inlineCallbacks
+    def waitForStates(self, wanted: dict[str, str], timeout: float = 10) -> Any:
+        """Poll C{show stat} until every node named in C{wanted} has that status."""
+        from twisted.internet import reactor
+        from twisted.internet.task import deferLater
+
+        started = reactor.seconds()
+        states: dict[str, str] = {}
+        while True:
+            try:
+                states = yield self.serverStates()
+            except OSError:
+                pass  # HAProxy is still starting
+            if all(states.get(name, "").startswith(status) for name, status in wanted.items()):
+                return states
+            if reactor.seconds() - started > timeout:
+                raise AssertionError(f"HAProxy states {states}, wanted {wanted}")
+            yield deferLater(reactor, 0.05, lambda: None)
+
+    @defer.inlineCallbacks
+    def connectionsOf(self, node: int) -> Any:
+        """The rows of node C{node}'s /connections.json."""
+        from twisted.internet import reactor
+
+        # HTTP/1.0 by hand: the monitor answers and closes, leaving nothing open.
+        port = int(self.monitors[node].rstrip("/").rsplit(":", 1)[1])
+        client = yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), RawClient())
+        client.transport.write(b"GET /connections.json HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        response = yield client.lost
+        head, _, body = response.partition(b"\r\n\r\n")
+        self.assertIn(b" 200 ", head.split(b"\r\n", 1)[0])
+        return json.loads(body)["connections"]
+
+    def wires(self, count: int) -> list[bytes]:
+        return [frames(b"client %d" % n, b"x" * (n * 100), b"end") for n in range(count)]
+
+    @defer.inlineCallbacks
+    def test_echoAndRealAddress(self) -> Any:
+        """Clients are echoed through HAProxy; the node serving one lists its real address and port."""
+        from twisted.internet import reactor
+
+        wires = self.wires(9)
+        echoed = yield echoMany(reactor, self.port, wires)
+        self.assertEqual(echoed, wires)
+
+        client = RawClient()
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.port), client)
+        self.addCleanup(lambda: client.lost)
+        self.addCleanup(client.transport.loseConnection)
+        client.transport.write(frames(b"who am I"))
+        yield waitUntil(reactor, lambda: bytes(client.received) == frames(b"who am I"))
+        mine = f"127.0.0.1:{client.transport.getHost().port}"
+        rows = []
+        for node in range(self.NODES):
+            rows += yield self.connectionsOf(node)
+        serving = [row for row in rows if row["peer"] == mine]
+        self.assertEqual(len(serving), 1, rows)
+        self.assertEqual(serving[0]["bytes_in"], len(frames(b"who am I")))
+
+    @defer.inlineCallbacks
+    def test_killedNodeTakenOut(self) -> Any:
+        """A killed node is marked DOWN by the health check; new clients are served by the others."""
+        from twisted.internet import reactor
+
+        process, transport = self.nodes[0]
+        transport.signalProcess("KILL")
+        yield process.ended
+        states = yield self.waitForStates({"node1": "DOWN", "node2": "UP", "node3": "UP"})
+        self.assertEqual(len(states), self.NODES)
+        wires = self.wires(8)
+        echoed = yield echoMany(reactor, self.port, wires)
+        self.assertEqual(echoed, wires)
