@@ -20,7 +20,7 @@ treats them as one link: when either ends, both are closed and reopened
 together after a backoff, so C{connected} means "publishes reach the other
 nodes and their messages reach us".
 
-Why not txredisapi (1.6, in the C{redis} extra): checked on Python 3.11 and
+Why not txredisapi (1.6): checked on Python 3.11 and
 Twisted 26.10, it connects and reconnects, but (1) it imports and uses the
 global reactor at import time, for its endpoints and timers, so a bus could
 not honour its C{reactor} argument; (2) it converts replies by their
