@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectionDone, ProcessExitedAlready
+from twisted.internet.error import ConnectError, ConnectionDone, ProcessExitedAlready
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -650,7 +650,7 @@ class HAProxyTests(TestCase):
         while True:
             try:
                 states = yield self.serverStates()
-            except OSError:
+            except (OSError, ConnectError):
                 pass  # HAProxy is still starting
             if all(states.get(name, "").startswith(status) for name, status in wanted.items()):
                 return states
