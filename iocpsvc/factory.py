@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from iocpsvc import errors
-from iocpsvc.cluster import firstContextId, nodeOfContext
+from iocpsvc.cluster import MAX_CONTEXT_ID, firstContextId, lastContextId, nodeOfContext
 from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
 from iocpsvc.context import ConnectionContext, describePeer
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver, IDecoder, IEncoder
@@ -155,6 +155,7 @@ class ConnectionContextFactory(ServerFactory):
         self.cluster: Any = None
         self.nodeId = 0
         self._ids = itertools.count(1)
+        self._lastContextId = lastContextId(0)
         self.peakOnline = 0
         self.acceptedTotal = 0
         self.refusedTotal = 0
@@ -280,7 +281,7 @@ class ConnectionContextFactory(ServerFactory):
     def _newContext(self) -> ConnectionContext:
         context = self.contextClass()
         context.factory = self
-        context.contextId = next(self._ids)
+        context.contextId = self._nextContextId()
         context._decoder = self._newDecoder()
         context._encode = self._encode
         return context
@@ -511,6 +512,20 @@ class ConnectionContextFactory(ServerFactory):
             self.cluster.publishBroadcast(encoded, excludeId)
         return self.deliverBroadcast(encoded, excludeId)
 
+    def _nextContextId(self) -> int:
+        """
+        The next context id of this node.  After 2**32 - 1 connections the
+        sequence starts again at the node's first id (never spilling into
+        the next node's ids), skipping ids still online.
+        """
+        contextId = next(self._ids)
+        if contextId > self._lastContextId:
+            self._ids = itertools.count(firstContextId(self.nodeId))
+            contextId = next(self._ids)
+        while contextId in self.online:
+            contextId = next(self._ids)
+        return contextId
+
     def sendTo(self, contextId: int, obj: object) -> bool:
         """
         Send C{obj} to the context C{contextId}, on this node or, in a
@@ -520,6 +535,8 @@ class ConnectionContextFactory(ServerFactory):
             remote node's delivery is not confirmed); C{False} when the id
             is neither online here nor another node's.
         """
+        if not 0 < contextId <= MAX_CONTEXT_ID:
+            return False
         node = nodeOfContext(contextId)
         if node == self.nodeId:
             context = self.online.get(contextId)
@@ -545,6 +562,7 @@ class ConnectionContextFactory(ServerFactory):
         self.cluster = bus
         self.nodeId = bus.nodeId
         self._ids = itertools.count(firstContextId(bus.nodeId))
+        self._lastContextId = lastContextId(bus.nodeId)
 
     # -- IClusterReceiver: what the other nodes send -------------------------
 

@@ -164,7 +164,7 @@ class SocketServerService(MultiService):
             "iocpsvc limits: max connections {maxConnections}; idle timeout {idleTimeout}s; "
             "keep-alive {keepAlive}; write high water {writeHighWater} bytes; max pending write "
             "{maxPendingWrite} bytes; max pending objects {maxPendingObjects}; close timeout "
-            "{closeTimeout}s; shutdown timeout {shutdownTimeout}s{notes}",
+            "{closeTimeout}s; shutdown timeout {shutdownTimeout}s{proxy}{notes}",
             maxConnections=limits.maxConnections or "unlimited",
             idleTimeout=limits.idleTimeout or "off",
             keepAlive="on" if limits.keepAlive else "off",
@@ -173,6 +173,11 @@ class SocketServerService(MultiService):
             maxPendingObjects=limits.maxPendingObjects,
             closeTimeout=limits.closeTimeout,
             shutdownTimeout=self.shutdownTimeout,
+            proxy=(
+                f"; PROXY header timeout {limits.proxyHeaderTimeout or limits.idleTimeout}s"
+                if any(d.startswith("haproxy:") for d in self.descriptions)
+                else ""
+            ),
             notes="".join(f"; {note}" for note in self.startNotes),
         )
 

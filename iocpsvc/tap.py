@@ -150,6 +150,13 @@ class Options(usage.Options):
             "Abort a closing connection that has not sent what it owes after this many seconds.",
         ],
         [
+            "proxy-header-timeout",
+            None,
+            "10",
+            "Behind haproxy: close a connection that has not sent its PROXY header after "
+            "this many seconds (0 = the idle timeout applies).",
+        ],
+        [
             "workers",
             None,
             "1",
@@ -301,6 +308,7 @@ class Options(usage.Options):
                 maxPendingWrite=_number(self, "max-pending-write", parseSize, minimum=1),
                 maxPendingObjects=_number(self, "max-pending-objects", int, minimum=1),
                 closeTimeout=_number(self, "close-timeout", float, minimum=0),
+                proxyHeaderTimeout=_number(self, "proxy-header-timeout", float, minimum=0),
                 allow=self["allow"],
                 deny=self["deny"],
             )

@@ -107,8 +107,10 @@ _COUNTER_KEYS = (
     "write_blocked_total",
     "backlog_paused_total",
     "close_timeouts_total",
+    "proxy_header_errors_total",
+    "proxy_header_timeouts_total",
 )
-_GAUGE_KEYS = ("online", "pending_write_bytes")
+_GAUGE_KEYS = ("online", "pending_write_bytes", "awaiting_proxy_header")
 
 
 def defaultMode() -> str:

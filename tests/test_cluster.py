@@ -7,6 +7,7 @@ the cluster figures in the monitor.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from typing import Any
 
@@ -19,11 +20,13 @@ from zope.interface.verify import verifyObject
 from iocpsvc.cluster import (
     BROADCAST,
     HEADER_SIZE,
+    MAX_CONTEXT_ID,
     MAX_NODE_ID,
     TO_CONTEXT,
     checkNodeId,
     deliver,
     firstContextId,
+    lastContextId,
     nodeOfContext,
     packMessage,
     randomNodeId,
@@ -218,6 +221,28 @@ class NodeIdTests(SynchronousTestCase):
         first, second = connect(factory), connect(factory)
         self.assertEqual(first.context.contextId, firstContextId(3))
         self.assertEqual(second.context.contextId, firstContextId(3) + 1)
+
+    def test_idsWrapWithinTheNode(self) -> None:
+        """
+        After a node's last id, ids start again at its first (never the
+        next node's), skipping ids still online.
+        """
+        factory = ConnectionContextFactory(reactor=Clock())
+        factory.joinCluster(InMemoryBus([], 3))
+        survivor = connect(factory)
+        self.assertEqual(survivor.context.contextId, firstContextId(3))
+        factory._ids = itertools.count(lastContextId(3))
+        last, wrapped = connect(factory), connect(factory)
+        self.assertEqual(last.context.contextId, lastContextId(3))
+        self.assertEqual(wrapped.context.contextId, firstContextId(3) + 1)
+        self.assertEqual(nodeOfContext(wrapped.context.contextId), 3)
+
+    def test_sendToOutOfRange(self) -> None:
+        """sendTo is False for ids no node can have (0, negative, past 2**53)."""
+        factory = ConnectionContextFactory(reactor=Clock())
+        factory.joinCluster(InMemoryBus([], 3))
+        for contextId in (0, -1, MAX_CONTEXT_ID + 1, 2**64):
+            self.assertFalse(factory.sendTo(contextId, "x"), contextId)
 
 
 class ParseRedisURLTests(SynchronousTestCase):

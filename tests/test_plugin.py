@@ -74,6 +74,11 @@ class OptionsTests(SynchronousTestCase):
         options = self.parse("--context", "iocpsvc.contexts.EchoContext")
         self.assertEqual(options["contextClass"].__name__, "EchoContext")
 
+    def test_proxyHeaderTimeout(self) -> None:
+        """--proxy-header-timeout sets the limit (10 s unless given)."""
+        self.assertEqual(self.parse()["limits"].proxyHeaderTimeout, 10)
+        self.assertEqual(self.parse("--proxy-header-timeout", "2.5")["limits"].proxyHeaderTimeout, 2.5)
+
     def test_badOptions(self) -> None:
         """Bad values are usage errors that name the bad part."""
         from twisted.python.usage import UsageError
@@ -86,6 +91,9 @@ class OptionsTests(SynchronousTestCase):
             (["--context", "nosuch"], "nosuch"),
             (["--context", "os.path"], "ConnectionContext"),
             (["--port", "bogus:1"], "bogus"),
+            (["--proxy-header-timeout", "-1"], "proxy-header-timeout"),
+            (["--node-id", "0"], "node-id"),
+            (["--cluster", "http://127.0.0.1"], "redis://"),
         ]:
             with self.assertRaises(UsageError) as caught:
                 self.parse(*argv)

@@ -32,7 +32,8 @@ from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
-from iocpsvc.monitor.stats import connections
+from iocpsvc.monitor.prometheus import metricsText
+from iocpsvc.monitor.stats import collect, connections
 from iocpsvc.proxy import ProxyHeaderWrapper, undecided
 from iocpsvc.service import SocketServerService
 from tests.helpers import frame
@@ -237,6 +238,9 @@ class LimitTests(SynchronousTestCase):
         self.assertTrue(third.closing)
         self.assertNotIsInstance(third.context, ConnectionContext)
         self.assertEqual((factory.refusedTotal, factory.awaitingProxyHeader), (1, 2))
+        stats = collect(factory)
+        self.assertEqual(stats["awaiting_proxy_header"], 2)
+        self.assertIn(b"iocpsvc_connections_awaiting_proxy_header 2.0", metricsText(lambda: collect(factory)))
 
     def test_headerTimeout(self) -> None:
         """No complete header within proxyHeaderTimeout: closed by the sweep, counted once."""

@@ -54,6 +54,15 @@ def firstContextId(nodeId: int) -> int:
     return (nodeId << NODE_SHIFT) + 1
 
 
+MAX_CONTEXT_ID = ((MAX_NODE_ID + 1) << NODE_SHIFT) - 1
+"""The largest context id of any node (below 2**53)."""
+
+
+def lastContextId(nodeId: int) -> int:
+    """The last context id of node C{nodeId}, after which its ids start again."""
+    return ((nodeId + 1) << NODE_SHIFT) - 1
+
+
 def randomNodeId() -> int:
     """
     A node id for a node that was not given one: random, so that nodes

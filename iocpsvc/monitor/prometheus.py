@@ -21,6 +21,16 @@ COUNTERS = (
     ("iocpsvc_sent_frames", "Objects written.", "sent_frames_total"),
     ("iocpsvc_decode_errors", "Connections closed for a decode error.", "decode_errors_total"),
     ("iocpsvc_handler_errors", "Exceptions raised by application code.", "handler_errors_total"),
+    (
+        "iocpsvc_proxy_header_errors",
+        "Connections behind haproxy: closed for an invalid PROXY header.",
+        "proxy_header_errors_total",
+    ),
+    (
+        "iocpsvc_proxy_header_timeouts",
+        "Connections behind haproxy: closed for sending no PROXY header in time.",
+        "proxy_header_timeouts_total",
+    ),
 )
 GAUGES = (
     ("iocpsvc_connections_online", "Connections online now.", "online"),
@@ -29,6 +39,11 @@ GAUGES = (
         "iocpsvc_pending_write_bytes",
         "Bytes written and not yet sent, over all connections.",
         "pending_write_bytes",
+    ),
+    (
+        "iocpsvc_connections_awaiting_proxy_header",
+        "Connections behind haproxy: still waiting for their PROXY header.",
+        "awaiting_proxy_header",
     ),
     ("iocpsvc_uptime_seconds", "Seconds since the factory was created.", "uptime_seconds"),
 )
