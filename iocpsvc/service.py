@@ -23,7 +23,7 @@ from iocpsvc.factory import ConnectionContextFactory
 
 _log = Logger(namespace="iocpsvc.service")
 
-_BACKLOG_KINDS = ("tcp", "tcp6", "ssl")
+_BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "tls")
 
 
 def defaultBacklog() -> int:
