@@ -221,6 +221,34 @@ class OptionsTests(SynchronousTestCase):
         ):
             self.assertRaises(UsageError, Options().parseOptions, args)
 
+    def test_unavailable(self) -> None:
+        """A reactor that cannot adopt sockets (as IOCP's) is named as the reason to run one process."""
+        from twisted.internet.task import Clock
+
+        why = workers.workersAvailable(Clock())
+        self.assertIsNotNone(why)
+        if os.name == "posix":
+            self.assertIn("cannot adopt listening sockets", str(why))
+
+    def test_oneProcessWhereUnavailable(self) -> None:
+        """--workers 2 on such a reactor builds the one-process server, with a warning."""
+        from twisted.logger import globalLogPublisher
+
+        from iocpsvc import tap
+        from iocpsvc.service import SocketServerService
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        self.patch(
+            workers, "workersAvailable", lambda reactor: "the IOCPReactor cannot adopt listening sockets"
+        )
+        options = Options()
+        options.parseOptions(["--workers", "2", "--port", "tcp:0:interface=127.0.0.1", "--monitor", "none"])
+        service = tap.makeService(options)
+        self.assertIsInstance(service, SocketServerService)
+        self.assertTrue(any("running one process" in str(e.get("log_format", "")) for e in events))
+
     def test_workerOf(self) -> None:
         """The parent's --worker-of value parses into index, node id and socket modes."""
         self.assertEqual(
@@ -228,10 +256,15 @@ class OptionsTests(SynchronousTestCase):
         )
 
 
+_NO_WORKERS = workers.workersAvailable(reactor)
+
+
 class WorkerProcessTests(TestCase):
     """Real worker processes over real TCP on 127.0.0.1."""
 
     timeout = 90
+    if _NO_WORKERS is not None:
+        skip = _NO_WORKERS
 
     MONITOR = re.compile(rb"monitor on http://127\.0\.0\.1:(\d+)/")
     READY = re.compile(rb"listening on tcp:127\.0\.0\.1:\d+ with \d+ worker processes")
@@ -422,6 +455,8 @@ class SocketActivationTests(TestCase):
     """C{systemd:} endpoints (socket activation), alone and shared by workers."""
 
     timeout = 60
+    if _NO_WORKERS is not None:
+        skip = _NO_WORKERS
 
     @inlineCallbacks
     def serve(self, *args: str) -> Any:
