@@ -21,7 +21,7 @@ version = release
 extensions = []
 
 # hostile-results.rst is included by hardening.rst, not a page of its own.
-exclude_patterns = ["_build", "hostile-results.rst", "benchmarks-results.rst", "decode-scaling.rst", "benchmarks.md"]
+exclude_patterns = ["_build", "hostile-results.rst", "benchmarks-results.rst", "decode-scaling.rst", "workers-results.rst", "benchmarks.md"]
 
 # Literal blocks written with "::" are wire diagrams and command lines, not
 # Python: highlight only what a code-block directive names.
