@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from iocpsvc import errors
 from iocpsvc.errors import DecodeError
+from iocpsvc.transports import unsentBytes
 
 if TYPE_CHECKING:
     from iocpsvc.factory import ConnectionContextFactory
@@ -395,10 +396,9 @@ class ConnectionContext(Protocol):
         for Twisted's TCP transports, otherwise an upper bound while
         writing is blocked and 0 when it is not.
         """
-        transport = self.transport
-        data = getattr(transport, "dataBuffer", None)
-        if data is not None:
-            return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+        unsent = unsentBytes(self.transport)
+        if unsent is not None:
+            return unsent
         if self._blocked and self.factory is not None:
             # An estimate: the mark plus everything written since it was
             # crossed, the crossing write included.
