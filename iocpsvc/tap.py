@@ -316,7 +316,7 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
         if self["workers"].strip().lower() == "auto":
-            self["workerCount"] = os.cpu_count() or 1
+            self["workerCount"] = workers.availableCores()
         else:
             self["workerCount"] = _number(self, "workers", int, minimum=1)
         if self["worker-sockets"] not in (None, *workers.MODES):
@@ -408,6 +408,12 @@ def makeService(options: Options) -> MultiService:
     if options["workerOf"] is not None:
         index, nodeId, modes = options["workerOf"]
         notes.insert(0, f"worker {index} (node {nodeId})")
+        try:
+            # Out of the terminal's process group: Ctrl-C goes to the
+            # parent, which stops the workers in order.
+            os.setsid()
+        except OSError:
+            pass
         endpointReactor = workers.SocketAdoptingReactor(reactor, modes)
     service = SocketServerService(
         factory,

@@ -48,6 +48,7 @@ import heapq
 import itertools
 import os
 import re
+import signal
 import socket
 import sys
 from collections.abc import Callable
@@ -55,18 +56,20 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, DeferredList, fail, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorSocket
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from iocpsvc.cluster import BROADCAST, deliver, nodeOfContext, unpackMessage
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.interfaces import IClusterBus
+from iocpsvc.logs import RateLimitedLog
+from iocpsvc.transports import unsentBytes
 
 _log = Logger(namespace="iocpsvc.workers")
 
@@ -113,6 +116,25 @@ _COUNTER_KEYS = (
 _GAUGE_KEYS = ("online", "pending_write_bytes", "awaiting_proxy_header")
 
 
+def availableCores() -> int:
+    """
+    The cores this process may use: its CPU affinity, and a cgroup (v2)
+    CPU quota if one is set (as in containers), not the machine's count.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def defaultMode() -> str:
     """C{reuseport} where the platform has C{SO_REUSEPORT}, else C{shared}."""
     return REUSEPORT if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux") else SHARED
@@ -139,6 +161,10 @@ def reactorName(reactor: Any) -> str | None:
 # -- the control channel ------------------------------------------------------
 
 
+class ControlChannelFull(Exception):
+    """A control message was dropped: the other end is not reading."""
+
+
 class ControlChannel(Protocol):
     """
     One end of the parent/worker control channel: requests with answers
@@ -146,16 +172,26 @@ class ControlChannel(Protocol):
     end asks (C{handlers[op](message)}, whose result, or Deferred, is the
     answer).
 
+    What is written and not yet read by the other end is bounded: past
+    C{maxUnsent} bytes (as C{unsent()} tells), a message is dropped and
+    counted in C{droppedTotal}, and a call fails with L{ControlChannelFull}
+    -- a stopped worker must not make its parent (or a worker its parent)
+    buffer without end.
+
     @ivar onLost: called with the reason when the channel closes.
     """
+
+    maxUnsent = 16 * 1024 * 1024
 
     def __init__(
         self,
         handlers: dict[str, Callable[[dict[str, Any]], Any]],
         write: Callable[[bytes], None] | None = None,
+        unsent: Callable[[], int | None] | None = None,
     ) -> None:
         self.handlers = handlers
         self._write = write
+        self._unsent = unsent
         self._decoder = _CONTROL_CODEC.newDecoder()
         self._encode = _CONTROL_CODEC.encoder.encode
         self._buffer = bytearray()
@@ -163,29 +199,55 @@ class ControlChannel(Protocol):
         self._waiting: dict[int, Deferred[Any]] = {}
         self.onLost: Callable[[Failure], None] | None = None
         self.lost = False
+        self.droppedTotal = 0
 
     def connectionMade(self) -> None:
         if self._write is None and self.transport is not None:
             self._write = self.transport.write
+        if self._unsent is None and self.transport is not None:
+            transport = self.transport
+            # Standard I/O keeps its writing end in a writer of its own.
+            writer = getattr(transport, "_writer", transport)
+            self._unsent = lambda: unsentBytes(writer)
 
-    def _sendObject(self, message: dict[str, Any]) -> None:
+    def _sendObject(self, message: dict[str, Any]) -> bool:
         if self.lost or self._write is None:
-            return
+            return False
+        if self._unsent is not None and (self._unsent() or 0) > self.maxUnsent:
+            self.droppedTotal += 1
+            return False
         encoded = self._encode(message)
         self._write(encoded if encoded.__class__ is bytes else b"".join(encoded))
+        return True
 
-    def send(self, op: str, **fields: Any) -> None:
-        """Send a message that has no answer."""
-        self._sendObject({"op": op, **fields})
+    def send(self, op: str, **fields: Any) -> bool:
+        """
+        Send a message that has no answer.
 
-    def call(self, op: str, **fields: Any) -> Deferred[Any]:
-        """Ask the other end; the Deferred fires with its answer."""
+        @return: whether it was sent (not dropped: closed, or too much unread).
+        """
+        return self._sendObject({"op": op, **fields})
+
+    def call(self, op: str, timeout: float | None = None, clock: Any = None, **fields: Any) -> Deferred[Any]:
+        """
+        Ask the other end; the Deferred fires with its answer, or fails
+        (closed, full, or no answer within C{timeout} seconds of C{clock}).
+        """
         if self.lost:
             return fail(RuntimeError("control channel closed"))
         requestId = next(self._ids)
-        answer: Deferred[Any] = Deferred()
+
+        def forget(_: Deferred[Any]) -> None:
+            # Cancelled (as the timeout does): a late answer is ignored.
+            self._waiting.pop(requestId, None)
+
+        answer: Deferred[Any] = Deferred(forget)
         self._waiting[requestId] = answer
-        self._sendObject({"op": op, "id": requestId, **fields})
+        if not self._sendObject({"op": op, "id": requestId, **fields}):
+            self._waiting.pop(requestId, None)
+            return fail(ControlChannelFull(f"control channel: {op} not sent"))
+        if timeout is not None and clock is not None:
+            answer.addTimeout(timeout, clock)
         return answer
 
     def dataReceived(self, data: bytes) -> None:
@@ -209,7 +271,7 @@ class ControlChannel(Protocol):
             return
         if "reply" in message:
             answer = self._waiting.pop(message["reply"], None)
-            if answer is None:
+            if answer is None or answer.called:
                 return
             if "error" in message:
                 answer.errback(RuntimeError(message["error"]))
@@ -239,7 +301,8 @@ class ControlChannel(Protocol):
         self.lost = True
         waiting, self._waiting = self._waiting, {}
         for answer in waiting.values():
-            answer.errback(RuntimeError("control channel closed"))
+            if not answer.called:
+                answer.errback(RuntimeError("control channel closed"))
         if self.onLost is not None:
             self.onLost(reason)
 
@@ -248,7 +311,7 @@ class ControlChannel(Protocol):
 
 
 class _ReservedPort:
-    """What the parent's recording reactor returns for a socket it opened."""
+    """What the parent's socket-opening reactor returns for a listener."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.socket = sock
@@ -275,39 +338,77 @@ class _SocketOpeningReactor:
     Stands for the reactor when the parent builds its endpoints from the
     C{--port} descriptions: Twisted's own endpoint parsers (C{tcp:},
     C{ssl:}, C{haproxy:}, C{systemd:} ...) call C{listenTCP} and friends,
-    and this opens the socket (bound and, in C{shared} mode, listening)
-    instead of starting to accept on it.
+    and this opens the listening sockets instead of accepting on them.
+
+    @ivar listeners: per listener (in C{--port} order), the socket of each
+        worker slot: the same socket for every slot in C{shared} mode, a
+        socket of its own per slot in C{reuseport} mode.
     """
 
-    def __init__(self, reactor: Any, mode: str) -> None:
+    def __init__(self, reactor: Any, mode: str, slots: int) -> None:
         self._reactor = reactor
         self.mode = mode
-        self.sockets: list[socket.socket] = []
+        self.slots = slots
+        self.listeners: list[list[socket.socket]] = []
         self.modes: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
 
+    def close(self) -> None:
+        for slots in self.listeners:
+            for sock in set(slots):
+                sock.close()
+
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> _ReservedPort:
+        from twisted.internet.error import CannotListenError
+
         family = socket.AF_INET6 if ":" in interface else socket.AF_INET
+        host = interface or ("::" if family == socket.AF_INET6 else "")
+        opened: list[socket.socket] = []
+        try:
+            if self.mode == SHARED:
+                opened.append(self._listen(family, (host, port), backlog, reusePort=False))
+                slots = opened * self.slots
+            else:
+                # A port some other process listens on (even with
+                # SO_REUSEPORT) must fail here, not be silently shared: a
+                # plain bind tells, and picks the port when it is 0.
+                probe = socket.socket(family, socket.SOCK_STREAM)
+                try:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind((host, port))
+                    port = probe.getsockname()[1]
+                finally:
+                    probe.close()
+                # One listening socket per worker slot, opened here (before
+                # privileges drop, so low ports work) and kept across the
+                # slot's restarts: a replacement worker takes over its queue.
+                for _ in range(self.slots):
+                    opened.append(self._listen(family, (host, port), backlog, reusePort=True))
+                slots = opened
+        except OSError as e:
+            for sock in opened:
+                sock.close()
+            raise CannotListenError(interface, port, e) from None
+        self.listeners.append(slots)
+        self.modes.append(f"{self.mode}:{backlog}")
+        return _ReservedPort(slots[0])
+
+    @staticmethod
+    def _listen(family: int, address: tuple[str, int], backlog: int, reusePort: bool) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if self.mode == REUSEPORT:
+            if reusePort:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((interface or ("::" if family == socket.AF_INET6 else ""), port))
-            # shared: the workers accept from this very socket.  reuseport:
-            # it only holds the port (bound, not listening, so the kernel
-            # gives it no connections); each worker listens on its own.
-            if self.mode == SHARED:
-                sock.listen(backlog)
-        except OSError as e:
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+        except OSError:
             sock.close()
-            from twisted.internet.error import CannotListenError
-
-            raise CannotListenError(interface, port, e) from None
-        sock.setblocking(False)
-        return self._keep(sock, self.mode, backlog)
+            raise
+        return sock
 
     def listenSSL(
         self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
@@ -320,12 +421,14 @@ class _SocketOpeningReactor:
     def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> _ReservedPort:
         # Sockets from systemd are listening already: always shared.
         sock = socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor))
-        return self._keep(sock, SHARED, 0)
-
-    def _keep(self, sock: socket.socket, mode: str, backlog: int) -> _ReservedPort:
-        self.sockets.append(sock)
-        self.modes.append(f"{mode}:{backlog}")
+        sock.setblocking(False)
+        self.listeners.append([sock] * self.slots)
+        self.modes.append(f"{SHARED}:0")
         return _ReservedPort(sock)
+
+
+_LOG_LINE = re.compile(rb"^(?:\d{4}-\d\d-\d\dT\S+ )?(?:\[([^\]#]*)#(\w+)\] )?(.*)$", re.S)
+_LOG_TAIL_LIMIT = 64 * 1024
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -340,12 +443,18 @@ class _WorkerProcess(ProcessProtocol):
         self.ended: Deferred[None] = Deferred()
         self.alive = False
         self.ready = False
-        self.control = ControlChannel(pool.controlHandlers(self), self._writeControl)
+        self.responsive = True
+        self.polling = False
+        self.control = ControlChannel(pool.controlHandlers(self), self._writeControl, self._unsentControl)
         self._logTail: dict[int, bytes] = {1: b"", 2: b""}
 
     def _writeControl(self, data: bytes) -> None:
         if self.alive and self.transport is not None:
             self.transport.writeToChild(CONTROL_IN, data)
+
+    def _unsentControl(self) -> int | None:
+        pipes = getattr(self.transport, "pipes", {})
+        return unsentBytes(pipes.get(CONTROL_IN))
 
     def connectionMade(self) -> None:
         self.alive = True
@@ -358,16 +467,38 @@ class _WorkerProcess(ProcessProtocol):
             self.control.dataReceived(data)
             return
         lines = (self._logTail.get(childFD, b"") + data).split(b"\n")
-        self._logTail[childFD] = lines.pop()
+        tail = lines.pop()
+        if len(tail) > _LOG_TAIL_LIMIT:
+            # No newline in sight: pass on what came, rather than hold it all.
+            lines.append(tail)
+            tail = b""
+        self._logTail[childFD] = tail
         for line in lines:
             self._relayLog(line)
 
-    _TIMESTAMP = re.compile(rb"^\d{4}-\d\d-\d\dT\S+ ")
-
     def _relayLog(self, line: bytes) -> None:
-        text = self._TIMESTAMP.sub(b"", line.rstrip(b"\r")).decode("utf-8", "replace")
-        if text:
-            _log.info("worker {worker}: {line}", worker=self.index, line=text, pid=self.pid)
+        match = _LOG_LINE.match(line.rstrip(b"\r"))
+        if match is None:  # pragma: no cover - the pattern matches anything
+            return
+        namespace, levelName, text = match.groups()
+        if not text:
+            return
+        level = LogLevel.info
+        if levelName:
+            try:
+                level = LogLevel.levelWithName(levelName.decode("ascii"))
+            except (InvalidLogLevelError, UnicodeDecodeError):
+                pass
+        # The worker's own level, so that its warnings and errors stay
+        # warnings and errors in the parent's log.
+        _log.emit(
+            level,
+            "worker {worker}: [{source}] {line}",
+            worker=self.index,
+            source=(namespace or b"-").decode("utf-8", "replace"),
+            line=text.decode("utf-8", "replace"),
+            pid=self.pid,
+        )
 
     def processEnded(self, reason: Failure) -> None:
         self.alive = False
@@ -395,11 +526,17 @@ class WorkerPoolService(MultiService):
     @ivar workers: index -> the current L{_WorkerProcess} of each slot.
     @ivar snapshots: index -> the last stats snapshot of that worker.
     @ivar restartsTotal: workers restarted after dying.
+    @ivar relayDroppedTotal: cluster messages between workers dropped
+        because the worker they were for was not reading.
     """
 
     pollInterval = 1.0
+    answerTimeout = 2.0
+    """Seconds a worker has to answer the monitor's questions."""
     killAfter = 5.0
     """Seconds past the shutdown timeout before a worker is killed."""
+    giveUpAfter = 5
+    """Failed starts in a row, with no worker ever serving, before an error is logged."""
 
     def __init__(
         self,
@@ -428,13 +565,17 @@ class WorkerPoolService(MultiService):
         self.workers: dict[int, _WorkerProcess] = {}
         self.snapshots: dict[int, dict[str, Any]] = {}
         self.restartsTotal = 0
+        self.relayDroppedTotal = 0
         self.startedAt = reactor.seconds()
         self.peakOnline = 0
+        self.rateLimitedLog = RateLimitedLog(_log, reactor.seconds)
         self._retired: dict[str, Any] = {key: 0 for key in _COUNTER_KEYS}
         self._retired["closed_total"] = {}
+        self._retiredCluster: dict[str, int] = {}
         self._opener: _SocketOpeningReactor | None = None
         self._addressText = ""
         self._announced = False
+        self._failedStarts = 0
         self._stopping = False
         self._poller: LoopingCall | None = None
         self._restartDelay: dict[int, float] = {}
@@ -452,7 +593,7 @@ class WorkerPoolService(MultiService):
             return
         from iocpsvc.service import describeAddress, withDefaultBacklog
 
-        opener = _SocketOpeningReactor(self.reactor, self.mode)
+        opener = _SocketOpeningReactor(self.reactor, self.mode, self.count)
         try:
             for description in self.descriptions:
                 endpoint = endpoints.serverFromString(opener, withDefaultBacklog(description))
@@ -462,11 +603,10 @@ class WorkerPoolService(MultiService):
                 if failures:
                     failures[0].raiseException()
         except BaseException:
-            for sock in opener.sockets:
-                sock.close()
+            opener.close()
             raise
         self._opener = opener
-        self._addressText = ", ".join(describeAddress(_ReservedPort(s).getHost()) for s in opener.sockets)
+        self._addressText = ", ".join(describeAddress(address) for address in self.addresses)
         _log.info(
             "iocpsvc: sockets open on {addresses}; starting {count} worker processes ({mode})",
             addresses=self._addressText,
@@ -477,7 +617,8 @@ class WorkerPoolService(MultiService):
     @property
     def addresses(self) -> list[Any]:
         """The listening addresses (what the sockets are bound to)."""
-        return [_ReservedPort(s).getHost() for s in (self._opener.sockets if self._opener else [])]
+        listeners = self._opener.listeners if self._opener else []
+        return [_ReservedPort(slots[0]).getHost() for slots in listeners]
 
     # -- workers -------------------------------------------------------------
 
@@ -493,12 +634,13 @@ class WorkerPoolService(MultiService):
 
     def _spawn(self, index: int) -> None:
         self._pendingRestarts.pop(index, None)
-        assert self._opener is not None
+        if self._stopping or self._opener is None:
+            return
         nodeId = self.nodeIdBase + index - 1
         worker = _WorkerProcess(self, index, nodeId)
         childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r", CONTROL_IN: "w", CONTROL_OUT: "r"}
-        for offset, sock in enumerate(self._opener.sockets):
-            childFDs[FIRST_LISTENER + offset] = sock.fileno()
+        for offset, slots in enumerate(self._opener.listeners):
+            childFDs[FIRST_LISTENER + offset] = slots[index - 1].fileno()
         twistdArgs = ["-n", "--pidfile="]
         name = reactorName(self.reactor)
         if name is not None:
@@ -515,37 +657,48 @@ class WorkerPoolService(MultiService):
         ]
         environment = dict(self.environment if self.environment is not None else os.environ)
         # systemd's sockets were this process's; the workers get them as fd 5+.
-        for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-            environment.pop(name, None)
-        self.reactor.spawnProcess(
-            worker,
-            sys.executable,
-            argv,
-            env=environment,
-            childFDs=childFDs,
-        )
+        for variable in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+            environment.pop(variable, None)
+        try:
+            self.reactor.spawnProcess(worker, sys.executable, argv, env=environment, childFDs=childFDs)
+        except Exception as e:
+            # Out of processes, memory or descriptors: try again later
+            # rather than leave the slot empty for good.
+            delay = self._nextDelay(index, lived=0.0)
+            _log.error(
+                "worker {worker} could not be started ({error}); trying again in {delay:.1f}s",
+                worker=index,
+                error=e,
+                delay=delay,
+            )
+            self._pendingRestarts[index] = self.reactor.callLater(delay, self._spawn, index)
+            return
         self.workers[index] = worker
         _log.info("worker {worker} started (pid {pid})", worker=index, pid=worker.pid)
+
+    def _nextDelay(self, index: int, lived: float) -> float:
+        # A worker that dies at once would otherwise be restarted in a loop.
+        delay = 0.0 if lived > 10 else min(30.0, max(0.5, self._restartDelay.get(index, 0.25) * 2))
+        self._restartDelay[index] = delay
+        return delay
 
     def workerEnded(self, worker: _WorkerProcess, reason: Failure) -> None:
         """A worker exited: keep its counters, and restart it unless stopping."""
         snapshot = self.snapshots.pop(worker.index, None)
         if snapshot is not None:
             self._retire(snapshot)
-        if self.workers.get(worker.index) is not worker:
-            return
-        if self._stopping:
+        if self.workers.get(worker.index) is not worker or self._stopping:
             return
         lived = self.reactor.seconds() - worker.startedAt
-        # A worker that dies at once would otherwise be restarted in a loop.
-        delay = 0.0 if lived > 10 else min(30.0, max(0.5, self._restartDelay.get(worker.index, 0.25) * 2))
-        self._restartDelay[worker.index] = delay
-        how = (
-            f"exited with status {reason.value.exitCode}"  # type: ignore[union-attr]
-            if getattr(reason.value, "exitCode", None) is not None
-            and getattr(reason.value, "signal", None) is None
-            else f"killed by signal {getattr(reason.value, 'signal', '?')}"
-        )
+        delay = self._nextDelay(worker.index, lived)
+        value = reason.value
+        signalNumber = getattr(value, "signal", None)
+        if signalNumber in (signal.SIGTERM, signal.SIGINT):
+            how = f"was stopped (signal {signalNumber}) by something other than this parent"
+        elif signalNumber is not None:
+            how = f"was killed by signal {signalNumber}"
+        else:
+            how = f"exited with status {getattr(value, 'exitCode', '?')}"
         _log.warn(
             "worker {worker} (pid {pid}) {how} after {lived:.1f}s; its connections are lost; "
             "restarting it in {delay:.1f}s",
@@ -556,6 +709,15 @@ class WorkerPoolService(MultiService):
             delay=delay,
         )
         self.restartsTotal += 1
+        if not worker.ready:
+            self._failedStarts += 1
+            if not self._announced and self._failedStarts == self.giveUpAfter:
+                _log.critical(
+                    "no worker has started serving after {count} attempts: see the worker lines "
+                    "above; still retrying every {delay:.0f}s at most",
+                    count=self._failedStarts,
+                    delay=30.0,
+                )
         self._pendingRestarts[worker.index] = self.reactor.callLater(delay, self._spawn, worker.index)
 
     def _retire(self, snapshot: dict[str, Any]) -> None:
@@ -564,6 +726,9 @@ class WorkerPoolService(MultiService):
             retired[key] += snapshot.get(key, 0)
         for reason, count in snapshot.get("closed_total", {}).items():
             retired["closed_total"][reason] = retired["closed_total"].get(reason, 0) + count
+        for key, value in (snapshot.get("cluster") or {}).items():
+            if key.endswith("_total") and isinstance(value, int):
+                self._retiredCluster[key] = self._retiredCluster.get(key, 0) + value
 
     def stopService(self) -> Deferred[Any]:
         """
@@ -591,8 +756,7 @@ class WorkerPoolService(MultiService):
             if killer.active():
                 killer.cancel()
             if self._opener is not None:
-                for sock in self._opener.sockets:
-                    sock.close()
+                self._opener.close()
                 self._opener = None
 
         allEnded.addCallback(finished)
@@ -619,9 +783,11 @@ class WorkerPoolService(MultiService):
     def _ready(self, worker: _WorkerProcess) -> None:
         """A worker listens: once all do, say so (what scripts and tests wait for)."""
         worker.ready = True
-        if self._announced or not all(w.ready for w in self.workers.values()):
-            if self._announced:
-                _log.info("worker {worker} (pid {pid}) serving again", worker=worker.index, pid=worker.pid)
+        self._failedStarts = 0
+        if self._announced:
+            _log.info("worker {worker} (pid {pid}) serving", worker=worker.index, pid=worker.pid)
+            return
+        if not all(w.ready for w in self.workers.values()) or len(self.workers) < self.count:
             return
         self._announced = True
         _log.info(
@@ -634,10 +800,12 @@ class WorkerPoolService(MultiService):
     def _relay(self, sender: _WorkerProcess, message: dict[str, Any]) -> None:
         """Pass a worker's cluster message to the worker(s) it is for."""
         try:
-            raw = base64.b64decode(message["m"])
+            raw = base64.b64decode(message["m"], validate=True)
             kind, _origin, contextId, _payload = unpackMessage(raw)
         except (KeyError, ValueError, TypeError) as e:
-            _log.warn("worker {worker}: malformed cluster message ({error})", worker=sender.index, error=e)
+            self.rateLimitedLog.warn(
+                "worker {worker}: malformed cluster message ({error})", worker=sender.index, error=e
+            )
             return
         if kind == BROADCAST:
             targets = [w for w in self.workers.values() if w is not sender and w.alive]
@@ -645,35 +813,61 @@ class WorkerPoolService(MultiService):
             node = nodeOfContext(contextId)
             targets = [w for w in self.workers.values() if w.nodeId == node and w.alive]
         for worker in targets:
-            worker.control.send("bus", m=message["m"])
+            if not worker.control.send("bus", m=message["m"]):
+                self.relayDroppedTotal += 1
+                self.rateLimitedLog.warn(
+                    "worker {worker} is not reading its control channel; cluster message dropped",
+                    worker=worker.index,
+                )
 
     # -- the monitor's figures -------------------------------------------------
 
-    def poll(self) -> Deferred[Any]:
-        """Ask every worker for its figures (the monitor reads the last ones)."""
-        asked = []
+    def poll(self) -> None:
+        """
+        Ask every worker for its figures (the monitor reads the last ones).
+        Each worker is asked on its own: one that does not answer within
+        C{answerTimeout} is marked unresponsive, and does not hold up the
+        others (nor is asked again until it answers).
+        """
         for index, worker in list(self.workers.items()):
-            if not worker.alive:
+            if not worker.alive or worker.polling:
                 continue
-            answer = worker.control.call("stats")
+            worker.polling = True
+            answer = worker.control.call("stats", timeout=self.answerTimeout, clock=self.reactor)
 
             def got(snapshot: dict[str, Any], index: int = index, worker: _WorkerProcess = worker) -> None:
+                worker.polling = False
+                worker.responsive = True
                 if self.workers.get(index) is worker and worker.alive:
                     self.snapshots[index] = snapshot
 
-            answer.addCallbacks(got, lambda f: None)
-            asked.append(answer)
-        return gatherResults(asked) if asked else succeed([])
+            def missed(failure: Failure, worker: _WorkerProcess = worker) -> None:
+                worker.polling = False
+                if worker.alive and worker.responsive:
+                    worker.responsive = False
+                    self.rateLimitedLog.warn(
+                        "worker {worker} (pid {pid}) did not answer within {timeout}s ({error})",
+                        worker=worker.index,
+                        pid=worker.pid,
+                        timeout=self.answerTimeout,
+                        error=failure.getErrorMessage() or type(failure.value).__name__,
+                    )
+
+            answer.addCallbacks(got, missed)
 
     def collect(self) -> dict[str, Any]:
         """
         The figures of C{/stats.json}: totals over the workers (counters
-        include workers that died), plus a C{workers} row per worker.
+        include workers that died, up to their last answer), plus a
+        C{workers} row per worker.
         """
         result: dict[str, Any] = {key: self._retired[key] for key in _COUNTER_KEYS}
         closed = dict(self._retired["closed_total"])
         for key in _GAUGE_KEYS:
             result[key] = 0
+        cluster: dict[str, Any] = dict(self._retiredCluster)
+        clusterSeen = bool(cluster)
+        connectedWorkers = 0
         rows = []
         for index in sorted(self.workers):
             worker = self.workers[index]
@@ -682,11 +876,19 @@ class WorkerPoolService(MultiService):
                 result[key] += snapshot.get(key, 0)
             for reason, count in snapshot.get("closed_total", {}).items():
                 closed[reason] = closed.get(reason, 0) + count
+            bus = snapshot.get("cluster")
+            if bus:
+                clusterSeen = True
+                connectedWorkers += 1 if bus.get("connected") else 0
+                for key, value in bus.items():
+                    if key.endswith("_total") and isinstance(value, int):
+                        cluster[key] = cluster.get(key, 0) + value
             rows.append(
                 {
                     "worker": index,
                     "pid": worker.pid,
                     "alive": worker.alive,
+                    "responsive": worker.alive and worker.responsive,
                     "node_id": worker.nodeId,
                     "online": snapshot.get("online", 0),
                     "accepted_total": snapshot.get("accepted_total", 0),
@@ -695,6 +897,7 @@ class WorkerPoolService(MultiService):
                     "received_bytes_total": snapshot.get("received_bytes_total", 0),
                     "sent_bytes_total": snapshot.get("sent_bytes_total", 0),
                     "uptime_seconds": snapshot.get("uptime_seconds", 0),
+                    "cluster_connected": bool(bus and bus.get("connected")),
                 }
             )
         self.peakOnline = max(self.peakOnline, result["online"])
@@ -703,38 +906,60 @@ class WorkerPoolService(MultiService):
         result["uptime_seconds"] = round(self.reactor.seconds() - self.startedAt, 3)
         result["node_id"] = 0
         result["worker_restarts_total"] = self.restartsTotal
+        result["worker_relay_dropped_total"] = self.relayDroppedTotal
         result["workers"] = rows
+        if clusterSeen:
+            # "connected": every worker's bus is up; "connected_workers" says how many are.
+            cluster["connected"] = connectedWorkers == len(rows) and bool(rows)
+            cluster["connected_workers"] = connectedWorkers
+            result["cluster"] = cluster
         return result
 
     def connections(self, sort: str, limit: int, descending: bool | None) -> Deferred[dict[str, Any]]:
-        """C{/connections.json} over every worker: each one's top rows, merged."""
+        """
+        C{/connections.json} over every worker: each one's top rows,
+        merged; workers that do not answer within C{answerTimeout} are
+        listed in C{unanswered}.
+        """
         from iocpsvc.monitor.stats import SORT_KEYS, connectionSortKey
 
         if sort not in SORT_KEYS:
             raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
         live = [w for w in self.workers.values() if w.alive]
         order = "" if descending is None else ("desc" if descending else "asc")
-        asked = [w.control.call("connections", sort=sort, limit=limit, order=order) for w in live]
+        asked = [
+            w.control.call(
+                "connections",
+                timeout=self.answerTimeout,
+                clock=self.reactor,
+                sort=sort,
+                limit=limit,
+                order=order,
+            )
+            for w in live
+        ]
 
         def merge(answers: list[tuple[bool, Any]]) -> dict[str, Any]:
             rows = []
             online = 0
+            unanswered = []
             chosenOrder = "desc" if descending else "asc"
             for worker, (ok, answer) in zip(live, answers, strict=True):
                 if not ok or not isinstance(answer, dict):
+                    unanswered.append(worker.index)
                     continue
                 online += answer.get("online", 0)
                 chosenOrder = answer.get("order", chosenOrder)
                 for row in answer.get("connections", []):
                     rows.append(dict(row, worker=worker.index))
             pick = heapq.nlargest if chosenOrder == "desc" else heapq.nsmallest
-            key = connectionSortKey(sort)
             return {
                 "online": online,
                 "sort": sort,
                 "order": chosenOrder,
                 "limit": limit,
-                "connections": pick(limit, rows, key=key),
+                "unanswered": unanswered,
+                "connections": pick(limit, rows, key=connectionSortKey(sort)),
             }
 
         return DeferredList(asked, consumeErrors=True).addCallback(merge)
@@ -770,32 +995,22 @@ class SocketAdoptingReactor:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
 
-    def _take(self) -> tuple[int, str, int]:
+    def _take(self) -> int:
         if not self._modes:
             raise RuntimeError("more listeners than sockets handed over by the parent")
+        self._modes.pop(0)
         fd = self._next
         self._next += 1
-        mode, _, backlog = self._modes.pop(0).partition(":")
-        return fd, mode, int(backlog or 50)
+        return fd
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
-        fd, mode, parentBacklog = self._take()
-        inherited = socket.socket(fileno=fd)
+        # The parent opened it listening (this worker slot's own socket in
+        # reuseport mode, the one shared socket otherwise).
+        inherited = socket.socket(fileno=self._take())
         try:
-            if mode == REUSEPORT:
-                own = socket.socket(inherited.family, socket.SOCK_STREAM)
-                try:
-                    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                    own.bind(inherited.getsockname())
-                    own.listen(parentBacklog or backlog)
-                    own.setblocking(False)
-                    return self._reactor.adoptStreamPort(own.fileno(), own.family, factory)
-                finally:
-                    own.close()  # adoptStreamPort keeps its own copy
             return self._reactor.adoptStreamPort(inherited.fileno(), inherited.family, factory)
         finally:
-            inherited.close()
+            inherited.close()  # adoptStreamPort keeps its own copy
 
     def listenSSL(
         self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
@@ -806,7 +1021,7 @@ class SocketAdoptingReactor:
         return self.listenTCP(port, TLSMemoryBIOFactory(contextFactory, False, factory), backlog, interface)
 
     def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> Any:
-        fd, _, _ = self._take()
+        fd = self._take()
         # (AdoptedStreamServerEndpoint closes the descriptor it gave.)
         return self._reactor.adoptStreamPort(fd, addressFamily, factory)
 
@@ -838,12 +1053,16 @@ class ParentBus:
         self.receiver = None
 
     def _publish(self, message: bytes) -> None:
-        if not self.connected:
+        channel = self.channel
+        if (
+            channel is None
+            or channel.lost
+            or not channel.send("bus", m=base64.b64encode(message).decode("ascii"))
+        ):
+            # Closed, or the parent is not reading: drop rather than buffer.
             self.droppedTotal += 1
             return
-        assert self.channel is not None
         self.publishedTotal += 1
-        self.channel.send("bus", m=base64.b64encode(message).decode("ascii"))
 
     def publishBroadcast(self, payload: bytes, excludeContextId: int) -> None:
         from iocpsvc.cluster import packMessage

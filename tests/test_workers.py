@@ -100,6 +100,38 @@ class ControlChannelTests(SynchronousTestCase):
         a.call("stats").addErrback(failures.append)
         self.assertEqual(len(failures), 2)
 
+    def test_boundedUnread(self) -> None:
+        """
+        Past maxUnsent unread bytes, messages are dropped and counted and
+        calls fail at once: a stopped peer makes nobody buffer without end.
+        """
+        written: list[bytes] = []
+        unread = [0]
+        channel = workers.ControlChannel({}, written.append, lambda: unread[0])
+        self.assertTrue(channel.send("bus", m="a"))
+        unread[0] = channel.maxUnsent + 1
+        self.assertFalse(channel.send("bus", m="b"))
+        failures: list[Any] = []
+        channel.call("stats").addErrback(failures.append)
+        self.assertEqual(len(written), 1)
+        self.assertEqual(channel.droppedTotal, 2)
+        self.assertIsInstance(failures[0].value, workers.ControlChannelFull)
+        self.assertEqual(channel._waiting, {})
+
+    def test_callTimeout(self) -> None:
+        """A call not answered in time fails; its late answer is ignored."""
+        from twisted.internet.defer import TimeoutError as DeferredTimeout
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        a = workers.ControlChannel({}, lambda data: None)
+        failures: list[Any] = []
+        a.call("stats", timeout=2, clock=clock).addErrback(failures.append)
+        clock.advance(2)
+        self.assertIsInstance(failures[0].value, DeferredTimeout)
+        self.assertEqual(a._waiting, {})
+        a._handle({"reply": 1, "result": {"late": True}})  # nothing raises
+
     def test_garbageClosesChannel(self) -> None:
         """Undecodable control data closes the channel instead of raising."""
         channel = workers.ControlChannel({})
@@ -110,16 +142,23 @@ class ControlChannelTests(SynchronousTestCase):
 
 
 class _FakeWorker:
-    def __init__(self, index: int, nodeId: int) -> None:
+    def __init__(self, index: int, nodeId: int, reading: bool = True) -> None:
         self.index = index
         self.nodeId = nodeId
         self.alive = True
+        self.ready = True
+        self.responsive = True
+        self.polling = False
         self.pid = 1000 + index
+        self.reading = reading
         self.sent: list[Any] = []
         self.control = self
 
-    def send(self, op: str, **fields: Any) -> None:
+    def send(self, op: str, **fields: Any) -> bool:
+        if not self.reading:
+            return False
         self.sent.append((op, fields))
+        return True
 
 
 class PoolFiguresTests(SynchronousTestCase):
@@ -183,6 +222,73 @@ class PoolFiguresTests(SynchronousTestCase):
         self.assertEqual(samples[("iocpsvc_worker_up", (("worker", "2"),))], 1)
         self.assertEqual(samples[("iocpsvc_worker_restarts_total", ())], 2)
 
+    def test_clusterFigures(self) -> None:
+        """The workers' cluster figures add up; 'connected' only when every worker's bus is."""
+        pool = self.pool()
+        pool.workers = {1: _FakeWorker(1, 10), 2: _FakeWorker(2, 11)}  # type: ignore[dict-item]
+        pool.snapshots = {
+            1: {"cluster": {"connected": True, "published_total": 3, "dropped_total": 1, "node_id": 10}},
+            2: {"cluster": {"connected": False, "published_total": 4, "dropped_total": 0, "node_id": 11}},
+        }
+        stats = pool.collect()
+        self.assertEqual(stats["cluster"]["published_total"], 7)
+        self.assertEqual(stats["cluster"]["dropped_total"], 1)
+        self.assertEqual((stats["cluster"]["connected"], stats["cluster"]["connected_workers"]), (False, 1))
+        self.assertEqual([row["cluster_connected"] for row in stats["workers"]], [True, False])
+
+    def test_relayDropsForAWorkerNotReading(self) -> None:
+        """A worker that does not read its channel loses relayed messages, counted; others get theirs."""
+        import base64
+
+        pool = self.pool()
+        one, stuck, three = _FakeWorker(1, 10), _FakeWorker(2, 11, reading=False), _FakeWorker(3, 12)
+        pool.workers = {1: one, 2: stuck, 3: three}  # type: ignore[dict-item]
+        message = base64.b64encode(packMessage(BROADCAST, 10, 0, b"hi")).decode()
+        pool._relay(one, {"m": message})  # type: ignore[arg-type]
+        self.assertEqual((len(three.sent), pool.relayDroppedTotal), (1, 1))
+        self.assertEqual(pool.collect()["worker_relay_dropped_total"], 1)
+
+    def test_spawnFailureRetried(self) -> None:
+        """A worker that cannot be started (no processes left) is tried again later."""
+        from twisted.internet.task import Clock
+
+        class Reactor(Clock):
+            attempts = 0
+
+            def spawnProcess(self, *args: Any, **kwargs: Any) -> Any:
+                self.attempts += 1
+                raise OSError(11, "Resource temporarily unavailable")
+
+        clock = Reactor()
+        pool = workers.WorkerPoolService(["tcp:0:interface=127.0.0.1"], [], 1, reactor=clock)
+        pool._openSockets()
+        self.addCleanup(lambda: pool._opener and pool._opener.close())
+        pool._spawn(1)
+        self.assertEqual((clock.attempts, pool.workers), (1, {}))
+        clock.advance(30)
+        self.assertEqual(clock.attempts, 2)
+        self.assertIn(1, pool._pendingRestarts)
+        pool._stopping = True
+        clock.advance(60)
+        self.assertEqual(clock.attempts, 2)
+
+    def test_logLevelsKept(self) -> None:
+        """A worker's warning comes out of the parent as a warning, tagged with the worker."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        worker = workers._WorkerProcess(self.pool(), 2, 11)
+        worker.childDataReceived(
+            1, b"2026-11-27T11:00:00+0000 [iocpsvc.factory#warn] refused 10.1.2.3\nplain "
+        )
+        worker.childDataReceived(1, b"line\n")
+        mine = [e for e in events if e.get("worker") == 2]
+        self.assertEqual([e["log_level"] for e in mine], [LogLevel.warn, LogLevel.info])
+        self.assertEqual([e["line"] for e in mine], ["refused 10.1.2.3", "plain line"])
+        self.assertEqual(mine[0]["source"], "iocpsvc.factory")
+
     def test_relay(self) -> None:
         """Broadcasts go to the other workers; directed messages to the node's worker."""
         import base64
@@ -198,6 +304,59 @@ class PoolFiguresTests(SynchronousTestCase):
         self.assertEqual((len(two.sent), len(three.sent)), (1, 2))
         pool._relay(one, {"m": "not base64 at all!"})  # type: ignore[arg-type]
         self.assertEqual((len(two.sent), len(three.sent)), (1, 2))
+
+
+class ListeningSocketsTests(SynchronousTestCase):
+    """The parent's listening sockets."""
+
+    def test_slotSockets(self) -> None:
+        """reuseport: one listening socket per worker slot, all on the same port."""
+        import socket as socketModule
+
+        pool = workers.WorkerPoolService(
+            ["tcp:0:interface=127.0.0.1"], [], 3, reactor=reactor, mode="reuseport"
+        )
+        pool._openSockets()
+        assert pool._opener is not None
+        self.addCleanup(pool._opener.close)
+        slots = pool._opener.listeners[0]
+        self.assertEqual(len({id(s) for s in slots}), 3)
+        self.assertEqual(len({s.getsockname() for s in slots}), 1)
+        for sock in slots:
+            self.assertEqual(sock.getsockopt(socketModule.SOL_SOCKET, socketModule.SO_ACCEPTCONN), 1)
+
+    def test_sharedSocket(self) -> None:
+        """shared: every slot gets the same listening socket."""
+        pool = workers.WorkerPoolService(["tcp:0:interface=127.0.0.1"], [], 3, reactor=reactor, mode="shared")
+        pool._openSockets()
+        assert pool._opener is not None
+        self.addCleanup(pool._opener.close)
+        self.assertEqual(len({id(s) for s in pool._opener.listeners[0]}), 1)
+
+    def test_takenPortFails(self) -> None:
+        """
+        A port another process listens on fails at start, in both modes,
+        even when that listener allows SO_REUSEPORT (a second server must
+        not silently take half the connections).
+        """
+        import socket as socketModule
+
+        from twisted.internet.error import CannotListenError
+
+        other = socketModule.socket()
+        self.addCleanup(other.close)
+        other.setsockopt(socketModule.SOL_SOCKET, socketModule.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen(5)
+        port = other.getsockname()[1]
+        for mode in workers.MODES:
+            pool = workers.WorkerPoolService(
+                [f"tcp:{port}:interface=127.0.0.1"], [], 2, reactor=reactor, mode=mode
+            )
+            self.assertRaises(CannotListenError, pool._openSockets)
+
+    if not hasattr(__import__("socket"), "SO_REUSEPORT"):
+        skip = "no SO_REUSEPORT here"
 
 
 class OptionsTests(SynchronousTestCase):
@@ -297,16 +456,21 @@ class WorkerProcessTests(TestCase):
         self.monitor = f"http://127.0.0.1:{int(match.group(1))}/"
         return port
 
+    STARTED = re.compile(rb"worker \d+ started \(pid (\d+)\)")
+
+    @inlineCallbacks
     def stopServer(self, process: Any, transport: Any) -> Any:
-        if process.ended.called:
-            return None
-        transport.signalProcess("KILL")
-        for pid in getattr(self, "workerPids", []):
+        pids = [int(pid) for pid in self.STARTED.findall(bytes(process.output))]
+        if not process.ended.called:
+            transport.signalProcess("KILL")
+        for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        return process.ended
+        yield process.ended
+        # Every worker this test started is gone before the next test.
+        yield waitUntil(reactor, lambda: not any(_running(pid) for pid in pids), timeout=10)
 
     @inlineCallbacks
     def stats(self) -> Any:
@@ -376,12 +540,47 @@ class WorkerProcessTests(TestCase):
         started = reactor.seconds()
         self.transport.signalProcess("TERM")
         yield self.process.ended
-        self.assertLess(reactor.seconds() - started, 2 + workers.WorkerPoolService.killAfter)
+        # Stopped gracefully, within the shutdown timeout (2 s), not by the kill after it.
+        self.assertLess(reactor.seconds() - started, 2 + 1.5)
+        self.assertNotIn(b"did not stop in time", bytes(self.process.output))
         for pid in self.workerPids:
             self.assertFalse(_running(pid), f"worker {pid} still running")
         for client in survivors:
             yield client.lost
         self.assertNotIn(b"Traceback", bytes(self.process.output))
+
+    @inlineCallbacks
+    def test_stoppedWorkerDoesNotFreezeTheMonitor(self) -> Any:
+        """
+        A worker that stops answering (SIGSTOP) is marked unresponsive; the
+        monitor keeps counting the other one, and /connections.json answers
+        with what it has, naming the silent worker.
+        """
+        port = yield self.startServer("--workers", "2")
+        stats = yield self.waitForStats(lambda s: len(s.get("workers", [])) == 2)
+        stopped, running = stats["workers"]
+        os.kill(stopped["pid"], signal.SIGSTOP)
+        self.addCleanup(os.kill, stopped["pid"], signal.SIGCONT)
+        stats = yield self.waitForStats(
+            lambda s: [row["responsive"] for row in s["workers"]] == [False, True]
+        )
+        before = stats["accepted_total"]
+        # Connections that land on the running worker are counted meanwhile.
+        clients = yield connectRaw(reactor, port, 20)
+        for client in clients:
+            client.transport.write(frame(b"ping"))
+        yield self.waitForStats(lambda s: s["accepted_total"] > before)
+        started = reactor.seconds()
+        response = yield Agent(reactor).request(b"GET", (self.monitor + "connections.json").encode())
+        listing = json.loads((yield readBody(response)))
+        self.assertLess(reactor.seconds() - started, workers.WorkerPoolService.answerTimeout + 2)
+        self.assertEqual(listing["unanswered"], [stopped["worker"]])
+        os.kill(stopped["pid"], signal.SIGCONT)
+        yield self.waitForStats(lambda s: all(row["responsive"] for row in s["workers"]))
+        for client in clients:
+            client.transport.loseConnection()
+        for client in clients:
+            yield client.lost
 
     @inlineCallbacks
     def test_sharedSocket(self) -> Any:
