@@ -23,13 +23,16 @@ What a worker inherits::
 How workers share the sockets (C{--worker-sockets}):
 
   - C{reuseport} (the default where the platform has C{SO_REUSEPORT}):
-    every worker opens its own listening socket on the parent's address
-    with C{SO_REUSEPORT}, and the kernel spreads new connections over
-    them by a hash of their addresses.  The parent's socket only holds the
-    port (bound, not listening).
+    the parent opens one listening socket per worker slot, all on the same
+    address with C{SO_REUSEPORT}, and the kernel spreads new connections
+    over them by a hash of their addresses.  A slot's socket outlives its
+    worker, so a replacement takes over its queue.
   - C{shared}: every worker accepts from the parent's one listening
-    socket (Twisted's C{adoptStreamPort}); the worker whose reactor wakes
-    first takes the connection.  Used for sockets handed over by systemd.
+    socket; the worker whose reactor wakes first takes the connection.
+    Used for sockets handed over by systemd.
+
+Either way the workers adopt what they are given (Twisted's
+C{adoptStreamPort}) and open nothing themselves.
 
 C{benchmarks/workers.py} measures both; the performance page has the
 figures that chose the default.
