@@ -221,6 +221,8 @@ class PoolFiguresTests(SynchronousTestCase):
         self.assertEqual(samples[("iocpsvc_worker_connections_accepted_total", (("worker", "2"),))], 6)
         self.assertEqual(samples[("iocpsvc_worker_up", (("worker", "2"),))], 1)
         self.assertEqual(samples[("iocpsvc_worker_restarts_total", ())], 2)
+        self.assertEqual(samples[("iocpsvc_worker_responsive", (("worker", "1"),))], 1)
+        self.assertEqual(samples[("iocpsvc_worker_relay_dropped_total", ())], 0)
 
     def test_clusterFigures(self) -> None:
         """The workers' cluster figures add up; 'connected' only when every worker's bus is."""

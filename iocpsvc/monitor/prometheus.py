@@ -99,7 +99,9 @@ class FactoryCollector:
             yield from clusterMetrics(cluster)
         rows = stats.get("workers")
         if rows is not None:
-            yield from workerMetrics(rows, stats.get("worker_restarts_total", 0))
+            yield from workerMetrics(
+                rows, stats.get("worker_restarts_total", 0), stats.get("worker_relay_dropped_total", 0)
+            )
 
 
 # The parent of worker processes: one series per worker, labelled by its slot.
@@ -109,10 +111,16 @@ WORKER_SERIES = (
     ("iocpsvc_worker_received_frames", "Objects this worker decoded.", "received_frames_total", True),
     ("iocpsvc_worker_sent_frames", "Objects this worker wrote.", "sent_frames_total", True),
     ("iocpsvc_worker_up", "Whether this worker process is running (1) or not (0).", "alive", False),
+    (
+        "iocpsvc_worker_responsive",
+        "Whether this worker answered the parent's last question in time (1) or not (0).",
+        "responsive",
+        False,
+    ),
 )
 
 
-def workerMetrics(rows: list[dict[str, Any]], restarts: int) -> Iterator[Metric]:
+def workerMetrics(rows: list[dict[str, Any]], restarts: int, relayDropped: int = 0) -> Iterator[Metric]:
     """
     Per-worker series (label C{worker}: the slot, which keeps its number
     across restarts; a restarted worker's counters start again from 0).
@@ -127,6 +135,11 @@ def workerMetrics(rows: list[dict[str, Any]], restarts: int) -> Iterator[Metric]
             family.add_metric([str(row["worker"])], float(row[key]))  # type: ignore[attr-defined]
         yield family
     yield CounterMetricFamily("iocpsvc_worker_restarts", "Workers restarted after dying.", value=restarts)
+    yield CounterMetricFamily(
+        "iocpsvc_worker_relay_dropped",
+        "Messages between workers dropped: the worker they were for was not reading.",
+        value=relayDropped,
+    )
 
 
 def clusterMetrics(cluster: dict[str, Any]) -> Iterator[Metric]:
