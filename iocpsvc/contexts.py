@@ -72,7 +72,7 @@ class ChatContext(ConnectionContext):
             self.writeObject(f"* no user with id {contextId} is online")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.factory is not None and hasattr(self, "nick"):
+        if self.factory is not None:
             self.factory.broadcast(f"* {self.nick} left", exclude=self)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import random
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -20,7 +21,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from iocpsvc import errors
-from iocpsvc.cluster import MAX_CONTEXT_ID, firstContextId, lastContextId, nodeOfContext
+from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastContextId, nodeOfContext
 from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
 from iocpsvc.context import ConnectionContext, describePeer
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver, IDecoder, IEncoder
@@ -29,6 +30,14 @@ from iocpsvc.logs import RateLimitedLog
 from iocpsvc.proxy import HAProxyProtocolWrapper, ProxyHeaderWrapper
 
 _log = Logger(namespace="iocpsvc.factory")
+
+_SEQUENCE_SIZE = 1 << NODE_SHIFT
+"""How many sequence numbers a node has (0 is never used)."""
+
+# Where a node's sequence of context ids starts.  The OS's randomness, not
+# a seeded generator, so that processes started or forked alike (workers of
+# one parent) do not start alike.  Tests replace it to choose the start.
+_sequenceStarts: random.Random = random.SystemRandom()
 
 
 def _decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
@@ -112,7 +121,9 @@ class ConnectionContextFactory(ServerFactory):
     @ivar cluster: the L{IClusterBus} joining this node to others, or
         C{None} (standalone: L{broadcast} and L{sendTo} stay on this node).
     @ivar nodeId: this node's id in its cluster (0 standalone); the high
-        part of every context id it gives out.
+        part of every context id it gives out.  A standalone factory's ids
+        are 1, 2, 3, ...; a node's sequence starts at a random point (see
+        L{joinCluster}).
     """
 
     noisy = False
@@ -329,8 +340,12 @@ class ConnectionContextFactory(ServerFactory):
         peer = wrapper.getPeer()
         if not self.acceptPeer(peer):
             self._refuse(peer, "address filtered (client named in the PROXY header)")
+            # The wrapper goes on holding the context, which never connected:
+            # it is told nothing of the close (no connectionLost without a
+            # connectionMade), and the close is not counted again.
             wrapper.close()
             return
+        wrapper.release()
         context.makeConnection(wrapper)
         if rest:
             context.dataReceived(rest)
@@ -514,9 +529,9 @@ class ConnectionContextFactory(ServerFactory):
 
     def _nextContextId(self) -> int:
         """
-        The next context id of this node.  After 2**32 - 1 connections the
-        sequence starts again at the node's first id (never spilling into
-        the next node's ids), skipping ids still online.
+        The next context id of this node.  Past the node's last id the
+        sequence goes on at its first (never spilling into the next node's
+        ids, never using sequence number 0), skipping ids still online.
         """
         contextId = next(self._ids)
         if contextId > self._lastContextId:
@@ -557,11 +572,20 @@ class ConnectionContextFactory(ServerFactory):
         Join the cluster of C{bus} (an L{IClusterBus}): take its node id
         (context ids given out from now on carry it), and send broadcasts
         and messages for other nodes through it.  Call before listening.
+
+        The node's sequence starts at a random point of its 2**32 - 1 ids.
+        A node restarted with the same id (C{--node-id}, or a worker slot's
+        replacement) forgets which ids it gave out, while other nodes may
+        still hold them (a chat user's C{/msg ID}); starting again at the
+        first id would hand them to other clients.  From a random start, a
+        restart hands out an id of its previous run only with a chance of
+        about (ids given out by both runs) / 2**32.
         """
         bus = IClusterBus(bus)
         self.cluster = bus
         self.nodeId = bus.nodeId
-        self._ids = itertools.count(firstContextId(bus.nodeId))
+        start = _sequenceStarts.randrange(1, _SEQUENCE_SIZE)
+        self._ids = itertools.count(firstContextId(bus.nodeId) - 1 + start)
         self._lastContextId = lastContextId(bus.nodeId)
 
     # -- IClusterReceiver: what the other nodes send -------------------------

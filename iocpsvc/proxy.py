@@ -21,8 +21,9 @@ Twisted's wrapper parses the header and makes C{getPeer()} return the client
 it names.  Left alone, it connects the wrapped protocol as soon as the TCP
 connection arrives (before the header), closes a connection whose header is
 invalid without a word, lets a few malformed headers escape its parser as
-C{ValueError}s, and drops a connection whose first read is shorter than it
-needs to tell v1 from v2.  L{ProxyHeaderWrapper} takes over Twisted's
+C{ValueError}s, drops a connection whose first read is shorter than it
+needs to tell v1 from v2, and refuses the bare v1 C{PROXY UNKNOWN\\r\\n}
+that the specification allows.  L{ProxyHeaderWrapper} takes over Twisted's
 wrapper of each such connection (see L{ProxyHeaderWrapper.hold}) and holds
 the context back until the header is in, so that everything the server does
 with a connection -- C{connectionMade}, C{peer}, the accept filter, the idle
@@ -34,10 +35,12 @@ C{proxyHeaderLost}); this module only watches the header go by.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
 from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
@@ -70,20 +73,44 @@ def undecided(head: bytes) -> bool:
     return len(head) < _V1_DECIDES and _V1_SIGNATURE.startswith(head[:5]) and b"\n" not in head
 
 
-def addressProblem(address: Any) -> str | None:
+def addressProblem(address: Any, role: str = "client") -> str | None:
     """
-    What is wrong with the client address a header gave, or C{None}.
-    Twisted's parser takes a v1 header's address and port as they come
-    (C{"999.1.1.1"}, port 70000); such a client must neither pass the accept
-    filter as an address without an IP nor reach the application.
+    What is wrong with an address a header gave (the client's, or with
+    C{role="destination"} the one it connected to), or C{None}.
+
+    Twisted's parser takes a v1 header's addresses and ports as they come
+    (C{"999.1.1.1"}, port 70000, C{TCP4 ::1 ...}); such a client must
+    neither pass the accept filter as an address without an IP, nor be
+    judged by the rules of the other family, nor reach the application.
     """
     if not isinstance(address, (IPv4Address, IPv6Address)):
         return None  # no address in the header (LOCAL, UNKNOWN) or a UNIX one
     if peerIP(address) is None:
-        return f"invalid client address {address.host!r} in PROXY header"
+        return f"invalid {role} address {address.host!r} in PROXY header"
+    # The family as written: peerIP reads ::ffff:1.2.3.4 as IPv4, yet in a
+    # TCP6 header that is a valid IPv6 address (an IPv4 client relayed by a
+    # balancer that mixes families).
+    version = ipaddress.ip_address(address.host.split("%", 1)[0]).version
+    family = 4 if isinstance(address, IPv4Address) else 6
+    if version != family:
+        return f"IPv{version} {role} address {address.host!r} in a TCP{family} PROXY header"
     if not 0 <= address.port <= 65535:
-        return f"invalid client port {address.port} in PROXY header"
+        return f"invalid {role} port {address.port} in PROXY header"
     return None
+
+
+class _V1Parser(V1Parser):
+    """
+    Twisted's v1 parser, also taking the bare C{PROXY UNKNOWN\\r\\n} (no
+    address, as the specification allows), which Twisted's refuses because
+    it looks for a space after C{UNKNOWN}.
+    """
+
+    @classmethod
+    def parse(cls, line: bytes) -> ProxyInfo:
+        if line == b"PROXY UNKNOWN":
+            return ProxyInfo(line, None, None)  # as for "PROXY UNKNOWN <anything>"
+        return super().parse(line)
 
 
 class _Trailer(Protocol):
@@ -110,8 +137,10 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
     the factory applies the accept filter to the client it names and
     connects the context, whose C{peer} is that client from the start.
 
-    @ivar awaiting: the context waiting for the header, or C{None} once it
-        has been connected.
+    @ivar awaiting: the context held back, or C{None} once it has been
+        released to connect (L{release}).  A context that is never released
+        (its header invalid or late, its client refused) hears nothing of
+        the connection: no C{connectionMade}, no data, no C{connectionLost}.
     @ivar failed: the header was found invalid, late, or its client
         refused; the connection is being closed and reads are dropped.
     """
@@ -174,6 +203,10 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
                 return
             self._started = True
             data = head
+            if head[: len(_V1_SIGNATURE)] == _V1_SIGNATURE:
+                # Twisted's wrapper keeps a parser it already has: give it
+                # one that also reads the bare "PROXY UNKNOWN".
+                self._parser = _V1Parser()
         trailer = _Trailer()
         self.wrappedProtocol = trailer
         self._parsing = True
@@ -192,12 +225,20 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         if problem is None and self._parserClosed:
             problem = "invalid PROXY header"
         if problem is None and self._proxyInfo is not None:
-            problem = addressProblem(self.getPeer())
+            problem = addressProblem(self.getPeer()) or addressProblem(self.getHost(), "destination")
         if problem is not None:
             factory.proxyHeaderFailed(self, problem)
         elif self._proxyInfo is not None:
-            self.awaiting = None
+            # Still held: the factory releases the context only if it lets
+            # the client in (a refused one must not hear connectionLost).
             factory.proxyHeaderReceived(self, context, trailer.data)
+
+    def release(self) -> None:
+        """
+        Stop holding the context back, just before it connects: from now on
+        reads and the connection's end go to it.
+        """
+        self.awaiting = None
 
     def loseConnection(self) -> None:
         if self._parsing:

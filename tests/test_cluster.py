@@ -8,6 +8,7 @@ the cluster figures in the monitor.
 from __future__ import annotations
 
 import itertools
+import random
 import struct
 from typing import Any
 
@@ -17,11 +18,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+import iocpsvc.factory
 from iocpsvc.cluster import (
     BROADCAST,
     HEADER_SIZE,
     MAX_CONTEXT_ID,
     MAX_NODE_ID,
+    NODE_SHIFT,
     TO_CONTEXT,
     checkNodeId,
     deliver,
@@ -125,6 +128,22 @@ def connect(factory: ConnectionContextFactory) -> EmbeddedConnection:
     return EmbeddedConnection(factory=factory, clock=factory.reactor)
 
 
+class ChosenStarts(random.Random):
+    """
+    Stands in for the factory's source of sequence starts: gives the starts
+    a test chooses, in order, and notes the ranges it was asked for.
+    """
+
+    def __init__(self, *starts: int) -> None:
+        super().__init__(0)
+        self.starts = list(starts)
+        self.asked: list[tuple[int, int | None]] = []
+
+    def randrange(self, start: int, stop: int | None = None, step: int = 1) -> int:
+        self.asked.append((start, stop))
+        return self.starts.pop(0)
+
+
 class RelayContext(ConnectionContext):
     """C{all TEXT} broadcasts TEXT (not to the sender); C{to ID TEXT} sends it to one context."""
 
@@ -213,20 +232,71 @@ class NodeIdTests(SynchronousTestCase):
         self.assertGreater(len(ids), 40)
 
     def test_factoryIds(self) -> None:
-        """Standalone, ids are 1, 2, ...; joined to a cluster as node 3, they carry node 3."""
+        """
+        Standalone, ids are 1, 2, 3, ... (nothing random); joined to a
+        cluster as node 3, they carry node 3 and go on one by one from a
+        random point of the node's whole sequence (1 to 2**32 - 1).
+        """
+        starts = ChosenStarts(1000)
+        self.patch(iocpsvc.factory, "_sequenceStarts", starts)
         factory = ConnectionContextFactory(reactor=Clock())
-        self.assertEqual((factory.nodeId, connect(factory).context.contextId), (0, 1))
+        self.assertEqual([connect(factory).context.contextId for _ in range(3)], [1, 2, 3])
+        self.assertEqual((factory.nodeId, starts.asked), (0, []))
         factory.joinCluster(InMemoryBus([], 3))
         self.assertEqual(factory.nodeId, 3)
+        self.assertEqual(starts.asked, [(1, 2**NODE_SHIFT)])  # randrange's stop is left out
         first, second = connect(factory), connect(factory)
-        self.assertEqual(first.context.contextId, firstContextId(3))
-        self.assertEqual(second.context.contextId, firstContextId(3) + 1)
+        self.assertEqual(first.context.contextId, (3 << 32) + 1000)
+        self.assertEqual(second.context.contextId, (3 << 32) + 1001)
+        self.assertEqual(nodeOfContext(second.context.contextId), 3)
+
+    def test_startsFromTheOSRandomness(self) -> None:
+        """
+        Sequence starts come from the OS's randomness (not a generator
+        seeded alike in processes started or forked alike): fifty nodes
+        joining as node 3 start at fifty points of its range.
+        """
+        self.assertIsInstance(iocpsvc.factory._sequenceStarts, random.SystemRandom)
+        firsts = set()
+        for _ in range(50):
+            factory = ConnectionContextFactory(reactor=Clock())
+            factory.joinCluster(InMemoryBus([], 3))
+            contextId = connect(factory).context.contextId
+            self.assertTrue(firstContextId(3) <= contextId <= lastContextId(3), contextId)
+            firsts.add(contextId)
+        # One pair alike (a chance of about 1 in 3.5 million) is let pass.
+        self.assertGreaterEqual(len(firsts), 49)
+
+    def test_restartDoesNotReissueIds(self) -> None:
+        """
+        A node restarted with the same id (a new factory joining as node 3
+        again: the same --node-id, or a worker slot's replacement) goes on
+        from another point, so a /msg to a user of the previous run does not
+        reach a newcomer; it reports that nobody has that id.
+        """
+        self.patch(iocpsvc.factory, "_sequenceStarts", ChosenStarts(7, 3_000_000_000))
+        hub: list[InMemoryBus] = []
+        before = ConnectionContextFactory(ChatContext, reactor=Clock())
+        before.joinCluster(InMemoryBus(hub, 3))
+        oldIds = [connect(before).context.contextId for _ in range(5)]
+        hub.clear()  # node 3 stops; its users are gone
+        after = ConnectionContextFactory(ChatContext, reactor=Clock())
+        after.joinCluster(InMemoryBus(hub, 3))
+        newcomers = [connect(after) for _ in range(5)]
+        self.assertEqual(set(oldIds) & {c.context.contextId for c in newcomers}, set())
+        self.assertEqual({nodeOfContext(c.context.contextId) for c in newcomers}, {3})
+        for connection in newcomers:
+            connection.readObjects()
+        newcomers[0].feed(f"/msg {oldIds[1]} still there?\n".encode())
+        self.assertEqual(newcomers[0].readObjects(), [f"* no user with id {oldIds[1]} is online"])
+        self.assertEqual([c.readObjects() for c in newcomers[1:]], [[]] * 4)
 
     def test_idsWrapWithinTheNode(self) -> None:
         """
         After a node's last id, ids start again at its first (never the
-        next node's), skipping ids still online.
+        next node's, never sequence number 0), skipping ids still online.
         """
+        self.patch(iocpsvc.factory, "_sequenceStarts", ChosenStarts(1))
         factory = ConnectionContextFactory(reactor=Clock())
         factory.joinCluster(InMemoryBus([], 3))
         survivor = connect(factory)
@@ -236,6 +306,15 @@ class NodeIdTests(SynchronousTestCase):
         self.assertEqual(last.context.contextId, lastContextId(3))
         self.assertEqual(wrapped.context.contextId, firstContextId(3) + 1)
         self.assertEqual(nodeOfContext(wrapped.context.contextId), 3)
+
+    def test_highestStartWraps(self) -> None:
+        """A node whose random start is its last id gives that id, then goes on at its first."""
+        self.patch(iocpsvc.factory, "_sequenceStarts", ChosenStarts(2**32 - 1))
+        factory = ConnectionContextFactory(reactor=Clock())
+        factory.joinCluster(InMemoryBus([], MAX_NODE_ID))
+        ids = [connect(factory).context.contextId for _ in range(2)]
+        self.assertEqual(ids, [lastContextId(MAX_NODE_ID), firstContextId(MAX_NODE_ID)])
+        self.assertEqual(ids[0], MAX_CONTEXT_ID)
 
     def test_sendToOutOfRange(self) -> None:
         """sendTo is False for ids no node can have (0, negative, past 2**53)."""

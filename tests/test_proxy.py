@@ -28,13 +28,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc import errors
 from iocpsvc.context import ConnectionContext, describePeer
-from iocpsvc.contexts import EchoContext
+from iocpsvc.contexts import ChatContext, EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.monitor.prometheus import metricsText
 from iocpsvc.monitor.stats import collect, connections
-from iocpsvc.proxy import ProxyHeaderWrapper, undecided
+from iocpsvc.proxy import ProxyHeaderWrapper, addressProblem, undecided
 from iocpsvc.service import SocketServerService
 from tests.helpers import frame
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
@@ -83,6 +83,27 @@ class PeerRecorder(EchoContext):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lostCalled = True
+
+
+def callRecorder() -> tuple[type[EchoContext], list[tuple[str, int]]]:
+    """
+    An echo context class, and the list where its instances record what
+    they were told, in order: C{("made" | "data" | "lost", contextId)}.
+    """
+    calls: list[tuple[str, int]] = []
+
+    class CallRecorder(EchoContext):
+        def connectionMade(self) -> None:
+            calls.append(("made", self.contextId))
+
+        def dataReceived(self, data: bytes) -> None:
+            calls.append(("data", self.contextId))
+            super().dataReceived(data)
+
+        def connectionLost(self, reason: Failure = connectionDone) -> None:
+            calls.append(("lost", self.contextId))
+
+    return CallRecorder, calls
 
 
 class ProxiedConnection:
@@ -195,6 +216,50 @@ class HeaderTests(SynchronousTestCase):
         connection.feed(v2Local())
         self.assertEqual(connection.context.peerAtStart, PROXY)
         self.assertEqual(factory.onlineCount, 1)
+
+    def test_bareUnknown(self) -> None:
+        """
+        v1 C{PROXY UNKNOWN\\r\\n} with nothing after UNKNOWN (valid, though
+        Twisted's parser wants a space there) names no client: the peer is
+        the proxy, and the payload after it reaches the context, whether it
+        came in the same read or later, and however the header was split.
+        """
+        header = b"PROXY UNKNOWN\r\n"
+        for reads in (
+            [header],
+            [header + frame(b"x")],
+            [header, frame(b"x")],
+            [b"PROXY UNKNOWN", b"\r\n" + frame(b"x")],
+            [b"PROXY UNKNOWN\r", b"\n", frame(b"x")],
+            [b"PROXY U", b"NKNOWN\r\n" + frame(b"x")[:3], frame(b"x")[3:]],
+            [bytes([byte]) for byte in header + frame(b"x")],
+        ):
+            factory = makeFactory()
+            connection = ProxiedConnection(factory)
+            for data in reads:
+                connection.feed(data)
+            self.assertFalse(connection.closing, reads)
+            self.assertEqual((factory.onlineCount, factory.proxyHeaderErrors), (1, 0), reads)
+            self.assertEqual(connection.context.peerAtStart, PROXY)
+            echoed = frame(b"x") if len(b"".join(reads)) > len(header) else b""
+            self.assertEqual(connection.transport.value(), echoed, reads)
+            self.assertEqual(connection.context.bytesReceived, len(echoed))
+
+    def test_unknownWithAddresses(self) -> None:
+        """C{PROXY UNKNOWN} and anything after it (ignored, as the specification says) names no client."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        connection.feed(b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n" + frame(b"x"))
+        self.assertEqual(connection.context.peerAtStart, PROXY)
+        self.assertEqual(connection.transport.value(), frame(b"x"))
+
+    def test_ipv4MappedInTCP6(self) -> None:
+        """A TCP6 header with IPv4-mapped IPv6 addresses (a balancer mixing families) is accepted."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        connection.feed(v1Header("::ffff:203.0.113.7", 51234, "::ffff:192.0.2.1") + frame(b"x"))
+        self.assertEqual(connection.context.peerAtStart, IPv6Address("TCP", "::ffff:203.0.113.7", 51234))
+        self.assertEqual(connection.transport.value(), frame(b"x"))
 
     def test_monitorShowsHeaderClient(self) -> None:
         """/connections.json lists the client from the header."""
@@ -326,6 +391,52 @@ class InvalidHeaderTests(SynchronousTestCase):
         ):
             self.assertProtocolError(line + frame(b"x"))
 
+    def test_familyMismatch(self) -> None:
+        """
+        A v1 header whose addresses are not of its family (TCP4 with an IPv6
+        address, TCP6 with an IPv4 one), for the client or the destination,
+        is a protocol error, counted and logged like any invalid header.
+        """
+        for line, why in (
+            (b"PROXY TCP4 ::1 ::1 5 6\r\n", "IPv6 client address '::1' in a TCP4 PROXY header"),
+            (b"PROXY TCP4 203.0.113.7 ::1 5 6\r\n", "IPv6 destination address '::1' in a TCP4 PROXY header"),
+            (
+                b"PROXY TCP6 203.0.113.7 2001:db8::1 5 6\r\n",
+                "IPv4 client address '203.0.113.7' in a TCP6 PROXY header",
+            ),
+            (
+                b"PROXY TCP6 2001:db8::7 192.0.2.1 5 6\r\n",
+                "IPv4 destination address '192.0.2.1' in a TCP6 PROXY header",
+            ),
+        ):
+            factory = makeFactory()
+            events = captureLog(factory)
+            self.assertProtocolError(line + frame(b"x"))
+            self.assertProtocolError(line + frame(b"x"), chunkSize=3)
+            ProxiedConnection(factory).feed(line)
+            self.assertEqual([e["why"] for e in events], [why])
+
+    def test_addressProblem(self) -> None:
+        """addressProblem names what is wrong with an address from a header, and passes good ones."""
+        self.assertIsNone(addressProblem(IPv4Address("TCP", "203.0.113.7", 1)))
+        self.assertIsNone(addressProblem(IPv6Address("TCP", "2001:db8::7", 65535)))
+        self.assertIsNone(addressProblem(IPv6Address("TCP", "::ffff:203.0.113.7", 0)))
+        self.assertIsNone(addressProblem(None))  # LOCAL, UNKNOWN
+        self.assertEqual(
+            addressProblem(IPv4Address("TCP", "::1", 5)), "IPv6 client address '::1' in a TCP4 PROXY header"
+        )
+        self.assertEqual(
+            addressProblem(IPv6Address("TCP", "10.1.2.3", 5), "destination"),
+            "IPv4 destination address '10.1.2.3' in a TCP6 PROXY header",
+        )
+        self.assertEqual(
+            addressProblem(IPv4Address("TCP", "999.1.1.1", 5)),
+            "invalid client address '999.1.1.1' in PROXY header",
+        )
+        self.assertEqual(
+            addressProblem(IPv4Address("TCP", "1.1.1.1", 70000)), "invalid client port 70000 in PROXY header"
+        )
+
     def test_badV2(self) -> None:
         """A v2 header with a bad version, command or family is a protocol error."""
         self.assertProtocolError(V2_SIGNATURE + struct.pack("!BBH", 0x31, 0x11, 12) + b"\0" * 12)
@@ -378,6 +489,63 @@ class FilterTests(SynchronousTestCase):
         [event] = events
         self.assertEqual(event["peer"], "203.0.113.7:51234")
 
+    def test_refusedContextHearsNothing(self) -> None:
+        """
+        A context whose header names a client the filter refuses is never
+        told of its connection: no connectionMade, no data, no
+        connectionLost -- whether the proxy itself passed the filter when
+        the TCP connection arrived or not.  The close is counted once, as
+        refused; the context is never online or accepted.
+        """
+        for deny, header in (
+            (["10.0.0.0/8"], v1Header("10.1.2.3", 51234)),  # the proxy (10.0.0.2) is denied too
+            (["203.0.113.0/24"], v1Header("203.0.113.7", 51234)),
+            (["203.0.113.0/24"], v2Header("203.0.113.7", 51234)),
+        ):
+            contextClass, calls = callRecorder()
+            factory = makeFactory(contextClass, deny=deny)
+            connection = ProxiedConnection(factory)
+            connection.feed(header + frame(b"no"), chunkSize=5)
+            self.assertTrue(connection.closing)
+            connection.feed(frame(b"in flight before the abort"))
+            connection.lose()
+            self.assertEqual(calls, [], deny)
+            self.assertEqual(connection.transport.value(), b"")
+            self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
+            self.assertEqual(sum(factory.closedTotal.values()), 1)
+            self.assertEqual(
+                (factory.acceptedTotal, factory.onlineCount, factory.awaitingProxyHeader), (0, 0, 0)
+            )
+
+    def test_admittedContextHearsAll(self) -> None:
+        """Next to a refused one, an admitted context is told of its connection as usual, in order."""
+        contextClass, calls = callRecorder()
+        factory = makeFactory(contextClass, deny=["10.0.0.0/8"])
+        admitted = ProxiedConnection(factory)
+        admitted.feed(v1Header("198.51.100.9", 4000) + frame(b"yes"))
+        contextId = admitted.context.contextId
+        admitted.lose()
+        self.assertEqual(calls, [("made", contextId), ("data", contextId), ("lost", contextId)])
+        self.assertEqual((factory.acceptedTotal, factory.closedTotal[errors.PEER]), (1, 1))
+
+    def test_refusedChatUserNotAnnounced(self) -> None:
+        """
+        A chat client refused after its header is announced neither joining
+        nor leaving: the room hears only its own members.
+        """
+        factory = ConnectionContextFactory(
+            ChatContext, reactor=Clock(), limits=ServerLimits(deny=["10.0.0.0/8"])
+        )
+        alice, refused = ProxiedConnection(factory), ProxiedConnection(factory)
+        alice.feed(v1Header("198.51.100.9", 4000))
+        refused.feed(v1Header("10.1.2.3", 51234) + b"hello\n")
+        refused.lose()
+        aliceId = alice.context.contextId
+        self.assertEqual(
+            alice.transport.value(), factory.encoder.encode(f"* user{aliceId} joined (id {aliceId})")
+        )
+        self.assertEqual(factory.refusedTotal, 1)
+
     def test_allowJudgesClientNotProxy(self) -> None:
         """An allow list without the proxy's address still lets allowed clients in through it."""
         factory = makeFactory(allow=["203.0.113.0/24"])
@@ -420,15 +588,20 @@ def frames(*payloads: bytes) -> bytes:
 class LoopbackTests(TestCase):
     """A haproxy: listener over real TCP on 127.0.0.1, with hand-built headers."""
 
-    def startServer(self, **limits: Any) -> tuple[ConnectionContextFactory, int]:
+    def startServer(
+        self, contextClass: type[ConnectionContext] = EchoContext, **limits: Any
+    ) -> tuple[ConnectionContextFactory, int]:
         from twisted.internet import reactor
 
-        factory = ConnectionContextFactory(EchoContext, reactor=reactor, limits=ServerLimits(**limits))
+        factory = ConnectionContextFactory(contextClass, reactor=reactor, limits=ServerLimits(**limits))
         service = SocketServerService(
             factory, ["haproxy:tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
         )
         service.startService()
         self.addCleanup(service.stopService)
+        # Twisted's haproxy: wrapping factory: it holds each connection's
+        # wrapper until the wrapper's connectionLost has run.
+        self.wrapping = service.ports[0].factory  # type: ignore[attr-defined]
         return factory, service.ports[0].getHost().port
 
     @defer.inlineCallbacks
@@ -479,6 +652,54 @@ class LoopbackTests(TestCase):
         self.assertEqual(sorted(e["peer"] for e in events), ["198.51.100.66:2000", "203.0.113.7:3000"])
         allowed.transport.loseConnection()
         yield allowed.lost
+
+    @defer.inlineCallbacks
+    def test_refusedContextHearsNothing(self) -> Any:
+        """
+        With --deny 10.0.0.0/8, a header naming 10.1.2.3 gets the client
+        closed with nothing echoed; its context is told nothing, not even
+        once the server has seen the connection end, and the close is
+        counted once, as refused.  An allowed client next to it is echoed.
+        """
+        from twisted.internet import reactor
+
+        contextClass, calls = callRecorder()
+        factory, port = self.startServer(contextClass, deny=["10.0.0.0/8"])
+        refused, allowed = yield connectRaw(reactor, port, 2)
+        refused.transport.write(v1Header("10.1.2.3", 51234) + frames(b"hi"))
+        received = yield refused.lost
+        self.assertEqual(received, b"")
+        allowed.transport.write(v1Header("198.51.100.9", 4000) + frames(b"in"))
+        yield waitUntil(reactor, lambda: bytes(allowed.received) == frames(b"in"))
+        # The refused wrapper leaves its factory in its own connectionLost.
+        yield waitUntil(reactor, lambda: len(self.wrapping.protocols) == 1)
+        [contextId] = factory.online
+        self.assertIn(("made", contextId), calls)
+        self.assertEqual([call for call in calls if call[1] != contextId], [])  # the refused one: nothing
+        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
+        self.assertEqual(sum(factory.closedTotal.values()), 1)
+        self.assertEqual((factory.acceptedTotal, factory.onlineCount), (1, 1))
+        allowed.transport.loseConnection()
+        yield allowed.lost
+
+    @defer.inlineCallbacks
+    def test_bareUnknown(self) -> Any:
+        """A client behind v1 C{PROXY UNKNOWN\\r\\n} is echoed; its peer is the proxy's address."""
+        from twisted.internet import reactor
+
+        factory, port = self.startServer()
+        together, split = yield connectRaw(reactor, port, 2)
+        together.transport.write(b"PROXY UNKNOWN\r\n" + frames(b"one"))
+        split.transport.write(b"PROXY UNKNOWN")
+        yield waitUntil(reactor, lambda: bytes(together.received) == frames(b"one"))
+        split.transport.write(b"\r\n" + frames(b"two"))
+        yield waitUntil(reactor, lambda: bytes(split.received) == frames(b"two"))
+        mine = sorted(f"127.0.0.1:{c.transport.getHost().port}" for c in (together, split))
+        self.assertEqual(sorted(describePeer(c.peer) for c in factory.contexts()), mine)
+        self.assertEqual(factory.proxyHeaderErrors, 0)
+        for client in (together, split):
+            client.transport.loseConnection()
+        yield defer.gatherResults([c.lost for c in (together, split)])
 
     @defer.inlineCallbacks
     def test_garbageClosedCountedLogged(self) -> Any:
