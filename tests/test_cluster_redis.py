@@ -2,9 +2,12 @@
 Tests for L{iocpsvc.cluster.redis.RedisBus} against a real C{redis-server}
 started by each test on 127.0.0.1 (skipped when it is not installed): two
 nodes in this process with real client connections, an outage and the
-recovery from it, the node-id claim, malformed messages, and two C{twistd}
-chat servers joined through Redis.  Without Redis: a bus that cannot reach
-it.
+recovery from it, the node-id claim, malformed messages, a paused Redis
+flooded with publishes (the buffer cap), and two C{twistd} chat servers
+joined through Redis.  Without Redis: a bus that cannot reach it, and a bus
+on a L{MemoryReactorClock} where the test plays Redis (what is counted when
+the link fails, the cap where the transport does not tell its unsent bytes,
+how often the overflow is logged, how long an outage is said to have lasted).
 """
 
 from __future__ import annotations
@@ -16,15 +19,19 @@ import socket
 from typing import Any
 
 from twisted.internet import defer, protocol, reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc.cluster import BROADCAST, nodeOfContext, packMessage
-from iocpsvc.cluster.redis import RedisBus
+from iocpsvc.cluster.redis import DEFAULT_MAX_PENDING_BYTES, RedisBus
 from iocpsvc.cluster.resp import RedisConnection
 from iocpsvc.context import ConnectionContext
 from iocpsvc.factory import ConnectionContextFactory
@@ -119,8 +126,9 @@ class RedisServer:
         self.transport.signalProcess(signal.SIGSTOP)
 
     def resume(self) -> None:
-        """Let a paused server go on (SIGCONT)."""
-        self.transport.signalProcess(signal.SIGCONT)
+        """Let a paused server go on (SIGCONT); nothing if it has exited (a cleanup may ask twice)."""
+        if self.process is not None and not self.process.ended.called:
+            self.transport.signalProcess(signal.SIGCONT)
 
     def connect(self, test: TestCase) -> defer.Deferred[RedisConnection]:
         """A raw connection to it, closed when the test ends."""
@@ -194,7 +202,7 @@ class Node:
         return client
 
 
-def captureLogs(test: TestCase) -> list[dict[str, Any]]:
+def captureLogs(test: SynchronousTestCase) -> list[dict[str, Any]]:
     """The log events of the Redis bus while the test runs."""
     events: list[dict[str, Any]] = []
 
@@ -245,6 +253,183 @@ class UnreachableRedisTests(TestCase):
         bus = RedisBus("redis://127.0.0.1:1", 3, reactor=reactor)
         self.assertRaises(ValueError, bus.publishTo, 1 << 53, b"x")
         self.assertRaises(ValueError, bus.publishTo, 0, b"x")
+
+
+class Recorder:
+    """An IClusterReceiver that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, bytes, int]] = []
+
+    def deliverBroadcast(self, payload: bytes, excludeContextId: int) -> None:
+        self.delivered.append(("broadcast", payload, excludeContextId))
+
+    def deliverTo(self, contextId: int, payload: bytes) -> None:
+        self.delivered.append(("to", payload, contextId))
+
+
+class PlayedLink:
+    """
+    The two connections of one connection attempt of a bus on a
+    L{MemoryReactorClock}, each over a StringTransport (which does not tell
+    its unsent bytes), with the test answering for Redis.
+    """
+
+    def __init__(self, reactor: MemoryReactorClock) -> None:
+        (_, _, subscriberFactory, _, _), (_, _, commandsFactory, _, _) = reactor.tcpClients[-2:]
+        address = IPv4Address("TCP", "127.0.0.1", 6379)
+        self.subscriberWrapper = subscriberFactory.buildProtocol(address)
+        self.commandsWrapper = commandsFactory.buildProtocol(address)
+        self.subscriberWrapper.makeConnection(StringTransport())
+        self.commandsWrapper.makeConnection(StringTransport())
+
+    def setUp(self) -> None:
+        """Answer the two SUBSCRIBEs and the node-id claim: the link is ready."""
+        subscribed = b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"
+        self.subscriberWrapper.dataReceived(subscribed * 2)
+        self.commandsWrapper.dataReceived(b"+OK\r\n")
+
+    def answer(self, replies: bytes) -> None:
+        """Redis answers on the command connection."""
+        self.commandsWrapper.dataReceived(replies)
+
+    def end(self, reason: Exception) -> None:
+        """Both connections end (the command one first)."""
+        self.commandsWrapper.connectionLost(Failure(reason))
+        self.subscriberWrapper.connectionLost(Failure(reason))
+
+
+class PlayedRedisTests(SynchronousTestCase):
+    """A bus on a MemoryReactorClock; the test plays Redis (no redis-server needed)."""
+
+    def setUp(self) -> None:
+        self.events = captureLogs(self)
+        self.reactor = MemoryReactorClock()
+
+    def bus(self, **busArgs: Any) -> RedisBus:
+        """A started bus, its link set up (on 127.0.0.1:6379, which is never dialled)."""
+        bus = RedisBus("redis://127.0.0.1:6379", 1, reactor=self.reactor, **busArgs)
+        bus.start(Recorder())
+        self.link = PlayedLink(self.reactor)
+        self.link.setUp()
+        self.assertTrue(bus.connected)
+        self.assertTrue(bus.nodeIdClaimed)
+        return bus
+
+    def test_unansweredCountedWhenLost(self) -> None:
+        """
+        Publishes still awaiting Redis's reply when the connection is lost
+        are counted as dropped (they stay in published_total, which counts
+        what was handed to Redis); one that Redis refused is counted and
+        warned about; the node no longer claims its id.
+        """
+        bus = self.bus()
+        for index in range(5):
+            bus.publishBroadcast(b"payload %d\n" % index, 0)
+        self.link.answer(b":1\r\n-ERR no memory\r\n")
+        self.assertEqual(bus.stats()["dropped_total"], 1)
+        self.link.end(ConnectionLost())
+        stats = bus.stats()
+        self.assertEqual((stats["published_total"], stats["dropped_total"]), (5, 4))
+        self.assertEqual(stats["overflow_total"], 0)
+        self.assertFalse(stats["connected"])
+        self.assertFalse(stats["node_id_claimed"])
+        self.assertEqual(stats["pending_bytes"], 0)
+        self.assertEqual(len(said(self.events, LogLevel.warn, "refused a publish")), 1)
+        (down,) = said(self.events, LogLevel.warn, "cluster bus down")
+        self.assertIn("counted as dropped: 3", down)
+        bus.stop()
+
+    def test_unansweredCountedOnceOnTimeout(self) -> None:
+        """
+        A Redis that stops answering is found by the refresh; the publishes
+        awaiting a reply are counted as dropped then, and not again when the
+        aborted connections end.  The outage is measured from Redis's last
+        answer, not from when it was found: "back ... 12.0s after its last
+        answer", not the 1s since the deadline passed.
+        """
+        bus = self.bus(claimInterval=10.0, connectTimeout=5.0, retryDelay=0.5)
+        for _ in range(3):
+            bus.publishTo((2 << 32) + 1, b"to you\n")
+        self.reactor.advance(4)
+        self.link.answer(b":1\r\n")  # Redis's last answer, at 4s
+        self.reactor.advance(6)  # the refresh at 10s: never answered
+        self.reactor.advance(5)  # its deadline, at 15s
+        self.assertFalse(bus.connected)
+        self.assertFalse(bus.nodeIdClaimed)
+        self.assertEqual(bus.droppedTotal, 2)
+        (down,) = said(self.events, LogLevel.warn, "cluster bus down")
+        self.assertIn("no answer within 5s; last answer 11.0s ago", down)
+        self.link.end(ConnectionAborted())  # the aborts take effect
+        self.assertEqual(bus.droppedTotal, 2)
+
+        self.reactor.advance(1)  # the first retry (0.5s, +-20%)
+        PlayedLink(self.reactor).setUp()
+        self.assertTrue(bus.connected)
+        self.assertTrue(bus.nodeIdClaimed)
+        (back,) = [e for e in self.events if "cluster bus back" in formatEvent(e)]
+        self.assertEqual(back["downSeconds"], 12.0)
+        self.assertIn("12.0s after its last answer; publishes dropped meanwhile: 2", formatEvent(back))
+        self.assertEqual(bus.stats()["dropped_total"], 2)
+        bus.stop()
+
+    def test_capWhereUnsentIsUnknown(self) -> None:
+        """
+        Over a transport that does not tell its unsent bytes, the cap bounds
+        the bytes of the publishes awaiting a reply: beyond it publishes are
+        dropped and counted as overflow; once Redis answers they go again.
+        """
+        bus = self.bus(maxPendingBytes=1000, claimInterval=1000.0)
+        payload = b"x" * 300
+        for _ in range(10):
+            bus.publishBroadcast(payload, 0)
+        stats = bus.stats()
+        self.assertEqual(
+            (stats["published_total"], stats["overflow_total"], stats["dropped_total"]), (2, 8, 8)
+        )
+        self.assertLessEqual(stats["pending_bytes"], 1000)  # type: ignore[operator]
+        self.assertGreater(stats["pending_bytes"], 600)  # type: ignore[operator]
+        self.assertEqual(stats["max_pending_bytes"], 1000)
+        self.link.answer(b":1\r\n:1\r\n")
+        self.assertEqual(bus.stats()["pending_bytes"], 0)
+        bus.publishBroadcast(payload, 0)
+        self.assertEqual((bus.publishedTotal, bus.overflowTotal), (3, 8))
+        bus.stop()
+
+    def test_overflowLogged(self) -> None:
+        """
+        An overflow is warned about once, with the cap; while it goes on, a
+        reminder with the count comes at most once a minute; after a quiet
+        minute, a new overflow is warned about as new.
+        """
+        bus = self.bus(maxPendingBytes=100, claimInterval=1000.0)
+        bus.publishBroadcast(b"x" * 90, 0)  # alone over the cap, but nothing waits: sent
+        self.assertEqual(bus.publishedTotal, 1)
+        for _second in range(150):  # 150 seconds of a Redis that does not answer
+            for _ in range(10):
+                bus.publishBroadcast(b"y", 0)
+            self.reactor.advance(1)
+        self.assertEqual(bus.overflowTotal, 1500)
+        warnings = [formatEvent(e) for e in self.events if e["log_level"] is LogLevel.warn]
+        self.assertEqual(len(warnings), 3)  # at 0s, 60s, 120s
+        self.assertIn("over its buffer", warnings[0])
+        self.assertIn("the cap is 100", warnings[0])
+        self.assertIn("still over its buffer", warnings[1])
+        self.assertIn("in the last 60s: 600", warnings[1])
+        self.assertIn("in the last 60s: 600", warnings[2])
+
+        self.reactor.advance(120)
+        bus.publishBroadcast(b"z", 0)
+        last = formatEvent(self.events[-1])
+        self.assertIn("over its buffer", last)
+        self.assertNotIn("still", last)
+        bus.stop()
+
+    def test_defaultCap(self) -> None:
+        """The cap is the server's --max-pending-write default, 4 MiB."""
+        self.assertEqual(DEFAULT_MAX_PENDING_BYTES, 4 * 1024 * 1024)
+        self.assertEqual(RedisBus("redis://127.0.0.1:1", 3, reactor=self.reactor).maxPendingBytes, 4 << 20)
+        self.assertRaises(ValueError, RedisBus, "redis://127.0.0.1:1", 3, maxPendingBytes=0)
 
 
 class RedisBusTests(TestCase):
@@ -351,6 +536,7 @@ class RedisBusTests(TestCase):
         node = Node(self, self.redis.url, 1, claimInterval=0.05, connectTimeout=0.3)
         yield waitUntil(reactor, lambda: node.bus.connected, timeout=10)
         self.redis.pause()
+        self.addCleanup(self.redis.resume)  # should the test fail before it does
         yield waitUntil(reactor, lambda: not node.bus.connected, timeout=5)
         node.bus.publishBroadcast(b"lost\n", 0)
         self.assertEqual(node.bus.droppedTotal, 1)
@@ -359,6 +545,55 @@ class RedisBusTests(TestCase):
         self.redis.resume()
         yield waitUntil(reactor, lambda: node.bus.connected, timeout=10)
         self.assertEqual(node.bus.reconnectsTotal, 1)
+
+    @defer.inlineCallbacks
+    def test_pausedRedisBounded(self) -> Any:
+        """
+        While Redis is paused (SIGSTOP: it keeps its connections and reads
+        nothing), a flood of publishes keeps at most maxPendingBytes unsent
+        in this process; the rest are dropped, counted as overflow and
+        warned about once.  Once it resumes, every publish handed to it
+        reaches the other node, and new ones go through.
+        """
+        cap = 256 * 1024
+        # A refresh would find the paused Redis and give the link up: not
+        # within this test.
+        node1 = Node(self, self.redis.url, 1, maxPendingBytes=cap, claimInterval=60.0)
+        node2 = Node(self, self.redis.url, 2, claimInterval=60.0)
+        yield waitUntil(reactor, lambda: node1.bus.connected and node2.bus.connected, timeout=10)
+        link = node1.bus._link
+        assert link is not None and link.commands is not None
+        commands = link.commands
+
+        self.redis.pause()
+        self.addCleanup(self.redis.resume)  # cleanups run last-first: before the kill
+        payload = b"x" * 4096 + b"\n"
+        mostUnsent = 0
+        deadline = reactor.seconds() + 5
+        # Batches with a reactor turn in between, so that the kernel's socket
+        # buffers fill up first and then this process's.
+        while node1.bus.overflowTotal < 500:
+            self.assertLess(reactor.seconds(), deadline, "the cap never bit")
+            for _ in range(32):
+                node1.bus.publishBroadcast(payload, 0)
+                unsent = commands.unsentBytes()
+                assert unsent is not None  # a TCP transport tells
+                mostUnsent = max(mostUnsent, unsent)
+            self.assertLessEqual(node1.bus.stats()["pending_bytes"], cap)  # type: ignore[operator]
+            yield deferLater(reactor, 0, lambda: None)
+        self.assertLessEqual(mostUnsent, cap)
+        self.assertGreater(mostUnsent, cap - len(payload) - 100)  # it did fill up to the cap
+        self.assertTrue(node1.bus.connected)
+        self.assertEqual(node1.bus.droppedTotal, node1.bus.overflowTotal)
+        self.assertEqual(len(said(self.events, LogLevel.warn, "over its buffer")), 1)
+
+        self.redis.resume()
+        yield waitUntil(reactor, lambda: node2.bus.receivedTotal == node1.bus.publishedTotal, timeout=5)
+        node1.bus.publishBroadcast(b"after\n", 0)
+        yield waitUntil(reactor, lambda: node2.bus.receivedTotal == node1.bus.publishedTotal, timeout=5)
+        self.assertEqual(node1.bus.stats()["pending_bytes"], 0)
+        self.assertEqual(len(said(self.events, LogLevel.warn, "over its buffer")), 1)
+        self.assertEqual(node1.bus.droppedTotal, node1.bus.overflowTotal)
 
     @defer.inlineCallbacks
     def test_nodeIdClaim(self) -> Any:

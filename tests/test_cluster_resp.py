@@ -1,7 +1,7 @@
 """
 Tests for L{iocpsvc.cluster.resp}: the RESP commands written, the replies
 parsed (cut anywhere), and the connection matching replies to commands,
-without sockets.
+reporting its unsent bytes and when Redis last answered, without sockets.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,6 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from iocpsvc.cluster.resp import (
     MAX_BULK_LENGTH,
     RedisConnection,
+    RedisConnectionLost,
     RedisError,
     ReplyParser,
     RespProtocolError,
@@ -148,11 +150,67 @@ class ConnectionTests(SynchronousTestCase):
         waiting = connection.execute(b"PING")
         lost = connection.notifyLost()
         connection.connectionLost(Failure(ConnectionLost()))
-        self.failureResultOf(waiting, RedisError)
+        self.failureResultOf(waiting, RedisConnectionLost)
         self.successResultOf(lost)
         self.successResultOf(connection.notifyLost())
         self.assertEqual(len(reasons), 1)
-        self.failureResultOf(connection.execute(b"PING"), RedisError)
+        self.failureResultOf(connection.execute(b"PING"), RedisConnectionLost)
+
+    def test_lostIsNotARefusal(self) -> None:
+        """
+        An error reply is a plain RedisError; a reply that will never come
+        (connection ended, or never made) is a RedisConnectionLost, so that
+        a caller can tell "Redis refused it" from "nobody knows".
+        """
+        replies: list[Any] = []
+        connection, _ = self.connect()
+        connection.sendCommand([b"BAD"], replies.append)
+        connection.sendCommand([b"PING"], replies.append)
+        connection.dataReceived(b"-ERR unknown command\r\n")
+        connection.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual([type(reply) for reply in replies], [RedisError, RedisConnectionLost])
+        RedisConnection().writeCommand(encodeCommand([b"PING"]), replies.append)
+        self.assertIsInstance(replies[2], RedisConnectionLost)
+
+    def test_writeCommand(self) -> None:
+        """A command encoded beforehand is written as it is, and its reply matched like any other."""
+        replies: list[Any] = []
+        connection, transport = self.connect()
+        command = encodeCommand([b"PUBLISH", b"all", b"\x00hi"])
+        connection.writeCommand(command, replies.append)
+        self.assertEqual(transport.value(), command)
+        connection.dataReceived(b":2\r\n")
+        self.assertEqual(replies, [2])
+
+    def test_unsentBytes(self) -> None:
+        """
+        The unsent bytes are those of Twisted's descriptor transports (still
+        buffered, or written this turn); None for a transport that does not
+        tell, or before there is one.
+        """
+        self.assertIsNone(RedisConnection().unsentBytes())
+        connection, transport = self.connect()
+        self.assertIsNone(connection.unsentBytes())  # StringTransport keeps no such buffer
+        transport.dataBuffer = b"x" * 100  # type: ignore[attr-defined]
+        transport.offset = 30  # type: ignore[attr-defined]
+        transport._tempDataLen = 7  # type: ignore[attr-defined]
+        self.assertEqual(connection.unsentBytes(), 77)
+
+    def test_lastReceivedAt(self) -> None:
+        """Each chunk from Redis stamps the time, by the clock given; without one, nothing."""
+        clock = Clock()
+        connection, _ = self.connect(seconds=clock.seconds)
+        self.assertIsNone(connection.lastReceivedAt)
+        clock.advance(4.5)
+        connection.execute(b"PING")
+        connection.dataReceived(b"+PO")  # even a partial reply is an answer
+        self.assertEqual(connection.lastReceivedAt, 4.5)
+        clock.advance(1)
+        connection.dataReceived(b"NG\r\n")
+        self.assertEqual(connection.lastReceivedAt, 5.5)
+        unclocked, _ = self.connect()
+        unclocked.dataReceived(b"+OK\r\n")
+        self.assertIsNone(unclocked.lastReceivedAt)
 
     def test_corruptAborts(self) -> None:
         """A server that does not speak RESP is disconnected."""

@@ -20,6 +20,15 @@ treats them as one link: when either ends, both are closed and reopened
 together after a backoff, so C{connected} means "publishes reach the other
 nodes and their messages reach us".
 
+What waits for Redis is bounded in bytes, not in time: a publish that would
+take the bytes not yet taken by the command connection's socket beyond
+C{maxPendingBytes} is dropped and counted (C{overflow_total}, and
+C{dropped_total}), so a Redis that is paused, or slower than this node
+publishes, costs at most that much memory here until the refresh finds it
+unresponsive and the link is given up.  The publishes still awaiting a
+reply when the link fails are counted as dropped too: nothing confirms that
+they reached Redis.
+
 Why not txredisapi (1.6): checked on Python 3.11 and
 Twisted 26.10, it connects and reconnects, but (1) it imports and uses the
 global reactor at import time, for its endpoints and timers, so a bus could
@@ -39,6 +48,7 @@ import os
 import random
 import re
 import socket
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -61,14 +71,20 @@ from iocpsvc.cluster import (
     nodeOfContext,
     packMessage,
 )
-from iocpsvc.cluster.resp import RedisConnection, RedisError
+from iocpsvc.cluster.resp import RedisConnection, RedisConnectionLost, RedisError, Waiter, encodeCommand
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver
+from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 
 _log = Logger(namespace="iocpsvc.cluster.redis")
 
 DEFAULT_PORT = 6379
 DEFAULT_PREFIX = "iocpsvc"
+DEFAULT_MAX_PENDING_BYTES = ServerLimits.maxPendingWrite
+"""
+Bytes a bus lets wait for Redis to read them before it drops publishes: the
+same as the server's C{--max-pending-write} default for a client (4 MiB).
+"""
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 # Deletes the node-id key only if this node still holds it (atomically).
@@ -152,9 +168,21 @@ class _Link:
         self.ready = False
         self.over = False
         self.heartbeat: Any = None
+        # The sizes of the publishes written on this link that Redis has not
+        # answered yet, oldest first (it answers in order), and their sum.
+        self.awaiting: deque[int] = deque()
+        self.awaitingBytes = 0
+        # The waiters of its publishes; set by the bus, which knows the link.
+        self.broadcastReplied: Waiter = _ignoreReply
+        self.directReplied: Waiter = _ignoreReply
 
     def connections(self) -> list[RedisConnection]:
         return [c for c in (self.subscriber, self.commands) if c is not None]
+
+    def lastAnswerAt(self) -> float | None:
+        """When Redis last sent anything on either connection, or C{None}: never."""
+        times = [c.lastReceivedAt for c in self.connections() if c.lastReceivedAt is not None]
+        return max(times) if times else None
 
     def close(self) -> Deferred[Any]:
         """Cancel what is connecting, abort what is connected; fires once all have ended."""
@@ -177,9 +205,14 @@ class RedisBus:
     @ivar connected: whether both connections are up and subscribed.
     @ivar nodeIdClaimed: whether this node holds its id's key in Redis.
     @ivar nodeIdHolder: who holds it when another does (C{host/pid}), else C{None}.
-    @ivar publishedTotal: messages handed to Redis.
+    @ivar publishedTotal: messages handed to Redis (written to the command
+        connection); those later lost with the link are also in C{droppedTotal}.
     @ivar receivedTotal: messages from other nodes delivered here.
-    @ivar droppedTotal: publishes lost: made while disconnected, or refused by Redis.
+    @ivar droppedTotal: publishes known not to have reached Redis, or not
+        known to: made while disconnected, over C{maxPendingBytes}, refused
+        by Redis, or still awaiting its reply when the link failed.
+    @ivar overflowTotal: the publishes of C{droppedTotal} that were over
+        C{maxPendingBytes}.
     @ivar reconnectsTotal: times the link came back after being lost.
     @ivar malformedTotal: messages received that were not cluster messages.
     @ivar unroutedTotal: directed messages no node was subscribed to receive
@@ -197,6 +230,7 @@ class RedisBus:
         claimTTL: int = 30,
         connectTimeout: float = 5.0,
         identity: str | None = None,
+        maxPendingBytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         """
         @param url: C{redis://HOST:PORT[/DB][?prefix=NAME]}.
@@ -210,7 +244,15 @@ class RedisBus:
         @param connectTimeout: seconds an attempt (connect, subscribe,
             claim) or a refresh may take before the link counts as down.
         @param identity: what the node-id key holds; C{host/pid} by default.
+        @param maxPendingBytes: bytes written to Redis and not yet taken by
+            the socket above which a publish is dropped (see the module
+            docstring); a transport that does not tell its unsent bytes is
+            bounded by the bytes of the publishes awaiting a reply instead.
+            A single publish larger than this is still sent when nothing
+            waits.
         """
+        if maxPendingBytes < 1:
+            raise ValueError(f"maxPendingBytes must be at least 1, not {maxPendingBytes}")
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
@@ -229,6 +271,7 @@ class RedisBus:
         self.claimInterval = claimInterval
         self.claimTTL = claimTTL
         self.connectTimeout = connectTimeout
+        self.maxPendingBytes = maxPendingBytes
 
         self.connected = False
         self.nodeIdClaimed = False
@@ -236,6 +279,7 @@ class RedisBus:
         self.publishedTotal = 0
         self.receivedTotal = 0
         self.droppedTotal = 0
+        self.overflowTotal = 0
         self.reconnectsTotal = 0
         self.malformedTotal = 0
         self.unroutedTotal = 0
@@ -257,6 +301,11 @@ class RedisBus:
         self._messagesLog = RateLimitedLog(_log, reactor.seconds, burst=5, interval=10.0)
         self.reminderInterval = 60.0
         self._lastSaid: dict[str, float] = {}
+        # The overflow warning: when it was last said, the overflow count
+        # then, and when the last publish overflowed (whether it goes on).
+        self._overflowSaidAt = float("-inf")
+        self._overflowWhenSaid = 0
+        self._lastOverflowAt = float("-inf")
 
     def _due(self, topic: str, now: float | None = None) -> bool:
         """Whether a reminder about C{topic} is due (and, if so, that it is said now)."""
@@ -302,29 +351,36 @@ class RedisBus:
         if link is None:
             return succeed(None)
         if not (link.ready and self.nodeIdClaimed and link.commands is not None):
-            return link.close()
+            self.nodeIdClaimed = False
+            return self._closeLink(link)
         self.nodeIdClaimed = False
         # Let the next run with this --node-id claim it at once; give up on
         # it quickly rather than hold up the shutdown.
         release = link.commands.execute(b"EVAL", _RELEASE_SCRIPT, 1, self.claimKey, self.identity)
         release.addTimeout(1.0, self.reactor)
         release.addErrback(lambda _: None)
-        return release.addCallback(lambda _: link.close())
+        # Its reply comes after those of the publishes before it: whatever
+        # still awaits one then is counted as dropped.
+        return release.addCallback(lambda _: self._closeLink(link))
 
     def publishBroadcast(self, payload: bytes, excludeContextId: int) -> None:
-        """Publish a broadcast to every node (dropped and counted while down)."""
+        """
+        Publish a broadcast to every node (dropped and counted while down, or
+        while more than C{maxPendingBytes} wait for Redis).
+        """
         link = self._link
         if not self.connected or link is None or link.commands is None:
             self.droppedTotal += 1
             return
-        self.publishedTotal += 1
         message = packMessage(BROADCAST, self.nodeId, excludeContextId, payload)
-        link.commands.sendCommand((b"PUBLISH", self.broadcastChannel, message), self._broadcastReplied)
+        command = encodeCommand((b"PUBLISH", self.broadcastChannel, message))
+        self._publish(link, link.commands, command, link.broadcastReplied)
 
     def publishTo(self, contextId: int, payload: bytes) -> None:
         """
         Publish a message to the node holding C{contextId} (dropped and
-        counted while down).
+        counted while down, or while more than C{maxPendingBytes} wait for
+        Redis).
 
         @raise ValueError: C{contextId} is no node's (beyond the id range).
         """
@@ -335,12 +391,71 @@ class RedisBus:
         if not self.connected or link is None or link.commands is None:
             self.droppedTotal += 1
             return
-        self.publishedTotal += 1
         message = packMessage(TO_CONTEXT, self.nodeId, contextId, payload)
-        link.commands.sendCommand((b"PUBLISH", self.channelOf(node), message), self._directReplied)
+        command = encodeCommand((b"PUBLISH", self.channelOf(node), message))
+        self._publish(link, link.commands, command, link.directReplied)
+
+    def _publish(self, link: _Link, commands: RedisConnection, command: bytes, waiter: Waiter) -> None:
+        """Write one encoded PUBLISH, unless it would take what waits for Redis over the cap."""
+        pending = self._pendingBytes(link, commands)
+        # "pending and": a publish larger than the cap on its own still goes
+        # when nothing waits, rather than never.
+        if pending and pending + len(command) > self.maxPendingBytes:
+            self._overflowed(pending)
+            return
+        self.publishedTotal += 1
+        link.awaiting.append(len(command))
+        link.awaitingBytes += len(command)
+        commands.writeCommand(command, waiter)
+
+    @staticmethod
+    def _pendingBytes(link: _Link, commands: RedisConnection) -> int:
+        """
+        What the cap applies to: the bytes the command connection has not
+        handed to its socket yet (read per publish: a few attribute reads),
+        or, when its transport does not tell, the bytes of the publishes
+        awaiting a reply (which include those).
+        """
+        unsent = commands.unsentBytes()
+        return link.awaitingBytes if unsent is None else unsent
+
+    def _overflowed(self, pending: int) -> None:
+        """Drop a publish over the cap: count it; warn once, then at most once a minute while it goes on."""
+        self.droppedTotal += 1
+        self.overflowTotal += 1
+        now = self.reactor.seconds()
+        previous, self._lastOverflowAt = self._lastOverflowAt, now
+        if now - self._overflowSaidAt < self.reminderInterval:
+            return
+        if now - previous < self.reminderInterval:
+            _log.warn(
+                "cluster bus still over its buffer: Redis {redis} is not reading fast enough; "
+                "publishes dropped over the cap of {maxPendingBytes} bytes in the last {seconds:.0f}s: "
+                "{dropped}",
+                redis=self.address,
+                maxPendingBytes=self.maxPendingBytes,
+                pendingBytes=pending,
+                seconds=now - self._overflowSaidAt,
+                dropped=self.overflowTotal - self._overflowWhenSaid,
+            )
+        else:
+            _log.warn(
+                "cluster bus over its buffer: {pendingBytes} bytes wait for Redis {redis} to read "
+                "them (the cap is {maxPendingBytes}); publishes are dropped and counted until it "
+                "catches up",
+                redis=self.address,
+                maxPendingBytes=self.maxPendingBytes,
+                pendingBytes=pending,
+            )
+        self._overflowSaidAt = now
+        self._overflowWhenSaid = self.overflowTotal
 
     def stats(self) -> dict[str, object]:
         """The figures of L{IClusterBus.stats}, and this bus's own."""
+        link = self._link
+        pending = 0
+        if self.connected and link is not None and link.commands is not None:
+            pending = self._pendingBytes(link, link.commands)
         return {
             "connected": self.connected,
             "node_id": self.nodeId,
@@ -350,6 +465,9 @@ class RedisBus:
             "published_total": self.publishedTotal,
             "received_total": self.receivedTotal,
             "dropped_total": self.droppedTotal,
+            "overflow_total": self.overflowTotal,
+            "pending_bytes": pending,
+            "max_pending_bytes": self.maxPendingBytes,
             "reconnects_total": self.reconnectsTotal,
             "malformed_total": self.malformedTotal,
             "unrouted_total": self.unroutedTotal,
@@ -357,21 +475,33 @@ class RedisBus:
 
     # -- replies to publishes ----------------------------------------------------
 
-    def _broadcastReplied(self, reply: Any) -> None:
-        if isinstance(reply, RedisError):
-            self._publishFailed(reply)
-
-    def _directReplied(self, reply: Any) -> None:
-        if reply == 0:
-            self.unroutedTotal += 1
+    def _publishReplied(self, link: _Link, reply: Any, direct: bool) -> None:
+        """The reply to the oldest publish on C{link} that awaits one."""
+        if link.over or reply.__class__ is RedisConnectionLost:
+            # No reply will come for it or those after it: the link is (or is
+            # about to be) given up, which counts them all as dropped at once.
+            return
+        link.awaitingBytes -= link.awaiting.popleft()
+        if reply.__class__ is int:  # how many subscribers got it
+            if direct and reply == 0:
+                self.unroutedTotal += 1
         elif isinstance(reply, RedisError):
-            self._publishFailed(reply)
+            self.droppedTotal += 1
+            self._messagesLog.warn(
+                "Redis at {redis} refused a publish: {error}", redis=self.address, error=reply
+            )
 
-    def _publishFailed(self, error: RedisError) -> None:
-        if not self.connected:
-            return  # the link went down with it in flight: the loss warning says enough
-        self.droppedTotal += 1
-        self._messagesLog.warn("Redis at {redis} refused a publish: {error}", redis=self.address, error=error)
+    def _closeLink(self, link: _Link) -> Deferred[Any]:
+        """
+        Give C{link} up: the publishes it still awaits a reply for are
+        counted as dropped (Redis may have delivered some of them before it
+        failed, but none is confirmed), then both connections are closed.
+        """
+        if not link.over:
+            self.droppedTotal += len(link.awaiting)
+            link.awaiting.clear()
+            link.awaitingBytes = 0
+        return link.close()
 
     # -- what the other nodes send ---------------------------------------------
 
@@ -410,9 +540,12 @@ class RedisBus:
     def _connect(self) -> None:
         self._retryCall = None
         link = self._link = _Link()
+        link.broadcastReplied = lambda reply: self._publishReplied(link, reply, False)
+        link.directReplied = lambda reply: self._publishReplied(link, reply, True)
         onLost = lambda reason: self._linkFailed(link, _reason(reason))  # noqa: E731
-        subscriber = RedisConnection(onMessage=self._messageReceived, onLost=onLost)
-        commands = RedisConnection(onLost=onLost)
+        seconds = self.reactor.seconds
+        subscriber = RedisConnection(onMessage=self._messageReceived, onLost=onLost, seconds=seconds)
+        commands = RedisConnection(onLost=onLost, seconds=seconds)
         connecting = [
             self._endpoint().connect(_OneConnection(subscriber)),
             self._endpoint().connect(_OneConnection(commands)),
@@ -467,8 +600,8 @@ class RedisBus:
             self.reconnectsTotal += 1
             downSince = self._downSince if self._downSince is not None else self.reactor.seconds()
             self._changesLog.info(
-                "cluster bus back: reconnected to Redis {redis} after {downSeconds:.1f}s; "
-                "publishes dropped meanwhile: {dropped}",
+                "cluster bus back: reconnected to Redis {redis} {downSeconds:.1f}s after its last "
+                "answer; publishes dropped meanwhile: {dropped}",
                 redis=self.address,
                 downSeconds=self.reactor.seconds() - downSince,
                 dropped=self.droppedTotal - self._droppedWhenLost,
@@ -483,23 +616,36 @@ class RedisBus:
         if link.over:
             return
         wasConnected = self.connected and link.ready
-        link.close().addErrback(lambda _: None)
+        now = self.reactor.seconds()
+        # Redis may have stopped answering well before this shows (a paused
+        # process is found by the next refresh): the outage is measured from
+        # its last answer, not from now.
+        lastAnswer = link.lastAnswerAt()
+        droppedBefore = self.droppedTotal
+        unanswered = len(link.awaiting)
+        self._closeLink(link).addErrback(lambda _: None)
         if self._link is link:
             self._link = None
             self.connected = False
+            # Nothing refreshes the key while down: it may expire and be
+            # taken; the next link claims it again.
+            self.nodeIdClaimed = False
             self._stopRefreshing()
         if not self._running:
             return
-        now = self.reactor.seconds()
         if wasConnected:
-            self._downSince = now
-            self._droppedWhenLost = self.droppedTotal
+            self._downSince = lastAnswer if lastAnswer is not None else now
+            # The publishes lost with the link belong to this outage.
+            self._droppedWhenLost = droppedBefore
             self._lastSaid["down"] = now
             self._changesLog.warn(
-                "cluster bus down: lost Redis {redis} ({error}); broadcasts and messages reach this "
-                "node's clients only until it is back; reconnecting",
+                "cluster bus down: lost Redis {redis} ({error}; last answer {silentSeconds:.1f}s "
+                "ago); broadcasts and messages reach this node's clients only until it is back; "
+                "reconnecting; publishes awaiting its reply, counted as dropped: {unanswered}",
                 redis=self.address,
                 error=why,
+                silentSeconds=now - self._downSince,
+                unanswered=unanswered,
             )
         elif self._failedAttempts == 0 and self._downSince is None:
             self._downSince = now
@@ -613,6 +759,10 @@ class RedisBus:
             key=self.claimKey.decode(),
             secondsLeft=secondsLeft,
         )
+
+
+def _ignoreReply(reply: Any) -> None:
+    """The waiter of a link's publishes until the bus sets its own."""
 
 
 def _reason(failure: Failure) -> str:

@@ -20,6 +20,12 @@ arrays C{[b"message", channel, data]}; the connection hands those to its
 C{onMessage} and matches every other reply, in order, to the command
 waiting for it.
 
+The connection writes whatever it is given: it never refuses a command.
+What is still unsent (L{RedisConnection.unsentBytes}) and when Redis last
+sent anything (L{RedisConnection.lastReceivedAt}) are there for its user to
+decide when to stop writing (the cluster bus caps the first; see
+L{iocpsvc.cluster.redis}).
+
 Like the codecs, L{ReplyParser} is pure (bytes in, values out) and is tested
 without sockets.
 """
@@ -35,6 +41,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from iocpsvc.transports import unsentBytes
+
 _log = Logger(namespace="iocpsvc.cluster.resp")
 
 MAX_BULK_LENGTH = 512 * 1024 * 1024
@@ -48,6 +56,13 @@ _CRLF = b"\r\n"
 
 class RedisError(Exception):
     """An error reply from Redis (C{-ERR ...}), or a connection gone before its reply."""
+
+
+class RedisConnectionLost(RedisError):
+    """
+    No reply will come: the connection ended (or never was) before it.
+    Unlike an error reply, the command may or may not have reached Redis.
+    """
 
 
 class RespProtocolError(Exception):
@@ -171,15 +186,24 @@ class RedisConnection(Protocol):
     @ivar onMessage: called with C{(channel, data)} for each pub/sub message
         (on a subscribed connection), or C{None}.
     @ivar onLost: called with the reason once the connection has ended.
+    @ivar lastReceivedAt: when Redis last sent anything on this connection
+        (by the C{seconds} clock), or C{None}: not yet, or no clock given.
     """
 
     def __init__(
         self,
         onMessage: Callable[[bytes, bytes], None] | None = None,
         onLost: Callable[[Failure], None] | None = None,
+        seconds: Callable[[], float] | None = None,
     ) -> None:
+        """
+        @param seconds: the clock for L{lastReceivedAt} (a reactor's
+            C{seconds}); read once per chunk received, not per reply.
+        """
         self.onMessage = onMessage
         self.onLost = onLost
+        self._seconds = seconds
+        self.lastReceivedAt: float | None = None
         self._parser = ReplyParser()
         self._waiting: deque[Waiter] = deque()
         self._lostWaiters: list[Deferred[None]] = []
@@ -190,11 +214,31 @@ class RedisConnection(Protocol):
         Write one command; C{waiter} gets its reply.  (No Deferred: the bus
         publishes on the hot path.)
         """
+        self.writeCommand(encodeCommand(args), waiter)
+
+    def writeCommand(self, command: bytes, waiter: Waiter) -> None:
+        """
+        Write one command already encoded by L{encodeCommand} (so that its
+        caller knows its exact size before deciding to send it); C{waiter}
+        gets its reply, or a L{RedisConnectionLost} at once when the
+        connection has ended.
+        """
         if self.ended or self.transport is None:
-            waiter(RedisError("not connected"))
+            waiter(RedisConnectionLost("not connected"))
             return
         self._waiting.append(waiter)
-        self.transport.write(encodeCommand(args))
+        self.transport.write(command)
+
+    def unsentBytes(self) -> int | None:
+        """
+        Bytes written and not yet taken by the socket: they grow without
+        limit while Redis does not read.  C{None} when the transport does
+        not tell (see L{iocpsvc.transports.unsentBytes}), or before it is
+        connected.
+        """
+        if self.transport is None:
+            return None
+        return unsentBytes(self.transport)
 
     def execute(self, *args: bytes | str | int) -> Deferred[Any]:
         """Write one command; the Deferred fires with its reply, or fails with L{RedisError}."""
@@ -224,6 +268,8 @@ class RedisConnection(Protocol):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
+        if self._seconds is not None:
+            self.lastReceivedAt = self._seconds()
         try:
             replies = self._parser.feed(data)
         except RespProtocolError as e:
@@ -247,7 +293,7 @@ class RedisConnection(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ended = True
         waiting, self._waiting = self._waiting, deque()
-        gone = RedisError(f"connection lost before the reply: {reason.getErrorMessage()}")
+        gone = RedisConnectionLost(f"connection lost before the reply: {reason.getErrorMessage()}")
         for waiter in waiting:
             waiter(gone)
         lostWaiters, self._lostWaiters = self._lostWaiters, []
