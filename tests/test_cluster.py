@@ -510,6 +510,8 @@ class ClusterMonitorTests(SynchronousTestCase):
                 "iocpsvc_cluster_published_total": 0.0,
                 "iocpsvc_cluster_received_total": 0.0,
                 "iocpsvc_cluster_dropped_total": 1.0,
+                "iocpsvc_cluster_overflow_total": 0.0,
+                "iocpsvc_cluster_pending_bytes": 0.0,
                 "iocpsvc_cluster_reconnects_total": 0.0,
                 "iocpsvc_cluster_malformed_total": 0.0,
                 "iocpsvc_cluster_unrouted_total": 0.0,

@@ -54,8 +54,13 @@ CLUSTER_GAUGES = (
     ("iocpsvc_cluster_node_id", "This node's id in its cluster.", "node_id"),
     (
         "iocpsvc_cluster_node_id_claimed",
-        "Whether this node holds its node id (0: another node claims it).",
+        "Whether this node holds its node id (0: another node claims it, or the bus is down).",
         "node_id_claimed",
+    ),
+    (
+        "iocpsvc_cluster_pending_bytes",
+        "Bytes waiting for Redis to read them (capped: beyond, publishes are dropped).",
+        "pending_bytes",
     ),
 )
 CLUSTER_COUNTERS = (
@@ -63,8 +68,14 @@ CLUSTER_COUNTERS = (
     ("iocpsvc_cluster_received", "Messages from other nodes delivered here.", "received_total"),
     (
         "iocpsvc_cluster_dropped",
-        "Publishes lost: made while the bus was down, or refused by it.",
+        "Publishes not known to have reached the bus: made while down, over its buffer, refused, "
+        "or unanswered when its link failed.",
         "dropped_total",
+    ),
+    (
+        "iocpsvc_cluster_overflow",
+        "Publishes dropped because too many bytes waited for Redis to read them.",
+        "overflow_total",
     ),
     ("iocpsvc_cluster_reconnects", "Times the bus came back after being lost.", "reconnects_total"),
     ("iocpsvc_cluster_malformed", "Messages received that were not cluster messages.", "malformed_total"),
