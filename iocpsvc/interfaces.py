@@ -238,6 +238,8 @@ class IClusterBus(Interface):
     def stats() -> dict[str, object]:
         """
         The bus's figures for the monitor: C{connected}, C{node_id},
-        C{published_total}, C{received_total}, C{dropped_total} (publishes
-        lost while disconnected), and anything the bus adds.
+        C{published_total} (handed to the bus), C{received_total},
+        C{dropped_total} (publishes not known to have reached the bus:
+        made while it was down, over its buffer cap, or unanswered when
+        its link failed), and anything the bus adds.
         """
