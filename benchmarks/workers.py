@@ -3,9 +3,9 @@ Worker processes, measured: how evenly each way of sharing a listening
 socket spreads connections, and what a second worker buys on this machine.
 
 1. Spread: C{twistd iocpsvc --workers 2} with C{--worker-sockets reuseport}
-   and with C{shared}; connections are opened in a burst (all at once) and
-   one after another (each echoes once and closes), and each worker's
-   accepted count is read from the parent's monitor.
+   and with C{shared}; connections are opened one after another and kept
+   open, then opened one after another and each closed after one echo,
+   and each worker's accepted count is read from the parent's monitor.
 2. Scaling: the pipelined and request/response loads of
    C{benchmarks.compare}, with C{--workers 1} and C{--workers 2}: frames
    per second and server CPU per frame (the parent and every worker).
@@ -189,9 +189,9 @@ def restructuredText(spreads: list[dict[str, Any]], scales: list[dict[str, Any]]
         "   :header-rows: 1",
         "",
         "   * - sharing",
-        "     - burst (all open at once)",
+        "     - kept open",
         "     - largest share",
-        "     - one after another",
+        "     - each echoes once and closes",
         "     - largest share",
     ]
     for row in spreads:
@@ -241,7 +241,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--scenario", action="append", choices=["pipelined", "request-response"])
     parser.add_argument("--out", help="write OUT-results.rst and OUT-raw.json (e.g. docs/workers)")
+    parser.add_argument("--from-json", help="render OUT-results.rst from an OUT-raw.json instead of running")
     args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            raw = json.load(f)
+        rounds = max(1, len(raw["scaling"]) // 4)
+        text = restructuredText(raw["spread"], raw["scaling"], rounds)
+        print(text)
+        if args.out:
+            with open(f"{args.out}-results.rst", "w") as f:
+                f.write(text)
+        return
     spreads = [spread(mode, args.burst, args.sequential) for mode in ("reuseport", "shared")]
     for row in spreads:
         print(json.dumps(row), flush=True)
