@@ -92,33 +92,38 @@ def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
     raise RuntimeError(f"{kind} server did not start")
 
 
+def runLoad(port: int, benchArgs: list[str], duration: float, processes: int = 1) -> dict[str, Any]:
+    """Load 127.0.0.1:C{port} with C{python -m iocpsvc.bench}; its JSON result."""
+    argv = [
+        sys.executable,
+        "-m",
+        "iocpsvc.bench",
+        "--json",
+        "--quiet",
+        "--port",
+        str(port),
+        "--duration",
+        str(duration),
+        "--warmup",
+        "0",
+        "--processes",
+        str(processes),
+        *benchArgs,
+    ]
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + 300)
+    if result.returncode != 0:
+        raise RuntimeError(f"the load tool failed: {result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> dict[str, Any]:
     server, port = startServer(kind)
     try:
         before = cpuSeconds(server.pid)
-        argv = [
-            sys.executable,
-            "-m",
-            "iocpsvc.bench",
-            "--json",
-            "--quiet",
-            "--port",
-            str(port),
-            "--duration",
-            str(duration),
-            "--warmup",
-            "0",
-            "--processes",
-            str(processes),
-            *benchArgs,
-        ]
-        env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=duration + 300)
+        load = runLoad(port, benchArgs, duration, processes)
         after = cpuSeconds(server.pid)
         rss = peakRSS(server.pid)
-        if result.returncode != 0:
-            raise RuntimeError(f"bench failed for {kind}: {result.stderr[-2000:]}")
-        load = json.loads(result.stdout.strip().splitlines()[-1])
     finally:
         server.terminate()
         try:

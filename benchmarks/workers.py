@@ -29,7 +29,7 @@ import time
 import urllib.request
 from typing import Any
 
-from benchmarks.compare import SCENARIOS, cpuSeconds
+from benchmarks.compare import SCENARIOS, cpuSeconds, runLoad
 
 READY = re.compile(r"listening on tcp:127\.0\.0\.1:(\d+) with \d+ worker processes")
 SINGLE = re.compile(r"iocpsvc listening on tcp:127\.0\.0\.1:(\d+);")
@@ -143,31 +143,8 @@ def scaling(workers: int, scenario: str, duration: float) -> dict[str, Any]:
         pids = server.pids()
         before = sum(cpuSeconds(pid) for pid in pids)
         benchArgs, _ = SCENARIOS[scenario]
-        env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "iocpsvc.bench",
-                "--json",
-                "--quiet",
-                "--port",
-                str(server.port),
-                "--duration",
-                str(duration),
-                "--warmup",
-                "0",
-                *benchArgs,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=duration + 300,
-        )
+        load = runLoad(server.port, benchArgs, duration)
         after = sum(cpuSeconds(pid) for pid in pids)
-        if result.returncode != 0:
-            raise RuntimeError(result.stderr[-2000:])
-        load = json.loads(result.stdout.strip().splitlines()[-1])
     finally:
         server.stop()
     frames = load["frames"]

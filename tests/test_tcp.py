@@ -7,6 +7,7 @@ ones.
 from __future__ import annotations
 
 import random
+import re
 import struct
 from typing import Any
 
@@ -37,6 +38,32 @@ FRAMING_CODECS: dict[str, Any] = {
 }
 
 
+def _testName(spec: str) -> str:
+    """C{length:size=2:order=little} -> C{test_length_size_2_order_little}."""
+    return "test_" + re.sub(r"[^0-9A-Za-z]+", "_", spec).strip("_")
+
+
+class EveryFramingCodec:
+    """
+    One test per framing codec of L{FRAMING_CODECS}, each calling the
+    class's C{checkCodec(spec)}: mix into a TestCase that defines it.
+    """
+
+    def checkCodec(self, spec: str) -> Any:
+        raise NotImplementedError
+
+
+for _spec in FRAMING_CODECS:
+
+    def _test(self: Any, spec: str = _spec) -> Any:
+        return self.checkCodec(spec)
+
+    _test.__name__ = _testName(_spec)
+    _test.__doc__ = f"{_spec}: a byte-exact echo."
+    setattr(EveryFramingCodec, _test.__name__, _test)
+del _spec, _test
+
+
 class ServerMixin:
     """Start a SocketServerService on 127.0.0.1:0 and stop it after the test."""
 
@@ -54,7 +81,7 @@ class ServerMixin:
         return factory, service.ports[0].getHost().port  # type: ignore[attr-defined]
 
 
-class ConcurrentEchoTests(ServerMixin, TestCase):
+class ConcurrentEchoTests(EveryFramingCodec, ServerMixin, TestCase):
     """Every framing codec echoes byte-exact over hundreds of connections."""
 
     timeout = 120
@@ -73,38 +100,6 @@ class ConcurrentEchoTests(ServerMixin, TestCase):
         self.assertEqual(sum(r == w for r, w in zip(received, wires, strict=True)), CONNECTIONS)
         self.assertGreaterEqual(factory.peakOnline, 2)
         self.assertEqual(factory.acceptedTotal, CONNECTIONS)
-
-    def test_length(self) -> Any:
-        """length: 4-byte big-endian prefix."""
-        return self.checkCodec("length")
-
-    def test_lengthLittle2(self) -> Any:
-        """length:size=2:order=little."""
-        return self.checkCodec("length:size=2:order=little")
-
-    def test_line(self) -> Any:
-        """line: newline-terminated."""
-        return self.checkCodec("line")
-
-    def test_delimiter(self) -> Any:
-        """delimiter: CRLF."""
-        return self.checkCodec("delimiter:delim=\\r\\n")
-
-    def test_fixed(self) -> Any:
-        """fixed: 16-byte frames."""
-        return self.checkCodec("fixed:size=16")
-
-    def test_netstring(self) -> Any:
-        """netstring."""
-        return self.checkCodec("netstring")
-
-    def test_diocp(self) -> Any:
-        """diocp: DIOCP's stream coder."""
-        return self.checkCodec("diocp")
-
-    def test_hpsocket(self) -> Any:
-        """hpsocket: HP-Socket's pack model."""
-        return self.checkCodec("hpsocket")
 
 
 class _Collecting:

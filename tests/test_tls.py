@@ -26,7 +26,7 @@ from iocpsvc.service import SocketServerService
 from tests.certs import CertificateFiles, issueCertificates
 from tests.helpers import encodeFrames
 from tests.netutil import connectRaw, spawnTwistd, temporaryDirectory, waitUntil
-from tests.test_tcp import FRAMING_CODECS
+from tests.test_tcp import FRAMING_CODECS, EveryFramingCodec
 
 # Not a TLS handshake, each in its own way; the server must answer every one
 # with a prompt close (what OpenSSL says about each is in the comment).
@@ -184,7 +184,7 @@ def tlsLines(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if "protocol-error: TLS" in e.get("log_format", "")]
 
 
-class EveryCodecTests(TLSServerMixin, TestCase):
+class EveryCodecTests(EveryFramingCodec, TLSServerMixin, TestCase):
     """
     An C{ssl:} endpoint description with each framing codec: stdlib TLS
     clients that verify the chain get their frames back byte-exact.
@@ -216,38 +216,6 @@ class EveryCodecTests(TLSServerMixin, TestCase):
         self.assertEqual(factory.framesReceivedTotal, 18)
         # Behind TLS the socket carries ciphertext: never the direct path.
         self.assertEqual(factory.directSends, 0)
-
-    def test_length(self) -> Any:
-        """length: 4-byte big-endian prefix, over TLS."""
-        return self.checkCodec("length")
-
-    def test_lengthLittle2(self) -> Any:
-        """length:size=2:order=little, over TLS."""
-        return self.checkCodec("length:size=2:order=little")
-
-    def test_line(self) -> Any:
-        """line: newline-terminated, over TLS."""
-        return self.checkCodec("line")
-
-    def test_delimiter(self) -> Any:
-        """delimiter: CRLF, over TLS."""
-        return self.checkCodec("delimiter:delim=\\r\\n")
-
-    def test_fixed(self) -> Any:
-        """fixed: 16-byte frames, over TLS."""
-        return self.checkCodec("fixed:size=16")
-
-    def test_netstring(self) -> Any:
-        """netstring, over TLS."""
-        return self.checkCodec("netstring")
-
-    def test_diocp(self) -> Any:
-        """diocp: DIOCP's stream coder, over TLS."""
-        return self.checkCodec("diocp")
-
-    def test_hpsocket(self) -> Any:
-        """hpsocket: HP-Socket's pack model, over TLS."""
-        return self.checkCodec("hpsocket")
 
 
 class TwistedTLSEndpointTests(TLSServerMixin, TestCase):
