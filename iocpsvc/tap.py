@@ -178,6 +178,12 @@ class Options(usage.Options):
             "SO_REUSEPORT) or 'shared' (all accept from one) [default: reuseport on Linux].",
         ],
         [
+            "worker-timeout",
+            None,
+            "30",
+            "Kill and replace a worker that has not answered its parent for this many seconds (0 = never).",
+        ],
+        [
             "worker-of",
             None,
             None,
@@ -319,6 +325,7 @@ class Options(usage.Options):
             self["workerCount"] = workers.availableCores()
         else:
             self["workerCount"] = _number(self, "workers", int, minimum=1)
+        self["workerTimeout"] = _number(self, "worker-timeout", float, minimum=0)
         if self["worker-sockets"] not in (None, *workers.MODES):
             raise usage.UsageError(f"--worker-sockets must be one of {', '.join(workers.MODES)}")
         self["workerOf"] = None
@@ -467,6 +474,7 @@ def _makeWorkerPool(options: Options, reactor: Any) -> MultiService:
         shutdownTimeout=options["shutdownTimeout"],
         nodeIdBase=nodeIdBase,
     )
+    pool.unresponsiveTimeout = options["workerTimeout"]
     if options["monitor"] is not None:
         from iocpsvc.monitor import MonitorService
 

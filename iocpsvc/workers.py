@@ -49,6 +49,7 @@ from __future__ import annotations
 import base64
 import heapq
 import itertools
+import math
 import os
 import re
 import signal
@@ -60,6 +61,7 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorSocket
 from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
@@ -119,23 +121,60 @@ _COUNTER_KEYS = (
 _GAUGE_KEYS = ("online", "pending_write_bytes", "awaiting_proxy_header")
 
 
-def availableCores() -> int:
+def availableCores(root: str = "/") -> int:
     """
-    The cores this process may use: its CPU affinity, and a cgroup (v2)
-    CPU quota if one is set (as in containers), not the machine's count.
+    The cores this process may use: its CPU affinity, and the CPU quota of
+    its own cgroup if one is set (a container's, or a systemd unit's
+    C{CPUQuota=}; cgroup v2 C{cpu.max} or v1 C{cpu.cfs_quota_us}), not the
+    machine's count.
+
+    @param root: where C{/proc} and C{/sys} are (for tests).
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            cores = min(cores, max(1, -(-int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
+    quota = _cgroupQuota(root)
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
     return max(1, cores)
+
+
+def _cgroupQuota(root: str) -> float | None:
+    """The CPU quota of this process's cgroup, in cores, or C{None}."""
+    try:
+        with open(os.path.join(root, "proc/self/cgroup")) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        path = path.lstrip("/")
+        if controllers == "":
+            # cgroup v2: "0::/path"; the limit may be on any ancestor.
+            while True:
+                try:
+                    with open(os.path.join(root, "sys/fs/cgroup", path, "cpu.max")) as f:
+                        limit, period = f.read().split()[:2]
+                    if limit != "max":
+                        return int(limit) / int(period)
+                except (OSError, ValueError):
+                    pass
+                if not path:
+                    return None
+                path = os.path.dirname(path)
+        if "cpu" in controllers.split(","):
+            for mount in ("cpu,cpuacct", "cpu"):
+                base = os.path.join(root, "sys/fs/cgroup", mount, path)
+                try:
+                    with open(os.path.join(base, "cpu.cfs_quota_us")) as f:
+                        microseconds = int(f.read())
+                    with open(os.path.join(base, "cpu.cfs_period_us")) as f:
+                        every = int(f.read())
+                except (OSError, ValueError):
+                    continue
+                return microseconds / every if microseconds > 0 and every > 0 else None
+    return None
 
 
 def defaultMode() -> str:
@@ -450,6 +489,11 @@ class _WorkerProcess(ProcessProtocol):
         self.polling = False
         self.control = ControlChannel(pool.controlHandlers(self), self._writeControl, self._unsentControl)
         self._logTail: dict[int, bytes] = {1: b"", 2: b""}
+        self._lastLevel: LogLevel | None = None
+        self._lastSource = "-"
+        self.unresponsiveSince: float | None = None
+        self.relayDropped = 0
+        self.relayDropWarnedAt: float | None = None
 
     def _writeControl(self, data: bytes) -> None:
         if self.alive and self.transport is not None:
@@ -480,25 +524,33 @@ class _WorkerProcess(ProcessProtocol):
             self._relayLog(line)
 
     def _relayLog(self, line: bytes) -> None:
-        match = _LOG_LINE.match(line.rstrip(b"\r"))
-        if match is None:  # pragma: no cover - the pattern matches anything
-            return
-        namespace, levelName, text = match.groups()
+        line = line.rstrip(b"\r")
+        if line.startswith(b"\t") and self._lastLevel is not None:
+            # Twisted writes the rest of a multi-line event (a traceback)
+            # on lines that start with a tab: they belong to the event above.
+            level, source, text = self._lastLevel, self._lastSource, line
+        else:
+            match = _LOG_LINE.match(line)
+            if match is None:  # pragma: no cover - the pattern matches anything
+                return
+            namespace, levelName, text = match.groups()
+            level = LogLevel.info
+            if levelName:
+                try:
+                    level = LogLevel.levelWithName(levelName.decode("ascii"))
+                except (InvalidLogLevelError, UnicodeDecodeError):
+                    pass
+            source = (namespace or b"-").decode("utf-8", "replace")
+            self._lastLevel, self._lastSource = level, source
         if not text:
             return
-        level = LogLevel.info
-        if levelName:
-            try:
-                level = LogLevel.levelWithName(levelName.decode("ascii"))
-            except (InvalidLogLevelError, UnicodeDecodeError):
-                pass
         # The worker's own level, so that its warnings and errors stay
         # warnings and errors in the parent's log.
         _log.emit(
             level,
             "worker {worker}: [{source}] {line}",
             worker=self.index,
-            source=(namespace or b"-").decode("utf-8", "replace"),
+            source=source,
             line=text.decode("utf-8", "replace"),
             pid=self.pid,
         )
@@ -536,6 +588,8 @@ class WorkerPoolService(MultiService):
     pollInterval = 1.0
     answerTimeout = 2.0
     """Seconds a worker has to answer the monitor's questions."""
+    unresponsiveTimeout = 30.0
+    """Seconds without an answer before a worker is killed and replaced (0: never)."""
     killAfter = 5.0
     """Seconds past the shutdown timeout before a worker is killed."""
     giveUpAfter = 5
@@ -674,6 +728,7 @@ class WorkerPoolService(MultiService):
                 error=e,
                 delay=delay,
             )
+            self._countFailedStart()
             self._pendingRestarts[index] = self.reactor.callLater(delay, self._spawn, index)
             return
         self.workers[index] = worker
@@ -713,15 +768,20 @@ class WorkerPoolService(MultiService):
         )
         self.restartsTotal += 1
         if not worker.ready:
-            self._failedStarts += 1
-            if not self._announced and self._failedStarts == self.giveUpAfter:
-                _log.critical(
-                    "no worker has started serving after {count} attempts: see the worker lines "
-                    "above; still retrying every {delay:.0f}s at most",
-                    count=self._failedStarts,
-                    delay=30.0,
-                )
+            self._countFailedStart()
         self._pendingRestarts[worker.index] = self.reactor.callLater(delay, self._spawn, worker.index)
+
+    def _countFailedStart(self) -> None:
+        """A worker that never served: say so loudly once too many did."""
+        self._failedStarts += 1
+        if not self._announced and self._failedStarts == self.giveUpAfter:
+            _log.critical(
+                "no worker has started serving after {count} attempts: see the worker lines "
+                "above; clients that connect wait in the listen queue; still retrying every "
+                "{delay:.0f}s at most",
+                count=self._failedStarts,
+                delay=30.0,
+            )
 
     def _retire(self, snapshot: dict[str, Any]) -> None:
         retired = self._retired
@@ -818,19 +878,33 @@ class WorkerPoolService(MultiService):
         for worker in targets:
             if not worker.control.send("bus", m=message["m"]):
                 self.relayDroppedTotal += 1
-                self.rateLimitedLog.warn(
-                    "worker {worker} is not reading its control channel; cluster message dropped",
-                    worker=worker.index,
-                )
+                self._relayDropped(worker)
+
+    def _relayDropped(self, worker: _WorkerProcess) -> None:
+        """Count a message lost for C{worker}; warn once, then once a minute while it lasts."""
+        worker.relayDropped += 1
+        now = self.reactor.seconds()
+        if worker.relayDropWarnedAt is not None and now - worker.relayDropWarnedAt < 60:
+            return
+        _log.warn(
+            "worker {worker} (pid {pid}) is not reading its control channel: {count} message(s) "
+            "for its clients dropped so far",
+            worker=worker.index,
+            pid=worker.pid,
+            count=worker.relayDropped,
+        )
+        worker.relayDropWarnedAt = now
 
     # -- the monitor's figures -------------------------------------------------
 
     def poll(self) -> None:
         """
         Ask every worker for its figures (the monitor reads the last ones).
-        Each worker is asked on its own: one that does not answer within
-        C{answerTimeout} is marked unresponsive, and does not hold up the
-        others (nor is asked again until it answers).
+        Each worker is asked on its own and at most once at a time: one
+        that does not answer within C{answerTimeout} is marked
+        unresponsive without holding up the others; one unresponsive for
+        C{unresponsiveTimeout} seconds (0: never) is killed, so that its
+        replacement serves the connections waiting in its slot's queue.
         """
         for index, worker in list(self.workers.items()):
             if not worker.alive or worker.polling:
@@ -841,20 +915,41 @@ class WorkerPoolService(MultiService):
             def got(snapshot: dict[str, Any], index: int = index, worker: _WorkerProcess = worker) -> None:
                 worker.polling = False
                 worker.responsive = True
+                worker.unresponsiveSince = None
                 if self.workers.get(index) is worker and worker.alive:
                     self.snapshots[index] = snapshot
 
             def missed(failure: Failure, worker: _WorkerProcess = worker) -> None:
                 worker.polling = False
-                if worker.alive and worker.responsive:
+                if not worker.alive:
+                    return
+                now = self.reactor.seconds()
+                if worker.unresponsiveSince is None:
+                    worker.unresponsiveSince = now - self.answerTimeout
+                if worker.responsive:
                     worker.responsive = False
-                    self.rateLimitedLog.warn(
-                        "worker {worker} (pid {pid}) did not answer within {timeout}s ({error})",
+                    why = (
+                        "no answer"
+                        if failure.check(DeferredTimeoutError)
+                        else failure.getErrorMessage() or type(failure.value).__name__
+                    )
+                    _log.warn(
+                        "worker {worker} (pid {pid}) did not answer within {timeout}s ({why})",
                         worker=worker.index,
                         pid=worker.pid,
                         timeout=self.answerTimeout,
-                        error=failure.getErrorMessage() or type(failure.value).__name__,
+                        why=why,
                     )
+                silent = now - worker.unresponsiveSince
+                if self.unresponsiveTimeout and silent >= self.unresponsiveTimeout:
+                    _log.error(
+                        "worker {worker} (pid {pid}) has not answered for {silent:.0f}s; killing it "
+                        "(its replacement serves the connections queued for it)",
+                        worker=worker.index,
+                        pid=worker.pid,
+                        silent=silent,
+                    )
+                    worker.signal("KILL")
 
             answer.addCallbacks(got, missed)
 
@@ -870,7 +965,7 @@ class WorkerPoolService(MultiService):
             result[key] = 0
         cluster: dict[str, Any] = dict(self._retiredCluster)
         clusterSeen = bool(cluster)
-        connectedWorkers = 0
+        connectedWorkers = claimedWorkers = pendingBytes = 0
         rows = []
         for index in sorted(self.workers):
             worker = self.workers[index]
@@ -880,9 +975,17 @@ class WorkerPoolService(MultiService):
             for reason, count in snapshot.get("closed_total", {}).items():
                 closed[reason] = closed.get(reason, 0) + count
             bus = snapshot.get("cluster")
+            if bus and bus.get("kind") == "workers":
+                # The parent's own relay between workers, not a cluster:
+                # its figures are the worker_relay_* ones.
+                bus = None
+            responsive = worker.alive and worker.responsive
             if bus:
                 clusterSeen = True
-                connectedWorkers += 1 if bus.get("connected") else 0
+                # A worker that does not answer is not known to be connected.
+                connectedWorkers += 1 if bus.get("connected") and responsive else 0
+                claimedWorkers += 1 if bus.get("node_id_claimed", True) and responsive else 0
+                pendingBytes += int(bus.get("pending_bytes", 0))
                 for key, value in bus.items():
                     if key.endswith("_total") and isinstance(value, int):
                         cluster[key] = cluster.get(key, 0) + value
@@ -891,7 +994,7 @@ class WorkerPoolService(MultiService):
                     "worker": index,
                     "pid": worker.pid,
                     "alive": worker.alive,
-                    "responsive": worker.alive and worker.responsive,
+                    "responsive": responsive,
                     "node_id": worker.nodeId,
                     "online": snapshot.get("online", 0),
                     "accepted_total": snapshot.get("accepted_total", 0),
@@ -901,6 +1004,8 @@ class WorkerPoolService(MultiService):
                     "sent_bytes_total": snapshot.get("sent_bytes_total", 0),
                     "uptime_seconds": snapshot.get("uptime_seconds", 0),
                     "cluster_connected": bool(bus and bus.get("connected")),
+                    "cluster_node_id_claimed": bool(bus and bus.get("node_id_claimed", True)),
+                    "cluster_pending_bytes": int(bus.get("pending_bytes", 0)) if bus else 0,
                 }
             )
         self.peakOnline = max(self.peakOnline, result["online"])
@@ -915,6 +1020,10 @@ class WorkerPoolService(MultiService):
             # "connected": every worker's bus is up; "connected_workers" says how many are.
             cluster["connected"] = connectedWorkers == len(rows) and bool(rows)
             cluster["connected_workers"] = connectedWorkers
+            # Another node holding a worker's id would take its messages.
+            cluster["node_id_claimed"] = claimedWorkers == len(rows) and bool(rows)
+            cluster["node_ids_claimed"] = claimedWorkers
+            cluster["pending_bytes"] = pendingBytes
             result["cluster"] = cluster
         return result
 

@@ -151,8 +151,24 @@ class _FakeWorker:
         self.polling = False
         self.pid = 1000 + index
         self.reading = reading
+        self.answers = True
         self.sent: list[Any] = []
+        self.signals: list[str] = []
+        self.unresponsiveSince: float | None = None
+        self.relayDropped = 0
+        self.relayDropWarnedAt: float | None = None
         self.control = self
+
+    def call(self, op: str, timeout: float | None = None, clock: Any = None, **fields: Any) -> Deferred[Any]:
+        answer: Deferred[Any] = Deferred()
+        if self.answers:
+            answer.callback({"online": 0})
+        elif timeout is not None:
+            answer.addTimeout(timeout, clock)
+        return answer
+
+    def signal(self, name: str) -> None:
+        self.signals.append(name)
 
     def send(self, op: str, **fields: Any) -> bool:
         if not self.reading:
@@ -238,6 +254,74 @@ class PoolFiguresTests(SynchronousTestCase):
         self.assertEqual((stats["cluster"]["connected"], stats["cluster"]["connected_workers"]), (False, 1))
         self.assertEqual([row["cluster_connected"] for row in stats["workers"]], [True, False])
 
+    def test_relayOfTheWorkersIsNotACluster(self) -> None:
+        """Without --cluster, the workers' relay bus does not show as a cluster."""
+        pool = self.pool()
+        pool.workers = {1: _FakeWorker(1, 10)}  # type: ignore[dict-item]
+        pool.snapshots = {1: {"cluster": {"kind": "workers", "connected": True, "published_total": 3}}}
+        self.assertNotIn("cluster", pool.collect())
+
+    def test_clusterClaimsAndPending(self) -> None:
+        """Node-id claims and pending bytes reach totals and rows; a silent worker is not connected."""
+        pool = self.pool()
+        one, two = _FakeWorker(1, 10), _FakeWorker(2, 11)
+        two.responsive = False
+        pool.workers = {1: one, 2: two}  # type: ignore[dict-item]
+        pool.snapshots = {
+            1: {"cluster": {"connected": True, "node_id_claimed": False, "pending_bytes": 10}},
+            2: {"cluster": {"connected": True, "node_id_claimed": True, "pending_bytes": 5}},
+        }
+        cluster = pool.collect()["cluster"]
+        self.assertEqual((cluster["connected"], cluster["connected_workers"]), (False, 1))
+        self.assertEqual((cluster["node_id_claimed"], cluster["node_ids_claimed"]), (False, 0))
+        self.assertEqual(cluster["pending_bytes"], 15)
+        rows = pool.collect()["workers"]
+        self.assertEqual([r["cluster_node_id_claimed"] for r in rows], [False, True])
+        self.assertEqual([r["cluster_pending_bytes"] for r in rows], [10, 5])
+
+    def test_silentWorkerKilled(self) -> None:
+        """
+        A worker that stops answering is marked unresponsive after
+        answerTimeout, and killed after unresponsiveTimeout (so that its
+        replacement serves its slot's queue); one that answers is left alone.
+        """
+        pool = self.pool()
+        clock = pool.reactor
+        silent, fine = _FakeWorker(1, 10), _FakeWorker(2, 11)
+        silent.answers = False
+        pool.workers = {1: silent, 2: fine}  # type: ignore[dict-item]
+        for _ in range(int(pool.unresponsiveTimeout) + 5):
+            pool.poll()
+            clock.advance(1)
+        self.assertFalse(silent.responsive)
+        self.assertIn("KILL", silent.signals)
+        self.assertEqual(fine.signals, [])
+        pool.unresponsiveTimeout = 0
+        silent.signals.clear()
+        for _ in range(60):
+            pool.poll()
+            clock.advance(1)
+        self.assertEqual(silent.signals, [])
+
+    def test_relayDropWarnings(self) -> None:
+        """Drops for a worker not reading: one warning, then a reminder at most once a minute."""
+        import base64
+
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = self.pool()
+        sender, stuck = _FakeWorker(1, 10), _FakeWorker(2, 11, reading=False)
+        pool.workers = {1: sender, 2: stuck}  # type: ignore[dict-item]
+        message = base64.b64encode(packMessage(BROADCAST, 10, 0, b"hi")).decode()
+        for _ in range(100):
+            pool._relay(sender, {"m": message})  # type: ignore[arg-type]
+            pool.reactor.advance(1)
+        warnings = [e for e in events if "not reading its control channel" in e.get("log_format", "")]
+        self.assertEqual([e["count"] for e in warnings], [1, 61])
+
     def test_relayDropsForAWorkerNotReading(self) -> None:
         """A worker that does not read its channel loses relayed messages, counted; others get theirs."""
         import base64
@@ -291,6 +375,50 @@ class PoolFiguresTests(SynchronousTestCase):
         self.assertEqual([e["line"] for e in mine], ["refused 10.1.2.3", "plain line"])
         self.assertEqual(mine[0]["source"], "iocpsvc.factory")
 
+    def test_tracebackKeepsItsLevel(self) -> None:
+        """The tab-indented lines of a multi-line event (a traceback) keep that event's level."""
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        worker = workers._WorkerProcess(self.pool(), 1, 10)
+        worker.childDataReceived(
+            1,
+            b"2026-11-27T11:00:00+0000 [iocpsvc.context#critical] handler failed\n"
+            b"\tTraceback (most recent call last):\n"
+            b'\t  File "x.py", line 1, in f\n'
+            b"\tbuiltins.ValueError: boom\n"
+            b"2026-11-27T11:00:01+0000 [-] next\n",
+        )
+        mine = [e for e in events if e.get("worker") == 1]
+        self.assertEqual([e["log_level"] for e in mine], [LogLevel.critical] * 4 + [LogLevel.info])
+        self.assertEqual({e["source"] for e in mine[:4]}, {"iocpsvc.context"})
+
+    def test_spawnFailuresCountAsFailedStarts(self) -> None:
+        """Workers that cannot even be spawned lead to the critical 'no worker has started' line."""
+        from twisted.internet.task import Clock
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        class Reactor(Clock):
+            def spawnProcess(self, *args: Any, **kwargs: Any) -> Any:
+                raise PermissionError(13, "Permission denied")
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = Reactor()
+        pool = workers.WorkerPoolService(["tcp:0:interface=127.0.0.1"], [], 1, reactor=clock)
+        pool._openSockets()
+        self.addCleanup(lambda: pool._opener and pool._opener.close())
+        pool._spawn(1)
+        for _ in range(10):
+            clock.advance(30)
+        pool._stopping = True
+        critical = [e for e in events if e.get("log_level") == LogLevel.critical]
+        self.assertEqual(len(critical), 1)
+        self.assertIn("no worker has started", critical[0]["log_format"])
+
     def test_relay(self) -> None:
         """Broadcasts go to the other workers; directed messages to the node's worker."""
         import base64
@@ -306,6 +434,60 @@ class PoolFiguresTests(SynchronousTestCase):
         self.assertEqual((len(two.sent), len(three.sent)), (1, 2))
         pool._relay(one, {"m": "not base64 at all!"})  # type: ignore[arg-type]
         self.assertEqual((len(two.sent), len(three.sent)), (1, 2))
+
+
+class AvailableCoresTests(SynchronousTestCase):
+    """How many cores --workers auto counts."""
+
+    def fakeRoot(self, files: dict[str, str]) -> str:
+        root = temporaryDirectory(self)
+        for name, text in files.items():
+            path = os.path.join(root, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        return root
+
+    def affinity(self) -> int:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    def test_noQuota(self) -> None:
+        """Without a cgroup quota: the CPU affinity."""
+        root = self.fakeRoot({"proc/self/cgroup": "0::/system.slice/x.service\n"})
+        self.assertEqual(workers.availableCores(root), self.affinity())
+
+    def test_cgroupV2QuotaOfAnAncestor(self) -> None:
+        """cgroup v2: a quota of 0.5 cores on the parent cgroup gives 1."""
+        root = self.fakeRoot(
+            {
+                "proc/self/cgroup": "0::/system.slice/x.service\n",
+                "sys/fs/cgroup/system.slice/x.service/cpu.max": "max 100000\n",
+                "sys/fs/cgroup/system.slice/cpu.max": "50000 100000\n",
+            }
+        )
+        self.assertEqual(workers.availableCores(root), 1)
+
+    def test_cgroupV1Quota(self) -> None:
+        """cgroup v1: cpu.cfs_quota_us / cpu.cfs_period_us, rounded up, at most the affinity."""
+        root = self.fakeRoot(
+            {
+                "proc/self/cgroup": "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
+                "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "150000\n",
+                "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+            }
+        )
+        self.assertEqual(workers.availableCores(root), min(2, self.affinity()))
+
+    def test_unlimitedV1(self) -> None:
+        """cgroup v1 quota -1 means no limit."""
+        root = self.fakeRoot(
+            {
+                "proc/self/cgroup": "4:cpu,cpuacct:/\n",
+                "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+                "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            }
+        )
+        self.assertEqual(workers.availableCores(root), self.affinity())
 
 
 class ListeningSocketsTests(SynchronousTestCase):
@@ -365,10 +547,19 @@ class OptionsTests(SynchronousTestCase):
     """The worker options."""
 
     def test_auto(self) -> None:
-        """--workers auto is the number of cores."""
+        """--workers auto is the number of cores this process may use."""
         options = Options()
         options.parseOptions(["--workers", "auto"])
-        self.assertEqual(options["workerCount"], os.cpu_count() or 1)
+        self.assertEqual(options["workerCount"], workers.availableCores())
+
+    def test_workerTimeout(self) -> None:
+        """--worker-timeout: 30 s unless given; 0 turns the watchdog off."""
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["workerTimeout"], 30)
+        options = Options()
+        options.parseOptions(["--worker-timeout", "0"])
+        self.assertEqual(options["workerTimeout"], 0)
 
     def test_badValues(self) -> None:
         """Bad counts, modes and listeners that cannot be shared are usage errors."""
