@@ -23,6 +23,7 @@ from zope.interface import implementer
 from iocpsvc import errors
 from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastContextId, nodeOfContext
 from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
+from iocpsvc.codecs._base import encodedBytes
 from iocpsvc.context import ConnectionContext, describePeer
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver, IDecoder, IEncoder
 from iocpsvc.limits import ServerLimits, addressAllowed
@@ -519,9 +520,7 @@ class ConnectionContextFactory(ServerFactory):
 
         @return: the number of contexts of this node it was written to.
         """
-        encoded = self._encoder.encode(obj)
-        if encoded.__class__ is not bytes:
-            encoded = b"".join(encoded)
+        encoded = encodedBytes(self._encoder.encode(obj))
         excludeId = exclude.contextId if exclude is not None else 0
         if self.cluster is not None:
             self.cluster.publishBroadcast(encoded, excludeId)
@@ -561,9 +560,7 @@ class ConnectionContextFactory(ServerFactory):
             return True
         if self.cluster is None:
             return False
-        encoded = self._encoder.encode(obj)
-        if encoded.__class__ is not bytes:
-            encoded = b"".join(encoded)
+        encoded = encodedBytes(self._encoder.encode(obj))
         self.cluster.publishTo(contextId, encoded)
         return True
 

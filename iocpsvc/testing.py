@@ -27,6 +27,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from iocpsvc.codecs import Codec
+from iocpsvc.codecs._base import encodedBytes
 from iocpsvc.context import ConnectionContext
 from iocpsvc.factory import ConnectionContextFactory
 
@@ -84,7 +85,7 @@ class EmbeddedConnection:
 
     def feedObjects(self, *objects: object) -> None:
         """Encode C{objects} with the factory's encoder and deliver them."""
-        data = b"".join(_joined(self.factory.encoder.encode(obj)) for obj in objects)
+        data = b"".join(encodedBytes(self.factory.encoder.encode(obj)) for obj in objects)
         self.context.dataReceived(data)
 
     def readBytes(self) -> bytes:
@@ -120,7 +121,3 @@ class EmbeddedConnection:
     def _abort(self) -> None:
         self.transport.loseConnection()
         self.disconnect()
-
-
-def _joined(encoded: Any) -> bytes:
-    return encoded if isinstance(encoded, bytes) else b"".join(encoded)

@@ -72,6 +72,7 @@ from zope.interface import implementer
 
 from iocpsvc.cluster import BROADCAST, deliver, nodeOfContext, unpackMessage
 from iocpsvc.codecs import parseCodecSpec
+from iocpsvc.codecs._base import encodedBytes
 from iocpsvc.interfaces import IClusterBus
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.transports import unsentBytes
@@ -258,8 +259,7 @@ class ControlChannel(Protocol):
         if self._unsent is not None and (self._unsent() or 0) > self.maxUnsent:
             self.droppedTotal += 1
             return False
-        encoded = self._encode(message)
-        self._write(encoded if encoded.__class__ is bytes else b"".join(encoded))
+        self._write(encodedBytes(self._encode(message)))
         return True
 
     def send(self, op: str, **fields: Any) -> bool:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from iocpsvc.codecs import parseCodecSpec
+from iocpsvc.codecs._base import encodedBytes as joinEncoded
 
 
 def feedChunks(decoder: Any, chunks: Iterable[bytes]) -> list[object]:
@@ -33,12 +34,10 @@ def decodeOnce(decoder: Any, data: bytes | bytearray) -> tuple[list[object], int
 def encodedBytes(encoded: object) -> bytes:
     """
     Join what an L{IEncoder} returned (one C{bytes}, or a list or tuple of
-    chunks) into the bytes that go on the wire.
+    chunks) into the bytes that go on the wire, checking it is one of those.
     """
-    if isinstance(encoded, bytes):
-        return encoded
-    assert isinstance(encoded, (list, tuple)), encoded
-    return b"".join(encoded)
+    assert isinstance(encoded, (bytes, list, tuple)), encoded
+    return joinEncoded(encoded)
 
 
 def encodeFrames(spec: str, objects: Iterable[object]) -> bytes:

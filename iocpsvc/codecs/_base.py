@@ -134,6 +134,16 @@ def copyFrame(data: bytes | bytearray, start: int, stop: int) -> bytes:
         return bytes(view[start:stop])
 
 
+def encodedBytes(encoded: object) -> bytes:
+    """
+    What an L{IEncoder} returned (C{bytes}, or a sequence of C{bytes}
+    chunks) as one C{bytes}: the chunks joined, C{bytes} as they are.
+    """
+    if encoded.__class__ is bytes:
+        return encoded
+    return b"".join(encoded)  # type: ignore[arg-type]
+
+
 def payloadBytes(obj: object) -> bytes:
     """
     Coerce what a framer is asked to encode into one C{bytes} payload.
@@ -154,10 +164,7 @@ def payloadBytes(obj: object) -> bytes:
             f"register an IEncoder adapter for {type(obj).__name__} or add an "
             f"object codec (e.g. +text, +json) to the codec spec"
         )
-    encoded = adapter.encode(obj)
-    if isinstance(encoded, bytes):
-        return encoded
-    return b"".join(encoded)
+    return encodedBytes(adapter.encode(obj))
 
 
 # IPlugin too: Twisted's plugin scan only records objects that provide it.

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from zope.interface import implementer
 
+from iocpsvc.codecs._base import encodedBytes
 from iocpsvc.interfaces import IDecoder, IEncoder, IObjectDecoder
 
 
@@ -68,12 +69,6 @@ class ChainDecoder:
         return out
 
 
-def _asBytes(encoded: object) -> bytes:
-    if encoded.__class__ is bytes:
-        return encoded
-    return b"".join(encoded)  # type: ignore[arg-type]
-
-
 @implementer(IEncoder)
 class ChainEncoder:
     """
@@ -91,5 +86,5 @@ class ChainEncoder:
 
     def encode(self, obj: object) -> bytes | list[bytes] | tuple[bytes, ...]:
         for stage in self._stages:
-            obj = _asBytes(stage(obj))
+            obj = encodedBytes(stage(obj))
         return self._framer(obj)

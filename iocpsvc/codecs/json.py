@@ -36,7 +36,7 @@ import json
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import CodecPlugin
+from iocpsvc.codecs._base import CodecPlugin, encodedBytes
 from iocpsvc.errors import CorruptFrame, EncodeError
 from iocpsvc.interfaces import IEncoder, IObjectDecoder
 
@@ -103,10 +103,7 @@ def _adapted(obj: object, error: TypeError) -> bytes:
         raise EncodeError(
             f"cannot encode as JSON: {error}; register an IEncoder adapter for {name}"
         ) from error
-    encoded = adapter.encode(obj)
-    if isinstance(encoded, bytes):
-        return encoded
-    return b"".join(encoded)
+    return encodedBytes(adapter.encode(obj))
 
 
 def _build(defaultMaxFrameLength: int | None) -> tuple[JSONDecoder, JSONEncoder]:

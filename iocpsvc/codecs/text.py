@@ -32,7 +32,7 @@ import codecs
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import CodecPlugin
+from iocpsvc.codecs._base import CodecPlugin, encodedBytes
 from iocpsvc.errors import CorruptFrame, EncodeError
 from iocpsvc.interfaces import IEncoder, IObjectDecoder
 
@@ -108,10 +108,7 @@ def _adapted(obj: object, what: str) -> bytes:
     if adapter is None:
         name = type(obj).__name__
         raise EncodeError(f"{what}, not {name}; register an IEncoder adapter for {name}")
-    encoded = adapter.encode(obj)
-    if isinstance(encoded, bytes):
-        return encoded
-    return b"".join(encoded)
+    return encodedBytes(adapter.encode(obj))
 
 
 def _build(
