@@ -39,14 +39,22 @@ def defaultBacklog() -> int:
         return 1024
 
 
-def withDefaultBacklog(description: str, backlog: int | None = None) -> str:
+def listenerKind(description: str) -> str:
     """
-    Add C{:backlog=N} to a C{tcp:}, C{tcp6:} or C{ssl:} description (also
-    behind C{haproxy:}) that does not set one.
+    The kind of listener an endpoint description opens, past a
+    C{haproxy:} wrapper: C{tcp} for C{haproxy:tcp:9983}, C{ssl} for
+    C{ssl:9993:...}.
     """
     fields = description.split(":")
-    kind = fields[1] if fields[0] == "haproxy" and len(fields) > 1 else fields[0]
-    if kind not in _BACKLOG_KINDS or "backlog=" in description:
+    return fields[1] if fields[0] == "haproxy" and len(fields) > 1 else fields[0]
+
+
+def withDefaultBacklog(description: str, backlog: int | None = None) -> str:
+    """
+    Add C{:backlog=N} to a C{tcp:}, C{tcp6:}, C{ssl:} or C{tls:} description
+    (also behind C{haproxy:}) that does not set one.
+    """
+    if listenerKind(description) not in _BACKLOG_KINDS or "backlog=" in description:
         return description
     return f"{description}:backlog={backlog or defaultBacklog()}"
 

@@ -26,7 +26,7 @@ from iocpsvc.contexts import BUILTIN_CONTEXTS
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits, defaultMaxConnections, raiseOpenFilesLimit
-from iocpsvc.service import ClusterService, SocketServerService, withDefaultBacklog
+from iocpsvc.service import ClusterService, SocketServerService, listenerKind, withDefaultBacklog
 
 _log = Logger(namespace="iocpsvc.tap")
 
@@ -336,10 +336,7 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--worker-of {self['worker-of']!r}: not set by a parent") from None
         if self["workerCount"] > 1 and self["workerOf"] is None:
             for description in self["port"]:
-                kind = description.split(":", 1)[0]
-                if kind == "haproxy":
-                    kind = description.split(":", 2)[1] if description.count(":") else kind
-                if kind not in ("tcp", "tcp6", "ssl", "systemd"):
+                if listenerKind(description) not in ("tcp", "tcp6", "ssl", "systemd"):
                     raise usage.UsageError(
                         f"--port {description!r}: worker processes share tcp, tcp6, ssl, haproxy "
                         f"and systemd listeners only"

@@ -70,7 +70,7 @@ from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from iocpsvc.cluster import BROADCAST, deliver, nodeOfContext, unpackMessage
+from iocpsvc.cluster import BROADCAST, TO_CONTEXT, deliver, nodeOfContext, packMessage, unpackMessage
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs._base import encodedBytes
 from iocpsvc.interfaces import IClusterBus
@@ -1038,7 +1038,6 @@ class WorkerPoolService(MultiService):
         if sort not in SORT_KEYS:
             raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
         live = [w for w in self.workers.values() if w.alive]
-        order = "" if descending is None else ("desc" if descending else "asc")
         asked = [
             w.control.call(
                 "connections",
@@ -1046,7 +1045,7 @@ class WorkerPoolService(MultiService):
                 clock=self.reactor,
                 sort=sort,
                 limit=limit,
-                order=order,
+                descending=descending,
             )
             for w in live
         ]
@@ -1177,13 +1176,9 @@ class ParentBus:
         self.publishedTotal += 1
 
     def publishBroadcast(self, payload: bytes, excludeContextId: int) -> None:
-        from iocpsvc.cluster import packMessage
-
         self._publish(packMessage(BROADCAST, self.nodeId, excludeContextId, payload))
 
     def publishTo(self, contextId: int, payload: bytes) -> None:
-        from iocpsvc.cluster import TO_CONTEXT, packMessage
-
         self._publish(packMessage(TO_CONTEXT, self.nodeId, contextId, payload))
 
     def received(self, message: dict[str, Any]) -> None:
@@ -1222,23 +1217,15 @@ class WorkerControlService(Service):
         super().startService()
         from twisted.internet.stdio import StandardIO
 
-        from iocpsvc.monitor.stats import collect, connections
+        from iocpsvc.monitor.stats import FactorySource
 
-        def stats(message: dict[str, Any]) -> dict[str, Any]:
-            return collect(self.factory)
-
-        def listConnections(message: dict[str, Any]) -> dict[str, Any]:
-            order = message.get("order") or ""
-            return connections(
-                self.factory,
-                message.get("sort", "id"),
-                int(message.get("limit", 100)),
-                None if not order else order == "desc",
-            )
-
+        # The parent asks what its own monitor would read in one process.
+        source = FactorySource(self.factory)
         handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "stats": stats,
-            "connections": listConnections,
+            "stats": lambda message: source.collect(),
+            "connections": lambda message: source.connections(
+                message.get("sort", "id"), int(message.get("limit", 100)), message.get("descending")
+            ),
         }
         if self.bus is not None:
             handlers["bus"] = self.bus.received
