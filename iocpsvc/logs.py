@@ -5,11 +5,36 @@ log lines (and a count of what was left out), never a storm.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+
+class Reminders:
+    """
+    For conditions that last (a peer not reading, a bus down, a node id
+    taken): when each was last reported, so that it is said once and then
+    repeated at most once per C{interval} seconds while it goes on.
+    """
+
+    def __init__(self, seconds: Callable[[], float], interval: float = 60.0) -> None:
+        self._seconds = seconds
+        self.interval = interval
+        self._lastSaid: dict[Hashable, float] = {}
+
+    def said(self, topic: Hashable, now: float | None = None) -> None:
+        """C{topic} was just reported (its reminders count from now)."""
+        self._lastSaid[topic] = self._seconds() if now is None else now
+
+    def due(self, topic: Hashable, now: float | None = None) -> bool:
+        """Whether C{topic} is to be reported now (and if so, it counts as said)."""
+        now = self._seconds() if now is None else now
+        if now - self._lastSaid.get(topic, float("-inf")) < self.interval:
+            return False
+        self._lastSaid[topic] = now
+        return True
 
 
 class RateLimitedLog:

@@ -74,7 +74,7 @@ from iocpsvc.cluster import BROADCAST, TO_CONTEXT, deliver, nodeOfContext, packM
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs._base import encodedBytes
 from iocpsvc.interfaces import IClusterBus
-from iocpsvc.logs import RateLimitedLog
+from iocpsvc.logs import RateLimitedLog, Reminders
 from iocpsvc.transports import unsentBytes
 
 _log = Logger(namespace="iocpsvc.workers")
@@ -493,7 +493,6 @@ class _WorkerProcess(ProcessProtocol):
         self._lastSource = "-"
         self.unresponsiveSince: float | None = None
         self.relayDropped = 0
-        self.relayDropWarnedAt: float | None = None
 
     def _writeControl(self, data: bytes) -> None:
         if self.alive and self.transport is not None:
@@ -626,6 +625,7 @@ class WorkerPoolService(MultiService):
         self.startedAt = reactor.seconds()
         self.peakOnline = 0
         self.rateLimitedLog = RateLimitedLog(_log, reactor.seconds)
+        self._reminders = Reminders(reactor.seconds, 60.0)
         self._retired: dict[str, Any] = {key: 0 for key in _COUNTER_KEYS}
         self._retired["closed_total"] = {}
         self._retiredCluster: dict[str, int] = {}
@@ -883,8 +883,7 @@ class WorkerPoolService(MultiService):
     def _relayDropped(self, worker: _WorkerProcess) -> None:
         """Count a message lost for C{worker}; warn once, then once a minute while it lasts."""
         worker.relayDropped += 1
-        now = self.reactor.seconds()
-        if worker.relayDropWarnedAt is not None and now - worker.relayDropWarnedAt < 60:
+        if not self._reminders.due(("relay-dropped", worker.index)):
             return
         _log.warn(
             "worker {worker} (pid {pid}) is not reading its control channel: {count} message(s) "
@@ -893,7 +892,6 @@ class WorkerPoolService(MultiService):
             pid=worker.pid,
             count=worker.relayDropped,
         )
-        worker.relayDropWarnedAt = now
 
     # -- the monitor's figures -------------------------------------------------
 

@@ -156,7 +156,6 @@ class _FakeWorker:
         self.signals: list[str] = []
         self.unresponsiveSince: float | None = None
         self.relayDropped = 0
-        self.relayDropWarnedAt: float | None = None
         self.control = self
 
     def call(self, op: str, timeout: float | None = None, clock: Any = None, **fields: Any) -> Deferred[Any]:

@@ -74,7 +74,7 @@ from iocpsvc.cluster import (
 from iocpsvc.cluster.resp import RedisConnection, RedisConnectionLost, RedisError, Waiter, encodeCommand
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver
 from iocpsvc.limits import ServerLimits
-from iocpsvc.logs import RateLimitedLog
+from iocpsvc.logs import RateLimitedLog, Reminders
 
 _log = Logger(namespace="iocpsvc.cluster.redis")
 
@@ -299,21 +299,17 @@ class RedisBus:
         # (still down, id still taken) is repeated once per reminderInterval.
         self._changesLog = RateLimitedLog(_log, reactor.seconds, burst=3, interval=60.0)
         self._messagesLog = RateLimitedLog(_log, reactor.seconds, burst=5, interval=10.0)
-        self.reminderInterval = 60.0
-        self._lastSaid: dict[str, float] = {}
+        self._reminders = Reminders(reactor.seconds, 60.0)
         # The overflow warning: when it was last said, the overflow count
         # then, and when the last publish overflowed (whether it goes on).
         self._overflowSaidAt = float("-inf")
         self._overflowWhenSaid = 0
         self._lastOverflowAt = float("-inf")
 
-    def _due(self, topic: str, now: float | None = None) -> bool:
-        """Whether a reminder about C{topic} is due (and, if so, that it is said now)."""
-        now = self.reactor.seconds() if now is None else now
-        if now - self._lastSaid.get(topic, float("-inf")) < self.reminderInterval:
-            return False
-        self._lastSaid[topic] = now
-        return True
+    @property
+    def reminderInterval(self) -> float:
+        """Seconds between reminders of a lasting problem."""
+        return self._reminders.interval
 
     def channelOf(self, nodeId: int) -> bytes:
         """The channel of node C{nodeId}'s directed messages."""
@@ -637,7 +633,7 @@ class RedisBus:
             self._downSince = lastAnswer if lastAnswer is not None else now
             # The publishes lost with the link belong to this outage.
             self._droppedWhenLost = droppedBefore
-            self._lastSaid["down"] = now
+            self._reminders.said("down", now)
             self._changesLog.warn(
                 "cluster bus down: lost Redis {redis} ({error}; last answer {silentSeconds:.1f}s "
                 "ago); broadcasts and messages reach this node's clients only until it is back; "
@@ -650,14 +646,14 @@ class RedisBus:
         elif self._failedAttempts == 0 and self._downSince is None:
             self._downSince = now
             self._droppedWhenLost = self.droppedTotal
-            self._lastSaid["down"] = now
+            self._reminders.said("down", now)
             self._changesLog.warn(
                 "cluster bus down: cannot reach Redis {redis} ({error}); this node serves its own "
                 "clients only until it can; retrying",
                 redis=self.address,
                 error=why,
             )
-        elif self._due("down", now):
+        elif self._reminders.due("down", now):
             _log.warn(
                 "cluster bus still down: Redis {redis} unreachable for {downSeconds:.0f}s ({error}); "
                 "publishes dropped so far: {dropped}",
@@ -747,8 +743,8 @@ class RedisBus:
         changed = self.nodeIdHolder != holder.decode("utf-8", "replace")
         self.nodeIdHolder = holder.decode("utf-8", "replace")
         if changed:
-            self._lastSaid["claim"] = self.reactor.seconds()
-        elif not self._due("claim"):
+            self._reminders.said("claim")
+        elif not self._reminders.due("claim"):
             return
         _log.error(
             "node id {nodeId} is already held by {holder} (the claim {key} expires in {secondsLeft}s "
