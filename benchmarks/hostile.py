@@ -50,6 +50,30 @@ class Booby(EchoContext):
         self.writeObject(obj)
 
 
+class HookBomb(EchoContext):
+    """
+    Echoes, but its connectionLost always raises, and its connectionMade
+    raises for peers on C{ATTACKER_HOST} (the failing-hooks attack; the
+    neighbours connect from 127.0.0.1 and are echoed).
+    """
+
+    __slots__ = ()
+
+    def connectionMade(self) -> None:
+        if getattr(self.peer, "host", None) == ATTACKER_HOST:
+            raise RuntimeError("connectionMade bug")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        raise RuntimeError("connectionLost bug")
+
+
+ATTACKER_HOST = "127.0.0.2"
+"""
+The loopback address attacks that must be told apart from the neighbours
+connect from (all of 127.0.0.0/8 is loopback).
+"""
+
+
 # -- the server child ----------------------------------------------------------
 
 

@@ -72,6 +72,8 @@ def _releasing(hook: Callable[..., Any]) -> Callable[..., Any]:
             self._endSafely(reason)
         try:
             hook(self, reason)
+        except Exception:
+            self._hookFailed(Failure(), "connectionLost")
         finally:
             if outermost:
                 self._release()
@@ -341,7 +343,7 @@ class ConnectionContext(Protocol):
                 contextId=self.contextId,
             )
         self._updateReading()
-        self.writabilityChanged(False)
+        self._tellWritability(False)
 
     def resumeProducing(self) -> None:
         """The consumer has room again: dispatch what was held, read again."""
@@ -350,7 +352,7 @@ class ConnectionContext(Protocol):
         self._blocked = False
         self._hold &= ~_BLOCKED
         self._blockedBytes = 0
-        self.writabilityChanged(True)
+        self._tellWritability(True)
         self._drain()
 
     def stopProducing(self) -> None:
@@ -432,7 +434,10 @@ class ConnectionContext(Protocol):
             # water mark (pauseProducing) and when it has drained.
             register(self, True)
             self._producing = True
-        self.connectionMade()
+        try:
+            self.connectionMade()
+        except Exception:
+            self._handlerError(Failure(), "connectionMade")
 
     def dataReceived(self, data: bytes) -> None:
         # Counting is per read, not per frame or byte: two additions.
@@ -481,7 +486,7 @@ class ConnectionContext(Protocol):
             # Not a wire-format verdict but a bug in the decoder, which is
             # application code: a handler error, with its traceback.
             self._decodeFailed = True
-            self._handlerError(Failure())
+            self._handlerError(Failure(), "decoder")
             return
         # Compact once per read, never per frame.
         if consumed >= len(data):
@@ -738,27 +743,60 @@ class ConnectionContext(Protocol):
             )
         self.close(error.closeReason)
 
-    def _handlerError(self, failure: Failure) -> None:
+    def _handlerError(self, failure: Failure, hook: str = "objectReceived") -> None:
+        """
+        Application code (C{hook}, or an encoder it called) raised: count
+        it, log it (the traceback once, then one rate-limited line) and
+        close this connection, and only this one.
+        """
         factory = self.factory
         if factory is not None:
             factory.handlerErrors += 1
             factory.rateLimitedLog.failure(
-                "closing {peer}: handler-error in {context}",
+                "closing {peer}: handler-error in {context}.{hook}",
                 failure,
                 peer=describePeer(self.peer),
                 context=type(self).__name__,
+                hook=hook,
+                closeReason=errors.HANDLER_ERROR,
                 contextId=self.contextId,
             )
         self._buffer = None
         self._pending = None
         self.close(errors.HANDLER_ERROR)
 
+    def _hookFailed(self, failure: Failure, hook: str) -> None:
+        """
+        A hook that runs once the connection is gone (C{connectionLost})
+        raised: count and log it as L{_handlerError} does; there is nothing
+        left to close.
+        """
+        factory = self.factory
+        if factory is not None:
+            factory.handlerErrors += 1
+            factory.rateLimitedLog.failure(
+                "{peer}: handler-error in {context}.{hook} after the connection closed ({closeReason})",
+                failure,
+                peer=describePeer(self.peer),
+                context=type(self).__name__,
+                hook=hook,
+                closeReason=self.closeReason,
+                contextId=self.contextId,
+            )
+
+    def _tellWritability(self, writable: bool) -> None:
+        """Call L{writabilityChanged}; an exception in it is a handler error."""
+        try:
+            self.writabilityChanged(writable)
+        except Exception:
+            self._handlerError(Failure(), "writabilityChanged")
+
     def _endSafely(self, reason: Failure) -> None:
         """L{_connectionEnding}, whose failure must not skip the release."""
         try:
             self._connectionEnding(reason)
         except Exception:
-            self._handlerError(Failure())
+            self._hookFailed(Failure(), "decodeLast")
 
     def _connectionEnding(self, reason: Failure) -> None:
         """

@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from iocpsvc import errors
@@ -284,11 +285,33 @@ class ConnectionContextFactory(ServerFactory):
         # Connections waiting for their PROXY header hold a descriptor too.
         if maxConnections is not None and len(self.online) + len(self._awaitingHeader) >= maxConnections:
             return self._refuse(addr, f"max-connections ({maxConnections}) reached")
-        if not self.acceptPeer(addr):
-            # Refused once the transport is known: behind haproxy: this is
-            # the proxy's address, and the header's client decides instead.
-            return _Filtered(self, addr)
-        return self._newContext()
+        try:
+            if not self.acceptPeer(addr):
+                # Refused once the transport is known: behind haproxy: this is
+                # the proxy's address, and the header's client decides instead.
+                return _Filtered(self, addr)
+            return self._newContext()
+        except Exception:
+            # The application's acceptPeer, context class or decoder factory
+            # raised: Twisted would log a traceback per connection.
+            return self._creationFailed(addr, Failure())
+
+    def _creationFailed(self, address: IAddress, failure: Failure) -> Protocol:
+        """
+        Making a context for C{address} failed in application code: count
+        it as a handler error, log it (the traceback once, then one
+        rate-limited line), and close the connection at once.
+        """
+        self.handlerErrors += 1
+        self.closedTotal[errors.HANDLER_ERROR] += 1
+        self.rateLimitedLog.failure(
+            "closing {peer}: handler-error making its context ({context})",
+            failure,
+            peer=describePeer(address),
+            context=self.contextClass.__name__,
+            closeReason=errors.HANDLER_ERROR,
+        )
+        return _Refused()
 
     def _newContext(self) -> ConnectionContext:
         context = self.contextClass()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 
@@ -44,6 +44,11 @@ class RateLimitedLog:
     that kind that gets through.  The kind is the format string, so a flood
     of refusals cannot hide a handler's traceback.
 
+    A failure's traceback is logged once per C{tracebackInterval} seconds
+    for each place it was raised from; in between, the same failure is a
+    one-line event (still rate-limited), so a flood of connections hitting
+    one bug writes its traceback once, not once per connection.
+
     @ivar suppressedTotal: events dropped over the lifetime of this log.
     """
 
@@ -53,11 +58,13 @@ class RateLimitedLog:
         seconds: Callable[[], float],
         burst: int = 10,
         interval: float = 1.0,
+        tracebackInterval: float = 60.0,
     ) -> None:
         self._logger = logger
         self._seconds = seconds
         self.burst = burst
         self.interval = interval
+        self._tracebacks = Reminders(seconds, tracebackInterval)
         # kind -> [window start, emitted in window, suppressed since last]
         self._kinds: dict[str, list[float]] = {}
         self.suppressedTotal = 0
@@ -101,7 +108,35 @@ class RateLimitedLog:
             self._logger.info(admitted, **kwargs)
 
     def failure(self, format: str, failure: Failure, **kwargs: Any) -> None:
-        """Log an error with its traceback, unless over the rate."""
+        """
+        Log an error, unless over the rate: with its traceback the first
+        time this failure is raised from its place (and again at most once
+        per C{tracebackInterval}), as one line naming the exception
+        otherwise.
+        """
         admitted = self._admit(format, kwargs)
-        if admitted is not None:
-            self._logger.failure(admitted, failure, **kwargs)
+        if admitted is None:
+            return
+        if self._tracebacks.due((format, failureSignature(failure))):
+            self._logger.failure(admitted, failure, level=LogLevel.error, **kwargs)
+            return
+        self._logger.error(
+            admitted + ": {exceptionType}: {exceptionMessage} (traceback logged before)",
+            exceptionType=failure.type.__name__ if isinstance(failure.type, type) else str(failure.type),
+            exceptionMessage=failure.getErrorMessage(),
+            **kwargs,
+        )
+
+
+def failureSignature(failure: Failure) -> tuple[str, str, int]:
+    """
+    Where a failure comes from: its exception type and the innermost frame
+    of its traceback (file and line), the same for every connection that
+    hits the same bug whatever the message says.
+    """
+    name = getattr(failure.type, "__qualname__", str(failure.type))
+    frames = failure.frames
+    if not frames:
+        return (name, "", 0)
+    innermost = frames[-1]
+    return (name, str(innermost[1]), int(innermost[2]))

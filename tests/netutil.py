@@ -139,17 +139,23 @@ class RawClient(protocol.Protocol):
         self.lost.callback(bytes(self.received))
 
 
-def connectRaw(reactor: Any, port: int, count: int, clientClass: Any = RawClient) -> Deferred[list[Any]]:
+def connectRaw(
+    reactor: Any, port: int, count: int, clientClass: Any = RawClient, source: str | None = None
+) -> Deferred[list[Any]]:
     """
     Open C{count} connections to 127.0.0.1:C{port}; fire with the connected
     client protocols (those that could not connect are left out).
+
+    @param source: the local address to connect from, another loopback
+        address such as C{127.0.0.2} to tell attackers from neighbours.
     """
     from twisted.internet.endpoints import connectProtocol
 
+    bindAddress = (source, 0) if source is not None else None
     attempts = []
     for _ in range(count):
         client = clientClass()
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=30)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=30, bindAddress=bindAddress)
         attempts.append(connectProtocol(endpoint, client))
     waiting: Deferred[list[Any]] = gatherResults([d.addErrback(lambda _: None) for d in attempts])  # type: ignore[assignment]
     return waiting.addCallback(lambda clients: [c for c in clients if c is not None])

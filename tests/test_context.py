@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 from twisted.internet.protocol import connectionDone
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -278,3 +279,109 @@ class LifecycleTests(SynchronousTestCase):
         connection = EmbeddedConnection(EchoContext)
         connection.feed(frame(b"abc") + frame(b"d")[:2])
         self.assertEqual(vars(connection.context), {})
+
+
+class FailingHooks(ConnectionContext):
+    """Raises in whichever hooks the test names in C{failIn}."""
+
+    failIn: tuple[str, ...] = ()
+    calls: list[str] = []
+
+    def connectionMade(self) -> None:
+        self.calls.append("made")
+        if "connectionMade" in self.failIn:
+            raise KeyError("made")
+
+    def objectReceived(self, obj: object) -> None:
+        self.writeObject(obj)
+
+    def writabilityChanged(self, writable: bool) -> None:
+        self.calls.append(f"writable:{writable}")
+        if "writabilityChanged" in self.failIn:
+            raise KeyError("writable")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.calls.append(f"lost:{self.closeReason}")
+        if "connectionLost" in self.failIn:
+            raise KeyError("lost")
+
+
+class HookErrorTests(SynchronousTestCase):
+    """Exceptions in any context hook are handler errors of that connection only."""
+
+    def connect(self, *failIn: str) -> EmbeddedConnection:
+        FailingHooks.failIn = failIn
+        FailingHooks.calls = []
+        return EmbeddedConnection(FailingHooks)
+
+    def test_connectionMadeRaising(self) -> None:
+        """connectionMade raising closes that connection as handler-error, counted and logged."""
+        connection = self.connect("connectionMade")
+        self.assertTrue(connection.closing)
+        self.assertEqual(connection.context.closeReason, errors.HANDLER_ERROR)
+        self.assertEqual(connection.factory.handlerErrors, 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        connection.disconnect()
+        self.assertEqual(FailingHooks.calls, ["made", "lost:handler-error"])
+        self.assertEqual(connection.factory.closedTotal[errors.HANDLER_ERROR], 1)
+        self.assertEqual(connection.factory.onlineCount, 0)
+
+    def test_connectionLostRaising(self) -> None:
+        """connectionLost raising is counted and logged; the context is still released."""
+        connection = self.connect("connectionLost")
+        connection.disconnect()
+        self.assertEqual(connection.factory.handlerErrors, 1)
+        self.assertEqual(connection.factory.closedTotal[errors.PEER], 1)
+        self.assertEqual(connection.factory.onlineCount, 0)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_writabilityChangedRaising(self) -> None:
+        """writabilityChanged raising closes that connection as handler-error."""
+        connection = self.connect("writabilityChanged")
+        connection.context.pauseProducing()
+        self.assertEqual(FailingHooks.calls, ["made", "writable:False"])
+        self.assertEqual(connection.context.closeReason, errors.HANDLER_ERROR)
+        self.assertEqual(connection.factory.handlerErrors, 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_contextClassRaising(self) -> None:
+        """A context class whose constructor raises: the connection is refused, counted, logged."""
+
+        class Unmakeable(ConnectionContext):
+            def __init__(self) -> None:
+                raise KeyError("no")
+
+        from twisted.internet.address import IPv4Address
+
+        from iocpsvc.factory import ConnectionContextFactory
+
+        factory = ConnectionContextFactory(ConnectionContext, reactor=Clock())
+        factory.registerContextClass(Unmakeable)
+        protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1))
+        self.assertNotIsInstance(protocol, ConnectionContext)
+        self.assertEqual(factory.handlerErrors, 1)
+        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_tracebackOnceThenOneLine(self) -> None:
+        """The same bug on many connections logs its traceback once, then one-line events, rate-limited."""
+        from twisted.logger import globalLogPublisher
+
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        FailingHooks.failIn = ("connectionMade",)
+        clock = Clock()
+        from iocpsvc.factory import ConnectionContextFactory
+
+        factory = ConnectionContextFactory(FailingHooks, reactor=clock)
+        for _ in range(50):
+            EmbeddedConnection(factory=factory, clock=clock).disconnect()
+        self.assertEqual(factory.handlerErrors, 50)
+        mine = [e for e in events if "handler-error" in str(e.get("log_format", ""))]
+        self.assertEqual(len(mine), factory.rateLimitedLog.burst)
+        self.assertEqual(sum("log_failure" in e for e in mine), 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+        clock.advance(61)
+        EmbeddedConnection(factory=factory, clock=clock).disconnect()
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)  # a minute on: the traceback again

@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 from twisted.python.runtime import platform
 from twisted.trial.unittest import TestCase
 
+from benchmarks.hostile import ATTACKER_HOST, Booby, HookBomb
 from iocpsvc import errors
 from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
@@ -37,17 +38,6 @@ def goodWires(seed: int, frames: int = 6) -> list[bytes]:
         payloads = [rng.randbytes(rng.randrange(0, 2000)) for _ in range(frames)]
         wires.append(b"".join(frame(p) for p in payloads))
     return wires
-
-
-class Booby(EchoContext):
-    """Echoes, but raises on the payload b"boom"."""
-
-    __slots__ = ()
-
-    def objectReceived(self, obj: object) -> None:
-        if obj == b"boom":
-            raise RuntimeError("handler bug")
-        self.writeObject(obj)
 
 
 class BatteryTests(TestCase):
@@ -256,7 +246,46 @@ class BatteryTests(TestCase):
         yield defer.gatherResults([a.lost for a in attackers])
         yield good
         self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], 10)
-        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 10)
+        self.assertEqual(factory.handlerErrors, 10)
+        # The same bug: its traceback once, then one line per connection.
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @defer.inlineCallbacks
+    def test_failingConnectionHooks(self) -> Any:
+        """
+        1,000 connections whose connectionMade and connectionLost raise:
+        each is closed as handler-error and counted, the neighbours are
+        echoed, and the log grows by a bounded amount (one traceback per
+        bug, then rate-limited lines).
+        """
+        from twisted.internet import reactor
+        from twisted.logger import formatEvent, globalLogPublisher
+
+        written: list[int] = []
+
+        def measure(event: dict[str, Any]) -> None:
+            if str(event.get("log_format", "")).startswith(("Starting factory", "Stopping factory")):
+                return  # the test's own client connections
+            failure = event.get("log_failure")
+            size = len(formatEvent(event))
+            if failure is not None:
+                size += len(failure.getTraceback())
+            written.append(size)
+
+        globalLogPublisher.addObserver(measure)
+        self.addCleanup(globalLogPublisher.removeObserver, measure)
+        count = 1000
+        # The rate limit's clock stands still: every event falls in one window.
+        factory, port = self.startServer(contextClass=HookBomb, clock=Clock())
+        attackers = yield connectRaw(reactor, port, count, source=ATTACKER_HOST)
+        yield defer.gatherResults([a.lost for a in attackers])
+        yield self.checkGood(port, 8)
+        yield waitUntil(reactor, lambda: factory.onlineCount == 0)
+        self.assertEqual(len(attackers), count)
+        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], count)
+        self.assertEqual(factory.handlerErrors, 2 * count + GOOD)  # made and lost; lost only
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)  # one traceback per bug
+        self.assertLess(sum(written), 24_000)
 
 
 class SigtermUnderLoadTests(TestCase):
