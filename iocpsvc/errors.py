@@ -28,6 +28,12 @@ SLOW_CLIENT: Final = "slow-client"
 """The peer did not read what was sent to it fast enough."""
 REFUSED: Final = "refused"
 """The connection was refused at accept (limit or address filter)."""
+NO_DESCRIPTORS: Final = "no-descriptors"
+"""
+The process had no file descriptor left for the connection (C{EMFILE} or
+C{ENFILE} at accept): it was accepted on a reserve descriptor and closed at
+once.
+"""
 HANDLER_ERROR: Final = "handler-error"
 """Application code (objectReceived, an encoder) raised."""
 SHUTDOWN: Final = "shutdown"
@@ -42,6 +48,7 @@ CLOSE_REASONS: Final = (
     PROTOCOL_ERROR,
     SLOW_CLIENT,
     REFUSED,
+    NO_DESCRIPTORS,
     HANDLER_ERROR,
     SHUTDOWN,
     LOCAL,

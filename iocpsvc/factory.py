@@ -22,11 +22,12 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from iocpsvc import errors
+from iocpsvc.accept import Refuse
 from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastContextId, nodeOfContext
 from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
 from iocpsvc.codecs._base import encodedBytes
 from iocpsvc.context import ConnectionContext, describePeer
-from iocpsvc.interfaces import IClusterBus, IClusterReceiver, IDecoder, IEncoder
+from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IDecoder, IEncoder
 from iocpsvc.limits import ServerLimits, addressAllowed
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.proxy import HAProxyProtocolWrapper, ProxyHeaderWrapper
@@ -76,7 +77,7 @@ def _decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
     return lambda: copy.copy(prototype)
 
 
-@implementer(IClusterReceiver)
+@implementer(IClusterReceiver, IAcceptGate)
 class ConnectionContextFactory(ServerFactory):
     """
     Creates a L{ConnectionContext} per connection and tracks them.
@@ -97,9 +98,14 @@ class ConnectionContextFactory(ServerFactory):
     @ivar peakOnline: the most contexts online at once.
     @ivar limits: the L{ServerLimits} in force.
     @ivar acceptedTotal: connections accepted.
-    @ivar refusedTotal: connections refused at accept (limit or filter);
-        behind C{haproxy:}, also those whose PROXY header names a client
-        the filter refuses.
+    @ivar refusedTotal: connections refused at accept (limit or filter),
+        and those closed at accept for want of a descriptor; behind
+        C{haproxy:}, also those whose PROXY header names a client the
+        filter refuses.  With L{acceptedTotal}, every connection that
+        reached the listening socket.
+    @ivar acceptErrors: times the listening socket could not accept
+        (C{EMFILE}, C{ENFILE}, C{ENOBUFS}, C{ENOMEM}; see
+        L{iocpsvc.accept}).
     @ivar proxyHeaderErrors: connections behind C{haproxy:} closed for an
         invalid PROXY header (also counted as C{protocol-error} closes).
     @ivar proxyHeaderTimeouts: connections behind C{haproxy:} closed
@@ -172,6 +178,7 @@ class ConnectionContextFactory(ServerFactory):
         self.peakOnline = 0
         self.acceptedTotal = 0
         self.refusedTotal = 0
+        self.acceptErrors = 0
         self.discardedFrames = 0
         self.writeBlockedTotal = 0
         self.backlogPausedTotal = 0
@@ -294,13 +301,57 @@ class ConnectionContextFactory(ServerFactory):
         except Exception:
             # The application's acceptPeer, context class or decoder factory
             # raised: Twisted would log a traceback per connection.
-            return self._creationFailed(addr, Failure())
+            self._failedAtAccept(addr, Failure())
+            return Refuse()
 
-    def _creationFailed(self, address: IAddress, failure: Failure) -> Protocol:
+    # -- IAcceptGate: judged by the listening port (iocpsvc.accept) ------------
+
+    def admit(self, address: IAddress, proxied: bool) -> bool:
         """
-        Making a context for C{address} failed in application code: count
-        it as a handler error, log it (the traceback once, then one
-        rate-limited line), and close the connection at once.
+        Whether to serve a connection from C{address}: under the connection
+        limit and, unless it comes through C{haproxy:} (the client is judged
+        once its PROXY header is in), let in by L{acceptPeer}.  A refusal is
+        counted and logged here; the port closes the socket in the same
+        reactor turn.
+        """
+        maxConnections = self.limits.maxConnections
+        # Connections waiting for their PROXY header hold a descriptor too.
+        if maxConnections is not None and len(self.online) + len(self._awaitingHeader) >= maxConnections:
+            self._countRefusal(address, f"max-connections ({maxConnections}) reached")
+            return False
+        if proxied:
+            return True
+        try:
+            allowed = self.acceptPeer(address)
+        except Exception:
+            self._failedAtAccept(address, Failure())
+            return False
+        if not allowed:
+            self._countRefusal(address, "address filtered")
+        return bool(allowed)
+
+    def acceptFailed(self, error: str, closed: int) -> None:
+        """
+        The listening socket could not accept (C{error}); C{closed}
+        connections that waited were closed for want of a descriptor.
+        """
+        self.acceptErrors += 1
+        if closed:
+            self.refusedTotal += closed
+            self.closedTotal[errors.NO_DESCRIPTORS] += closed
+        self.rateLimitedLog.warn(
+            "accept failed: {error}; closed {closed} waiting connections ({closeReason}); "
+            "raise the open-files limit or lower --max-connections",
+            error=error,
+            closed=closed,
+            closeReason=errors.NO_DESCRIPTORS,
+        )
+
+    def _failedAtAccept(self, address: IAddress, failure: Failure) -> None:
+        """
+        Judging C{address} or making its context failed in application
+        code: count it as a handler error and log it (the traceback once,
+        then one rate-limited line); the connection is closed at once.
         """
         self.handlerErrors += 1
         self.closedTotal[errors.HANDLER_ERROR] += 1
@@ -311,7 +362,6 @@ class ConnectionContextFactory(ServerFactory):
             context=self.contextClass.__name__,
             closeReason=errors.HANDLER_ERROR,
         )
-        return _Refused()
 
     def _newContext(self) -> ConnectionContext:
         context = self.contextClass()
@@ -322,14 +372,17 @@ class ConnectionContextFactory(ServerFactory):
         return context
 
     def _refuse(self, address: IAddress, why: str) -> Protocol:
+        self._countRefusal(address, why)
+        # Not None: wrapping factories (haproxy:, ssl:) would wrap None.  This
+        # protocol closes the connection as soon as it is made, reading nothing.
+        return Refuse()
+
+    def _countRefusal(self, address: IAddress, why: str) -> None:
         self.refusedTotal += 1
         self.closedTotal[errors.REFUSED] += 1
         self.rateLimitedLog.warn(
             "refused {peer}: {why}", peer=describePeer(address), why=why, closeReason=errors.REFUSED
         )
-        # Not None: wrapping factories (haproxy:, ssl:) would wrap None.  This
-        # protocol closes the connection as soon as it is made, reading nothing.
-        return _Refused()
 
     # -- behind haproxy: the PROXY header ------------------------------------
 
@@ -726,17 +779,6 @@ class _Filtered(Protocol):
                 return
             transport.wrappedProtocol = self  # a wrapper that cannot be held: judge the address we have
         factory._refuse(self.address, "address filtered").makeConnection(transport)
-
-
-class _Refused(Protocol):
-    """Closes a refused connection at once, before reading anything."""
-
-    def makeConnection(self, transport: Any) -> None:
-        abortConnection = getattr(transport, "abortConnection", None)
-        if abortConnection is not None:
-            abortConnection()
-        else:
-            transport.loseConnection()
 
 
 def _lowestTransport(transport: Any) -> Any:

@@ -19,6 +19,7 @@ client side and in unit tests without sockets.
 
 from __future__ import annotations
 
+from twisted.internet.interfaces import IAddress
 from zope.interface import Attribute, Interface
 
 
@@ -171,6 +172,36 @@ class ICodecPlugin(Interface):
             codec, C{(objectDecoder, encoder)} with an L{IObjectDecoder}.
 
         @raise ValueError: the parameters do not fit together.
+        """
+
+
+class IAcceptGate(Interface):
+    """
+    Judges each connection a listening port accepts, before any protocol
+    is built for it, and counts what the port could not accept (see
+    L{iocpsvc.accept}).  A factory provides it, or wraps one that does
+    (C{wrappedFactory}).  Called in the reactor thread, once per accepted
+    connection: keep it cheap.
+    """
+
+    def admit(address: IAddress, proxied: bool) -> bool:
+        """
+        Whether to serve a connection from C{address}.  When this returns
+        false the gate has counted and logged the refusal; the port closes
+        the socket at once, in the same reactor turn, with a reset.
+
+        @param proxied: C{address} is a load balancer's that will name the
+            real client in a PROXY header: judge only what does not depend
+            on the client (the connection limit).
+        """
+
+    def acceptFailed(error: str, closed: int) -> None:
+        """
+        The port could not accept: C{error} is the C{errno} name
+        (C{EMFILE}, C{ENFILE}, C{ENOBUFS}, C{ENOMEM}).  With no descriptor
+        left, the port accepted and closed the C{closed} connections that
+        were waiting (on a descriptor it keeps in reserve); count them as
+        refused.
         """
 
 

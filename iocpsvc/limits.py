@@ -16,7 +16,8 @@ from typing import Any
 from iocpsvc.codecs._base import KiB, MiB
 
 # File descriptors kept back from --max-connections for listeners, log
-# files, the monitor and the like.
+# files, pipes, the Redis link, and the connections refused at accept
+# (each holds one for a moment); the monitor's connections come on top.
 RESERVED_FILES = 64
 
 
@@ -165,11 +166,23 @@ def raiseOpenFilesLimit() -> tuple[int, int] | None:
     return (soft, target)
 
 
-def defaultMaxConnections(openFiles: int | None) -> int | None:
+def defaultMaxConnections(openFiles: int | None, monitorConnections: int = 0) -> int | None:
     """
     The connection limit derived from the open-files limit: each connection
-    is one descriptor, less a reserve for everything else.
+    is one descriptor, less a reserve for everything else and the
+    monitor's own connections, so that neither can starve the other.
     """
     if openFiles is None:
         return None
-    return max(16, openFiles - RESERVED_FILES)
+    return max(16, openFiles - RESERVED_FILES - monitorConnections)
+
+
+def descriptorShortfall(openFiles: int | None, maxConnections: int | None, monitorConnections: int) -> int:
+    """
+    How many descriptors short the open-files limit is of C{maxConnections}
+    connections, the monitor's and the reserve (0: none).  A server short
+    of descriptors runs out of them at accept before its connection limit.
+    """
+    if openFiles is None or maxConnections is None:
+        return 0
+    return max(0, maxConnections + monitorConnections + RESERVED_FILES - openFiles)

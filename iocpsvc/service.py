@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from iocpsvc import errors
+from iocpsvc.accept import guardedReactor
 from iocpsvc.factory import ConnectionContextFactory
 
 _log = Logger(namespace="iocpsvc.service")
@@ -130,7 +131,9 @@ class SocketServerService(MultiService):
             e if isinstance(e, str) else repr(e) for e in endpointsOrDescriptions
         ]
         self.endpoints: list[IStreamServerEndpoint] = [
-            endpoints.serverFromString(reactor, withDefaultBacklog(e)) if isinstance(e, str) else e
+            endpoints.serverFromString(guardedReactor(reactor), withDefaultBacklog(e))
+            if isinstance(e, str)
+            else e
             for e in endpointsOrDescriptions
         ]
         self.ports: list[IListeningPort] = []

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 from twisted.python import reflect, usage
 
 from iocpsvc import workers
+from iocpsvc.accept import guardedReactor
 from iocpsvc.cluster import MAX_NODE_ID, checkNodeId, randomNodeId
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.codecs._base import parseSize
@@ -25,7 +26,13 @@ from iocpsvc.context import ConnectionContext
 from iocpsvc.contexts import BUILTIN_CONTEXTS
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.factory import ConnectionContextFactory
-from iocpsvc.limits import ServerLimits, defaultMaxConnections, raiseOpenFilesLimit
+from iocpsvc.limits import (
+    RESERVED_FILES,
+    ServerLimits,
+    defaultMaxConnections,
+    descriptorShortfall,
+    raiseOpenFilesLimit,
+)
 from iocpsvc.service import ClusterService, SocketServerService, listenerKind, withDefaultBacklog
 
 _log = Logger(namespace="iocpsvc.tap")
@@ -136,6 +143,19 @@ class Options(usage.Options):
             None,
             "tcp:9984:interface=127.0.0.1",
             "Endpoint of the HTTP monitor (dashboard, /stats.json, /metrics, /connections.json), or 'none'.",
+        ],
+        [
+            "monitor-max-connections",
+            None,
+            "16",
+            "Connections the monitor serves at once; more are refused at accept "
+            "(their descriptors are kept out of --max-connections).",
+        ],
+        [
+            "monitor-timeout",
+            None,
+            "10",
+            "Seconds a monitor request may take to arrive in whole; slower ones are closed.",
         ],
         [
             "stats-interval",
@@ -295,6 +315,8 @@ class Options(usage.Options):
 
         self["shutdownTimeout"] = _number(self, "shutdown-timeout", float, minimum=0)
         self["statsInterval"] = _number(self, "stats-interval", float, minimum=0)
+        self["monitorMaxConnections"] = _number(self, "monitor-max-connections", int, minimum=1)
+        self["monitorTimeout"] = _number(self, "monitor-timeout", float, minimum=0.1)
         if self["monitor"].strip().lower() == "none":
             self["monitor"] = None
         else:
@@ -390,6 +412,12 @@ def makeService(options: Options) -> MultiService:
 
     limits: ServerLimits = options["limits"]
     notes = []
+    # A worker's monitor is its parent's: it keeps no descriptors for one.
+    monitorConnections = (
+        options["monitorMaxConnections"]
+        if options["monitor"] is not None and options["workerOf"] is None
+        else 0
+    )
     openFiles = raiseOpenFilesLimit()
     if openFiles is not None:
         before, after = openFiles
@@ -399,15 +427,28 @@ def makeService(options: Options) -> MultiService:
             else f"open files limit {after}"
         )
         if limits.maxConnections is None:
-            limits.maxConnections = defaultMaxConnections(after)
+            limits.maxConnections = defaultMaxConnections(after, monitorConnections)
             notes.append("max connections derived from it")
+        shortfall = descriptorShortfall(after, limits.maxConnections, monitorConnections)
+        if shortfall:
+            _log.warn(
+                "--max-connections {maxConnections}: the open-files limit {openFiles} is {shortfall} "
+                "descriptors short of it, the monitor's {monitor} and a reserve of {reserve}; "
+                "connections past the limit will be closed at accept as no-descriptors",
+                maxConnections=limits.maxConnections,
+                openFiles=after,
+                shortfall=shortfall,
+                monitor=monitorConnections,
+                reserve=RESERVED_FILES,
+            )
     factory = ConnectionContextFactory(
         contextClass=options["contextClass"],
         codec=options["codecObject"],
         reactor=reactor,
         limits=limits,
     )
-    endpointReactor: Any = reactor
+    # Listening ports that refuse in the accept's own turn (iocpsvc.accept).
+    endpointReactor: Any = guardedReactor(reactor)
     nodeId = options["nodeId"]
     if options["workerOf"] is not None:
         index, nodeId, modes = options["workerOf"]
@@ -418,7 +459,7 @@ def makeService(options: Options) -> MultiService:
             os.setsid()
         except OSError:
             pass
-        endpointReactor = workers.SocketAdoptingReactor(reactor, modes)
+        endpointReactor = workers.SocketAdoptingReactor(endpointReactor, modes)
     service = SocketServerService(
         factory,
         [
@@ -448,11 +489,7 @@ def makeService(options: Options) -> MultiService:
             service
         )
     elif options["monitor"] is not None:
-        from iocpsvc.monitor import MonitorService
-
-        MonitorService(factory, options["monitor"], options["statsInterval"], reactor).setServiceParent(
-            service
-        )
+        _monitorService(factory, options, reactor).setServiceParent(service)
     return service
 
 
@@ -473,7 +510,19 @@ def _makeWorkerPool(options: Options, reactor: Any) -> MultiService:
     )
     pool.unresponsiveTimeout = options["workerTimeout"]
     if options["monitor"] is not None:
-        from iocpsvc.monitor import MonitorService
-
-        MonitorService(pool, options["monitor"], options["statsInterval"], reactor).setServiceParent(pool)
+        _monitorService(pool, options, reactor).setServiceParent(pool)
     return pool
+
+
+def _monitorService(source: Any, options: Options, reactor: Any) -> Any:
+    """The monitor of C{source} (a factory, or the worker pool), as the options say."""
+    from iocpsvc.monitor import MonitorService
+
+    return MonitorService(
+        source,
+        options["monitor"],
+        options["statsInterval"],
+        reactor,
+        maxConnections=options["monitorMaxConnections"],
+        requestTimeout=options["monitorTimeout"],
+    )

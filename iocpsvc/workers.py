@@ -105,6 +105,7 @@ _REACTOR_NAMES = {
 _COUNTER_KEYS = (
     "accepted_total",
     "refused_total",
+    "accept_errors_total",
     "received_bytes_total",
     "sent_bytes_total",
     "received_frames_total",

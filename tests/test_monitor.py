@@ -251,6 +251,8 @@ class LiveMonitorTests(TestCase):
             client.transport.write(frame(b"m" * 20) * 3)
         yield waitUntil(reactor, lambda: all(len(c.received) == 72 for c in clients))
         self.addCleanup(self.closeClients, clients)
+        # Requests are served from a snapshot at most half a second old.
+        yield waitUntil(reactor, lambda: monitor.sampler.stats()["sent_frames_total"] == 21)
         return factory, base, clients
 
     @defer.inlineCallbacks

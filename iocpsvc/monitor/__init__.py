@@ -8,9 +8,12 @@ The data monitor over HTTP (C{twisted.web}), on its own endpoint:
     GET /history.json      the last minutes of online and throughput, for charts
 
 L{MonitorService} also logs a one-line summary every C{statsInterval}
-seconds.  Requests only read counters (one pass over the online contexts),
-so they cost the socket server little; the endpoint binds to loopback by
-default.
+seconds.  Requests are answered from a snapshot of the counters taken at
+most every half second (L{iocpsvc.monitor.stats.StatsSampler}), rendered
+once per snapshot, so a flood of scrapes costs the socket server no pass
+over its connections.  The HTTP server is hardened like the socket service
+(L{iocpsvc.monitor.site}: a connection cap, a whole-request deadline, no
+bodies); the endpoint binds to loopback by default.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import NOT_DONE_YET, Request
 
+from iocpsvc.accept import guardedReactor
 from iocpsvc.monitor.prometheus import metricsText
+from iocpsvc.monitor.site import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, MonitorSite
 from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
 from iocpsvc.service import listenOrRaise
 
@@ -38,10 +43,34 @@ _log = Logger(namespace="iocpsvc.monitor")
 
 
 def _json(request: Request, value: Any, code: int = 200) -> bytes:
+    return _jsonBody(request, json.dumps(value, separators=(",", ":")).encode("utf-8"), code)
+
+
+def _jsonBody(request: Request, body: bytes, code: int = 200) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    return body
+
+
+class _RenderedSnapshot:
+    """
+    The bytes of one rendering of the sampler's current snapshot, made again
+    only when the snapshot changes (at most every C{maxAge} seconds).
+    """
+
+    def __init__(self, sampler: StatsSampler, render: Any) -> None:
+        self.sampler = sampler
+        self._render = render
+        self._source: object = None
+        self._body = b""
+
+    def body(self) -> bytes:
+        stats = self.sampler.stats()
+        if stats is not self._source:
+            self._body = self._render(stats)
+            self._source = stats
+        return self._body
 
 
 class StatsResource(Resource):
@@ -50,9 +79,12 @@ class StatsResource(Resource):
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
+        self._rendered = _RenderedSnapshot(
+            sampler, lambda stats: json.dumps(stats, separators=(",", ":")).encode("utf-8")
+        )
 
     def render_GET(self, request: Request) -> bytes:
-        return _json(request, self.sampler.stats())
+        return _jsonBody(request, self._rendered.body())
 
 
 class HistoryResource(Resource):
@@ -72,18 +104,46 @@ class MetricsResource(Resource):
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
+        self._rendered = _RenderedSnapshot(sampler, lambda stats: metricsText(lambda: stats))
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return metricsText(self.sampler.stats)
+        return self._rendered.body()
 
 
 class ConnectionsResource(Resource):
-    isLeaf = True
+    """
+    C{/connections.json}.  A listing is kept for C{maxAge} seconds and
+    served again to the same query (at most C{CACHED} queries at once), so
+    a flood of requests does not sort the connections once each.
+    """
 
-    def __init__(self, source: Any) -> None:
+    isLeaf = True
+    CACHED = 16
+
+    def __init__(self, source: Any, maxAge: float = 0.5) -> None:
         super().__init__()
         self.source = source
+        self.maxAge = maxAge
+        self._cache: dict[tuple[str, int, bool | None], bytes] = {}
+        self._cachedAt = float("-inf")
+
+    def _listing(self, sort: str, limit: int, descending: bool | None) -> Any:
+        now = self.source.reactor.seconds()
+        if now - self._cachedAt >= self.maxAge:
+            self._cache.clear()
+            self._cachedAt = now
+        key = (sort, limit, descending)
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        listing = self.source.connections(sort, limit, descending)
+        if isinstance(listing, Deferred):
+            return listing  # the workers' answers: not kept
+        body = json.dumps(listing, separators=(",", ":")).encode("utf-8")
+        if len(self._cache) < self.CACHED:
+            self._cache[key] = body
+        return body
 
     def render_GET(self, request: Request) -> bytes:
         args = request.args or {}
@@ -104,9 +164,9 @@ class ConnectionsResource(Resource):
             return _json(request, {"error": "order must be asc or desc"}, 400)
         limit = max(0, min(limit, MAX_CONNECTIONS_LISTED))
         descending = None if not order else order == "desc"
-        listing = self.source.connections(sort, limit, descending)
+        listing = self._listing(sort, limit, descending)
         if not isinstance(listing, Deferred):
-            return _json(request, listing)
+            return _jsonBody(request, listing)
 
         # Worker processes answer later: finish the request when they have.
         def answered(value: Any) -> None:
@@ -149,18 +209,22 @@ class MonitorRoot(Resource):
         self.dashboard = DashboardResource()
         self.putChild(b"stats.json", StatsResource(sampler))
         self.putChild(b"metrics", MetricsResource(sampler))
-        self.putChild(b"connections.json", ConnectionsResource(statsSource(source)))
+        self.putChild(b"connections.json", ConnectionsResource(statsSource(source), sampler.maxAge))
         self.putChild(b"history.json", HistoryResource(sampler))
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         return self.dashboard
 
 
-def makeSite(factory: Any, sampler: StatsSampler) -> Site:
-    """The monitor's C{twisted.web} site."""
-    site = Site(MonitorRoot(factory, sampler))
-    site.noisy = False
-    site.displayTracebacks = False
+def makeSite(
+    factory: Any,
+    sampler: StatsSampler,
+    maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+    requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
+) -> MonitorSite:
+    """The monitor's C{twisted.web} site; its own figures join every snapshot."""
+    site = MonitorSite(MonitorRoot(factory, sampler), sampler.reactor, maxConnections, requestTimeout)
+    sampler.addFigures("monitor", site.figures)
     return site
 
 
@@ -179,6 +243,7 @@ class MonitorService(MultiService):
     never).
 
     @ivar sampler: the L{StatsSampler} behind C{/stats.json}.
+    @ivar site: the L{MonitorSite} (its connection cap and counters).
     @ivar ports: the listening port, once listening.
     """
 
@@ -188,7 +253,15 @@ class MonitorService(MultiService):
         description: str = DEFAULT_MONITOR,
         statsInterval: float = 60.0,
         reactor: Any = None,
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
+        """
+        @param maxConnections: monitor connections served at once; more are
+            refused at accept.
+        @param requestTimeout: seconds a request may take to arrive in
+            whole (from the connection, or from the previous response).
+        """
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor as globalReactor
@@ -199,8 +272,9 @@ class MonitorService(MultiService):
         self.description = description
         self.statsInterval = statsInterval
         self.sampler = StatsSampler(factory)
-        self.site = makeSite(factory, self.sampler)
-        self.endpoint = endpoints.serverFromString(reactor, description)
+        self.site = makeSite(factory, self.sampler, maxConnections, requestTimeout)
+        # Listening ports that refuse past the cap in the accept's own turn.
+        self.endpoint = endpoints.serverFromString(guardedReactor(reactor), description)
         self.ports: list[Any] = []
         self._summary: LoopingCall | None = None
 

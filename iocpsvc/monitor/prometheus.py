@@ -14,7 +14,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 # (metric name without _total, help, key in the stats snapshot)
 COUNTERS = (
     ("iocpsvc_connections_accepted", "Connections accepted.", "accepted_total"),
-    ("iocpsvc_connections_refused", "Connections refused at accept.", "refused_total"),
+    (
+        "iocpsvc_connections_refused",
+        "Connections refused at accept (limit, filter, or no descriptor left).",
+        "refused_total",
+    ),
+    (
+        "iocpsvc_accept_errors",
+        "Times a listening socket could not accept (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+        "accept_errors_total",
+    ),
     ("iocpsvc_received_bytes", "Bytes received.", "received_bytes_total"),
     ("iocpsvc_sent_bytes", "Bytes handed to transports.", "sent_bytes_total"),
     ("iocpsvc_received_frames", "Objects decoded.", "received_frames_total"),
@@ -87,6 +96,35 @@ CLUSTER_COUNTERS = (
 )
 
 
+# The monitor's own HTTP server (the snapshot's "monitor" part).
+MONITOR_GAUGES = (
+    ("iocpsvc_monitor_connections_online", "Connections to the monitor open now.", "online"),
+    (
+        "iocpsvc_monitor_connections_max",
+        "Connections the monitor serves at once (--monitor-max-connections).",
+        "max_connections",
+    ),
+)
+MONITOR_COUNTERS = (
+    ("iocpsvc_monitor_requests", "Requests the monitor answered.", "requests_total"),
+    (
+        "iocpsvc_monitor_connections_refused",
+        "Connections to the monitor refused at accept (over its cap, or no descriptor left).",
+        "refused_total",
+    ),
+    (
+        "iocpsvc_monitor_timed_out",
+        "Monitor connections closed for not sending a whole request in time.",
+        "timed_out_total",
+    ),
+    (
+        "iocpsvc_monitor_rejected",
+        "Monitor requests refused for their method or body (405, 413), unread.",
+        "rejected_total",
+    ),
+)
+
+
 class FactoryCollector:
     """A C{prometheus_client} collector reading a stats snapshot per scrape."""
 
@@ -108,6 +146,12 @@ class FactoryCollector:
         cluster = stats.get("cluster")
         if cluster is not None:
             yield from clusterMetrics(cluster)
+        monitor = stats.get("monitor")
+        if monitor is not None:
+            for name, documentation, key in MONITOR_GAUGES:
+                yield GaugeMetricFamily(name, documentation, value=monitor[key])
+            for name, documentation, key in MONITOR_COUNTERS:
+                yield CounterMetricFamily(name, documentation, value=monitor[key])
         rows = stats.get("workers")
         if rows is not None:
             yield from workerMetrics(

@@ -4,8 +4,10 @@ factory's counters, per-second rates over the last few seconds, and the
 table of online connections.
 
 Nothing here runs on the hot path: the contexts count bytes and frames per
-read and per write batch; this module adds them up when asked (one pass
-over the online contexts) and samples them once a second for the rates.
+read and per write batch; this module adds them up (one pass over the
+online contexts) once a second for the rates, and at most once per
+C{maxAge} for the monitor's requests, which are served from that snapshot:
+a flood of scrapes costs no more passes over the connections.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def collect(factory: ConnectionContextFactory) -> dict[str, Any]:
         "peak_online": factory.peakOnline,
         "accepted_total": factory.acceptedTotal,
         "refused_total": factory.refusedTotal,
+        "accept_errors_total": factory.acceptErrors,
         "closed_total": dict(factory.closedTotal),
         "received_bytes_total": totals["receivedBytes"],
         "sent_bytes_total": totals["sentBytes"],
@@ -101,9 +104,17 @@ class StatsSampler:
     rates over the last L{RATE_WINDOW} seconds.
 
     @ivar samples: C{(seconds, snapshot)} pairs, oldest first.
+    @ivar maxAge: how old, in seconds, the figures L{stats} gives may be.
     """
 
-    def __init__(self, factory: Any, interval: float = 1.0, keep: int = 16, history: int = 300) -> None:
+    def __init__(
+        self,
+        factory: Any,
+        interval: float = 1.0,
+        keep: int = 16,
+        history: int = 300,
+        maxAge: float = 0.5,
+    ) -> None:
         """
         @param factory: a L{ConnectionContextFactory}, or a source of
             figures (see L{statsSource}).
@@ -111,6 +122,10 @@ class StatsSampler:
         self.source = statsSource(factory)
         self.reactor = self.source.reactor
         self.interval = interval
+        self.maxAge = maxAge
+        self._stats: dict[str, Any] | None = None
+        self._statsAt = float("-inf")
+        self._extras: dict[str, Callable[[], dict[str, Any]]] = {}
         self.samples: deque[tuple[float, dict[str, Any]]] = deque(maxlen=keep)
         # (uptime, online, received bytes/s, sent bytes/s) per sample: the
         # dashboard's charts start from it.
@@ -129,9 +144,19 @@ class StatsSampler:
             self._loop.stop()
         self._loop = None
 
+    def addFigures(self, name: str, figures: Callable[[], dict[str, Any]]) -> None:
+        """Add C{figures()} to every snapshot, under C{name} (cheap figures only)."""
+        self._extras[name] = figures
+
+    def _collect(self) -> dict[str, Any]:
+        snapshot = self.source.collect()
+        for name, figures in self._extras.items():
+            snapshot[name] = figures()
+        return snapshot
+
     def sample(self) -> dict[str, Any]:
         """Take a snapshot now, keep it, and return it."""
-        snapshot = self.source.collect()
+        snapshot = self._collect()
         now = self.reactor.seconds()
         if self.samples:
             taken, previous = self.samples[-1]
@@ -148,7 +173,15 @@ class StatsSampler:
                     )
                 )
         self.samples.append((now, snapshot))
+        self._keep(snapshot, now)
         return snapshot
+
+    def _keep(self, snapshot: dict[str, Any], now: float) -> None:
+        """Make C{snapshot}, with its rates, what L{stats} gives until it is C{maxAge} old."""
+        current = dict(snapshot)
+        current["rates"] = self.rates(current)
+        self._stats = current
+        self._statsAt = now
 
     def historyJSON(self) -> dict[str, list[float]]:
         """C{/history.json}: the last minutes, one point per sample."""
@@ -167,7 +200,7 @@ class StatsSampler:
         """
         now = self.reactor.seconds()
         if current is None:
-            current = self.source.collect()
+            current = self._collect()
         base = None
         for taken, snapshot in self.samples:
             if now - taken <= RATE_WINDOW + self.interval / 2 and now > taken:
@@ -185,10 +218,15 @@ class StatsSampler:
         return result
 
     def stats(self) -> dict[str, Any]:
-        """C{/stats.json}: the snapshot plus C{rates}."""
-        current = self.source.collect()
-        current["rates"] = self.rates(current)
-        return current
+        """
+        C{/stats.json}: the snapshot plus C{rates}, at most C{maxAge}
+        seconds old (the same object until then: do not change it).
+        """
+        now = self.reactor.seconds()
+        if self._stats is None or now - self._statsAt >= self.maxAge:
+            self._keep(self._collect(), now)
+        assert self._stats is not None
+        return self._stats
 
 
 SORT_KEYS = ("id", "idle", "connected_at", "bytes_in", "bytes_out", "frames_in", "frames_out")

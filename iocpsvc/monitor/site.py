@@ -1,0 +1,240 @@
+"""
+The monitor's HTTP server, hardened like the socket service it watches.
+
+The monitor is an attack surface of its own (an operator may expose it for
+Prometheus), so it is held to the same rules as the service:
+
+    a connection cap         at most C{maxConnections} connections at once;
+                             more are closed at accept, in the same reactor
+                             turn (L{iocpsvc.accept}), and counted
+    a deadline per request   a request must be in whole within
+                             C{requestTimeout} seconds of the connection (or
+                             of the previous response): a header line every
+                             few seconds does not reset it
+    small requests           a request line and headers of at most 8 KiB,
+                             at most 32 headers
+    no bodies                any method but GET and HEAD, and any request
+                             with a body, is answered 405 or 413 and closed
+                             before a byte of the body is read: nothing is
+                             buffered or spooled to disk
+    no access log            a request is counted, not logged (a flood would
+                             otherwise write a line per request)
+
+This module is the one that knows the internals of C{twisted.web}'s HTTP
+channel it builds on (the request's method before the request object has
+it, the body decoder chosen from the headers).
+
+Its figures (L{MonitorSite.figures}) appear in C{/stats.json} under
+C{monitor} and in C{/metrics} as C{iocpsvc_monitor_*}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from iocpsvc.accept import Refuse
+from iocpsvc.interfaces import IAcceptGate
+from iocpsvc.logs import RateLimitedLog
+
+_log = Logger(namespace="iocpsvc.monitor")
+
+DEFAULT_MAX_CONNECTIONS = 16
+"""Connections the monitor serves at once: a scraper, a dashboard or two, an operator."""
+DEFAULT_REQUEST_TIMEOUT = 10.0
+"""Seconds a monitor request may take to arrive in whole."""
+
+_ALLOWED = (b"GET", b"HEAD")
+
+
+def _response(code: int, phrase: str, body: str, extra: bytes = b"") -> bytes:
+    """A whole HTTP/1.1 response that closes the connection."""
+    content = body.encode("ascii")
+    return (
+        f"HTTP/1.1 {code} {phrase}\r\n".encode("ascii")
+        + extra
+        + b"Content-Type: text/plain\r\nConnection: close\r\n"
+        + f"Content-Length: {len(content)}\r\n\r\n".encode("ascii")
+        + content
+    )
+
+
+_METHOD_NOT_ALLOWED = _response(405, "Method Not Allowed", "only GET and HEAD\n", b"Allow: GET, HEAD\r\n")
+_BODY_NOT_ALLOWED = _response(413, "Content Too Large", "requests to the monitor have no body\n")
+
+
+class MonitorChannel(HTTPChannel):
+    """
+    Twisted's HTTP/1.1 channel with a whole-request deadline, small request
+    limits, and refusal of bodies before they are read.
+    """
+
+    # Request line and each header line; all of them together; how many.
+    MAX_LENGTH = 8192
+    totalHeadersSize = 8192
+    maxHeaders = 32
+    # After the deadline, a client that does not take its close is aborted.
+    abortTimeout = 2
+
+    site: MonitorSite
+    _refused = False
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channelOpened()
+
+    def dataReceived(self, data: bytes) -> None:
+        # Not HTTPChannel's: it resets the timeout on every read, so a
+        # header line every few seconds would hold the connection forever.
+        # The timeout runs from the connection (or the last response) to
+        # the request's last byte.
+        if self._refused:
+            return
+        super(HTTPChannel, self).dataReceived(data)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        super().rawDataReceived(data)
+
+    def allHeadersReceived(self) -> None:
+        command = self._command
+        if command not in _ALLOWED:
+            self._refuse(_METHOD_NOT_ALLOWED, f"method {command.decode('ascii', 'replace')!r}")
+            return
+        if self.length or self._transferDecoder is not None:
+            self._refuse(_BODY_NOT_ALLOWED, "a request body")
+            return
+        super().allHeadersReceived()
+
+    def _refuse(self, response: bytes, what: str) -> None:
+        """Answer and close, reading nothing more (the body is never read)."""
+        self._refused = True
+        self.length = None  # not 0: the channel must not go on to the request
+        self.setTimeout(None)
+        transport = self.transport
+        if transport is None:
+            return
+        transport.pauseProducing()  # type: ignore[attr-defined]
+        self.site.requestRejected(transport.getPeer(), what)
+        transport.write(response)
+        transport.loseConnection()
+
+    def timeoutConnection(self) -> None:
+        # Not HTTPChannel's (a log line per connection, then a graceful
+        # close that a client not reading can stretch): counted, logged
+        # rate-limited, aborted.
+        transport = self.transport
+        if transport is None:
+            return
+        self.site.requestTimedOut(transport.getPeer())
+        transport.abortConnection()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        super().connectionLost(reason)
+        self.site.channelClosed()
+
+
+@implementer(IAcceptGate)
+class MonitorSite(Site):
+    """
+    The monitor's C{twisted.web} site: a connection cap, counters, no
+    access log (see the module docstring).
+
+    @ivar maxConnections: connections served at once.
+    @ivar online: connections open now.
+    @ivar requests: requests answered (200, 400 and 404 alike).
+    @ivar refused: connections refused at accept for the cap.
+    @ivar timedOut: connections closed for not sending a whole request in
+        time.
+    @ivar rejected: requests refused for their method or their body.
+    """
+
+    protocol = MonitorChannel  # type: ignore[assignment]
+    noisy = False
+    displayTracebacks = False
+
+    def __init__(
+        self,
+        resource: Any,
+        reactor: Any,
+        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
+        requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        super().__init__(resource, timeout=requestTimeout, reactor=reactor)
+        self.maxConnections = maxConnections
+        self.online = 0
+        self.requests = 0
+        self.refused = 0
+        self.timedOut = 0
+        self.rejected = 0
+        self.rateLimitedLog = RateLimitedLog(_log, reactor.seconds)
+
+    # -- IAcceptGate -------------------------------------------------------------
+
+    def admit(self, address: IAddress | None, proxied: bool) -> bool:
+        """Under the cap: serve it; else count and log the refusal."""
+        if self.online < self.maxConnections:
+            return True
+        self.refused += 1
+        self.rateLimitedLog.warn(
+            "monitor: refused {peer}: {maxConnections} connections open (--monitor-max-connections)",
+            peer=str(address),
+            maxConnections=self.maxConnections,
+        )
+        return False
+
+    def acceptFailed(self, error: str, closed: int) -> None:
+        self.refused += closed
+        self.rateLimitedLog.warn(
+            "monitor: accept failed: {error}; closed {closed} waiting connections", error=error, closed=closed
+        )
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        # Judged here too, for ports that do not judge at accept (the IOCP
+        # reactor's): such a connection is closed a turn later.
+        if not self.admit(addr, False):
+            return Refuse()
+        return super().buildProtocol(addr)
+
+    # -- what the channels report --------------------------------------------------
+
+    def channelOpened(self) -> None:
+        self.online += 1
+
+    def channelClosed(self) -> None:
+        self.online -= 1
+
+    def requestRejected(self, peer: object, what: str) -> None:
+        self.rejected += 1
+        self.rateLimitedLog.warn("monitor: refused a request from {peer}: {what}", peer=str(peer), what=what)
+
+    def requestTimedOut(self, peer: object) -> None:
+        self.timedOut += 1
+        self.rateLimitedLog.info(
+            "monitor: closing {peer}: no whole request within {seconds}s",
+            peer=str(peer),
+            seconds=self.timeOut,
+        )
+
+    def log(self, request: Any) -> None:
+        """Count the request; no access log line (see the module docstring)."""
+        self.requests += 1
+
+    def figures(self) -> dict[str, int]:
+        """The monitor's own counters, for C{/stats.json} and C{/metrics}."""
+        return {
+            "online": self.online,
+            "max_connections": self.maxConnections,
+            "requests_total": self.requests,
+            "refused_total": self.refused,
+            "timed_out_total": self.timedOut,
+            "rejected_total": self.rejected,
+        }
