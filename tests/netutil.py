@@ -76,6 +76,13 @@ class TwistdProcess(protocol.ProcessProtocol):
     """
 
     LISTENING = re.compile(rb"listening on tcp:[^:]+:(\d+)")
+    MONITOR = re.compile(rb"monitor on (http://[^/ ]+/)")
+
+    def monitorURL(self) -> str:
+        """The monitor's base URL, as the process logged it."""
+        match = self.MONITOR.search(bytes(self.output))
+        assert match is not None, self.output.decode(errors="replace")
+        return match.group(1).decode()
 
     def __init__(self) -> None:
         self.output = bytearray()
@@ -97,13 +104,23 @@ class TwistdProcess(protocol.ProcessProtocol):
         self.ended.callback(reason.value)
 
 
-def spawnTwistd(reactor: Any, workdir: str, *args: str) -> tuple[TwistdProcess, Any]:
-    """Start C{twistd -n --pidfile= ARGS} in C{workdir}, with this checkout first on the path."""
+def spawnTwistd(
+    reactor: Any, workdir: str, *args: str, openFiles: int | None = None
+) -> tuple[TwistdProcess, Any]:
+    """
+    Start C{twistd -n --pidfile= ARGS} in C{workdir}, with this checkout
+    first on the path; with C{openFiles}, under that open-files limit (soft
+    and hard).
+    """
     process = TwistdProcess()
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if "iocpsvc" in args and "--monitor" not in args:
         args = (*args, "--monitor", "none")  # no fixed port 9984 in tests
-    argv = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *args]
+    code = TWISTD
+    if openFiles is not None:
+        limit = f"({openFiles}, {openFiles})"
+        code = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, {limit}); {TWISTD}"
+    argv = [sys.executable, "-c", code, "-n", "--pidfile=", *args]
     transport = reactor.spawnProcess(process, sys.executable, argv, env=env, path=workdir)
     return process, transport
 
@@ -180,3 +197,14 @@ def waitUntil(reactor: Any, condition: Any, timeout: float = 30.0, step: float =
     from twisted.internet.defer import maybeDeferred
 
     return maybeDeferred(check)
+
+
+def getJSON(reactor: Any, url: str) -> Deferred[Any]:
+    """GET C{url} (on loopback) and fire with its body parsed as JSON."""
+    import json
+
+    from twisted.web.client import Agent, readBody
+
+    d = Agent(reactor).request(b"GET", url.encode())
+    d.addCallback(readBody)
+    return d.addCallback(json.loads)

@@ -1,0 +1,285 @@
+"""
+Tests for L{iocpsvc.accept}: listening ports that judge connections at
+accept, refusals closed in the same reactor turn, and a server at its
+descriptor limit that counts every connection it closes.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.python.runtime import platform
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
+
+from iocpsvc import errors
+from iocpsvc.accept import GuardedReactor, GuardedTCPPort, findGate, guardedReactor, isProxied
+from iocpsvc.contexts import EchoContext
+from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.interfaces import IAcceptGate
+from iocpsvc.limits import ServerLimits
+from iocpsvc.service import SocketServerService
+from tests.netutil import connectRaw, getJSON, spawnTwistd, temporaryDirectory, waitUntil
+
+
+class GateTests(SynchronousTestCase):
+    """Finding the gate and what the context factory answers as one."""
+
+    def test_findGateThroughWrappers(self) -> None:
+        """The gate is found past TLS and PROXY wrappers; a plain factory has none."""
+        from twisted.internet.protocol import Factory
+        from twisted.protocols.policies import WrappingFactory
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        factory = ConnectionContextFactory(EchoContext, reactor=Clock())
+        self.assertIs(findGate(factory), factory)
+        from twisted.internet.ssl import CertificateOptions
+
+        wrapped = TLSMemoryBIOFactory(CertificateOptions(), False, WrappingFactory(factory))
+        self.assertIs(findGate(wrapped), factory)
+        self.assertIsNone(findGate(Factory()))
+        self.assertFalse(isProxied(wrapped))
+
+    def test_haproxyWrapperIsProxied(self) -> None:
+        """Behind haproxy: the address accepted is the balancer's: only the limit is judged."""
+        from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+        factory = ConnectionContextFactory(
+            EchoContext, reactor=Clock(), limits=ServerLimits(deny=["192.0.2.0/24"])
+        )
+        wrapped = HAProxyWrappingFactory(factory)
+        self.assertTrue(isProxied(wrapped))
+        balancer = IPv4Address("TCP", "192.0.2.9", 1)
+        self.assertTrue(factory.admit(balancer, proxied=True))
+        self.assertFalse(factory.admit(balancer, proxied=False))
+        self.assertEqual(factory.refusedTotal, 1)
+        self.assertEqual(factory.closedTotal[errors.REFUSED], 1)
+
+    def test_admitAtTheLimit(self) -> None:
+        """At maxConnections, admit refuses and counts; below it, it counts nothing."""
+        from iocpsvc.testing import EmbeddedConnection
+
+        clock = Clock()
+        factory = ConnectionContextFactory(EchoContext, reactor=clock, limits=ServerLimits(maxConnections=1))
+        address = IPv4Address("TCP", "192.0.2.1", 1)
+        self.assertTrue(factory.admit(address, False))
+        EmbeddedConnection(factory=factory, clock=clock)
+        self.assertFalse(factory.admit(address, False))
+        self.assertEqual((factory.refusedTotal, factory.acceptedTotal), (1, 1))
+
+    def test_acceptFailedCounts(self) -> None:
+        """Connections shed for want of a descriptor are refused, under their own reason."""
+        factory = ConnectionContextFactory(EchoContext, reactor=Clock())
+        factory.acceptFailed("EMFILE", 7)
+        factory.acceptFailed("ENOBUFS", 0)
+        self.assertEqual(factory.acceptErrors, 2)
+        self.assertEqual(factory.refusedTotal, 7)
+        self.assertEqual(factory.closedTotal[errors.NO_DESCRIPTORS], 7)
+
+    def test_acceptPeerRaising(self) -> None:
+        """An acceptPeer that raises refuses the connection as a handler error."""
+
+        class Picky(ConnectionContextFactory):
+            def acceptPeer(self, address: Any) -> bool:
+                raise KeyError("bug")
+
+        factory = Picky(EchoContext, reactor=Clock())
+        self.assertFalse(factory.admit(IPv4Address("TCP", "192.0.2.1", 1), False))
+        self.assertEqual(factory.handlerErrors, 1)
+        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], 1)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_onlyPOSIXReactorsAreGuarded(self) -> None:
+        """A test reactor is used as it is; a POSIX reactor gets a stand-in, once."""
+        from twisted.internet import reactor
+        from twisted.internet.testing import MemoryReactor
+
+        memory = MemoryReactor()
+        self.assertIs(guardedReactor(memory), memory)
+        if platform.isWindows():
+            raise self.skipTest("POSIX reactors only")
+        guarded = guardedReactor(reactor)
+        self.assertIsInstance(guarded, GuardedReactor)
+        self.assertIs(guardedReactor(guarded), guarded)
+
+
+@implementer(IAcceptGate)
+class Turnstile:
+    """A gate that lets C{room} connections in and records what it saw."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.refused = 0
+        self.failures: list[tuple[str, int]] = []
+
+    def admit(self, address: Any, proxied: bool) -> bool:
+        if self.room > 0:
+            self.room -= 1
+            return True
+        self.refused += 1
+        return False
+
+    def acceptFailed(self, error: str, closed: int) -> None:
+        self.failures.append((error, closed))
+
+
+class PortTests(TestCase):
+    """Guarded ports over real TCP on 127.0.0.1."""
+
+    if platform.isWindows():
+        skip = "guarded ports are Twisted's POSIX ports"
+
+    @defer.inlineCallbacks
+    def test_refusedInTheSameTurn(self) -> Any:
+        """A refused socket is closed before the port returns to the reactor."""
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory, Protocol
+
+        class Gated(Factory):
+            protocol = Protocol
+
+        gate = Turnstile(room=2)
+        factory = Gated()
+        factory.wrappedFactory = gate  # type: ignore[attr-defined]
+        port = GuardedReactor(reactor).listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port, GuardedTCPPort)
+        number = port.getHost().port
+        clients = [socket.create_connection(("127.0.0.1", number)) for _ in range(5)]
+        self.addCleanup(lambda: [c.close() for c in clients])
+        # One doRead accepts all five; the three refused are closed in it.
+        yield waitUntil(reactor, lambda: gate.refused == 3)
+        port.stopReading()  # nothing more is accepted: what follows was decided already
+        reset = 0
+        for client in clients:
+            client.settimeout(5)
+            try:
+                if client.recv(1) == b"":
+                    reset += 1
+            except TimeoutError:
+                pass  # admitted: open, silent
+            except ConnectionResetError:
+                reset += 1
+        self.assertEqual(reset, 3)
+
+    @defer.inlineCallbacks
+    def test_burstPastTheLimitIsCountedExactly(self) -> Any:
+        """In-process: 40 held, a burst of 200 past a limit of 50: refused + accepted == attempted."""
+        from twisted.internet import reactor
+
+        factory = ConnectionContextFactory(
+            EchoContext, reactor=reactor, limits=ServerLimits(maxConnections=50)
+        )
+        service = SocketServerService(
+            factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        number = service.ports[0].getHost().port
+        held = yield connectRaw(reactor, number, 40)
+        burst = yield connectRaw(reactor, number, 200)
+        attempted = 240
+        yield waitUntil(reactor, lambda: factory.refusedTotal + factory.acceptedTotal == attempted)
+        self.assertEqual(factory.acceptedTotal, 50)
+        self.assertEqual(factory.closedTotal[errors.REFUSED], 190)
+        for client in held + burst:
+            client.transport.abortConnection()
+        yield defer.gatherResults([c.lost for c in held + burst])
+
+
+class DescriptorLimitTests(TestCase):
+    """
+    A twistd server under a small open-files limit, sent a burst of
+    connections past what it can hold: every connection that reached it
+    is counted, as accepted or refused.
+    """
+
+    timeout = 120
+    if not platform.isLinux():
+        skip = "open-files limits and /proc: Linux"
+
+    @defer.inlineCallbacks
+    def burst(self, *options: str, openFiles: int, held: int, burst: int) -> Any:
+        from twisted.internet import reactor
+
+        process, transport = spawnTwistd(
+            reactor,
+            temporaryDirectory(self),
+            "iocpsvc",
+            "--port",
+            "tcp:0:interface=127.0.0.1",
+            "--monitor",
+            "tcp:0:interface=127.0.0.1",
+            "--stats-interval",
+            "0",
+            *options,
+            openFiles=openFiles,
+        )
+        port = yield process.listening
+        yield waitUntil(reactor, lambda: b"monitor on" in process.output)
+        self.addCleanup(self.stop, process, transport)
+        holders = yield connectRaw(reactor, port, held)
+        for holder in holders:
+            holder.transport.write(struct.pack(">I", 2) + b"hi")
+        yield waitUntil(reactor, lambda: all(len(h.received) == 6 for h in holders))
+        extras = yield connectRaw(reactor, port, burst)
+        for extra in extras:
+            if not extra.lost.called:
+                extra.transport.write(struct.pack(">I", 2) + b"hi")
+        # Each extra is either served (its echo comes back) or closed.
+        yield waitUntil(reactor, lambda: all(len(c.received) == 6 or c.lost.called for c in extras))
+        # The clients leave, so that the monitor has descriptors to answer with.
+        clients = holders + extras
+        for client in clients:
+            if not client.lost.called:
+                client.transport.abortConnection()
+        yield defer.gatherResults([c.lost for c in clients])
+        stats: dict[str, Any] = {}
+
+        @defer.inlineCallbacks
+        def counted() -> Any:
+            stats.update((yield getJSON(reactor, process.monitorURL() + "stats.json")))
+            return stats["refused_total"] + stats["accepted_total"] == held + burst
+
+        done = False
+        for _ in range(100):
+            done = yield counted()
+            if done:
+                break
+            yield waitUntil(reactor, lambda: True, step=0.2)
+        self.assertTrue(done, stats)
+        return stats, bytes(process.output)
+
+    @defer.inlineCallbacks
+    def stop(self, process: Any, transport: Any) -> Any:
+        if not process.ended.called:
+            transport.signalProcess("TERM")
+        yield process.ended
+
+    @defer.inlineCallbacks
+    def test_burstAtTheDefaultLimit(self) -> Any:
+        """The derived limit leaves descriptors for refusals: every extra is refused, none lost."""
+        stats, output = yield self.burst(openFiles=256, held=170, burst=300)
+        limit = 256 - 64 - 16  # the reserve, the monitor's share
+        self.assertEqual(stats["accepted_total"], limit)
+        self.assertEqual(stats["closed_total"][errors.REFUSED], 170 + 300 - limit)
+        self.assertEqual(stats["closed_total"][errors.NO_DESCRIPTORS], 0)
+        self.assertEqual(stats["accept_errors_total"], 0)
+        self.assertNotIn(b"EMFILE recovery", output)
+
+    @defer.inlineCallbacks
+    def test_burstPastTheDescriptors(self) -> Any:
+        """A --max-connections above the descriptors: EMFILE sheds the queue, each one counted."""
+        stats, output = yield self.burst("--max-connections", "5000", openFiles=256, held=150, burst=200)
+        self.assertGreater(stats["closed_total"][errors.NO_DESCRIPTORS], 0)
+        self.assertGreater(stats["accept_errors_total"], 0)
+        self.assertEqual(stats["accepted_total"] + stats["refused_total"], 350)
+        self.assertIn(b"descriptors short", output)  # the start-time warning
+        self.assertNotIn(b"EMFILE recovery", output)  # Twisted's own, uncounted, recovery never ran
+        # One rate-limited line for many shed connections, not one each.
+        self.assertLess(output.count(b"accept failed"), 12)
