@@ -24,8 +24,9 @@ from twisted.web.client import Agent, readBody
 from iocpsvc import errors
 from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
-from iocpsvc.monitor import MonitorService
+from iocpsvc.monitor import MonitorService, makeSite
 from iocpsvc.monitor.prometheus import metricsText
+from iocpsvc.monitor.site import MonitorChannel, MonitorSite
 from iocpsvc.monitor.stats import StatsSampler, collect, connections, summaryLine
 from iocpsvc.service import SocketServerService
 from iocpsvc.tap import Options
@@ -323,3 +324,223 @@ class LiveMonitorTests(TestCase):
         self.assertIsNotNone(match, dom[-3000:])
         self.assertEqual(int(match.group(1)), 7)  # type: ignore[union-attr]
         self.assertIn(b'id="status" class="live"', dom)
+
+
+class RecordingChannel(MonitorChannel):
+    """Counts the reads its site's connections have taken in."""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.site.readsTaken = getattr(self.site, "readsTaken", 0) + 1  # type: ignore[attr-defined]
+        super().dataReceived(data)
+
+
+class HardenedMonitorTests(TestCase):
+    """The monitor's HTTP server over real TCP: its cap, deadline, limits and counters."""
+
+    timeout = 60
+
+    def startSite(self, clock: Any = None, **options: Any) -> tuple[MonitorSite, int]:
+        from twisted.internet import reactor
+
+        from iocpsvc.accept import guardedReactor
+
+        factory = ConnectionContextFactory(EchoContext, reactor=reactor)
+        sampler = StatsSampler(factory)
+        site = makeSite(factory, sampler, **options)
+        if clock is not None:
+            site.reactor = clock  # the deadline runs on the test's clock
+        site.protocol = RecordingChannel  # type: ignore[assignment]
+        port = guardedReactor(reactor).listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return site, port.getHost().port
+
+    @defer.inlineCallbacks
+    def rawRequest(self, port: int, data: bytes) -> Any:
+        from twisted.internet import reactor
+
+        [client] = yield connectRaw(reactor, port, 1)
+        client.transport.write(data)
+        received = yield client.lost
+        return received
+
+    @defer.inlineCallbacks
+    def test_connectionCap(self) -> Any:
+        """Past --monitor-max-connections a connection is refused at accept; the rest are served."""
+        from twisted.internet import reactor
+
+        site, port = self.startSite(maxConnections=3)
+        holders = yield connectRaw(reactor, port, 3)
+        yield waitUntil(reactor, lambda: site.online == 3)
+        extra = yield connectRaw(reactor, port, 1)
+        for client in extra:
+            yield client.lost  # refused: closed with nothing said
+            self.assertEqual(bytes(client.received), b"")
+        yield waitUntil(reactor, lambda: site.refused == 1)
+        holders[0].transport.loseConnection()
+        yield holders[0].lost
+        yield waitUntil(reactor, lambda: site.online == 2)
+        answer = yield self.rawRequest(
+            port, b"GET /stats.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:100])
+        self.assertEqual(json.loads(answer.split(b"\r\n\r\n", 1)[1])["monitor"]["refused_total"], 1)
+        for holder in holders[1:]:
+            holder.transport.loseConnection()
+        yield defer.gatherResults([h.lost for h in holders])
+
+    @defer.inlineCallbacks
+    def test_trickledHeadersHitTheDeadline(self) -> Any:
+        """A header line every few seconds does not extend the request's deadline."""
+        from twisted.internet import reactor
+
+        clock = Clock()
+        site, port = self.startSite(clock=clock, requestTimeout=10)
+        [client] = yield connectRaw(reactor, port, 1)
+        client.transport.write(b"GET /stats.json HTTP/1.1\r\n")
+        for n in range(3):
+            yield waitUntil(reactor, lambda n=n: getattr(site, "readsTaken", 0) == n + 1)
+            clock.advance(4)  # 4, 8, 12 seconds: each line arrived before the next
+            if n < 2:
+                client.transport.write(b"X-Slow: %d\r\n" % n)
+        yield client.lost
+        self.assertEqual(bytes(client.received), b"")
+        self.assertEqual(site.timedOut, 1)
+
+    @defer.inlineCallbacks
+    def test_wholeRequestInTimeIsServed(self) -> Any:
+        """A request that arrives in whole before the deadline is answered; the next one gets its own."""
+        from twisted.internet import reactor
+
+        clock = Clock()
+        site, port = self.startSite(clock=clock, requestTimeout=10)
+        [client] = yield connectRaw(reactor, port, 1)
+        client.transport.write(b"GET /history.json HTTP/1.1\r\nHost: x\r\n")
+        yield waitUntil(reactor, lambda: getattr(site, "readsTaken", 0) == 1)
+        clock.advance(9)
+        client.transport.write(b"\r\n")
+        yield waitUntil(reactor, lambda: b"\r\n\r\n" in client.received)
+        clock.advance(9)  # the next request's deadline started with the response
+        self.assertFalse(client.lost.called)
+        self.assertEqual(site.timedOut, 0)
+        clock.advance(2)
+        yield client.lost
+        self.assertEqual(site.timedOut, 1)
+
+    @defer.inlineCallbacks
+    def test_postRefusedBeforeItsBody(self) -> Any:
+        """Any method but GET/HEAD gets 405 and a close; its body is never read."""
+        site, port = self.startSite()
+        answer = yield self.rawRequest(
+            port, b"POST /stats.json HTTP/1.1\r\nHost: x\r\nContent-Length: 300000000\r\n\r\n"
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 405"), answer)
+        self.assertIn(b"Allow: GET, HEAD", answer)
+        answer = yield self.rawRequest(port, b"DELETE / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 405"), answer)
+        self.assertEqual((site.rejected, site.requests), (2, 0))
+
+    @defer.inlineCallbacks
+    def test_bodyOnGetRefused(self) -> Any:
+        """A GET with a body (length or chunked) gets 413 before the body is read."""
+        site, port = self.startSite()
+        for framing in (b"Content-Length: 10", b"Transfer-Encoding: chunked"):
+            answer = yield self.rawRequest(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n")
+            self.assertTrue(answer.startswith(b"HTTP/1.1 413"), answer)
+        self.assertEqual(site.rejected, 2)
+
+    @defer.inlineCallbacks
+    def test_oversizedRequestRefused(self) -> Any:
+        """Too many headers, or headers too large, end in 400 and a close."""
+        site, port = self.startSite()
+        many = b"".join(b"X-%d: y\r\n" % n for n in range(40))
+        answer = yield self.rawRequest(port, b"GET / HTTP/1.1\r\n" + many + b"\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400"), answer)
+        large = b"X-Big: " + b"y" * 9000 + b"\r\n"
+        answer = yield self.rawRequest(port, b"GET / HTTP/1.1\r\n" + large + b"\r\n")
+        # A line past the limit: closed (Twisted's line reader says nothing).
+        self.assertIn(answer[:12], (b"", b"HTTP/1.1 400"))
+        self.assertEqual(site.requests, 0)  # neither reached a resource
+
+    def test_noAccessLog(self) -> None:
+        """A request is counted, not written to the log."""
+        site = makeSite(
+            ConnectionContextFactory(EchoContext, reactor=Clock()),
+            StatsSampler(ConnectionContextFactory(EchoContext, reactor=Clock())),
+        )
+        site.log(object())
+        self.assertEqual(site.requests, 1)
+
+
+class SnapshotTests(SynchronousTestCase):
+    """Scrapes cost no pass over the connections beyond one per half second."""
+
+    def test_statsCollectedOncePerMaxAge(self) -> None:
+        """Many stats() calls within maxAge collect once; after it, once more."""
+        clock = Clock()
+        factory = ConnectionContextFactory(EchoContext, reactor=clock)
+        sampler = StatsSampler(factory, maxAge=0.5)
+        calls = []
+        original = sampler.source.collect
+        sampler.source.collect = lambda: calls.append(1) or original()  # type: ignore[method-assign]
+        first = sampler.stats()
+        for _ in range(1000):
+            self.assertIs(sampler.stats(), first)
+        self.assertEqual(len(calls), 1)
+        clock.advance(0.5)
+        self.assertIsNot(sampler.stats(), first)
+        self.assertEqual(len(calls), 2)
+
+    def test_renderedOncePerSnapshot(self) -> None:
+        """/stats.json and /metrics bodies are made once per snapshot."""
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from iocpsvc.monitor import MetricsResource, StatsResource
+
+        clock = Clock()
+        sampler = StatsSampler(ConnectionContextFactory(EchoContext, reactor=clock))
+        for resource in (StatsResource(sampler), MetricsResource(sampler)):
+            first = resource.render_GET(DummyRequest([b""]))  # type: ignore[arg-type]
+            self.assertIs(resource.render_GET(DummyRequest([b""])), first)  # type: ignore[arg-type]
+            clock.advance(1)
+            self.assertIsNot(resource.render_GET(DummyRequest([b""])), first)  # type: ignore[arg-type]
+
+    def test_connectionsListingKept(self) -> None:
+        """The same /connections.json query within maxAge is answered from the kept listing."""
+        from iocpsvc.monitor import ConnectionsResource
+        from iocpsvc.monitor.stats import FactorySource
+
+        clock = Clock()
+        factory = ConnectionContextFactory(EchoContext, reactor=clock)
+        source = FactorySource(factory)
+        calls = []
+        original = source.connections
+        source.connections = lambda *a: calls.append(a) or original(*a)  # type: ignore[method-assign]
+        resource = ConnectionsResource(source, maxAge=0.5)
+        for _ in range(50):
+            resource._listing("idle", 100, None)
+        resource._listing("id", 100, None)
+        self.assertEqual(len(calls), 2)
+        clock.advance(0.5)
+        resource._listing("idle", 100, None)
+        self.assertEqual(len(calls), 3)
+
+    def test_monitorMetrics(self) -> None:
+        """The monitor's own counters are in /metrics."""
+        clock = Clock()
+        factory = ConnectionContextFactory(EchoContext, reactor=clock)
+        sampler = StatsSampler(factory)
+        makeSite(factory, sampler, maxConnections=5)
+        names = {f.name for f in text_string_to_metric_families(metricsText(sampler.stats).decode())}
+        self.assertTrue(
+            {
+                "iocpsvc_monitor_connections_online",
+                "iocpsvc_monitor_connections_max",
+                "iocpsvc_monitor_requests",
+                "iocpsvc_monitor_connections_refused",
+                "iocpsvc_monitor_timed_out",
+                "iocpsvc_monitor_rejected",
+                "iocpsvc_accept_errors",
+            }
+            <= names,
+            names,
+        )
