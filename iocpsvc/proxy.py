@@ -23,7 +23,11 @@ connection arrives (before the header), closes a connection whose header is
 invalid without a word, lets a few malformed headers escape its parser as
 C{ValueError}s, drops a connection whose first read is shorter than it
 needs to tell v1 from v2, and refuses the bare v1 C{PROXY UNKNOWN\\r\\n}
-that the specification allows.  L{ProxyHeaderWrapper} takes over Twisted's
+that the specification allows.  Its v2 parser also turns an C{AF_UNIX}
+header into a C{UNIXAddress} client that no IP accept filter can judge;
+this module replaces a client that is not an IP address with the
+connection's own addresses (L{ProxyHeaderWrapper.nonIPClient}).
+L{ProxyHeaderWrapper} takes over Twisted's
 wrapper of each such connection (see L{ProxyHeaderWrapper.hold}) and holds
 the context back until the header is in, so that everything the server does
 with a connection -- C{connectionMade}, C{peer}, the accept filter, the idle
@@ -38,7 +42,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.haproxy._info import ProxyInfo
 from twisted.protocols.haproxy._v1parser import V1Parser
@@ -84,7 +88,9 @@ def addressProblem(address: Any, role: str = "client") -> str | None:
     judged by the rules of the other family, nor reach the application.
     """
     if not isinstance(address, (IPv4Address, IPv6Address)):
-        return None  # no address in the header (LOCAL, UNKNOWN) or a UNIX one
+        # No client in the header (LOCAL, UNKNOWN, UNSPEC, or AF_UNIX, see
+        # ProxyHeaderWrapper.nonIPClient): the connection's own address.
+        return None
     if peerIP(address) is None:
         return f"invalid {role} address {address.host!r} in PROXY header"
     # The family as written: peerIP reads ::ffff:1.2.3.4 as IPv4, yet in a
@@ -143,12 +149,21 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         the connection: no C{connectionMade}, no data, no C{connectionLost}.
     @ivar failed: the header was found invalid, late, or its client
         refused; the connection is being closed and reads are dropped.
+    @ivar nonIPClient: what the header named as its client when that was
+        not an IP address (C{"a UNIX-socket client"}, from a v2 C{AF_UNIX}
+        header), else C{None}.  Such a client is dropped from the header,
+        as the specification lets a receiver do with a family it does not
+        support: C{getPeer} and C{getHost} are the connection's own
+        addresses (the balancer's), as for C{LOCAL}; the factory decides
+        whether that will do (L{ConnectionContextFactory.proxyHeaderReceived
+        <iocpsvc.factory.ConnectionContextFactory.proxyHeaderReceived>}).
     """
 
     # Class defaults: a wrapper Twisted built is turned into one of these
     # after its __init__ ran (see hold()).
     awaiting: ConnectionContext | None = None
     failed = False
+    nonIPClient: str | None = None
     _head = b""
     _parsing = False
     _parserClosed = False
@@ -224,6 +239,14 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
             return
         if problem is None and self._parserClosed:
             problem = "invalid PROXY header"
+        info = self._proxyInfo
+        if problem is None and info is not None and info.source is not None:
+            if not isinstance(info.source, (IPv4Address, IPv6Address)):
+                # Never let a header invent a non-IP peer (the accept filter
+                # would wave it through): fall back to the connection's own.
+                kind = "a UNIX-socket" if isinstance(info.source, UNIXAddress) else "a non-IP"
+                self.nonIPClient = f"{kind} client"
+                self._proxyInfo = ProxyInfo(info.header, None, None)
         if problem is None and self._proxyInfo is not None:
             problem = addressProblem(self.getPeer()) or addressProblem(self.getHost(), "destination")
         if problem is not None:

@@ -74,6 +74,18 @@ def v2Local() -> bytes:
     return V2_SIGNATURE + struct.pack("!BBH", 0x20, 0x00, 0)
 
 
+def v2Raw(familyProtocol: int, block: bytes, versionCommand: int = 0x21) -> bytes:
+    """A v2 header with the given family-and-protocol byte and address block (and TLVs), as given."""
+    return V2_SIGNATURE + struct.pack("!BBH", versionCommand, familyProtocol, len(block)) + block
+
+
+def v2Unix(
+    source: bytes = b"/run/client.sock", destination: bytes = b"/run/iocpsvc.sock", transport: int = 0x1
+) -> bytes:
+    """A v2 header (command PROXY, family AF_UNIX) naming a UNIX-socket client: two 108-byte paths."""
+    return v2Raw(0x30 | transport, source.ljust(108, b"\0") + destination.ljust(108, b"\0"))
+
+
 class PeerRecorder(EchoContext):
     """An echo context that notes what it saw in connectionMade and whether it was told of the end."""
 
@@ -260,6 +272,28 @@ class HeaderTests(SynchronousTestCase):
         connection.feed(v1Header("::ffff:203.0.113.7", 51234, "::ffff:192.0.2.1") + frame(b"x"))
         self.assertEqual(connection.context.peerAtStart, IPv6Address("TCP", "::ffff:203.0.113.7", 51234))
         self.assertEqual(connection.transport.value(), frame(b"x"))
+
+    def test_unixClientIsTheProxy(self) -> None:
+        """
+        A v2 AF_UNIX header (stream or datagram) names a client that is not
+        an IP address: without an accept filter the connection is served as
+        after a LOCAL header, its peer and host the TCP connection's own
+        (the balancer's), never a UNIX address from the header -- not in
+        connectionMade, not in /connections.json.
+        """
+        for header, chunkSize in ((v2Unix(), None), (v2Unix(transport=0x2), None), (v2Unix(), 1)):
+            factory = makeFactory()
+            connection = ProxiedConnection(factory)
+            connection.feed(header + frame(b"x"), chunkSize)
+            context = connection.context
+            self.assertEqual(context.peerAtStart, PROXY)
+            self.assertEqual(context.host, IPv4Address("TCP", "10.0.0.9", 9983))
+            self.assertEqual(connection.wrapper.nonIPClient, "a UNIX-socket client")
+            self.assertEqual(connection.transport.value(), frame(b"x"))
+            self.assertEqual(
+                (factory.onlineCount, factory.proxyHeaderErrors, factory.refusedTotal), (1, 0, 0)
+            )
+            self.assertEqual([row["peer"] for row in connections(factory)["connections"]], ["10.0.0.2:5555"])
 
     def test_monitorShowsHeaderClient(self) -> None:
         """/connections.json lists the client from the header."""
@@ -556,6 +590,54 @@ class FilterTests(SynchronousTestCase):
         self.assertTrue(other.closing)
         self.assertEqual(factory.refusedTotal, 1)
 
+    def test_unixClientRefusedByFilter(self) -> None:
+        """
+        With --allow or --deny in force, a v2 AF_UNIX header is refused
+        rather than judged by the balancer's address -- even where that is
+        allowed, as a LOCAL header beside it shows: counted as refused, one
+        log line naming the reason, its context told nothing.
+        """
+        for limits in ({"allow": ["10.0.0.0/8"]}, {"deny": ["192.0.2.0/24"]}):
+            contextClass, calls = callRecorder()
+            factory = makeFactory(contextClass, **limits)
+            events = captureLog(factory)
+            unix, local = ProxiedConnection(factory), ProxiedConnection(factory)
+            unix.feed(v2Unix() + frame(b"no"), chunkSize=9)
+            self.assertTrue(unix.closing)
+            unix.feed(frame(b"in flight before the abort"))
+            unix.lose()
+            local.feed(v2Local() + frame(b"yes"))
+            self.assertEqual(unix.transport.value(), b"")
+            self.assertEqual(local.transport.value(), frame(b"yes"))
+            self.assertEqual(calls, [("made", local.context.contextId), ("data", local.context.contextId)])
+            self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1), limits)
+            self.assertEqual((factory.acceptedTotal, factory.proxyHeaderErrors), (1, 0))
+            [event] = events
+            self.assertEqual(event["peer"], "10.0.0.2:5555")
+            self.assertEqual(
+                event["why"], "PROXY header names a UNIX-socket client, which the accept filter cannot judge"
+            )
+
+    def test_unixClientAcceptPeerAsksAboutProxy(self) -> None:
+        """
+        Without --allow / --deny, an overridden acceptPeer is asked about
+        the balancer's address for a v2 AF_UNIX header, as for LOCAL, and
+        its answer decides.
+        """
+        asked: list[Any] = []
+
+        class Recording(ConnectionContextFactory):
+            def acceptPeer(self, address: Any) -> bool:
+                asked.append(address)
+                return False
+
+        factory = Recording(EchoContext, reactor=Clock())
+        connection = ProxiedConnection(factory)
+        connection.feed(v2Unix())
+        self.assertEqual(asked[-1], PROXY)
+        self.assertTrue(connection.closing)
+        self.assertEqual(factory.refusedTotal, 1)
+
     def test_plainTCPStillFiltered(self) -> None:
         """Without the wrapper, the proxy's address is judged at accept as before."""
         factory = makeFactory(allow=["203.0.113.0/24"])
@@ -700,6 +782,70 @@ class LoopbackTests(TestCase):
         for client in (together, split):
             client.transport.loseConnection()
         yield defer.gatherResults([c.lost for c in (together, split)])
+
+    @defer.inlineCallbacks
+    def test_unixClientWithoutFilter(self) -> Any:
+        """
+        Without --allow / --deny, a client behind a v2 AF_UNIX header is
+        echoed; its peer, in the context and in /connections.json, is the
+        TCP connection's own address (the balancer's), never a UNIX path
+        from the header.
+        """
+        from twisted.internet import reactor
+
+        factory, port = self.startServer()
+        [client] = yield connectRaw(reactor, port, 1)
+        client.transport.write(v2Unix() + frames(b"unix", b"2"))
+        yield waitUntil(reactor, lambda: bytes(client.received) == frames(b"unix", b"2"))
+        mine = f"127.0.0.1:{client.transport.getHost().port}"
+        [context] = factory.contexts()
+        self.assertIsInstance(context.peer, IPv4Address)
+        self.assertEqual(describePeer(context.peer), mine)
+        self.assertEqual([row["peer"] for row in connections(factory)["connections"]], [mine])
+        self.assertEqual((factory.proxyHeaderErrors, factory.refusedTotal), (0, 0))
+        client.transport.loseConnection()
+        yield client.lost
+
+    @defer.inlineCallbacks
+    def test_unixClientRefusedByFilter(self) -> Any:
+        """
+        With --allow in force (127.0.0.1 itself allowed), a client behind a
+        v2 AF_UNIX header is closed with nothing echoed, counted as refused
+        and logged once with the reason; its context hears nothing.  A LOCAL
+        header and an allowed relayed client beside it are echoed.
+        """
+        from twisted.internet import reactor
+
+        contextClass, calls = callRecorder()
+        factory, port = self.startServer(contextClass, allow=["127.0.0.0/8", "198.51.100.0/24"])
+        events = captureLog(factory)
+        unix, local, relayed = yield connectRaw(reactor, port, 3)
+        unixPeer = f"127.0.0.1:{unix.transport.getHost().port}"
+        unix.transport.write(v2Unix() + frames(b"no"))
+        received = yield unix.lost
+        self.assertEqual(received, b"")
+        local.transport.write(v2Local() + frames(b"local"))
+        relayed.transport.write(v1Header("198.51.100.20", 1000) + frames(b"relayed"))
+        yield waitUntil(
+            reactor,
+            lambda: (
+                (bytes(local.received), bytes(relayed.received)) == (frames(b"local"), frames(b"relayed"))
+            ),
+        )
+        yield waitUntil(reactor, lambda: len(self.wrapping.protocols) == 2)
+        self.assertEqual(
+            {contextId for _, contextId in calls}, set(factory.online)
+        )  # the refused one: nothing
+        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
+        self.assertEqual((factory.acceptedTotal, factory.proxyHeaderErrors), (2, 0))
+        [event] = events
+        self.assertEqual(event["peer"], unixPeer)
+        self.assertEqual(
+            event["why"], "PROXY header names a UNIX-socket client, which the accept filter cannot judge"
+        )
+        for client in (local, relayed):
+            client.transport.loseConnection()
+        yield defer.gatherResults([c.lost for c in (local, relayed)])
 
     @defer.inlineCallbacks
     def test_garbageClosedCountedLogged(self) -> Any:
