@@ -1,5 +1,6 @@
 """
-Errors raised by codecs, and the fixed set of reasons a connection closes.
+Errors raised by codecs (and by the PROXY header check behind C{haproxy:}),
+and the fixed set of reasons a connection closes.
 
 A decoder raises a L{DecodeError} subclass when the stream breaks its wire
 format.  Each carries C{closeReason}, the close reason the context records
@@ -105,6 +106,15 @@ class ChecksumMismatch(CorruptFrame):
         super().__init__(f"checksum mismatch: header says {expected:#x}, data sums to {actual:#x}")
         self.expected = expected
         self.actual = actual
+
+
+class ProxyHeaderError(DecodeError):
+    """
+    Behind C{haproxy:}, a connection's PROXY protocol header is malformed
+    (L{iocpsvc.proxy}); the connection is closed before it reaches a
+    context.  The reason names what is wrong, e.g. C{"invalid client port
+    '+80' in PROXY header"}.
+    """
 
 
 class EncodeError(Exception):

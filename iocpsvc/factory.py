@@ -101,8 +101,10 @@ class ConnectionContextFactory(ServerFactory):
     @ivar refusedTotal: connections refused at accept (limit or filter),
         and those closed at accept for want of a descriptor; behind
         C{haproxy:}, also those whose PROXY header names a client the
-        filter refuses.  With L{acceptedTotal}, every connection that
-        reached the listening socket.
+        filter refuses, or (with C{limits.allow} or C{limits.deny} in
+        force) a client that is not an IP address.  With
+        L{acceptedTotal}, every connection that reached the listening
+        socket.
     @ivar acceptErrors: times the listening socket could not accept
         (C{EMFILE}, C{ENFILE}, C{ENOBUFS}, C{ENOMEM}; see
         L{iocpsvc.accept}).
@@ -280,7 +282,11 @@ class ConnectionContextFactory(ServerFactory):
         Behind C{haproxy:} it is asked again once the PROXY header is in,
         with the client the header names, and that answer decides; the
         answer given for the proxy's own address when the TCP connection
-        arrived is not used.
+        arrived is not used.  A header that names no client (C{LOCAL},
+        C{UNKNOWN}) or one that is not an IP address (C{AF_UNIX}) leaves the
+        proxy's own address to be judged; but with C{limits.allow} or
+        C{limits.deny} in force, a header naming a non-IP client is refused
+        before this is asked (see L{proxyHeaderReceived}).
         """
         limits = self.limits
         if not limits.allow and not limits.deny:
@@ -412,11 +418,24 @@ class ConnectionContextFactory(ServerFactory):
         The PROXY header of C{wrapper}'s connection is in: apply the accept
         filter to the client it names, then connect C{context} and hand it
         C{rest}, the bytes that followed the header.
+
+        A header naming a client that is not an IP address (a v2 C{AF_UNIX}
+        one: C{wrapper.nonIPClient}) leaves the balancer's address as the
+        peer.  That is judged like a C{LOCAL} header's when no accept filter
+        is configured; with C{limits.allow} or C{limits.deny}, the
+        connection is refused: the filter names IP networks, and judging the
+        balancer instead would let whatever it relays in under its name.
         """
         self._awaitingHeader.pop(wrapper, None)
         peer = wrapper.getPeer()
-        if not self.acceptPeer(peer):
-            self._refuse(peer, "address filtered (client named in the PROXY header)")
+        limits = self.limits
+        why: str | None = None
+        if wrapper.nonIPClient is not None and (limits.allow or limits.deny):
+            why = f"PROXY header names {wrapper.nonIPClient}, which the accept filter cannot judge"
+        elif not self.acceptPeer(peer):
+            why = "address filtered (client named in the PROXY header)"
+        if why is not None:
+            self._refuse(peer, why)
             # The wrapper goes on holding the context, which never connected:
             # it is told nothing of the close (no connectionLost without a
             # connectionMade), and the close is not counted again.

@@ -74,6 +74,77 @@ def v2Local() -> bytes:
     return V2_SIGNATURE + struct.pack("!BBH", 0x20, 0x00, 0)
 
 
+def v2Raw(familyProtocol: int, block: bytes, versionCommand: int = 0x21) -> bytes:
+    """A v2 header with the given family-and-protocol byte and address block (and TLVs), as given."""
+    return V2_SIGNATURE + struct.pack("!BBH", versionCommand, familyProtocol, len(block)) + block
+
+
+def v2Unix(
+    source: bytes = b"/run/client.sock", destination: bytes = b"/run/iocpsvc.sock", transport: int = 0x1
+) -> bytes:
+    """A v2 header (command PROXY, family AF_UNIX) naming a UNIX-socket client: two 108-byte paths."""
+    return v2Raw(0x30 | transport, source.ljust(108, b"\0") + destination.ljust(108, b"\0"))
+
+
+# v1 lines that Twisted's parser takes (int(), ipaddress) but the
+# specification does not, with the reason logged for each.
+LAX_V1_LINES: list[tuple[bytes, str]] = [
+    (b"PROXY TCP4 203.0.113.7 192.0.2.1 +80 9983\r\n", "invalid client port '+80' in PROXY header"),
+    (b"PROXY TCP4 203.0.113.7 192.0.2.1 1_000 9983\r\n", "invalid client port '1_000' in PROXY header"),
+    (b"PROXY TCP4 203.0.113.7 192.0.2.1 080 9983\r\n", "invalid client port '080' in PROXY header"),
+    (b"PROXY TCP4 203.0.113.7 192.0.2.1 65536 9983\r\n", "invalid client port '65536' in PROXY header"),
+    (b"PROXY TCP4 203.0.113.7 192.0.2.1 -1 9983\r\n", "invalid client port '-1' in PROXY header"),
+    (b"PROXY TCP4 203.0.113.7 192.0.2.1 100000 9983\r\n", "invalid client port '100000' in PROXY header"),
+    (b"PROXY TCP4 203.0.113.7 192.0.2.1 80 +9983\r\n", "invalid destination port '+9983' in PROXY header"),
+    (
+        # Arabic-Indic digits, which int() takes
+        "PROXY TCP4 203.0.113.7 192.0.2.1 80 \u0669\u0669\r\n".encode(),
+        "invalid destination port '\\xd9\\xa9\\xd9\\xa9' in PROXY header",
+    ),
+    (
+        b"PROXY TCP4 203.0.113.7 192.0.2.1  80 9983\r\n",
+        "PROXY v1 header fields not separated by single spaces",
+    ),
+    (
+        b"PROXY  TCP4 203.0.113.7 192.0.2.1 80 9983\r\n",
+        "PROXY v1 header fields not separated by single spaces",
+    ),
+    (
+        b"PROXY TCP4 203.0.113.7 192.0.2.1 80 9983 \r\n",
+        "PROXY v1 header fields not separated by single spaces",
+    ),
+    (
+        b"PROXY TCP6 fe80::1%eth0 fe80::2 80 9983\r\n",
+        "client address 'fe80::1%eth0' with a scope id in PROXY header",
+    ),
+    (
+        b"PROXY TCP6 2001:db8::7 fe80::2%1 80 9983\r\n",
+        "destination address 'fe80::2%1' with a scope id in PROXY header",
+    ),
+    (
+        b"PROXY TCP4 1.2.3.4%x 192.0.2.1 80 9983\r\n",
+        "client address '1.2.3.4%x' with a scope id in PROXY header",
+    ),
+    (b"PROXY TCP4 01.2.3.4 192.0.2.1 80 9983\r\n", "invalid client address '01.2.3.4' in PROXY header"),
+    (b"PROXY TCP4 1.2.3 192.0.2.1 80 9983\r\n", "invalid client address '1.2.3' in PROXY header"),
+    (
+        b"PROXY TCP4 203.0.113.7 192.0.2.1 80\r\n",
+        "3 address and port fields in a PROXY v1 header instead of 4",
+    ),
+    (b"PROXY TCP4\r\n", "0 address and port fields in a PROXY v1 header instead of 4"),
+    (
+        b"PROXY TCP4 203.0.113.7\t192.0.2.1 80 9983\r\n",
+        "3 address and port fields in a PROXY v1 header instead of 4",
+    ),
+    (
+        b"PROXY TCP4 203.0.113.7 192.0.2.1 80 9983 1\r\n",
+        "5 address and port fields in a PROXY v1 header instead of 4",
+    ),
+    (b"PROXY TCP4 203.0.113.7 192.0.2.1 80 9983\n\r\n", "CR or LF inside a PROXY v1 header"),
+    (b"PROXY UNKNOWN " + b"f" * 92 + b"\r\n", "PROXY v1 header longer than 107 bytes"),  # 108 bytes
+]
+
+
 class PeerRecorder(EchoContext):
     """An echo context that notes what it saw in connectionMade and whether it was told of the end."""
 
@@ -261,6 +332,78 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(connection.context.peerAtStart, IPv6Address("TCP", "::ffff:203.0.113.7", 51234))
         self.assertEqual(connection.transport.value(), frame(b"x"))
 
+    def test_unixClientIsTheProxy(self) -> None:
+        """
+        A v2 AF_UNIX header (stream or datagram) names a client that is not
+        an IP address: without an accept filter the connection is served as
+        after a LOCAL header, its peer and host the TCP connection's own
+        (the balancer's), never a UNIX address from the header -- not in
+        connectionMade, not in /connections.json.
+        """
+        for header, chunkSize in ((v2Unix(), None), (v2Unix(transport=0x2), None), (v2Unix(), 1)):
+            factory = makeFactory()
+            connection = ProxiedConnection(factory)
+            connection.feed(header + frame(b"x"), chunkSize)
+            context = connection.context
+            self.assertEqual(context.peerAtStart, PROXY)
+            self.assertEqual(context.host, IPv4Address("TCP", "10.0.0.9", 9983))
+            self.assertEqual(connection.wrapper.nonIPClient, "a UNIX-socket client")
+            self.assertEqual(connection.transport.value(), frame(b"x"))
+            self.assertEqual(
+                (factory.onlineCount, factory.proxyHeaderErrors, factory.refusedTotal), (1, 0, 0)
+            )
+            self.assertEqual([row["peer"] for row in connections(factory)["connections"]], ["10.0.0.2:5555"])
+
+    def test_strictV1Accepts(self) -> None:
+        """
+        Valid v1 lines at the edges of the specification are accepted: port
+        0 and 65535, upper-case IPv6, the longest TCP6 line (104 bytes) and
+        a 107-byte UNKNOWN line.
+        """
+        longest = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+        for line, peer in (
+            (b"PROXY TCP4 0.0.0.0 255.255.255.255 0 65535\r\n", IPv4Address("TCP", "0.0.0.0", 0)),
+            (b"PROXY TCP6 2001:DB8::7 2001:db8::1 65535 0\r\n", IPv6Address("TCP", "2001:DB8::7", 65535)),
+            (v1Header(longest, 65535, longest, 65535), IPv6Address("TCP", longest, 65535)),
+            (b"PROXY UNKNOWN " + b"f" * 91 + b"\r\n", PROXY),
+        ):
+            factory = makeFactory()
+            connection = ProxiedConnection(factory)
+            connection.feed(line + frame(b"x"))
+            self.assertFalse(connection.closing, line)
+            self.assertEqual(connection.context.peerAtStart, peer)
+            self.assertEqual(connection.transport.value(), frame(b"x"))
+        self.assertEqual(len(v1Header(longest, 65535, longest, 65535)), 104)
+        self.assertEqual(len(b"PROXY UNKNOWN " + b"f" * 91 + b"\r\n"), 107)
+
+    def test_v2ExtensionsAndIgnoredBlocks(self) -> None:
+        """
+        A v2 header's TLVs after the addresses are skipped (any number,
+        including empty ones); a LOCAL header's block, and that of an
+        UNSPEC family or transport, are skipped whatever they hold.
+        """
+        addresses = v2Header("203.0.113.7", 51234)[16:]
+        tlvs = (
+            struct.pack("!BH", 0x04, 0)
+            + struct.pack("!BH", 0xEA, 5)
+            + b"vpc-1"
+            + struct.pack("!BH", 0x04, 2)
+            + b"\0\0"
+        )
+        for header, peer in (
+            (v2Raw(0x11, addresses + tlvs), IPv4Address("TCP", "203.0.113.7", 51234)),
+            (v2Raw(0x00, b"junk", versionCommand=0x20), PROXY),  # LOCAL
+            (v2Raw(0x11, b"j", versionCommand=0x20), PROXY),  # LOCAL, whatever family it says
+            (v2Raw(0x00, b"junk"), PROXY),  # PROXY, family UNSPEC
+            (v2Raw(0x10, b"junk"), PROXY),  # PROXY, AF_INET over an UNSPEC transport
+        ):
+            factory = makeFactory()
+            connection = ProxiedConnection(factory)
+            connection.feed(header + frame(b"x"))
+            self.assertFalse(connection.closing, header)
+            self.assertEqual(connection.context.peerAtStart, peer)
+            self.assertEqual(connection.transport.value(), frame(b"x"))
+
     def test_monitorShowsHeaderClient(self) -> None:
         """/connections.json lists the client from the header."""
         factory = makeFactory()
@@ -356,7 +499,13 @@ class LimitTests(SynchronousTestCase):
 class InvalidHeaderTests(SynchronousTestCase):
     """Garbage instead of a header: closed, counted, logged (rate-limited)."""
 
-    def assertProtocolError(self, data: bytes, chunkSize: int | None = None) -> ProxiedConnection:
+    def assertProtocolError(
+        self, data: bytes, chunkSize: int | None = None, why: str | None = None
+    ) -> ProxiedConnection:
+        """
+        C{data} is closed as an invalid header: counted, logged once (with
+        C{why} as the reason, when given), its context never connected.
+        """
         factory = makeFactory()
         events = captureLog(factory)
         connection = ProxiedConnection(factory)
@@ -372,6 +521,8 @@ class InvalidHeaderTests(SynchronousTestCase):
         self.assertEqual(len(events), 1)
         self.assertEqual(events[0]["peer"], "10.0.0.2:5555")
         self.assertEqual(events[0]["closeReason"], errors.PROTOCOL_ERROR)
+        if why is not None:
+            self.assertEqual(events[0]["why"], why)
         return connection
 
     def test_notAHeader(self) -> None:
@@ -383,13 +534,26 @@ class InvalidHeaderTests(SynchronousTestCase):
         """Malformed v1 lines, including those Twisted's parser raises on, are protocol errors."""
         for line in (
             b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
-            b"PROXY TCP4 1.2.3.4 5.6.7.8 x 80\r\n",  # ValueError inside Twisted's parser
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 x 80\r\n",  # was a ValueError inside Twisted's parser
             b"PROXY TCP4 999.1.1.1 5.6.7.8 1 80\r\n",  # not an address
             b"PROXY TCP4 1.2.3.4 5.6.7.8 70000 80\r\n",  # not a port
             b"PROXY TCP4 \xff\xfe 5.6.7.8 1 80\r\n",
             b"PROXY TCP4 " + b"1" * 120,  # no end of line within 107 bytes
         ):
             self.assertProtocolError(line + frame(b"x"))
+
+    def test_laxV1Lines(self) -> None:
+        """
+        v1 lines that Twisted's parser would take but the specification
+        does not -- ports with a sign, an underscore, a space, a heading
+        zero or out of range; scoped or non-canonical addresses; spaces that
+        are not single; missing or extra fields; a stray LF; more than 107
+        bytes -- are protocol errors, whether in one read or in pieces, and
+        the log line says what is wrong.
+        """
+        for line, why in LAX_V1_LINES:
+            self.assertProtocolError(line + frame(b"x"), why=why)
+            self.assertProtocolError(line + frame(b"x"), chunkSize=5)
 
     def test_familyMismatch(self) -> None:
         """
@@ -442,6 +606,30 @@ class InvalidHeaderTests(SynchronousTestCase):
         self.assertProtocolError(V2_SIGNATURE + struct.pack("!BBH", 0x31, 0x11, 12) + b"\0" * 12)
         self.assertProtocolError(V2_SIGNATURE + struct.pack("!BBH", 0x2F, 0x11, 12) + b"\0" * 12)
         self.assertProtocolError(V2_SIGNATURE + struct.pack("!BBH", 0x21, 0x41, 12) + b"\0" * 12, 1)
+
+    def test_badV2Blocks(self) -> None:
+        """
+        A v2 PROXY header whose length does not cover its family's
+        addresses, whose TLVs are cut short or run past its end, or whose
+        transport is unknown, is a protocol error saying so.
+        """
+        addresses = v2Header("203.0.113.7", 51234)[16:]
+        six = v2Header("2001:db8::7", 1, "2001:db8::1")[16:]
+        for header, why in (
+            (v2Raw(0x11, addresses[:11]), "PROXY v2 address block of 11 bytes, IPv4 addresses need 12"),
+            (v2Raw(0x21, six[:35]), "PROXY v2 address block of 35 bytes, IPv6 addresses need 36"),
+            (v2Raw(0x31, b"\0" * 215), "PROXY v2 address block of 215 bytes, UNIX addresses need 216"),
+            (v2Raw(0x11, addresses + b"\x04\x00"), "PROXY v2 header ends in 2 bytes that are not a TLV"),
+            (
+                v2Raw(0x11, addresses + struct.pack("!BH", 0xEA, 6) + b"vpc-1"),
+                "TLV 0xea of 6 bytes runs past the end of its PROXY v2 header",
+            ),
+            (v2Raw(0x13, addresses), "unknown transport protocol 0x3 in PROXY v2 header"),
+            (v2Raw(0x41, addresses), "unknown address family 0x4 in PROXY v2 header"),
+            (v2Raw(0x11, addresses, versionCommand=0x22), "unknown command 0x2 in PROXY v2 header"),
+        ):
+            self.assertProtocolError(header + frame(b"x"), why=why)
+            self.assertProtocolError(header + frame(b"x"), chunkSize=7, why=why)
 
     def test_logLineNamesProxyAndBytes(self) -> None:
         """The log line gives the sender's address and the first bytes it sent."""
@@ -554,6 +742,54 @@ class FilterTests(SynchronousTestCase):
         other.feed(v1Header("198.51.100.9", 2) + frame(b"b"))
         self.assertEqual(allowed.transport.value(), frame(b"a"))
         self.assertTrue(other.closing)
+        self.assertEqual(factory.refusedTotal, 1)
+
+    def test_unixClientRefusedByFilter(self) -> None:
+        """
+        With --allow or --deny in force, a v2 AF_UNIX header is refused
+        rather than judged by the balancer's address -- even where that is
+        allowed, as a LOCAL header beside it shows: counted as refused, one
+        log line naming the reason, its context told nothing.
+        """
+        for limits in ({"allow": ["10.0.0.0/8"]}, {"deny": ["192.0.2.0/24"]}):
+            contextClass, calls = callRecorder()
+            factory = makeFactory(contextClass, **limits)
+            events = captureLog(factory)
+            unix, local = ProxiedConnection(factory), ProxiedConnection(factory)
+            unix.feed(v2Unix() + frame(b"no"), chunkSize=9)
+            self.assertTrue(unix.closing)
+            unix.feed(frame(b"in flight before the abort"))
+            unix.lose()
+            local.feed(v2Local() + frame(b"yes"))
+            self.assertEqual(unix.transport.value(), b"")
+            self.assertEqual(local.transport.value(), frame(b"yes"))
+            self.assertEqual(calls, [("made", local.context.contextId), ("data", local.context.contextId)])
+            self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1), limits)
+            self.assertEqual((factory.acceptedTotal, factory.proxyHeaderErrors), (1, 0))
+            [event] = events
+            self.assertEqual(event["peer"], "10.0.0.2:5555")
+            self.assertEqual(
+                event["why"], "PROXY header names a UNIX-socket client, which the accept filter cannot judge"
+            )
+
+    def test_unixClientAcceptPeerAsksAboutProxy(self) -> None:
+        """
+        Without --allow / --deny, an overridden acceptPeer is asked about
+        the balancer's address for a v2 AF_UNIX header, as for LOCAL, and
+        its answer decides.
+        """
+        asked: list[Any] = []
+
+        class Recording(ConnectionContextFactory):
+            def acceptPeer(self, address: Any) -> bool:
+                asked.append(address)
+                return False
+
+        factory = Recording(EchoContext, reactor=Clock())
+        connection = ProxiedConnection(factory)
+        connection.feed(v2Unix())
+        self.assertEqual(asked[-1], PROXY)
+        self.assertTrue(connection.closing)
         self.assertEqual(factory.refusedTotal, 1)
 
     def test_plainTCPStillFiltered(self) -> None:
@@ -700,6 +936,101 @@ class LoopbackTests(TestCase):
         for client in (together, split):
             client.transport.loseConnection()
         yield defer.gatherResults([c.lost for c in (together, split)])
+
+    @defer.inlineCallbacks
+    def test_unixClientWithoutFilter(self) -> Any:
+        """
+        Without --allow / --deny, a client behind a v2 AF_UNIX header is
+        echoed; its peer, in the context and in /connections.json, is the
+        TCP connection's own address (the balancer's), never a UNIX path
+        from the header.
+        """
+        from twisted.internet import reactor
+
+        factory, port = self.startServer()
+        [client] = yield connectRaw(reactor, port, 1)
+        client.transport.write(v2Unix() + frames(b"unix", b"2"))
+        yield waitUntil(reactor, lambda: bytes(client.received) == frames(b"unix", b"2"))
+        mine = f"127.0.0.1:{client.transport.getHost().port}"
+        [context] = factory.contexts()
+        self.assertIsInstance(context.peer, IPv4Address)
+        self.assertEqual(describePeer(context.peer), mine)
+        self.assertEqual([row["peer"] for row in connections(factory)["connections"]], [mine])
+        self.assertEqual((factory.proxyHeaderErrors, factory.refusedTotal), (0, 0))
+        client.transport.loseConnection()
+        yield client.lost
+
+    @defer.inlineCallbacks
+    def test_unixClientRefusedByFilter(self) -> Any:
+        """
+        With --allow in force (127.0.0.1 itself allowed), a client behind a
+        v2 AF_UNIX header is closed with nothing echoed, counted as refused
+        and logged once with the reason; its context hears nothing.  A LOCAL
+        header and an allowed relayed client beside it are echoed.
+        """
+        from twisted.internet import reactor
+
+        contextClass, calls = callRecorder()
+        factory, port = self.startServer(contextClass, allow=["127.0.0.0/8", "198.51.100.0/24"])
+        events = captureLog(factory)
+        unix, local, relayed = yield connectRaw(reactor, port, 3)
+        unixPeer = f"127.0.0.1:{unix.transport.getHost().port}"
+        unix.transport.write(v2Unix() + frames(b"no"))
+        received = yield unix.lost
+        self.assertEqual(received, b"")
+        local.transport.write(v2Local() + frames(b"local"))
+        relayed.transport.write(v1Header("198.51.100.20", 1000) + frames(b"relayed"))
+        yield waitUntil(
+            reactor,
+            lambda: (
+                (bytes(local.received), bytes(relayed.received)) == (frames(b"local"), frames(b"relayed"))
+            ),
+        )
+        yield waitUntil(reactor, lambda: len(self.wrapping.protocols) == 2)
+        self.assertEqual(
+            {contextId for _, contextId in calls}, set(factory.online)
+        )  # the refused one: nothing
+        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
+        self.assertEqual((factory.acceptedTotal, factory.proxyHeaderErrors), (2, 0))
+        [event] = events
+        self.assertEqual(event["peer"], unixPeer)
+        self.assertEqual(
+            event["why"], "PROXY header names a UNIX-socket client, which the accept filter cannot judge"
+        )
+        for client in (local, relayed):
+            client.transport.loseConnection()
+        yield defer.gatherResults([c.lost for c in (local, relayed)])
+
+    @defer.inlineCallbacks
+    def test_laxV1LinesRefused(self) -> Any:
+        """
+        Each v1 line the specification does not allow (ports like C{+80},
+        C{1_000}, C{080}, C{65536}; scoped addresses; stray spaces; missing
+        fields ...) gets its connection closed with nothing echoed, counted
+        as a protocol error and logged (up to the log's burst), while a good
+        client beside them keeps being echoed.
+        """
+        from twisted.internet import reactor
+
+        factory, port = self.startServer()
+        events = captureLog(factory)
+        good, *bad = yield connectRaw(reactor, port, 1 + len(LAX_V1_LINES))
+        good.transport.write(v1Header("203.0.113.7", 51234) + frames(b"first"))
+        for client, (line, _) in zip(bad, LAX_V1_LINES, strict=True):
+            client.transport.write(line + frames(b"never"))
+        received = yield defer.gatherResults([c.lost for c in bad])
+        self.assertEqual(received, [b""] * len(bad))
+        good.transport.write(frames(b"after"))
+        yield waitUntil(reactor, lambda: bytes(good.received) == frames(b"first", b"after"))
+        count = len(LAX_V1_LINES)
+        self.assertEqual(
+            (factory.proxyHeaderErrors, factory.closedTotal[errors.PROTOCOL_ERROR]), (count, count)
+        )
+        self.assertEqual((factory.acceptedTotal, factory.onlineCount), (1, 1))
+        self.assertEqual(len(events), min(count, factory.rateLimitedLog.burst))
+        self.assertLessEqual({e["why"] for e in events}, {why for _, why in LAX_V1_LINES})
+        good.transport.loseConnection()
+        yield good.lost
 
     @defer.inlineCallbacks
     def test_garbageClosedCountedLogged(self) -> Any:
