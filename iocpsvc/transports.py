@@ -3,8 +3,8 @@ What Twisted's transports tell about themselves, read the same way
 everywhere: the unsent bytes behind a connection, a pipe to a worker
 process, or a link to Redis.
 
-Where bytes wait, in Twisted 26.10 (everything iocpsvc knows about a
-transport's insides is here, and only here)::
+Where written bytes wait in Twisted 26.10 (this module is the one that
+reads these buffers; the rest of iocpsvc asks it)::
 
     context.writeBytes / writeObject
       -> BufferingTLSTransport._aggregator   plaintext, small writes joined
@@ -57,10 +57,10 @@ def unsentBytes(transport: Any) -> int | None:
 def _wrappedUnsent(wrapper: ProtocolWrapper) -> int | None:
     """
     What C{wrapper} holds itself (only TLS holds anything) plus what the
-    transport beneath it holds.  Attributes are read from the instance's
-    own dict: a C{ProtocolWrapper} forwards the names it lacks to the
-    transport beneath it (which is how, before this reading existed, a TLS
-    transport's C{dataBuffer} was the TCP transport's).
+    transport beneath it holds.  TLS's attributes are read from the
+    instance's own dict: a C{ProtocolWrapper} forwards the names it lacks
+    to the transport beneath it (so a TLS transport's C{dataBuffer} is the
+    TCP transport's, and TLS over TLS would find the outer one's buffers).
     """
     below = unsentBytes(wrapper.transport)
     if below is None:
@@ -82,7 +82,9 @@ def _tlsHeldBytes(transport: Any) -> int:
     own = transport.__dict__
     held = 0
     aggregator = own.get("_aggregator")
-    # A _NullAggregator (after the connection is lost) has no buffer.
+    # A _NullAggregator (after the connection is lost) has no buffer; an
+    # empty buffer holds nothing, whatever _bufferLeft says (Twisted's flush
+    # drops writes made from inside it without restoring _bufferLeft).
     if aggregator is not None and getattr(aggregator, "_buffer", None):
         # Twisted keeps _bufferLeft = MAX_BUFFER_SIZE - (bytes in _buffer):
         # read in O(1), not by summing what may be thousands of small writes
@@ -117,6 +119,7 @@ def _memoryBioBytes(connection: Any) -> int:
 
 
 def _bioPendingReader() -> Callable[[Any], int]:
+    """A reader of a pyOpenSSL connection's memory BIO, or of 0s without the binding."""
     try:
         from OpenSSL._util import ffi, lib
 

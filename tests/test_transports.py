@@ -86,12 +86,13 @@ class MemoryTLSConnection:
     """
 
     def __init__(self, testCase: Any, wrappedFactory: Any) -> None:
+        from OpenSSL.crypto import FILETYPE_PEM
         from twisted.internet.ssl import Certificate, CertificateOptions, KeyPair
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
         certificates = issueCertificates(temporaryDirectory(testCase))
         options = CertificateOptions(
-            privateKey=KeyPair.load(_read(certificates.key), 1).original,
+            privateKey=KeyPair.load(_read(certificates.key), FILETYPE_PEM).original,
             certificate=Certificate.loadPEM(_read(certificates.cert)).original,
             extraCertChain=[Certificate.loadPEM(_read(certificates.chain)).original],
         )
