@@ -394,9 +394,12 @@ class ConnectionContext(Protocol):
     @property
     def pendingWriteBytes(self) -> int:
         """
-        Bytes written but not yet sent, as far as the transport tells: exact
-        for Twisted's TCP transports, otherwise an upper bound while
-        writing is blocked and 0 when it is not.
+        Bytes written but not yet sent, as far as the transport tells (see
+        L{iocpsvc.transports.unsentBytes}): exact for Twisted's TCP
+        transports; behind Twisted's TLS, the plaintext TLS holds
+        unencrypted plus the ciphertext not yet written to the socket;
+        otherwise an upper bound while writing is blocked and 0 when it is
+        not.
         """
         unsent = unsentBytes(self.transport)
         if unsent is not None:

@@ -16,17 +16,19 @@ from typing import Any
 from twisted.internet import defer, threads
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc import errors
+from iocpsvc.context import ConnectionContext
 from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
 from tests.certs import CertificateFiles, issueCertificates
-from tests.helpers import encodeFrames
+from tests.helpers import encodeFrames, frame
 from tests.netutil import connectRaw, spawnTwistd, temporaryDirectory, waitUntil
 from tests.test_tcp import FRAMING_CODECS, EveryFramingCodec
+from tests.test_transports import MemoryTLSConnection
 
 # Not a TLS handshake, each in its own way; the server must answer every one
 # with a prompt close (what OpenSSL says about each is in the comment).
@@ -109,30 +111,67 @@ def clientHello(context: ssl.SSLContext) -> bytes:
     return outgoing.read()
 
 
-def handshakeThenGarbage(port: int, context: ssl.SSLContext, garbage: bytes) -> bytes:
+def memoryHandshake(raw: socket.socket, context: ssl.SSLContext) -> tuple[ssl.SSLObject, ssl.MemoryBIO]:
     """
-    Blocking: complete a real TLS handshake over a plain socket (through
-    memory BIOs, so the socket stays ours), then send C{garbage} as if it
-    were a TLS record; return what arrives until the server closes.
+    Blocking: run a real TLS handshake over the plain socket C{raw}
+    (through memory BIOs, so the socket stays ours and nothing more is read
+    from it than the handshake needs).  Return the TLS object and the BIO
+    its records leave by, which still holds our Finished: send it with the
+    first bytes that follow.
     """
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    while True:
+        try:
+            tls.do_handshake()
+            return tls, outgoing
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            data = raw.recv(65536)
+            if not data:
+                raise ConnectionError("closed during the handshake") from None
+            incoming.write(data)
+
+
+def handshakeThenGarbage(port: int, context: ssl.SSLContext, garbage: bytes) -> bytes:
+    """
+    Blocking: complete a real TLS handshake over a plain socket, then send
+    C{garbage} as if it were a TLS record; return what arrives until the
+    server closes.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                raw.sendall(outgoing.read())
-                data = raw.recv(65536)
-                if not data:
-                    raise ConnectionError("closed during the handshake") from None
-                incoming.write(data)
+        _, outgoing = memoryHandshake(raw, context)
         raw.sendall(outgoing.read() + garbage)  # our Finished, then the garbage
         rest = bytearray()
         while data := raw.recv(65536):
             rest += data
         return bytes(rest)
+
+
+def floodWithoutReading(port: int, context: ssl.SSLContext | None, request: bytes, cap: int) -> int:
+    """
+    Blocking: connect (over TLS when C{context} is given, completing the
+    handshake: the last time this client reads), then send C{request} again
+    and again without ever reading, until the server closes the connection;
+    return how many bytes of requests were sent.
+
+    @raise AssertionError: C{cap} bytes went out and the server had still
+        not closed it.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        tls, outgoing = memoryHandshake(raw, context) if context is not None else (None, None)
+        sent = 0
+        try:
+            while sent < cap:
+                if tls is not None and outgoing is not None:
+                    tls.write(request)
+                    raw.sendall(outgoing.read())  # (the first time, our Finished too)
+                else:
+                    raw.sendall(request)
+                sent += len(request)
+        except (ConnectionResetError, BrokenPipeError):
+            return sent
+    raise AssertionError(f"the server never closed a client that does not read ({cap} bytes sent)")
 
 
 def sslDescription(certificates: CertificateFiles, chain: bool = True) -> str:
@@ -156,15 +195,17 @@ class TLSServerMixin:
         codec: str = "length",
         clock: Clock | None = None,
         limits: ServerLimits | None = None,
+        contextClass: type[ConnectionContext] = EchoContext,
     ) -> tuple[ConnectionContextFactory, int]:
         """
-        Listen on C{description} with an echo server using C{codec}; when
-        C{clock} is given, the factory keeps its time by it (idle sweeps,
-        log rate limits) while the sockets run on the real reactor.
+        Listen on C{description} with an echo server (or C{contextClass})
+        using C{codec}; when C{clock} is given, the factory keeps its time
+        by it (idle sweeps, log rate limits) while the sockets run on the
+        real reactor.
         """
         from twisted.internet import reactor
 
-        factory = ConnectionContextFactory(EchoContext, codec, reactor=clock or reactor, limits=limits)
+        factory = ConnectionContextFactory(contextClass, codec, reactor=clock or reactor, limits=limits)
         service = SocketServerService(factory, [description], reactor=reactor, shutdownTimeout=5)
         service.startService()
         self.addCleanup(service.stopService)  # type: ignore[attr-defined]
@@ -417,3 +458,120 @@ class TwistdTLSTests(TestCase):
         output = process.output.decode(errors="replace")
         self.assertIn("protocol-error: TLS handshake failed: http request", output)
         self.assertNotIn("Traceback", output)
+
+
+def samplingEcho(samples: list[tuple[int, int]]) -> type[ConnectionContext]:
+    """
+    An echo context that keeps reading while its replies back up (as a
+    proxy or a client does: C{pauseReadingWhenWriteBlocked} false), so a
+    client that never reads makes it write on until C{maxPendingWrite}
+    stops it.  After each read it appends to C{samples} its
+    C{pendingWriteBytes} and the bytes that read's replies wrote.
+    """
+
+    class SamplingEcho(EchoContext):
+        __slots__ = ()
+        pauseReadingWhenWriteBlocked = False
+
+        def dataReceived(self, data: bytes) -> None:
+            before = self.bytesSent
+            super().dataReceived(data)
+            samples.append((self.pendingWriteBytes, self.bytesSent - before))
+
+    return SamplingEcho
+
+
+class NeverReadingClientsMixin(TLSServerMixin):
+    """
+    Clients that never read, each sending 60 KB echo requests until the
+    server closes it, against an echo that keeps reading.  The same test
+    runs over TLS and over plain TCP (L{useTLS}): the limit must hold at
+    the same bound on both.
+    """
+
+    useTLS: bool
+    clients = 4
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_closedAsSlowClientsWithinTheBound(self) -> Any:
+        """
+        Every client is closed as C{slow-client}, and after every read the
+        server's C{pendingWriteBytes} is at most C{maxPendingWrite} plus
+        one write (the largest a read made), with room for TLS's record
+        headers and tags -- and it did pass the limit.  Over TLS each
+        sample also counts at least what that read's replies wrote: Twisted
+        writes nothing to the socket within the read, so all of it still
+        waits somewhere in TLS or in the TCP transport, and is counted.
+        """
+        limits = ServerLimits(writeHighWater=64 * 1024, maxPendingWrite=1024 * 1024, idleTimeout=0)
+        samples: list[tuple[int, int]] = []
+        if self.useTLS:
+            certificates = issueCertificates(temporaryDirectory(self))
+            description, context = sslDescription(certificates), verifyingContext(certificates)
+        else:
+            description, context = "tcp:0:interface=127.0.0.1", None
+        factory, port = self.startServer(description, limits=limits, contextClass=samplingEcho(samples))
+        request = frame(b"r" * 60_000)
+        yield defer.gatherResults(
+            [
+                threads.deferToThread(floodWithoutReading, port, context, request, 64 * 1024 * 1024)
+                for _ in range(self.clients)
+            ],
+            consumeErrors=True,
+        )
+        yield waitUntil(_reactor(), lambda: factory.onlineCount == 0, timeout=30)
+        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], self.clients)
+        self.assertEqual(factory.acceptedTotal, self.clients)
+
+        largestWrite = max(written for _, written in samples)
+        recordOverhead = limits.maxPendingWrite // 64  # TLS adds ~0.15%; 1.6% is room enough
+        worst = max(pending for pending, _ in samples)
+        self.assertGreater(worst, limits.maxPendingWrite)
+        self.assertLessEqual(worst, limits.maxPendingWrite + largestWrite + recordOverhead)
+        if self.useTLS:
+            # (Over TCP a reply may go straight to the socket within the read.)
+            hidden = [(pending, written) for pending, written in samples if pending < written]
+            self.assertEqual(hidden, [])
+
+
+class NeverReadingTLSClientsTests(NeverReadingClientsMixin, TestCase):
+    """Never-reading clients over C{ssl:}."""
+
+    useTLS = True
+
+
+class NeverReadingTCPClientsTests(NeverReadingClientsMixin, TestCase):
+    """The same clients over plain C{tcp:}, for the same bound."""
+
+    useTLS = False
+
+
+class PushBeforeHandshakeTests(SynchronousTestCase):
+    """Writes that TLS cannot take yet, in memory."""
+
+    def test_pushBeforeTheHandshakeCounts(self) -> None:
+        """
+        Bytes written to a client whose handshake has not finished wait
+        inside TLS as plaintext; they are the context's
+        C{pendingWriteBytes}, TLS pauses the context meanwhile, and once
+        more than C{maxPendingWrite} waits the client is closed as
+        C{slow-client}, as over TCP.
+        """
+        factory = ConnectionContextFactory(
+            EchoContext,
+            "length",
+            reactor=Clock(),
+            limits=ServerLimits(writeHighWater=64 * 1024, maxPendingWrite=1024 * 1024),
+        )
+        connection = MemoryTLSConnection(self, factory)
+        context = connection.tls.wrappedProtocol
+        context.writeBytes(b"p" * 600_000)
+        self.assertEqual(context.pendingWriteBytes, 600_000)
+        self.assertFalse(context.writable)
+        self.assertIsNone(context.closeReason)
+        context.writeBytes(b"p" * 600_000)
+        self.assertEqual(context.closeReason, errors.SLOW_CLIENT)
+        connection.reactor.advance(0)
+        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], 1)
+        self.assertEqual(factory.onlineCount, 0)
