@@ -46,6 +46,7 @@ from twisted.python.failure import Failure
 from iocpsvc import errors
 from iocpsvc.codecs import Codec
 from iocpsvc.context import ConnectionContext, describePeer
+from iocpsvc.errors import EncodeError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 
@@ -408,13 +409,30 @@ class RequestContext(ConnectionContext):
     C{writabilityChanged} still say when requests are backing up: pace
     requests by them.  The C{slow-client} limit, C{maxPendingWrite}, still
     bounds what may wait to be sent (256 MiB in L{clientLimits}).
+
+    Keep-alives: with a codec that has a keep-alive frame (C{diocp}), set
+    L{keepAliveInterval} (a class attribute) and the context sends one
+    after that many seconds with nothing sent, or call L{sendKeepAlive}.
+    A keep-alive never goes out in the same write as data: a real DIOCP
+    peer stops decoding a read at a keep-alive, so data behind it would
+    wait for the peer's next read.  A request that encodes to the
+    keep-alive frame (C{request(b"")} on C{diocp}) fails at once with
+    L{iocpsvc.errors.EncodeError}: the peer never answers it.
     """
 
-    __slots__ = ("_waiting",)
+    __slots__ = ("_waiting", "_keepAliveTimer", "_sentAtLastTick")
+
+    keepAliveInterval: float | None = None
+    """
+    Seconds without sending anything after which the codec's keep-alive
+    frame is sent (C{None}: never).  Ignored for codecs without one.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self._waiting: deque[_Waiter] = deque()
+        self._keepAliveTimer: Any = None
+        self._sentAtLastTick = -1
 
     # Keep reading replies while requests back up; maxPendingWrite still
     # bounds what may wait to be sent.
@@ -451,23 +469,69 @@ class RequestContext(ConnectionContext):
             raise ValueError(f"timeout must be >= 0, not {timeout!r}")
         if self.closeReason is not None or self.transport is None or not self.connected:
             return fail(ConnectionClosed(f"the connection is closed ({self.closeReason or 'not connected'})"))
+        try:
+            encoded = self._encode(obj)
+            if encoded.__class__ is bytes and encoded == self._keepAliveFrame():
+                raise EncodeError(
+                    f"{obj!r} encodes to the codec's keep-alive frame, which the peer never "
+                    f"answers; send keep-alives with sendKeepAlive() or keepAliveInterval"
+                )
+        except Exception:
+            # Nothing went out: the connection stays open.
+            return fail()
         waiter = _Waiter()
-        waiting = self._waiting
         # Queued before the write: whatever the write sets off (a
         # synchronous reply or loss on an in-memory transport) finds it.
-        waiting.append(waiter)
-        try:
-            self.writeObject(obj)
-        except Exception:
-            # Encoding comes before sending, so nothing went out: forget the
-            # request (it is the newest) and keep the connection.
-            if waiting and waiting[-1] is waiter:
-                waiting.pop()
-            return fail()
+        self._waiting.append(waiter)
+        self._writeEncoded(encoded)
         deferred = waiter.deferred
         if timeout is not None and not deferred.called:
             waiter.timer = self._reactor().callLater(timeout, self._timedOut, waiter, timeout)
         return deferred
+
+    def _keepAliveFrame(self) -> bytes | None:
+        factory = self.factory
+        return getattr(factory.encoder, "keepAliveFrame", None) if factory is not None else None
+
+    def sendKeepAlive(self) -> bool:
+        """
+        Send the codec's keep-alive frame now, if nothing else is on its way:
+        not while replies to a read are being collected, and not while
+        written bytes still wait to be sent (they tell the peer the
+        connection is alive, and a keep-alive must not share a write with
+        data).
+
+        @return: whether it was sent (C{False} also for a codec without
+            one, or a connection that is closing).
+        """
+        frame = self._keepAliveFrame()
+        if (
+            frame is None
+            or self.closeReason is not None
+            or self.transport is None
+            or self._batch is not None
+            or self.pendingWriteBytes
+        ):
+            return False
+        self.writeBytes(frame)
+        return True
+
+    def makeConnection(self, transport: Any) -> None:
+        # Here rather than in connectionMade, which subclasses override.
+        super().makeConnection(transport)
+        interval = self.keepAliveInterval
+        if interval and self.connected and self._keepAliveFrame() is not None:
+            from twisted.internet.task import LoopingCall
+
+            self._keepAliveTimer = LoopingCall(self._keepAliveTick)
+            self._keepAliveTimer.clock = self._reactor()
+            self._keepAliveTimer.start(interval, now=False)
+
+    def _keepAliveTick(self) -> None:
+        # Idle since the last tick (nothing sent): send a keep-alive.
+        if self.bytesSent == self._sentAtLastTick:
+            self.sendKeepAlive()
+        self._sentAtLastTick = self.bytesSent
 
     def unsolicitedObjectReceived(self, obj: object) -> None:
         """
@@ -523,6 +587,10 @@ class RequestContext(ConnectionContext):
         # the last bytes are delivered first, then whoever waits hears of
         # the loss, before the application's connectionLost runs.
         super()._connectionEnding(reason)
+        timer = self._keepAliveTimer
+        if timer is not None and timer.running:
+            timer.stop()
+        self._keepAliveTimer = None
         waiting = self._waiting
         while waiting:
             waiter = waiting.popleft()

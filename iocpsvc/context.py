@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from inspect import iscoroutine
 from typing import TYPE_CHECKING, Any
 
@@ -137,6 +137,8 @@ class ConnectionContext(Protocol):
         "_buffer",
         "_batch",
         "_pending",
+        "_pendingRuns",
+        "_pendingBytes",
         "_hold",
         "_readingPaused",
         "_backlogPaused",
@@ -191,6 +193,10 @@ class ConnectionContext(Protocol):
         self._buffer: bytearray | None = None
         self._batch: list[bytes] | None = None
         self._pending: deque[object] | None = None
+        # Beside the pending objects: [objects left, bytes each] per read
+        # they came from, and the received bytes they add up to.
+        self._pendingRuns: deque[list[int]] | None = None
+        self._pendingBytes = 0
         self._hold = 0
         self._readingPaused = False
         self._backlogPaused = False
@@ -387,6 +393,11 @@ class ConnectionContext(Protocol):
         return len(self._pending) if self._pending else 0
 
     @property
+    def pendingObjectBytes(self) -> int:
+        """The received bytes whose objects are decoded but not yet dispatched."""
+        return self._pendingBytes
+
+    @property
     def bufferedBytes(self) -> int:
         """Received bytes not yet decoded (a partial frame)."""
         return len(self._buffer) if self._buffer else 0
@@ -502,9 +513,9 @@ class ConnectionContext(Protocol):
         if out:
             self.framesReceived += len(out)
             if hold:
-                self._queue(out)  # behind a handler that has not finished
+                self._queue(out, consumed)  # behind a handler that has not finished
             else:
-                self._dispatch(out)
+                self._dispatch(out, consumed)
         if failure is not None:
             if self._pending:
                 # Objects decoded before the error still wait behind a slow
@@ -515,11 +526,12 @@ class ConnectionContext(Protocol):
             else:
                 self._decodeError(failure)
 
-    def _dispatch(self, objects: list[object]) -> None:
+    def _dispatch(self, objects: list[object], size: int = 0) -> None:
         """
-        Deliver freshly decoded C{objects} (nothing is pending when this
-        runs) to L{objectReceived}, batching the writes they make; as soon as
-        dispatch is held, queue the rest, in order.
+        Deliver freshly decoded C{objects}, which came from C{size} received
+        bytes (nothing is pending when this runs), to L{objectReceived},
+        batching the writes they make; as soon as dispatch is held, queue
+        the rest, in order.
         """
         objectReceived = self.objectReceived
         iterator: Iterator[object] = iter(objects)
@@ -532,7 +544,9 @@ class ConnectionContext(Protocol):
                     self._awaitResult(result)
                 if self._hold:
                     if not self._hold & _CLOSING:
-                        self._queue(iterator)
+                        rest = list(iterator)
+                        if rest:
+                            self._queue(rest, size * len(rest) // len(objects))
                     break
         except Exception:
             self._handlerError(Failure())
@@ -547,14 +561,21 @@ class ConnectionContext(Protocol):
         time), until dispatch is held again.
         """
         pending = self._pending
-        if not pending:
+        runs = self._pendingRuns
+        if not pending or runs is None:
             return
         objectReceived = self.objectReceived
         outer = self._batch
         self._batch = []
         try:
             while pending and not self._hold:
-                result = objectReceived(pending.popleft())
+                obj = pending.popleft()
+                run = runs[0]
+                run[0] -= 1
+                self._pendingBytes -= run[1]
+                if not run[0]:
+                    runs.popleft()
+                result = objectReceived(obj)
                 if result is not None:
                     self._awaitResult(result)
         except Exception:
@@ -563,30 +584,50 @@ class ConnectionContext(Protocol):
             self._flush()
             self._batch = outer
         if not pending and self._pending is pending:
-            self._pending = None
+            self._dropPending()
 
-    def _queue(self, objects: Iterable[object]) -> None:
-        """Keep objects for later dispatch; pause reading past the bound."""
+    def _queue(self, objects: list[object], size: int) -> None:
+        """
+        Keep C{objects}, decoded from C{size} received bytes, for later
+        dispatch; pause reading past either bound (objects, bytes).
+        """
         pending = self._pending
         if pending is None:
             pending = self._pending = deque(objects)
+            self._pendingRuns = deque()
         else:
             pending.extend(objects)
+        # Bytes are known per read, not per object: each object of a read
+        # counts for an equal share of it.
+        each = size // len(objects)
+        self._pendingRuns.append([len(objects), each])  # type: ignore[union-attr]
+        self._pendingBytes += each * len(objects)
         factory = self.factory
-        if (
-            not self._backlogPaused
-            and factory is not None
-            and len(pending) > factory.limits.maxPendingObjects
-        ):
-            self._backlogPaused = True
-            factory.backlogPausedTotal += 1
-            factory.rateLimitedLog.info(
-                "{peer}: more than {bound} objects waiting for a slow handler; reading paused",
-                peer=describePeer(self.peer),
-                bound=factory.limits.maxPendingObjects,
-                contextId=self.contextId,
-            )
-            self._updateReading()
+        if self._backlogPaused or factory is None:
+            return
+        limits = factory.limits
+        if len(pending) > limits.maxPendingObjects:
+            why, bound = "objects", limits.maxPendingObjects
+        elif self._pendingBytes > limits.maxPendingObjectBytes:
+            why, bound = "bytes of frames", limits.maxPendingObjectBytes
+        else:
+            return
+        self._backlogPaused = True
+        factory.backlogPausedTotal += 1
+        factory.rateLimitedLog.info(
+            "{peer}: more than {bound} {why} waiting for a slow handler; reading paused",
+            peer=describePeer(self.peer),
+            bound=bound,
+            why=why,
+            contextId=self.contextId,
+        )
+        self._updateReading()
+
+    def _dropPending(self) -> None:
+        """Forget the pending objects (dispatched, or dropped at the close)."""
+        self._pending = None
+        self._pendingRuns = None
+        self._pendingBytes = 0
 
     def _awaitResult(self, result: Any) -> None:
         """objectReceived returned something: wait for it if it is async."""
@@ -613,8 +654,11 @@ class ConnectionContext(Protocol):
             self._receive(b"")
         if self._backlogPaused:
             factory = self.factory
-            bound = factory.limits.maxPendingObjects if factory is not None else 0
-            if self.pendingObjects <= bound // 2:
+            limits = factory.limits if factory is not None else None
+            if limits is None or (
+                self.pendingObjects <= limits.maxPendingObjects // 2
+                and self._pendingBytes <= limits.maxPendingObjectBytes // 2
+            ):
                 self._backlogPaused = False
         error = self._closeWhenDrained
         if error is not None and not self._hold and not self._pending:
@@ -688,7 +732,7 @@ class ConnectionContext(Protocol):
             # be the one that crossed it (the transport paused us inside it).
             self._blockedBytes = self._blockedBytes + size if wasBlocked else size
             factory = self.factory
-            if factory is not None and self.pendingWriteBytes > factory.limits.maxPendingWrite:
+            if factory is not None and self.pendingWriteBytes > factory.maxPendingWrite:
                 self._slowClient()
 
     def _writeEncoded(self, encoded: Any) -> None:
@@ -726,7 +770,7 @@ class ConnectionContext(Protocol):
             factory.rateLimitedLog.warn(
                 "closing {peer}: slow-client: more than {limit} bytes written and not sent",
                 peer=describePeer(self.peer),
-                limit=factory.limits.maxPendingWrite,
+                limit=factory.maxPendingWrite,
                 contextId=self.contextId,
             )
         self.abort(errors.SLOW_CLIENT)
@@ -765,7 +809,7 @@ class ConnectionContext(Protocol):
                 contextId=self.contextId,
             )
         self._buffer = None
-        self._pending = None
+        self._dropPending()
         self.close(errors.HANDLER_ERROR)
 
     def _hookFailed(self, failure: Failure, hook: str) -> None:
@@ -814,7 +858,7 @@ class ConnectionContext(Protocol):
             self.closeReason = errors.PROTOCOL_ERROR if self._tlsFailed(reason) else errors.PEER
         held = self._hold or self._decodeFailed
         self._hold |= _CLOSING
-        self._pending = None
+        self._dropPending()
         buffer = self._buffer
         self._buffer = None
         if not buffer:

@@ -94,6 +94,8 @@ class ConnectionContextFactory(ServerFactory):
     @ivar reactor: the reactor (its C{seconds()} stamps the contexts).
     @ivar contextClass: the L{ConnectionContext} subclass to instantiate.
     @ivar codec: the L{Codec} registered by spec, if any.
+    @ivar maxFrameLength: the registered decoder's largest frame, if it
+        says (what the default C{maxPendingWrite} is derived from).
     @ivar online: context id -> online context.
     @ivar peakOnline: the most contexts online at once.
     @ivar limits: the L{ServerLimits} in force.
@@ -170,6 +172,7 @@ class ConnectionContextFactory(ServerFactory):
         self.limits = limits if limits is not None else ServerLimits()
         self.contextClass: type[ConnectionContext] = ConnectionContext
         self.codec: Codec | None = None
+        self.maxFrameLength: int | None = None
         self._newDecoder: Callable[[], Any] = _missingDecoder
         self._encoder: Any = None
         self.online: dict[int, ConnectionContext] = {}
@@ -226,6 +229,7 @@ class ConnectionContextFactory(ServerFactory):
         """
         codec = parseCodecSpec(codec)
         self.codec = codec
+        self.maxFrameLength = codec.maxFrameLength
         self._newDecoder = codec.newDecoder
         self._encoder = codec.encoder
         # One bound method shared by every context, not one per connection.
@@ -238,6 +242,7 @@ class ConnectionContextFactory(ServerFactory):
         (or adaptable to) L{IDecoder}, which is copied for each connection.
         """
         self._newDecoder = sharedIfStateless(_decoderFactoryOf(decoder))
+        self.maxFrameLength = getattr(self._newDecoder(), "maxFrameLength", None)
         self.codec = None
 
     def registerEncoder(self, encoder: Any) -> None:
@@ -261,6 +266,15 @@ class ConnectionContextFactory(ServerFactory):
             f"decoder {type(decoder).__name__} (max frame "
             f"{getattr(decoder, 'maxFrameLength', '?')} bytes), encoder {type(self._encoder).__name__}"
         )
+
+    @property
+    def maxPendingWrite(self) -> int:
+        """
+        Bytes written and not yet sent past which a connection is closed as
+        C{slow-client}: C{limits.maxPendingWrite}, or by default derived
+        from the decoder's largest frame (L{ServerLimits.pendingWriteLimit}).
+        """
+        return self.limits.pendingWriteLimit(self.maxFrameLength)
 
     @property
     def encoder(self) -> Any:

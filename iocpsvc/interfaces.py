@@ -105,6 +105,13 @@ class IEncoder(Interface):
     C{twisted.python.components.registerAdapter(MyEncoder, MyMessage,
     IEncoder)}: C{writeObject(message)} then encodes the message by
     adaptation, and the framer wraps the bytes the adapter returns.
+
+    A framer's encoder whose wire format has a keep-alive frame (one the
+    peer consumes and never answers: DIOCP's zero-length frame) says so
+    with an optional attribute C{keepAliveFrame}, its bytes.  Clients send
+    it only when they have nothing else to send
+    (L{iocpsvc.client.RequestContext.sendKeepAlive}): some peers stop
+    decoding a read at a keep-alive and leave what follows it waiting.
     """
 
     def encode(obj: object) -> bytes | list[bytes] | tuple[bytes, ...]:

@@ -15,6 +15,16 @@ from typing import Any
 
 from iocpsvc.codecs._base import KiB, MiB
 
+DEFAULT_MAX_PENDING_WRITE = 4 * MiB
+"""The least C{maxPendingWrite} is by default, whatever the codec."""
+
+PENDING_WRITE_HEADROOM = 1 * MiB
+"""
+What the default C{maxPendingWrite} allows beyond the codec's largest frame
+(at least twice the write high water mark): the replies of one read, and
+what was already waiting below the mark.
+"""
+
 # File descriptors kept back from --max-connections for listeners, log
 # files, pipes, the Redis link, and the connections refused at accept
 # (each holds one for a moment); the monitor's connections come on top.
@@ -39,9 +49,14 @@ class ServerLimits:
         connection stops reading from its client (and stops dispatching),
         until everything written has been sent.
     @ivar maxPendingWrite: bytes written but not yet sent above which the
-        connection is closed (reason C{slow-client}).
+        connection is closed (reason C{slow-client}).  C{None} (the
+        default): derived from the codec's largest frame, so that a reply
+        that large can be sent (see L{pendingWriteLimit}).
     @ivar maxPendingObjects: objects received but not yet dispatched (behind
         a slow handler) above which reading from that client pauses.
+    @ivar maxPendingObjectBytes: the same bound in received bytes: the
+        frames whose objects wait behind a slow handler.  (A frame can
+        decode to many times its size: JSON, say.)
     @ivar closeTimeout: seconds a closing connection may take to send what
         it was asked to, before it is aborted.
     @ivar proxyHeaderTimeout: behind C{haproxy:}, seconds a new connection
@@ -57,8 +72,9 @@ class ServerLimits:
     keepAliveInterval: int = 10
     keepAliveCount: int = 6
     writeHighWater: int = 64 * KiB
-    maxPendingWrite: int = 4 * MiB
+    maxPendingWrite: int | None = None
     maxPendingObjects: int = 128
+    maxPendingObjectBytes: int = 1 * MiB
     closeTimeout: float = 10.0
     allow: list[Any] = field(default_factory=list)
     deny: list[Any] = field(default_factory=list)
@@ -71,19 +87,33 @@ class ServerLimits:
             raise ValueError("idleTimeout must be >= 0")
         if self.writeHighWater <= 0:
             raise ValueError("writeHighWater must be > 0")
-        if self.maxPendingWrite < self.writeHighWater:
+        if self.maxPendingWrite is not None and self.maxPendingWrite < self.writeHighWater:
             raise ValueError(
                 f"maxPendingWrite ({self.maxPendingWrite}) must be at least "
                 f"writeHighWater ({self.writeHighWater})"
             )
         if self.maxPendingObjects < 1:
             raise ValueError("maxPendingObjects must be at least 1")
+        if self.maxPendingObjectBytes < 1:
+            raise ValueError("maxPendingObjectBytes must be at least 1")
         if self.closeTimeout < 0:
             raise ValueError("closeTimeout must be >= 0")
         if self.proxyHeaderTimeout < 0:
             raise ValueError("proxyHeaderTimeout must be >= 0")
         self.allow = [parseNetwork(n) for n in self.allow]
         self.deny = [parseNetwork(n) for n in self.deny]
+
+    def pendingWriteLimit(self, maxFrameLength: int | None) -> int:
+        """
+        The C{maxPendingWrite} in force for a codec whose largest frame is
+        C{maxFrameLength} bytes: the one given, or by default that frame
+        plus L{PENDING_WRITE_HEADROOM} (or twice C{writeHighWater}, if
+        more), and at least L{DEFAULT_MAX_PENDING_WRITE}.
+        """
+        if self.maxPendingWrite is not None:
+            return self.maxPendingWrite
+        headroom = max(PENDING_WRITE_HEADROOM, 2 * self.writeHighWater)
+        return max(DEFAULT_MAX_PENDING_WRITE, (maxFrameLength or 0) + headroom)
 
     def sweepInterval(self) -> float:
         """How often the factory's sweep looks for idle and stuck connections."""

@@ -174,14 +174,17 @@ class SocketServerService(MultiService):
         _log.info(
             "iocpsvc limits: max connections {maxConnections}; idle timeout {idleTimeout}s; "
             "keep-alive {keepAlive}; write high water {writeHighWater} bytes; max pending write "
-            "{maxPendingWrite} bytes; max pending objects {maxPendingObjects}; close timeout "
+            "{maxPendingWrite} bytes{derived}; max pending objects {maxPendingObjects} "
+            "({maxPendingObjectBytes} bytes); close timeout "
             "{closeTimeout}s; shutdown timeout {shutdownTimeout}s{proxy}{notes}",
             maxConnections=limits.maxConnections or "unlimited",
             idleTimeout=limits.idleTimeout or "off",
             keepAlive="on" if limits.keepAlive else "off",
             writeHighWater=limits.writeHighWater,
-            maxPendingWrite=limits.maxPendingWrite,
+            maxPendingWrite=self.factory.maxPendingWrite,
+            derived=" (from the codec's largest frame)" if limits.maxPendingWrite is None else "",
             maxPendingObjects=limits.maxPendingObjects,
+            maxPendingObjectBytes=limits.maxPendingObjectBytes,
             closeTimeout=limits.closeTimeout,
             shutdownTimeout=self.shutdownTimeout,
             proxy=(
@@ -191,6 +194,15 @@ class SocketServerService(MultiService):
             ),
             notes="".join(f"; {note}" for note in self.startNotes),
         )
+        maxFrameLength = self.factory.maxFrameLength
+        if maxFrameLength is not None and self.factory.maxPendingWrite < maxFrameLength:
+            _log.warn(
+                "max pending write {maxPendingWrite} bytes is below the codec's largest frame, "
+                "{maxFrameLength} bytes: a reply that large closes its connection as slow-client "
+                "(raise --max-pending-write, or leave it to its default)",
+                maxPendingWrite=self.factory.maxPendingWrite,
+                maxFrameLength=maxFrameLength,
+            )
 
     def stopService(self) -> Deferred[Any]:
         """

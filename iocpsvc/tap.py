@@ -129,14 +129,22 @@ class Options(usage.Options):
         [
             "max-pending-write",
             None,
-            "4MiB",
-            "Close a client (slow-client) with more than this waiting to be sent to it.",
+            None,
+            "Close a client (slow-client) with more than this waiting to be sent to it "
+            "[default: the codec's largest frame plus 1MiB, at least 4MiB].",
         ],
         [
             "max-pending-objects",
             None,
             "128",
             "Pause reading from a client with more objects than this waiting behind a slow handler.",
+        ],
+        [
+            "max-pending-object-bytes",
+            None,
+            "1MiB",
+            "Pause reading from a client whose frames waiting behind a slow handler add up to more "
+            "than this.",
         ],
         [
             "monitor",
@@ -333,8 +341,13 @@ class Options(usage.Options):
                 idleTimeout=_number(self, "idle-timeout", float, minimum=0),
                 keepAlive=not self["no-keepalive"],
                 writeHighWater=_number(self, "write-high-water", parseSize, minimum=1),
-                maxPendingWrite=_number(self, "max-pending-write", parseSize, minimum=1),
+                maxPendingWrite=(
+                    None
+                    if self["max-pending-write"] is None
+                    else _number(self, "max-pending-write", parseSize, minimum=1)
+                ),
                 maxPendingObjects=_number(self, "max-pending-objects", int, minimum=1),
+                maxPendingObjectBytes=_number(self, "max-pending-object-bytes", parseSize, minimum=1),
                 closeTimeout=_number(self, "close-timeout", float, minimum=0),
                 proxyHeaderTimeout=_number(self, "proxy-header-timeout", float, minimum=0),
                 allow=self["allow"],

@@ -38,6 +38,7 @@ from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
 from iocpsvc.testing import EmbeddedConnection
+from tests.helpers import encodedBytes
 
 CONNECTIONS = 200
 
@@ -558,3 +559,133 @@ class ConcurrentClientTests(ServerMixin, TestCase):
         self.assertEqual(clients.bytesReceivedTotal, clients.bytesSentTotal)
         yield clients.closeAll(errors.LOCAL)
         self.assertEqual(clients.closedTotal[errors.LOCAL], CONNECTIONS)
+
+
+class KeepAliveContext(RequestContext):
+    """Sends DIOCP keep-alives after a second of sending nothing."""
+
+    keepAliveInterval = 1.0
+
+
+def recordWrites(connection: EmbeddedConnection) -> list[bytes]:
+    """Every transport write of C{connection}'s context, one entry each."""
+    writes: list[bytes] = []
+    original = connection.transport.write
+
+    def write(data: bytes) -> None:
+        writes.append(bytes(data))
+        original(data)
+
+    connection.transport.write = write  # type: ignore[method-assign]
+    return writes
+
+
+class KeepAliveTests(SynchronousTestCase):
+    """DIOCP keep-alives: sent only when idle, never in the same write as data."""
+
+    def test_keepAliveRequestRefused(self) -> None:
+        """request(b"") on diocp encodes to the keep-alive, which gets no reply: it fails, nothing is sent."""
+        connection = EmbeddedConnection(RequestContext, codec="diocp")
+        context: Any = connection.context
+        failure = self.failureResultOf(context.request(b""), EncodeError)
+        self.assertIn("keep-alive", str(failure.value))
+        self.assertEqual((context.waitingRequests, connection.readBytes()), (0, b""))
+        self.assertFalse(connection.closing)
+
+    def test_sentOnlyWhenIdle(self) -> None:
+        """sendKeepAlive writes the frame alone; with a batch being collected it sends nothing."""
+        from iocpsvc.codecs.diocp import DiocpStreamEncoder
+
+        connection = EmbeddedConnection(RequestContext, codec="diocp")
+        context: Any = connection.context
+        writes = recordWrites(connection)
+        self.assertTrue(context.sendKeepAlive())
+        self.assertEqual(writes, [DiocpStreamEncoder.keepAliveFrame])
+        context._batch = []  # as while the replies of a read are collected
+        self.assertFalse(context.sendKeepAlive())
+        context._batch = None
+        self.assertFalse(EmbeddedConnection(RequestContext, codec="length").context.sendKeepAlive())  # type: ignore[attr-defined]
+
+    def test_notWhileDataWaits(self) -> None:
+        """While written bytes wait to be sent, no keep-alive is sent."""
+        connection = EmbeddedConnection(RequestContext, codec="diocp")
+        context: Any = connection.context
+        context.pauseProducing()  # the transport is over its high water mark
+        context._blockedBytes = 100  # and these wait
+        self.assertGreater(context.pendingWriteBytes, 0)
+        self.assertFalse(context.sendKeepAlive())
+
+    def test_intervalSendsWhenSilent(self) -> None:
+        """With keepAliveInterval, a keep-alive goes after a silent interval, alone, never beside requests."""
+        from iocpsvc.codecs.diocp import DiocpStreamEncoder
+
+        connection = EmbeddedConnection(KeepAliveContext, codec="diocp")
+        context: Any = connection.context
+        writes = recordWrites(connection)
+        keepAlive = DiocpStreamEncoder.keepAliveFrame
+        requests = []
+        for second in range(6):
+            if second % 3 == 0:
+                requests.append(context.request(b"busy %d" % second))
+            connection.clock.advance(1)
+        # Each write is either a keep-alive on its own or requests, never both.
+        self.assertTrue(all(w == keepAlive or keepAlive not in w for w in writes), writes)
+        # Requests at 0 s and 3 s; ticks each second: the ticks at 2, 3, 5
+        # and 6 s each end a second in which nothing was sent.
+        self.assertEqual(writes.count(keepAlive), 4)
+        connection.disconnect()
+        for request in requests:
+            self.failureResultOf(request, ConnectionDone)
+        connection.clock.advance(5)
+        self.assertEqual(connection.clock.getDelayedCalls(), [])
+
+
+class DiocpLikePeer(protocol.Protocol):
+    """
+    Decodes DIOCP frames as DIOCP's own server does: a read is decoded up
+    to a keep-alive, and what follows it waits for the next read; each data
+    frame is echoed.
+    """
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        from iocpsvc.codecs.diocp import DiocpStreamEncoder
+
+        self.buffer += data
+        encoder = DiocpStreamEncoder()
+        while len(self.buffer) >= 10:
+            length = int.from_bytes(self.buffer[6:10], "big")
+            if len(self.buffer) < 10 + length:
+                return
+            payload, self.buffer = self.buffer[10 : 10 + length], self.buffer[10 + length :]
+            if not length:
+                return  # DIOCP stops here: the rest waits for the next read
+            self.transport.write(encodedBytes(encoder.encode(payload)))  # type: ignore[union-attr]
+
+
+class KeepAliveOverTCPTests(TestCase):
+    """Against a peer that stops decoding a read at a keep-alive, as DIOCP does."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_noRequestStalls(self) -> Any:
+        """Rounds of pipelined requests with idle keep-alives between them: every reply comes."""
+        reactor = _reactor()
+        factory = protocol.Factory.forProtocol(DiocpLikePeer)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        clock = Clock()
+        clients = clientFactory(clock, KeepAliveContext, "diocp")
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        context: Any = yield connect(reactor, endpoint, factory=clients)
+        self.addCleanup(clients.closeAll, errors.LOCAL)
+        for round in range(24):
+            payloads = [b"r%d-%d" % (round, n) for n in range(5)]
+            replies = yield defer.gatherResults([context.request(p, timeout=None) for p in payloads])
+            self.assertEqual(replies, payloads)
+            clock.advance(1)
+            clock.advance(1)  # a silent interval: a keep-alive goes out alone
+        self.assertGreaterEqual(context.bytesSent, 24 * 10)  # the keep-alives went out too

@@ -301,6 +301,30 @@ class OrderedHandlerTests(SynchronousTestCase):
         self.assertEqual(connection.transport.producerState, "producing")
         self.assertEqual(connection.readObjects(), [b"%d" % i for i in range(10)])
 
+    def test_backlogBoundedInBytes(self) -> None:
+        """
+        Past maxPendingObjectBytes of frames waiting, reading pauses though
+        few objects wait; it resumes once they are down to half.
+        """
+        connection = connect(makeFactory(SlowHandler, maxPendingObjectBytes=100_000))
+        context: Any = connection.context
+        big = b"j" * 30_000
+        connection.feed(frame(big) * 3)  # the first is dispatched, two wait: 60 KB
+        self.assertEqual(connection.transport.producerState, "producing")
+        self.assertEqual(context.pendingObjectBytes, 2 * (len(big) + 4))
+        connection.feed(frame(big) * 2)  # four wait: 120 KB
+        self.assertEqual(connection.transport.producerState, "paused")
+        self.assertEqual((context.pendingObjects, connection.factory.backlogPausedTotal), (4, 1))
+        context.waiting[0].callback(None)
+        context.waiting[1].callback(None)  # 60 KB wait: more than half
+        self.assertEqual(connection.transport.producerState, "paused")
+        context.waiting[2].callback(None)  # 30 KB
+        self.assertEqual(connection.transport.producerState, "producing")
+        for index in range(3, 5):
+            context.waiting[index].callback(None)
+        self.assertEqual(context.pendingObjectBytes, 0)
+        self.assertEqual(connection.readObjects(), [big] * 5)
+
     def test_failedDeferredIsHandlerError(self) -> None:
         """A failed Deferred closes the connection with handler-error."""
         connection = connect(makeFactory(SlowHandler))
@@ -465,14 +489,47 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual([str(n) for n in limits.deny], ["10.1.0.0/16"])
 
     def test_defaults(self) -> None:
-        """Defaults: idle 300 s, keep-alive on, 64 KiB / 4 MiB."""
+        """
+        Defaults: idle 300 s, keep-alive on, 64 KiB; max pending write
+        derived from the codec's largest frame: 4 MiB for the default
+        codec (1 MiB frames), 11 MiB for diocp (10 MiB frames).
+        """
         options = Options()
         options.parseOptions([])
         limits = options["limits"]
         self.assertEqual(
             (limits.idleTimeout, limits.keepAlive, limits.writeHighWater, limits.maxPendingWrite),
-            (300, True, 65536, 4 * 1024 * 1024),
+            (300, True, 65536, None),
         )
+        self.assertEqual(limits.pendingWriteLimit(options["codecObject"].maxFrameLength), 4 * 1024 * 1024)
+        options = Options()
+        options.parseOptions(["--codec", "diocp"])
+        self.assertEqual(
+            options["limits"].pendingWriteLimit(options["codecObject"].maxFrameLength), 11 * 1024 * 1024
+        )
+        self.assertEqual(options["limits"].maxPendingObjectBytes, 1024 * 1024)
+
+    def test_pendingWriteBelowLargestFrameWarned(self) -> None:
+        """An explicit max pending write below the codec's largest frame is warned of at start."""
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import globalLogPublisher
+
+        from iocpsvc.service import SocketServerService
+
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        for pending, warned in ((4 * 1024 * 1024, True), (None, False)):
+            del events[:]
+            reactor = MemoryReactorClock()
+            factory = ConnectionContextFactory(
+                EchoContext, "diocp", reactor=reactor, limits=ServerLimits(maxPendingWrite=pending)
+            )
+            service = SocketServerService(factory, ["tcp:0"], reactor=reactor)
+            service.startService()
+            warnings = [e for e in events if "below the codec's largest frame" in e.get("log_format", "")]
+            self.assertEqual(len(warnings), 1 if warned else 0)
+            service.stopService()
 
     def test_badValues(self) -> None:
         """Bad limit values are usage errors naming the option."""

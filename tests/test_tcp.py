@@ -195,3 +195,91 @@ class BadClientTests(ServerMixin, TestCase):
         self.assertEqual(received, good)
         self.assertEqual(factory.closedTotal[errors.FRAME_TOO_LONG], 1)
         self.assertEqual(factory.decodeErrors, 1)
+
+
+def largestPayload(spec: str) -> int:
+    """
+    The largest payload C{spec}'s encoder takes and its decoder gives back
+    whole (found by bisection, since codecs count headers and delimiters
+    against their maximum differently).
+    """
+    from iocpsvc.codecs import parseCodecSpec
+    from iocpsvc.errors import DecodeError, EncodeError
+    from tests.helpers import encodedBytes
+
+    codec = parseCodecSpec(spec)
+
+    def fits(size: int) -> bool:
+        payload = b"p" * size
+        try:
+            wire = encodedBytes(codec.encoder.encode(payload))
+            out: list[object] = []
+            consumed = codec.newDecoder().decode(wire, out)
+        except (EncodeError, DecodeError):
+            return False
+        return out == [payload] and consumed == len(wire)
+
+    # An empty payload may not come back (diocp's keep-alive): start at 1.
+    low = 0 if fits(0) else 1
+    if not fits(low):  # one size only (fixed): a small maximum, searched in full
+        return max(size for size in range(codec.maxFrameLength + 1) if fits(size))
+    high = codec.maxFrameLength + 1  # fits(low); not fits(high)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+class _WholeEcho(protocol.Protocol):
+    """Sends C{wire} at once and fires C{done} with what came back, once all of it has."""
+
+    def __init__(self, wire: bytes) -> None:
+        self.wire = wire
+        self.received = bytearray()
+        self.done: defer.Deferred[bytes] = defer.Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.wire)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if len(self.received) >= len(self.wire):
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self.done.called:
+            self.done.callback(bytes(self.received))
+
+
+class LargestFrameTests(EveryFramingCodec, ServerMixin, TestCase):
+    """
+    The largest legal frame of every framing codec is echoed with the
+    default limits: the default max pending write leaves room for it.
+    """
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def checkCodec(self, spec: str) -> Any:
+        from twisted.internet import reactor
+
+        factory, port = self.startServer(spec)
+        self.assertIsNone(factory.limits.maxPendingWrite)  # the default, derived
+        size = largestPayload(spec)
+        if spec.startswith("fixed"):
+            self.assertEqual(size, 16)
+        else:
+            # Within a header of the maximum, or of what a 2-byte length field holds.
+            self.assertGreater(size, min(factory.maxFrameLength, 65535) - 16)  # type: ignore[type-var]
+        # Printable bytes: no line end or delimiter in the payload.
+        pattern = bytes(range(32, 127))
+        wire = encodeFrames(spec, [(pattern * (size // len(pattern) + 1))[:size]])
+        client = _WholeEcho(wire)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        received = yield client.done
+        self.assertEqual(len(received), len(wire))
+        self.assertEqual(received, wire)
+        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], 0)

@@ -73,14 +73,14 @@ from iocpsvc.cluster import (
 )
 from iocpsvc.cluster.resp import RedisConnection, RedisConnectionLost, RedisError, Waiter, encodeCommand
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver
-from iocpsvc.limits import ServerLimits
+from iocpsvc.limits import DEFAULT_MAX_PENDING_WRITE
 from iocpsvc.logs import RateLimitedLog, Reminders
 
 _log = Logger(namespace="iocpsvc.cluster.redis")
 
 DEFAULT_PORT = 6379
 DEFAULT_PREFIX = "iocpsvc"
-DEFAULT_MAX_PENDING_BYTES = ServerLimits.maxPendingWrite
+DEFAULT_MAX_PENDING_BYTES = DEFAULT_MAX_PENDING_WRITE
 """
 Bytes a bus lets wait for Redis to read them before it drops publishes: the
 same as the server's C{--max-pending-write} default for a client (4 MiB).

@@ -76,10 +76,12 @@ class ChainEncoder:
     framer's encoder.
     """
 
-    __slots__ = ("_framer", "_stages")
+    __slots__ = ("_framer", "_stages", "keepAliveFrame")
 
     def __init__(self, framer: IEncoder, stages: Sequence[IEncoder]) -> None:
         self._framer = framer.encode
+        # The chain's keep-alive is its framer's.
+        self.keepAliveFrame: bytes | None = getattr(framer, "keepAliveFrame", None)
         self._stages: tuple[Callable[[object], object], ...] = tuple(
             stage.encode for stage in reversed(stages)
         )

@@ -219,9 +219,13 @@ class DiocpStreamEncoder:
     C{encode(b"")} gives the zero-length keep-alive frame.
 
     @ivar maxFrameLength: the longest payload accepted.
+    @ivar keepAliveFrame: the keep-alive frame, which a DIOCP peer consumes
+        and never answers (see L{iocpsvc.interfaces.IEncoder}).
     """
 
     __slots__ = ("maxFrameLength",)
+
+    keepAliveFrame = struct.pack("<HI", PACK_FLAG, 0) + bytes(4)
 
     def __init__(self, maxFrameLength: int = DEFAULT_MAX_FRAME_LENGTH) -> None:
         self.maxFrameLength = _checkMax(maxFrameLength)
