@@ -461,6 +461,15 @@ class HardenedMonitorTests(TestCase):
         self.assertIn(answer[:12], (b"", b"HTTP/1.1 400"))
         self.assertEqual(site.requests, 0)  # neither reached a resource
 
+    @defer.inlineCallbacks
+    def test_tooManySentAhead(self) -> Any:
+        """A client that sends more than the queue limit ahead of its answers gets 429 and is closed."""
+        site, port = self.startSite(maxRequestRate=1)
+        request = b"GET /history.json HTTP/1.1\r\nHost: x\r\n\r\n"
+        answer = yield self.rawRequest(port, request * (60_000 // len(request)))
+        self.assertIn(b"HTTP/1.1 429", answer)
+        self.assertEqual(site.rejected, 1)
+
     def test_noAccessLog(self) -> None:
         """A request is counted, not written to the log."""
         site = makeSite(
@@ -469,6 +478,43 @@ class HardenedMonitorTests(TestCase):
         )
         site.log(object())
         self.assertEqual(site.requests, 1)
+
+
+class RequestTurnTests(SynchronousTestCase):
+    """The monitor serves requests sent ahead one per reactor turn, at its request rate."""
+
+    def test_pipelinedServedOneAtATimeAndRated(self) -> None:
+        """
+        Of requests sent at once, one is served in that read and each next
+        one in a later call; past the burst they wait for the rate.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from iocpsvc.monitor.site import REQUEST_BURST
+
+        clock = Clock()
+        factory = ConnectionContextFactory(EchoContext, reactor=clock)
+        site = makeSite(factory, StatsSampler(factory), maxRequestRate=10)
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        count = REQUEST_BURST + 3
+        channel.dataReceived(b"GET /history.json HTTP/1.1\r\nHost: x\r\n\r\n" * count)
+
+        def answers() -> int:
+            return transport.value().count(b"HTTP/1.1 200")
+
+        self.assertEqual(answers(), 1)  # the rest wait for later turns
+        self.assertEqual(len([c for c in clock.getDelayedCalls() if "_next" in repr(c)]), 1)
+        clock.advance(0)  # each turn serves one and schedules the next
+        self.assertEqual(answers(), REQUEST_BURST)  # the burst is spent
+        self.assertEqual(site.throttled, 1)
+        clock.advance(0.1)
+        self.assertEqual(answers(), REQUEST_BURST + 1)
+        clock.advance(0.2)
+        self.assertEqual(answers(), count)
+        self.assertEqual(site.requests, count)
 
 
 class SnapshotTests(SynchronousTestCase):

@@ -32,7 +32,12 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from iocpsvc.accept import guardedReactor
 from iocpsvc.monitor.prometheus import metricsText
-from iocpsvc.monitor.site import DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT, MonitorSite
+from iocpsvc.monitor.site import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_REQUEST_RATE,
+    DEFAULT_REQUEST_TIMEOUT,
+    MonitorSite,
+)
 from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
 from iocpsvc.service import listenOrRaise
 
@@ -221,9 +226,12 @@ def makeSite(
     sampler: StatsSampler,
     maxConnections: int = DEFAULT_MAX_CONNECTIONS,
     requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
+    maxRequestRate: float = DEFAULT_MAX_REQUEST_RATE,
 ) -> MonitorSite:
     """The monitor's C{twisted.web} site; its own figures join every snapshot."""
-    site = MonitorSite(MonitorRoot(factory, sampler), sampler.reactor, maxConnections, requestTimeout)
+    site = MonitorSite(
+        MonitorRoot(factory, sampler), sampler.reactor, maxConnections, requestTimeout, maxRequestRate
+    )
     sampler.addFigures("monitor", site.figures)
     return site
 
@@ -255,12 +263,15 @@ class MonitorService(MultiService):
         reactor: Any = None,
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
         requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
+        maxRequestRate: float = DEFAULT_MAX_REQUEST_RATE,
     ) -> None:
         """
         @param maxConnections: monitor connections served at once; more are
             refused at accept.
         @param requestTimeout: seconds a request may take to arrive in
             whole (from the connection, or from the previous response).
+        @param maxRequestRate: requests a second served, all connections
+            together; more wait their turn.
         """
         super().__init__()
         if reactor is None:
@@ -272,7 +283,7 @@ class MonitorService(MultiService):
         self.description = description
         self.statsInterval = statsInterval
         self.sampler = StatsSampler(factory)
-        self.site = makeSite(factory, self.sampler, maxConnections, requestTimeout)
+        self.site = makeSite(factory, self.sampler, maxConnections, requestTimeout, maxRequestRate)
         # Listening ports that refuse past the cap in the accept's own turn.
         self.endpoint = endpoints.serverFromString(guardedReactor(reactor), description)
         self.ports: list[Any] = []

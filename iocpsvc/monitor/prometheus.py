@@ -119,8 +119,13 @@ MONITOR_COUNTERS = (
     ),
     (
         "iocpsvc_monitor_rejected",
-        "Monitor requests refused for their method or body (405, 413), unread.",
+        "Monitor requests refused for their method or body (405, 413), unread, or sent too far ahead (429).",
         "rejected_total",
+    ),
+    (
+        "iocpsvc_monitor_throttled",
+        "Monitor requests that waited for their turn under the request rate.",
+        "throttled_total",
     ),
 )
 

@@ -19,6 +19,14 @@ Prometheus), so it is held to the same rules as the service:
                              buffered or spooled to disk
     no access log            a request is counted, not logged (a flood would
                              otherwise write a line per request)
+    one request at a time    the requests a client sends without waiting
+                             (pipelined) are handled one per reactor turn,
+                             at most C{maxQueuedBytes} of them waiting; all
+                             connections together are served at most
+                             C{maxRequestRate} requests a second (a request
+                             over the rate waits its turn): a flood costs
+                             the socket service a bounded share of the
+                             reactor
 
 This module is the one that knows the internals of C{twisted.web}'s HTTP
 channel it builds on (the request's method before the request object has
@@ -50,6 +58,16 @@ DEFAULT_MAX_CONNECTIONS = 16
 """Connections the monitor serves at once: a scraper, a dashboard or two, an operator."""
 DEFAULT_REQUEST_TIMEOUT = 10.0
 """Seconds a monitor request may take to arrive in whole."""
+DEFAULT_MAX_REQUEST_RATE = 100.0
+"""
+Requests a second the monitor serves, all connections together (with a
+burst of L{REQUEST_BURST}): a Prometheus scraper and a few dashboards need
+a handful.
+"""
+REQUEST_BURST = 20
+MAX_QUEUED_BYTES = 32 * 1024
+"""Bytes of requests a connection may send ahead of the one being served."""
+_END_OF_HEAD = b"\r\n\r\n"
 
 _ALLOWED = (b"GET", b"HEAD")
 
@@ -66,6 +84,7 @@ def _response(code: int, phrase: str, body: str, extra: bytes = b"") -> bytes:
     )
 
 
+_TOO_MANY_QUEUED = _response(429, "Too Many Requests", "too many requests sent ahead of the answers\n")
 _METHOD_NOT_ALLOWED = _response(405, "Method Not Allowed", "only GET and HEAD\n", b"Allow: GET, HEAD\r\n")
 _BODY_NOT_ALLOWED = _response(413, "Content Too Large", "requests to the monitor have no body\n")
 
@@ -85,6 +104,13 @@ class MonitorChannel(HTTPChannel):
 
     site: MonitorSite
     _refused = False
+    # Received bytes not handed to the parser yet: the request being read,
+    # and any sent ahead of it.
+    _queued = b""
+    # A request handed to the parser has not been answered yet.
+    _serving = False
+    # The next request's turn, when it waits for one.
+    _turn: Any = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -94,10 +120,48 @@ class MonitorChannel(HTTPChannel):
         # Not HTTPChannel's: it resets the timeout on every read, so a
         # header line every few seconds would hold the connection forever.
         # The timeout runs from the connection (or the last response) to
-        # the request's last byte.
+        # the request's last byte.  And the parser gets one request at a
+        # time (see _next).
         if self._refused:
             return
-        super(HTTPChannel, self).dataReceived(data)
+        queued = self._queued + data
+        if len(queued) > MAX_QUEUED_BYTES + self.totalHeadersSize:
+            self._refuse(_TOO_MANY_QUEUED, "requests sent ahead past the limit")
+            return
+        self._queued = queued
+        if not self._serving and self._turn is None:
+            self._next()
+
+    def _next(self, reserved: bool = False) -> None:
+        """
+        Hand the parser the next whole request head (requests have no
+        body), once the site's rate lets it; what follows stays queued.
+        """
+        self._turn = None
+        queued = self._queued
+        end = queued.find(_END_OF_HEAD)
+        if end < 0:
+            if len(queued) > self.totalHeadersSize:
+                # No end within the limit: the parser answers 400.
+                self._queued = b""
+                super(HTTPChannel, self).dataReceived(queued)
+            return
+        if not reserved:
+            wait = self.site.takeTurn()
+            if wait > 0:
+                self._turn = self.site.reactor.callLater(wait, self._next, True)
+                return
+        head, self._queued = queued[: end + 4], queued[end + 4 :]
+        self._serving = True
+        super(HTTPChannel, self).dataReceived(head)
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        self._serving = False
+        if self._queued and self._turn is None and not self._refused:
+            # The next pipelined request in a later turn: a client that
+            # sends many at once does not hold the reactor for all of them.
+            self._turn = self.site.reactor.callLater(0, self._next)
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._refused:
@@ -138,6 +202,9 @@ class MonitorChannel(HTTPChannel):
         transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._turn is not None and self._turn.active():
+            self._turn.cancel()
+        self._turn = None
         super().connectionLost(reason)
         self.site.channelClosed()
 
@@ -154,7 +221,10 @@ class MonitorSite(Site):
     @ivar refused: connections refused at accept for the cap.
     @ivar timedOut: connections closed for not sending a whole request in
         time.
-    @ivar rejected: requests refused for their method or their body.
+    @ivar rejected: requests refused for their method or their body, or
+        for being sent too far ahead.
+    @ivar throttled: requests that waited for their turn under
+        C{maxRequestRate}.
     """
 
     protocol = MonitorChannel  # type: ignore[assignment]
@@ -167,14 +237,21 @@ class MonitorSite(Site):
         reactor: Any,
         maxConnections: int = DEFAULT_MAX_CONNECTIONS,
         requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
+        maxRequestRate: float = DEFAULT_MAX_REQUEST_RATE,
     ) -> None:
         super().__init__(resource, timeout=requestTimeout, reactor=reactor)
         self.maxConnections = maxConnections
+        self.maxRequestRate = maxRequestRate
         self.online = 0
         self.requests = 0
         self.refused = 0
         self.timedOut = 0
         self.rejected = 0
+        self.throttled = 0
+        # A token bucket: a token a request; it may go below zero, which
+        # is how long the next request waits for its turn.
+        self._tokens = float(REQUEST_BURST)
+        self._tokensAt = reactor.seconds()
         self.rateLimitedLog = RateLimitedLog(_log, reactor.seconds)
 
     # -- IAcceptGate -------------------------------------------------------------
@@ -205,6 +282,21 @@ class MonitorSite(Site):
         return super().buildProtocol(addr)
 
     # -- what the channels report --------------------------------------------------
+
+    def takeTurn(self) -> float:
+        """
+        A request wants to be served: 0 if it may go now, else the seconds
+        it waits for its turn (which is then kept for it).
+        """
+        now = self.reactor.seconds()
+        rate = self.maxRequestRate
+        elapsed = max(0.0, now - self._tokensAt)  # a clock set back gives nothing
+        self._tokens = min(float(REQUEST_BURST), self._tokens + elapsed * rate) - 1
+        self._tokensAt = now
+        if self._tokens >= 0:
+            return 0.0
+        self.throttled += 1
+        return -self._tokens / rate
 
     def channelOpened(self) -> None:
         self.online += 1
@@ -237,4 +329,5 @@ class MonitorSite(Site):
             "refused_total": self.refused,
             "timed_out_total": self.timedOut,
             "rejected_total": self.rejected,
+            "throttled_total": self.throttled,
         }
