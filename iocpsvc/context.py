@@ -796,18 +796,7 @@ class ConnectionContext(Protocol):
         it, log it (the traceback once, then one rate-limited line) and
         close this connection, and only this one.
         """
-        factory = self.factory
-        if factory is not None:
-            factory.handlerErrors += 1
-            factory.rateLimitedLog.failure(
-                "closing {peer}: handler-error in {context}.{hook}",
-                failure,
-                peer=describePeer(self.peer),
-                context=type(self).__name__,
-                hook=hook,
-                closeReason=errors.HANDLER_ERROR,
-                contextId=self.contextId,
-            )
+        self._countHandlerError(failure, hook, _HANDLER_ERROR, errors.HANDLER_ERROR)
         self._buffer = None
         self._dropPending()
         self.close(errors.HANDLER_ERROR)
@@ -818,18 +807,22 @@ class ConnectionContext(Protocol):
         raised: count and log it as L{_handlerError} does; there is nothing
         left to close.
         """
+        self._countHandlerError(failure, hook, _HANDLER_ERROR_AFTER_CLOSE, self.closeReason)
+
+    def _countHandlerError(self, failure: Failure, hook: str, format: str, closeReason: str | None) -> None:
         factory = self.factory
-        if factory is not None:
-            factory.handlerErrors += 1
-            factory.rateLimitedLog.failure(
-                "{peer}: handler-error in {context}.{hook} after the connection closed ({closeReason})",
-                failure,
-                peer=describePeer(self.peer),
-                context=type(self).__name__,
-                hook=hook,
-                closeReason=self.closeReason,
-                contextId=self.contextId,
-            )
+        if factory is None:
+            return
+        factory.handlerErrors += 1
+        factory.rateLimitedLog.failure(
+            format,
+            failure,
+            peer=describePeer(self.peer),
+            context=type(self).__name__,
+            hook=hook,
+            closeReason=closeReason,
+            contextId=self.contextId,
+        )
 
     def _tellWritability(self, writable: bool) -> None:
         """Call L{writabilityChanged}; an exception in it is a handler error."""
@@ -913,6 +906,11 @@ class ConnectionContext(Protocol):
                 self.factory.discardedFrames += discarded
             self.factory.contextDisconnected(self)
 
+
+_HANDLER_ERROR = "closing {peer}: handler-error in {context}.{hook}"
+_HANDLER_ERROR_AFTER_CLOSE = (
+    "{peer}: handler-error in {context}.{hook} after the connection closed ({closeReason})"
+)
 
 # Separate formats, so that the rate-limited log keeps a separate budget for
 # each: a flood of failed handshakes cannot hide other protocol errors.

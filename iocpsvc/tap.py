@@ -529,13 +529,9 @@ def _makeWorkerPool(options: Options, reactor: Any) -> MultiService:
 
 def _monitorService(source: Any, options: Options, reactor: Any) -> Any:
     """The monitor of C{source} (a factory, or the worker pool), as the options say."""
-    from iocpsvc.monitor import MonitorService
+    from iocpsvc.monitor import MonitorLimits, MonitorService
 
-    return MonitorService(
-        source,
-        options["monitor"],
-        options["statsInterval"],
-        reactor,
-        maxConnections=options["monitorMaxConnections"],
-        requestTimeout=options["monitorTimeout"],
+    limits = MonitorLimits(
+        maxConnections=options["monitorMaxConnections"], requestTimeout=options["monitorTimeout"]
     )
+    return MonitorService(source, options["monitor"], options["statsInterval"], reactor, limits)

@@ -26,7 +26,7 @@ from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.monitor import MonitorService, makeSite
 from iocpsvc.monitor.prometheus import metricsText
-from iocpsvc.monitor.site import MonitorChannel, MonitorSite
+from iocpsvc.monitor.site import MonitorChannel, MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import StatsSampler, collect, connections, summaryLine
 from iocpsvc.service import SocketServerService
 from iocpsvc.tap import Options
@@ -346,7 +346,7 @@ class HardenedMonitorTests(TestCase):
 
         factory = ConnectionContextFactory(EchoContext, reactor=reactor)
         sampler = StatsSampler(factory)
-        site = makeSite(factory, sampler, **options)
+        site = makeSite(factory, sampler, MonitorLimits(**options))
         if clock is not None:
             site.reactor = clock  # the deadline runs on the test's clock
         site.protocol = RecordingChannel  # type: ignore[assignment]
@@ -495,7 +495,7 @@ class RequestTurnTests(SynchronousTestCase):
 
         clock = Clock()
         factory = ConnectionContextFactory(EchoContext, reactor=clock)
-        site = makeSite(factory, StatsSampler(factory), maxRequestRate=10)
+        site = makeSite(factory, StatsSampler(factory), MonitorLimits(maxRequestRate=10))
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         transport = StringTransport()
         channel.makeConnection(transport)
@@ -575,7 +575,7 @@ class SnapshotTests(SynchronousTestCase):
         clock = Clock()
         factory = ConnectionContextFactory(EchoContext, reactor=clock)
         sampler = StatsSampler(factory)
-        makeSite(factory, sampler, maxConnections=5)
+        makeSite(factory, sampler, MonitorLimits(maxConnections=5))
         names = {f.name for f in text_string_to_metric_families(metricsText(sampler.stats).decode())}
         self.assertTrue(
             {

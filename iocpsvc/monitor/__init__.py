@@ -32,12 +32,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from iocpsvc.accept import guardedReactor
 from iocpsvc.monitor.prometheus import metricsText
-from iocpsvc.monitor.site import (
-    DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_REQUEST_RATE,
-    DEFAULT_REQUEST_TIMEOUT,
-    MonitorSite,
-)
+from iocpsvc.monitor.site import MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
 from iocpsvc.service import listenOrRaise
 
@@ -221,17 +216,9 @@ class MonitorRoot(Resource):
         return self.dashboard
 
 
-def makeSite(
-    factory: Any,
-    sampler: StatsSampler,
-    maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-    requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
-    maxRequestRate: float = DEFAULT_MAX_REQUEST_RATE,
-) -> MonitorSite:
+def makeSite(factory: Any, sampler: StatsSampler, limits: MonitorLimits | None = None) -> MonitorSite:
     """The monitor's C{twisted.web} site; its own figures join every snapshot."""
-    site = MonitorSite(
-        MonitorRoot(factory, sampler), sampler.reactor, maxConnections, requestTimeout, maxRequestRate
-    )
+    site = MonitorSite(MonitorRoot(factory, sampler), sampler.reactor, limits)
     sampler.addFigures("monitor", site.figures)
     return site
 
@@ -261,17 +248,12 @@ class MonitorService(MultiService):
         description: str = DEFAULT_MONITOR,
         statsInterval: float = 60.0,
         reactor: Any = None,
-        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-        requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
-        maxRequestRate: float = DEFAULT_MAX_REQUEST_RATE,
+        limits: MonitorLimits | None = None,
     ) -> None:
         """
-        @param maxConnections: monitor connections served at once; more are
-            refused at accept.
-        @param requestTimeout: seconds a request may take to arrive in
-            whole (from the connection, or from the previous response).
-        @param maxRequestRate: requests a second served, all connections
-            together; more wait their turn.
+        @param limits: the monitor's own limits (its connection cap, request
+            deadline and request rate); L{MonitorLimits}'s defaults when not
+            given.
         """
         super().__init__()
         if reactor is None:
@@ -283,7 +265,7 @@ class MonitorService(MultiService):
         self.description = description
         self.statsInterval = statsInterval
         self.sampler = StatsSampler(factory)
-        self.site = makeSite(factory, self.sampler, maxConnections, requestTimeout, maxRequestRate)
+        self.site = makeSite(factory, self.sampler, limits)
         # Listening ports that refuse past the cap in the accept's own turn.
         self.endpoint = endpoints.serverFromString(guardedReactor(reactor), description)
         self.ports: list[Any] = []

@@ -38,6 +38,7 @@ C{monitor} and in C{/metrics} as C{iocpsvc_monitor_*}.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.interfaces import IAddress
@@ -54,20 +55,35 @@ from iocpsvc.logs import RateLimitedLog
 
 _log = Logger(namespace="iocpsvc.monitor")
 
-DEFAULT_MAX_CONNECTIONS = 16
-"""Connections the monitor serves at once: a scraper, a dashboard or two, an operator."""
-DEFAULT_REQUEST_TIMEOUT = 10.0
-"""Seconds a monitor request may take to arrive in whole."""
-DEFAULT_MAX_REQUEST_RATE = 100.0
-"""
-Requests a second the monitor serves, all connections together (with a
-burst of L{REQUEST_BURST}): a Prometheus scraper and a few dashboards need
-a handful.
-"""
 REQUEST_BURST = 20
 MAX_QUEUED_BYTES = 32 * 1024
 """Bytes of requests a connection may send ahead of the one being served."""
 _END_OF_HEAD = b"\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class MonitorLimits:
+    """
+    The monitor's own limits (see the module docstring).
+
+    @ivar maxConnections: connections served at once; more are refused at
+        accept.  A scraper, a dashboard or two and an operator need a few.
+    @ivar requestTimeout: seconds a request may take to arrive in whole,
+        from the connection or from the previous response.
+    @ivar maxRequestRate: requests a second served, all connections
+        together (with a burst of L{REQUEST_BURST}); more wait their turn.
+    """
+
+    maxConnections: int = 16
+    requestTimeout: float = 10.0
+    maxRequestRate: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.maxConnections < 1:
+            raise ValueError("maxConnections must be at least 1")
+        if self.requestTimeout <= 0 or self.maxRequestRate <= 0:
+            raise ValueError("requestTimeout and maxRequestRate must be > 0")
+
 
 _ALLOWED = (b"GET", b"HEAD")
 
@@ -215,7 +231,7 @@ class MonitorSite(Site):
     The monitor's C{twisted.web} site: a connection cap, counters, no
     access log (see the module docstring).
 
-    @ivar maxConnections: connections served at once.
+    @ivar limits: the L{MonitorLimits} in force.
     @ivar online: connections open now.
     @ivar requests: requests answered (200, 400 and 404 alike).
     @ivar refused: connections refused at accept for the cap.
@@ -231,17 +247,10 @@ class MonitorSite(Site):
     noisy = False
     displayTracebacks = False
 
-    def __init__(
-        self,
-        resource: Any,
-        reactor: Any,
-        maxConnections: int = DEFAULT_MAX_CONNECTIONS,
-        requestTimeout: float = DEFAULT_REQUEST_TIMEOUT,
-        maxRequestRate: float = DEFAULT_MAX_REQUEST_RATE,
-    ) -> None:
-        super().__init__(resource, timeout=requestTimeout, reactor=reactor)
-        self.maxConnections = maxConnections
-        self.maxRequestRate = maxRequestRate
+    def __init__(self, resource: Any, reactor: Any, limits: MonitorLimits | None = None) -> None:
+        limits = limits if limits is not None else MonitorLimits()
+        super().__init__(resource, timeout=limits.requestTimeout, reactor=reactor)
+        self.limits = limits
         self.online = 0
         self.requests = 0
         self.refused = 0
@@ -258,13 +267,13 @@ class MonitorSite(Site):
 
     def admit(self, address: IAddress | None, proxied: bool) -> bool:
         """Under the cap: serve it; else count and log the refusal."""
-        if self.online < self.maxConnections:
+        if self.online < self.limits.maxConnections:
             return True
         self.refused += 1
         self.rateLimitedLog.warn(
             "monitor: refused {peer}: {maxConnections} connections open (--monitor-max-connections)",
             peer=str(address),
-            maxConnections=self.maxConnections,
+            maxConnections=self.limits.maxConnections,
         )
         return False
 
@@ -289,7 +298,7 @@ class MonitorSite(Site):
         it waits for its turn (which is then kept for it).
         """
         now = self.reactor.seconds()
-        rate = self.maxRequestRate
+        rate = self.limits.maxRequestRate
         elapsed = max(0.0, now - self._tokensAt)  # a clock set back gives nothing
         self._tokens = min(float(REQUEST_BURST), self._tokens + elapsed * rate) - 1
         self._tokensAt = now
@@ -324,7 +333,7 @@ class MonitorSite(Site):
         """The monitor's own counters, for C{/stats.json} and C{/metrics}."""
         return {
             "online": self.online,
-            "max_connections": self.maxConnections,
+            "max_connections": self.limits.maxConnections,
             "requests_total": self.requests,
             "refused_total": self.refused,
             "timed_out_total": self.timedOut,
