@@ -227,7 +227,9 @@ class _GuardedAccept:
         if RESERVE.held:
             RESERVE.give()
             try:
-                while True:
+                # At most one loop's worth: under a steady flood the queue
+                # never empties, and other connections need their turn.
+                for _ in range(max(100, self.numberAccepts)):
                     try:
                         skt, _ = listener.accept()
                     except OSError as e:
