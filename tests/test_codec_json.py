@@ -19,7 +19,7 @@ from iocpsvc.codecs import json as jsonmodule
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.json import MAX_DEPTH, JSONDecoder, JSONEncoder
 from iocpsvc.errors import CodecSpecError, CorruptFrame, EncodeError
-from iocpsvc.interfaces import IEncoder, IObjectDecoder
+from iocpsvc.interfaces import IEncoder, IObjectDecoder, ITextDocumentEncoder
 from tests.helpers import cutAt, encodedBytes, feedChunks
 
 
@@ -296,6 +296,67 @@ class EncoderTests(SynchronousTestCase):
         self.assertRaises(CorruptFrame, codec.newDecoder().decode, b'{"a":1}\n{oops}\n', out)
         self.assertEqual(out, [{"a": 1}])
         self.assertRaises(CodecSpecError, parseCodecSpec, "line+json:indent=2")
+
+
+class TextEncodingTests(SynchronousTestCase):
+    """
+    encoderIn: documents in a text stage's encoding, for chains such as
+    line+text:encoding=gbk+json.
+    """
+
+    def test_provides(self) -> None:
+        """The encoder provides ITextDocumentEncoder; UTF-8 is its own encode."""
+        encoder = JSONEncoder()
+        self.assertTrue(ITextDocumentEncoder.providedBy(encoder))
+        self.assertEqual(encoder.encoderIn("UTF8"), encoder.encode)
+
+    def test_inEncoding(self) -> None:
+        """The document is written in the encoding, not in UTF-8."""
+        encoder = JSONEncoder()
+        self.assertEqual(encoder.encoderIn("gbk")({"a": "\u4e2d"}), '{"a":"\u4e2d"}'.encode("gbk"))
+        self.assertEqual(encoder.encoderIn("utf-16")([1]), "[1]".encode("utf-16"))
+
+    def test_escapesWhatTheEncodingLacks(self) -> None:
+        """
+        A document with a character the encoding lacks is written with every
+        non-ASCII character escaped, and reads back the same.
+        """
+        encoder = JSONEncoder()
+        self.assertEqual(encoder.encoderIn("ascii")({"a": "\u00e9"}), b'{"a":"\\u00e9"}')
+        document = encoder.encoderIn("latin-1")(["\u00e9", "\u4e2d", "\U0001f600"])
+        self.assertEqual(document, b'["\\u00e9","\\u4e2d","\\ud83d\\ude00"]')
+        self.assertEqual(JSONDecoder().decodeObject(document), ["\u00e9", "\u4e2d", "\U0001f600"])
+
+    def test_passThroughAndRefusals(self) -> None:
+        """bytes and adapters pass through; what encode refuses, it refuses."""
+        encode = JSONEncoder().encoderIn("gbk")
+        document = b'{"cached":true}'
+        self.assertIs(encode(document), document)
+        self.assertEqual(encode(Point(1, 2)), b'{"x":1,"y":2}')
+        for obj in (math.nan, [math.inf], "\ud800", ["\u4e2d", "\udc00"], {1, 2}):
+            self.assertRaises(EncodeError, encode, obj)
+
+    def test_chains(self) -> None:
+        """A text stage before json: what the chain sends, it decodes the same."""
+        values: list[object] = [{"a": "\u4e2d\u00e9"}, ["\U0001f600", 1.5], "plain", None]
+        for spec in (
+            "line+text:encoding=gbk+json",
+            "length+text:encoding=utf-16+json",
+            "netstring+text:encoding=ascii+json",
+            "line+text:encoding=latin-1+json",
+            "line+text+json",
+        ):
+            codec = parseCodecSpec(spec)
+            wire = b"".join(encodedBytes(codec.encoder.encode(value)) for value in values)
+            self.assertEqual(feedChunks(codec.newDecoder(), [wire]), values, spec)
+        self.assertEqual(
+            encodedBytes(parseCodecSpec("line+text:encoding=gbk+json").encoder.encode(["\u4e2d"])),
+            '["\u4e2d"]\n'.encode("gbk"),
+        )
+        self.assertEqual(
+            encodedBytes(parseCodecSpec("line+text+json").encoder.encode({"a": "\u00e9"})),
+            encodedBytes(parseCodecSpec("line+json").encoder.encode({"a": "\u00e9"})),
+        )
 
 
 _json = st.recursive(

@@ -67,14 +67,21 @@ otherwise an L{EncodeError}, as are NaN, the infinities and strings with
 lone surrogates.  C{bytes} are taken as an already encoded document (a
 cached reply, say) and pass through unchanged.
 
+After a C{text} stage (C{line+text:encoding=gbk+json}) the decoder parses
+the C{str} that stage made, and the encoder writes the document in that
+stage's encoding rather than UTF-8 (see L{JSONEncoder.encoderIn}), so the
+chain decodes what it sends.
+
 No parameters.  Decoding detects UTF-16 and UTF-32 as C{json.loads} does,
 but peers should send UTF-8.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
+from collections.abc import Callable
 from itertools import accumulate
 from operator import sub
 
@@ -82,7 +89,7 @@ from zope.interface import implementer
 
 from iocpsvc.codecs._base import CodecPlugin, encodedBytes
 from iocpsvc.errors import CorruptFrame, EncodeError
-from iocpsvc.interfaces import IEncoder, IObjectDecoder
+from iocpsvc.interfaces import IEncoder, IObjectDecoder, ITextDocumentEncoder
 
 MAX_DEPTH = 256
 """
@@ -294,16 +301,17 @@ def _refuseDeepNesting(text: str) -> None:
         raise CorruptFrame(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
 
 
-@implementer(IEncoder)
+@implementer(IEncoder, ITextDocumentEncoder)
 class JSONEncoder:
     """Serialise objects as compact UTF-8 JSON.  Stateless once built."""
 
-    __slots__ = ("_encode",)
+    __slots__ = ("_encode", "_encodeAscii")
 
     def __init__(self) -> None:
         # One prebuilt encoder: json.dumps with arguments builds a new one
         # on every call.
         self._encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+        self._encodeAscii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
     def encode(self, obj: object) -> bytes:
         if obj.__class__ is bytes:
@@ -320,6 +328,49 @@ class JSONEncoder:
         except UnicodeEncodeError as e:
             # A lone surrogate in a str has no UTF-8 form.
             raise EncodeError(f"cannot encode as JSON: {e}") from e
+
+    def encoderIn(self, encoding: str) -> Callable[[object], bytes]:
+        """
+        An encode function that writes documents in C{encoding} rather than
+        UTF-8: what a chain uses for a C{text:encoding=...} stage just
+        before this one (C{line+text:encoding=gbk+json}), in place of both
+        stages' encoders, so that the chain decodes what it sends.
+
+        A document with a character that C{encoding} lacks (C{"é"} in
+        C{ascii}) is written with every non-ASCII character as a
+        C{\\uXXXX} escape instead, which any JSON parser reads back as the
+        same string.  C{bytes}, and what an L{IEncoder} adapter returns,
+        pass through unchanged, as they do through both stages.
+        """
+        encoding = codecs.lookup(encoding).name
+        if encoding == "utf-8":
+            return self.encode
+        encodeText = self._encode
+        encodeAscii = self._encodeAscii
+
+        def encode(obj: object) -> bytes:
+            """Encode C{obj} as JSON in the text stage's encoding."""
+            if obj.__class__ is bytes:
+                return obj  # narrowed by the class check
+            try:
+                text = encodeText(obj)
+            except TypeError as e:
+                return _adapted(obj, e)
+            except (ValueError, RecursionError) as e:
+                raise EncodeError(f"cannot encode as JSON: {e}") from e
+            try:
+                return text.encode(encoding)
+            except UnicodeEncodeError:
+                pass
+            found = _surrogate(text)
+            if found is not None:
+                raise EncodeError(f"cannot encode as JSON: lone surrogate U+{ord(found.group()):04X}")
+            try:
+                return encodeAscii(obj).encode(encoding)
+            except UnicodeEncodeError as e:
+                raise EncodeError(f"cannot encode JSON in {encoding}: {e.reason}") from e
+
+        return encode
 
 
 def _adapted(obj: object, error: TypeError) -> bytes:
