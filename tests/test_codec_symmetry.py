@@ -88,6 +88,7 @@ SPECS = (
     # object stages and chains
     "line+text",
     "line:eol=\\r\\n+text",
+    "line+text:encoding=utf-16",
     "length+text:encoding=latin-1",
     "netstring+text:encoding=gbk",
     "length+text:encoding=utf-16",
