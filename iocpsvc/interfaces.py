@@ -143,6 +143,27 @@ class IObjectDecoder(Interface):
         """
 
 
+class ITextDocumentEncoder(Interface):
+    """
+    An object codec's encoder whose output is a text document (C{json}),
+    UTF-8 by default, that it can also write in another text encoding.
+
+    A chain in which a C{text:encoding=...} stage comes just before such a
+    stage (C{line+text:encoding=gbk+json}) decodes each frame to C{str} in
+    that encoding before parsing it; to send the same way, the chain encodes
+    with C{encoderIn(encoding)} in place of both stages' encoders, rather
+    than passing UTF-8 bytes through the text stage unchanged.
+    """
+
+    def encoderIn(encoding: str) -> object:
+        """
+        Return an encode function, C{(obj) -> bytes}, that writes documents
+        in C{encoding} (a Python text encoding name) as the text stage
+        would write them, raising L{iocpsvc.errors.EncodeError} as
+        L{IEncoder.encode} does.
+        """
+
+
 class ICodecPlugin(Interface):
     """
     A codec that can be named in a codec spec string.

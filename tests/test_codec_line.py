@@ -78,6 +78,16 @@ class DocExampleTests(SynchronousTestCase):
         self.assertEqual(caught.exception.maximum, 4)
         self.assertEqual(caught.exception.reason, "no frame end within the maximum of 4 bytes")
 
+    def test_strayCarriageReturn(self) -> None:
+        """
+        "abc" 0D 0D 0A is the frame "abc" 0D, which encodes (eol=\\n) as the
+        same 6 bytes.
+        """
+        wire = b"abc\r\r\n"
+        self.assertEqual(len(wire), 6)
+        self.assertEqual(decodeOnce(LineDecoder(), wire), ([b"abc\r"], 6))
+        self.assertEqual(LineEncoder().encode(b"abc\r"), wire)
+
     def test_discard(self) -> None:
         """max=4:discard=true skips the long line and keeps the next."""
         decoder = LineDecoder(maxFrameLength=4, discard=True)
@@ -318,10 +328,29 @@ class EncoderTests(SynchronousTestCase):
         self.assertRaises(EncodeError, LineEncoder(b"\r\n").encode, b"ab\n")
 
     def test_trailingCr(self) -> None:
-        """A trailing CR is refused with eol=\\n (stripped) but fine with CRLF."""
-        self.assertRaises(EncodeError, LineEncoder().encode, b"ab\r")
-        wire = LineEncoder(b"\r\n").encode(b"ab\r")
-        self.assertEqual(decodeOnce(LineDecoder(), wire), ([b"ab\r"], 5))
+        """
+        A payload ending with CR gets CRLF whatever eol is, so the CR the
+        decoder removes is the added one and the payload comes back whole.
+        """
+        for encoder in (LineEncoder(), LineEncoder(b"\r\n")):
+            for payload in (b"ab\r", b"\r", b"\r\r", b"a\rb\r"):
+                wire = encoder.encode(payload)
+                self.assertEqual(wire, payload + b"\r\n")
+                self.assertEqual(decodeOnce(LineDecoder(), wire), ([payload], len(wire)))
+
+    def test_trailingCrLargePayload(self) -> None:
+        """A large payload ending with CR goes out as its own chunk, then CRLF."""
+        payload = b"x" * 100_000 + b"\r"
+        encoded = LineEncoder().encode(payload)
+        self.assertEqual(len(encoded), 2)
+        self.assertIs(encoded[0], payload)
+        self.assertEqual(encoded[1], b"\r\n")
+
+    def test_trailingCrAtMaximum(self) -> None:
+        """A payload of exactly max bytes ending with CR is still not too long."""
+        wire = encodedBytes(LineEncoder().encode(b"abc\r"))
+        for chunks in everySplit(wire):
+            self.assertEqual(feedChunks(LineDecoder(maxFrameLength=4), chunks), [b"abc\r"])
 
     def test_badEol(self) -> None:
         """Only LF and CRLF are line ends."""

@@ -7,6 +7,16 @@ object stages in reverse, then the framer::
 
     bytes --framer.decode--> frame --text--> str --json--> object
     bytes <--framer.encode-- frame <--text-- str <--json-- object
+
+One pair of stages is encoded together.  In C{text:encoding=gbk+json} the
+decoder parses the C{str} that C{text} read in GBK; but C{json} writes
+UTF-8 C{bytes}, which C{text} would pass through unchanged, so the peer
+(and this decoder) would read UTF-8 as GBK.  So on the way out the chain
+replaces a C{text} stage and an L{ITextDocumentEncoder} just after it by
+that encoder's C{encoderIn(encoding)}, which writes the document in the
+text stage's encoding (with C{utf-8}, that is the json encoder itself)::
+
+    bytes <--framer.encode-- frame <--json.encoderIn("gbk")-- object
 """
 
 from __future__ import annotations
@@ -16,7 +26,8 @@ from collections.abc import Callable, Sequence
 from zope.interface import implementer
 
 from iocpsvc.codecs._base import encodedBytes
-from iocpsvc.interfaces import IDecoder, IEncoder, IObjectDecoder
+from iocpsvc.codecs.text import TextEncoder
+from iocpsvc.interfaces import IDecoder, IEncoder, IObjectDecoder, ITextDocumentEncoder
 
 
 @implementer(IDecoder)
@@ -79,14 +90,36 @@ class ChainEncoder:
     __slots__ = ("_framer", "_stages", "keepAliveFrame")
 
     def __init__(self, framer: IEncoder, stages: Sequence[IEncoder]) -> None:
+        """
+        @param stages: the object stages' encoders in spec order (the one
+            next to the framer first).
+        """
         self._framer = framer.encode
         # The chain's keep-alive is its framer's.
         self.keepAliveFrame: bytes | None = getattr(framer, "keepAliveFrame", None)
-        self._stages: tuple[Callable[[object], object], ...] = tuple(
-            stage.encode for stage in reversed(stages)
-        )
+        self._stages = _encodeFunctions(stages)
 
     def encode(self, obj: object) -> bytes | list[bytes] | tuple[bytes, ...]:
         for stage in self._stages:
             obj = encodedBytes(stage(obj))
         return self._framer(obj)
+
+
+def _encodeFunctions(stages: Sequence[IEncoder]) -> tuple[Callable[[object], object], ...]:
+    """
+    The object stages' encode functions in the order they run (the last
+    stage first), with a C{text} stage and an L{ITextDocumentEncoder} just
+    after it replaced by that encoder's C{encoderIn(encoding)}.
+    """
+    functions: list[Callable[[object], object]] = []
+    index = len(stages) - 1
+    while index >= 0:
+        stage = stages[index]
+        before = stages[index - 1] if index > 0 else None
+        if isinstance(before, TextEncoder) and ITextDocumentEncoder.providedBy(stage):
+            functions.append(stage.encoderIn(before.encoding))
+            index -= 2
+        else:
+            functions.append(stage.encode)
+            index -= 1
+    return tuple(functions)

@@ -71,8 +71,22 @@ never delivers half of it.
 
 Encoding appends the delimiter (C{line}: C{eol}).  A payload that contains
 the delimiter would decode as two frames, so the encoder refuses it with
-L{EncodeError} (one C-speed scan of the payload); so does C{line} with a
-payload ending in CR when C{eol} is LF, because the decoder would strip it.
+L{EncodeError} (one C-speed scan of the payload).
+
+A stray CR is data, both ways.  The decoder removes exactly one CR before
+the LF, so a line that ends with CR on the wire keeps its other CRs; and
+the encoder, given a payload that ends with CR, ends it with CRLF even when
+C{eol} is LF, so that the CR the decoder removes is the one it added::
+
+    BEFORE (6 bytes)                      AFTER (1 frame)
+    +-------+----+-------+                +----------+
+    | "abc" | 0D | 0D 0A |       --->     | "abc" 0D |
+    +-------+----+-------+                +----------+
+
+    encode("abc" 0D), eol=\\n  --->  "abc" 0D 0D 0A   (the same 6 bytes)
+
+So whatever C{line} decodes, its encoder sends back as the same line, and
+an echo of C{"abc" 0D 0D 0A} is byte-exact.
 """
 
 from __future__ import annotations
@@ -286,18 +300,18 @@ class DelimiterDecoder(_DelimitedDecoder):
 @implementer(IEncoder)
 class LineEncoder:
     """
-    Append C{eol} (LF or CRLF) to each payload.  A payload containing LF, or
-    ending with CR when C{eol} is a bare LF, is refused: it would not come
-    back as the same line.
+    Append C{eol} (LF or CRLF) to each payload; a payload ending with CR
+    always gets CRLF, since the decoder removes one CR before the LF (see
+    the module docstring).  A payload containing LF is refused: it would be
+    two lines.
     """
 
-    __slots__ = ("eol", "_refuseCR")
+    __slots__ = ("eol",)
 
     def __init__(self, eol: bytes = b"\n") -> None:
         if eol not in (b"\n", b"\r\n"):
             raise ValueError(f"eol must be \\n or \\r\\n, not {eol!r}")
         self.eol = eol
-        self._refuseCR = eol == b"\n"
 
     def encode(self, obj: object) -> bytes | tuple[bytes, bytes]:
         if obj.__class__ is not bytes:
@@ -305,13 +319,14 @@ class LineEncoder:
         payload: bytes = obj  # narrowed by the class check above
         if b"\n" in payload:
             raise EncodeError("a line must not contain LF (\\n): it ends the line")
-        if self._refuseCR and payload.endswith(b"\r"):
-            raise EncodeError(
-                "a line must not end with CR (\\r) when eol is \\n: the decoder strips it; use eol=\\r\\n"
-            )
+        eol = self.eol
+        # A trailing CR is data: add the CR that the decoder removes.  (An
+        # index and an int compare: cheaper than endswith's method call.)
+        if payload and payload[-1] == _CR:
+            eol = b"\r\n"
         if len(payload) > JOIN_LIMIT:
-            return (payload, self.eol)
-        return payload + self.eol
+            return (payload, eol)
+        return payload + eol
 
 
 @implementer(IEncoder)

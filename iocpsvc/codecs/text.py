@@ -23,7 +23,20 @@ Parameters (spec names)::
 Encoding: a C{str} is encoded (a character the encoding cannot represent is
 an L{EncodeError}); C{bytes} are taken as already encoded and pass through
 unchanged; any other object is encoded by its L{IEncoder} adapter, if one is
-registered, and is otherwise an L{EncodeError}.
+registered, and is otherwise an L{EncodeError}.  Followed by C{json}
+(C{line+text:encoding=gbk+json}), the two stages encode together: the
+document is written in this stage's encoding (see L{iocpsvc.codecs.chain}).
+
+Every frame this stage decodes encodes back to bytes that decode to the same
+C{str}: a strict decode never yields a lone surrogate in the Unicode
+encodings, and the others (C{latin-1}, C{gbk}, C{big5}, C{shift_jis}, ...)
+map each character they decode back to bytes.  Two exceptions, left to the
+application: the stateful C{iso2022_*} encodings decode some stray escape
+bytes they cannot encode again; and an encoding that writes a byte order
+mark (C{utf-16}, C{utf-32}, C{utf-8-sig}) writes one on every frame, whether
+or not the peer's frame had one, so a frame may come back 2 to 4 bytes
+longer -- after C{fixed}, which needs every frame the same length, use
+C{utf-16-le} or C{utf-16-be}.
 """
 
 from __future__ import annotations
