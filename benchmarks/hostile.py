@@ -500,7 +500,7 @@ def monitorFlood(reactor: Any, target: Target, n: int) -> Any:
     flooders = []
     url = f"http://127.0.0.1:{target.monitorPort}/stats.json"
     for _ in range(FLOOD_PROCESSES):
-        flooder = ServerProcess()
+        flooder = FloodProcess()
         argv = [sys.executable, "-m", "benchmarks.hostile", "--flood", url, str(1000 // FLOOD_PROCESSES)]
         argv.append(str(FLOOD_SECONDS + 1))
         reactor.spawnProcess(flooder, sys.executable, argv, env=serverEnvironment())
@@ -517,13 +517,27 @@ def monitorFlood(reactor: Any, target: Target, n: int) -> Any:
     quiet50, quiet99 = latencyPercentiles(quiet)
     flood50, flood99 = latencyPercentiles(flooded)
     return {
-        "flood requests/s": round(sent / (FLOOD_SECONDS + 1)),
+        "flood offered/served requests/s": f"1,000/{round(sent / (FLOOD_SECONDS + 1))}",
         "neighbours' p50 ms quiet/flood": f"{quiet50:.3f}/{flood50:.3f}",
         "p99 ms quiet/flood": f"{quiet99:.3f}/{flood99:.3f}",
         "p99 ratio": f"{flood99 / quiet99:.2f}" if quiet99 else "-",
         "server CPU % quiet/flood": f"{100 * quietCPU / FLOOD_SECONDS:.0f}/"
         f"{100 * floodCPU / FLOOD_SECONDS:.0f}",
     }
+
+
+class FloodProcess(protocol.ProcessProtocol):
+    """A C{--flood} child: C{out} is what it printed (how many were answered)."""
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
 
 
 def flood(url: str, rate: int, seconds: float) -> None:
@@ -610,7 +624,7 @@ def edgeLine(reactor: Any, target: Target, n: int) -> Any:
     """Lines with stray CRs, which must come back exactly; and bad UTF-8, which is refused."""
     attackers = yield connectMany(reactor, target.port, n)
     strays = attackers[: n // 2]
-    wire = b"abc\r\r\n\rx\r\n"
+    wire = b"abc\r\r\n\rx\n"  # each line comes back as it came
     for a in strays:
         a.expect = len(wire)
         a.done = defer.Deferred()
@@ -846,7 +860,8 @@ def describe(result: dict[str, Any]) -> str:
     if monitor:
         parts.append(
             "monitor: {requests_total:,} answered, {refused_total:,} refused, "
-            "{timed_out_total:,} timed out, {rejected_total:,} rejected".format(**monitor)
+            "{timed_out_total:,} timed out, {rejected_total:,} rejected, "
+            "{throttled_total:,} throttled".format(**monitor)
         )
     if stats.get("tmpBytes"):
         parts.append(f"temporary files {stats['tmpBytes']:,} bytes")
