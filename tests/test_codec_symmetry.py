@@ -39,12 +39,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from iocpsvc import errors
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.length import LengthFieldPrepender, WholeFrameEncoder
-from iocpsvc.contexts import EchoContext
 from iocpsvc.errors import DecodeError, EncodeError
-from iocpsvc.factory import ConnectionContextFactory
-from iocpsvc.service import SocketServerService
 from tests.helpers import cutAt, encodedBytes
 from tests.netutil import connectRaw, echoMany, waitUntil
+from tests.test_tcp import ServerMixin
 
 SPECS = (
     # length: Netty's parameters, every size, both orders, signed, adjusted,
@@ -339,21 +337,10 @@ class EdgeCaseTests(SynchronousTestCase):
             self.assertEqual(caught.exception.closeReason, errors.PROTOCOL_ERROR)
 
 
-class EchoServerTests(TestCase):
+class EchoServerTests(ServerMixin, TestCase):
     """The built-in echo server over real TCP, with the codecs of finding 3."""
 
     timeout = 60
-
-    def startServer(self, codec: str) -> tuple[ConnectionContextFactory, int]:
-        from twisted.internet import reactor
-
-        factory = ConnectionContextFactory(EchoContext, codec, reactor=reactor)
-        service = SocketServerService(
-            factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
-        )
-        service.startService()
-        self.addCleanup(service.stopService)
-        return factory, service.ports[0].getHost().port
 
     @defer.inlineCallbacks
     def checkStrayCarriageReturn(self, spec: str) -> Any:
