@@ -27,7 +27,6 @@ closing.
 from __future__ import annotations
 
 import functools
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from inspect import iscoroutine
@@ -42,7 +41,14 @@ from zope.interface import implementer
 
 from iocpsvc import errors
 from iocpsvc.errors import DecodeError
-from iocpsvc.transports import unsentBytes
+from iocpsvc.transports import (
+    canSendNow,
+    describeTlsError,
+    isTlsError,
+    sendNow,
+    tlsHandshakeDone,
+    unsentBytes,
+)
 
 if TYPE_CHECKING:
     from iocpsvc.factory import ConnectionContextFactory
@@ -441,7 +447,7 @@ class ConnectionContext(Protocol):
         # Replies may go straight to the socket only on Twisted's own POSIX TCP
         # transports; TLS, the IOCP reactor, wrappers and anything unknown
         # take the plain path.
-        self._direct = type(transport) in _directTransports() and (factory is None or factory.directWrites)
+        self._direct = canSendNow(transport) and (factory is None or factory.directWrites)
         register = getattr(transport, "registerProducer", None)
         if register is not None:
             # Our own transport tells us when its write buffer passes the high
@@ -704,21 +710,10 @@ class ConnectionContext(Protocol):
         transport = self.transport
         if transport is None:
             return
-        if self._direct and not transport.dataBuffer and not transport._tempDataBuffer:  # type: ignore[attr-defined]
-            # Nothing is queued: send now, from this reactor turn, rather than
-            # queue and arm the writer for a later turn (which costs two
-            # epoll_ctl calls and a loop turn per reply).  What the socket
-            # does not take goes through Twisted's buffer, after it, in order.
-            if (
-                transport.connected  # type: ignore[attr-defined]
-                and not transport.disconnecting  # type: ignore[attr-defined]
-                and not transport.TLS  # type: ignore[attr-defined]
-                and not transport._writeDisconnected  # type: ignore[attr-defined]
-            ):
-                try:
-                    sent = transport.socket.send(data)  # type: ignore[attr-defined]
-                except OSError:
-                    sent = 0  # would block, or an error Twisted's own write will report
+        if self._direct:
+            # Nothing queued: sent now, from this reactor turn (transports.sendNow).
+            sent = sendNow(transport, data)
+            if sent >= 0:
                 if self.factory is not None:
                     self.factory.directSends += 1
                 if sent == size:
@@ -879,17 +874,14 @@ class ConnectionContext(Protocol):
         C{protocol-error} and logged, rate-limited, with OpenSSL's reason
         and no traceback (a port scanner must not flood the log).
         """
-        # Only a TLS transport raises OpenSSL errors, and it has imported
-        # OpenSSL by then: plain TCP closes pay a dict lookup, not an import.
-        openssl = sys.modules.get("OpenSSL.SSL")
-        if openssl is None or not reason.check(openssl.Error):
+        if not isTlsError(reason):
             return False
         factory = self.factory
         if factory is not None:
             factory.rateLimitedLog.warn(
-                _TLS_ERROR if _tlsHandshakeDone(self.transport) else _TLS_HANDSHAKE_FAILED,
+                _TLS_ERROR if tlsHandshakeDone(self.transport) else _TLS_HANDSHAKE_FAILED,
                 peer=describePeer(self.peer),
-                error=_describeTlsError(reason.value),
+                error=describeTlsError(reason.value),
                 closeReason=errors.PROTOCOL_ERROR,
                 contextId=self.contextId,
             )
@@ -916,42 +908,6 @@ _HANDLER_ERROR_AFTER_CLOSE = (
 # each: a flood of failed handshakes cannot hide other protocol errors.
 _TLS_HANDSHAKE_FAILED = "closing {peer}: protocol-error: TLS handshake failed: {error}"
 _TLS_ERROR = "closing {peer}: protocol-error: TLS error: {error}"
-
-
-def _tlsHandshakeDone(transport: Any) -> bool:
-    """
-    Whether the TLS handshake on C{transport} completed: the peer's Finished
-    message arrived.  When that cannot be told, say it did (the log then
-    reads "TLS error", which is true either way).
-    """
-    try:
-        return transport.getHandle().get_peer_finished() is not None
-    except Exception:  # not pyOpenSSL underneath, or already torn down
-        return True
-
-
-def _describeTlsError(error: BaseException | None) -> str:
-    """OpenSSL's reasons (C{"wrong version number"}), without library names or codes."""
-    queue = error.args[0] if error is not None and error.args else None
-    if isinstance(queue, list) and queue and all(isinstance(e, tuple) and len(e) == 3 for e in queue):
-        return "; ".join(str(entry[2]) for entry in queue)
-    return str(error) or type(error).__name__
-
-
-_DIRECT: tuple[type, ...] | None = None
-
-
-def _directTransports() -> tuple[type, ...]:
-    """Twisted's POSIX TCP transport classes (matched exactly: subclasses may differ)."""
-    global _DIRECT
-    if _DIRECT is None:
-        try:
-            from twisted.internet import tcp
-
-            _DIRECT = (tcp.Server, tcp.Client)
-        except ImportError:
-            _DIRECT = ()
-    return _DIRECT
 
 
 def _noClock() -> float:

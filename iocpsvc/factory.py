@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import itertools
 import random
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
@@ -31,6 +30,7 @@ from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IDeco
 from iocpsvc.limits import ServerLimits, addressAllowed
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.proxy import HAProxyProtocolWrapper, ProxyHeaderWrapper
+from iocpsvc.transports import enableKeepAlive, setWriteHighWater
 
 _log = Logger(namespace="iocpsvc.factory")
 
@@ -521,9 +521,12 @@ class ConnectionContextFactory(ServerFactory):
         if transport is not None:
             # The transport pauses its producer (the context) past this many
             # unsent bytes: that is the high water mark.
-            _setWriteHighWater(transport, self.limits.writeHighWater)
-            if self.limits.keepAlive:
-                _enableKeepAlive(transport, self.limits)
+            setWriteHighWater(transport, self.limits.writeHighWater)
+            limits = self.limits
+            if limits.keepAlive:
+                enableKeepAlive(
+                    transport, limits.keepAliveIdle, limits.keepAliveInterval, limits.keepAliveCount
+                )
 
     def contextDisconnected(self, context: ConnectionContext) -> None:
         """Called by a context once, after its connection is gone."""
@@ -812,58 +815,6 @@ class _Filtered(Protocol):
                 return
             transport.wrappedProtocol = self  # a wrapper that cannot be held: judge the address we have
         factory._refuse(self.address, "address filtered").makeConnection(transport)
-
-
-def _lowestTransport(transport: Any) -> Any:
-    """Past protocol wrappers (TLS, haproxy:) to the socket's own transport."""
-    from twisted.protocols.policies import ProtocolWrapper
-
-    # A ProtocolWrapper forwards unknown attributes to what it wraps, so ask
-    # its class, not hasattr, whether it is a wrapper.
-    for _ in range(4):
-        if not isinstance(transport, ProtocolWrapper) or transport.transport is None:
-            break
-        transport = transport.transport
-    return transport
-
-
-def _setWriteHighWater(transport: Any, size: int) -> None:
-    """
-    Set the unsent-bytes mark past which a transport pauses its producer:
-    C{bufferSize} on Twisted's POSIX transports, C{writeBufferSize} on the
-    IOCP reactor's.  Behind TLS the mark applies to the encrypted bytes.
-    """
-    lowest = _lowestTransport(transport)
-    if hasattr(lowest, "writeBufferSize"):
-        lowest.writeBufferSize = size
-    elif hasattr(lowest, "bufferSize"):
-        lowest.bufferSize = size
-
-
-def _enableKeepAlive(transport: Any, limits: ServerLimits) -> None:
-    """TCP keep-alive, with probe timing where the platform lets us set it."""
-    transport = _lowestTransport(transport)
-    setKeepAlive = getattr(transport, "setTcpKeepAlive", None)
-    if setKeepAlive is None:
-        return
-    try:
-        setKeepAlive(1)
-        handle = transport.getHandle()
-    except Exception:
-        return
-    if not isinstance(handle, socket.socket):
-        return
-    for option, value in (
-        ("TCP_KEEPIDLE", limits.keepAliveIdle),
-        ("TCP_KEEPINTVL", limits.keepAliveInterval),
-        ("TCP_KEEPCNT", limits.keepAliveCount),
-    ):
-        constant = getattr(socket, option, None)
-        if constant is not None:
-            try:
-                handle.setsockopt(socket.IPPROTO_TCP, constant, value)
-            except OSError:
-                pass
 
 
 def _missingDecoder() -> Any:

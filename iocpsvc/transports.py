@@ -1,7 +1,18 @@
 """
-What Twisted's transports tell about themselves, read the same way
-everywhere: the unsent bytes behind a connection, a pipe to a worker
-process, or a link to Redis.
+The one seam between iocpsvc and the internals of Twisted's transports:
+everything that knows more of a transport than its public interfaces is
+here, so that the context (and the next transport kinds) have one place to
+ask.
+
+    unsentBytes          the bytes written and not yet sent (a connection,
+                         a pipe to a worker process, a link to Redis)
+    canSendNow, sendNow  a reply sent straight to the socket from the turn
+                         that made it
+    lowestTransport      the socket's own transport beneath TLS/haproxy:
+    setWriteHighWater    the mark past which a transport pauses its producer
+    enableKeepAlive      TCP keep-alive and its probe timing
+    isTlsError, tlsHandshakeDone, describeTlsError
+                         what a TLS failure was, for one log line
 
 Where written bytes wait in Twisted 26.10 (this module is the one that
 reads these buffers; the rest of iocpsvc asks it)::
@@ -133,3 +144,151 @@ def _bioPendingReader() -> Callable[[Any], int]:
         return int(getMemData(bio, null)) if bio is not None else 0
 
     return pending
+
+
+# -- sending now, from this reactor turn -------------------------------------------
+
+_DIRECT: tuple[type, ...] | None = None
+
+
+def _directTransports() -> tuple[type, ...]:
+    """Twisted's POSIX TCP transport classes (matched exactly: subclasses may differ)."""
+    global _DIRECT
+    if _DIRECT is None:
+        try:
+            from twisted.internet import tcp
+
+            _DIRECT = (tcp.Server, tcp.Client)
+        except ImportError:
+            _DIRECT = ()
+    return _DIRECT
+
+
+def canSendNow(transport: Any) -> bool:
+    """
+    Whether L{sendNow} can ever send on C{transport}: Twisted's own POSIX
+    TCP transports; TLS, the IOCP reactor, wrappers and anything unknown
+    take C{transport.write}.
+    """
+    return type(transport) in _directTransports()
+
+
+def sendNow(transport: Any, data: bytes) -> int:
+    """
+    Send C{data} straight to the socket of C{transport} (one that
+    L{canSendNow} accepted), from this reactor turn, if nothing is queued
+    before it: rather than queue it and arm the writer for a later turn,
+    which costs two C{epoll_ctl} calls and a loop turn per reply.
+
+    @return: how many bytes the socket took (0 if it would block, or on an
+        error Twisted's own write will report); -1 when the transport must
+        be written to as usual (something is queued, it is closing).  What
+        the socket did not take goes through C{transport.write}, after it,
+        in order.
+    """
+    # Hot path: plain attribute reads of Twisted's tcp.Connection, in the
+    # order that rules a send out soonest.
+    if (
+        transport.dataBuffer
+        or transport._tempDataBuffer
+        or not transport.connected
+        or transport.disconnecting
+        or transport.TLS
+        or transport._writeDisconnected
+    ):
+        return -1
+    try:
+        sent: int = transport.socket.send(data)
+        return sent
+    except OSError:
+        return 0
+
+
+# -- the socket beneath wrappers: high water, keep-alive ------------------------------
+
+
+def lowestTransport(transport: Any) -> Any:
+    """Past protocol wrappers (TLS, C{haproxy:}) to the socket's own transport."""
+    # A ProtocolWrapper forwards unknown attributes to what it wraps, so ask
+    # its class, not hasattr, whether it is a wrapper.
+    for _ in range(4):
+        if not isinstance(transport, ProtocolWrapper) or transport.transport is None:
+            break
+        transport = transport.transport
+    return transport
+
+
+def setWriteHighWater(transport: Any, size: int) -> None:
+    """
+    Set the unsent-bytes mark past which a transport pauses its producer:
+    C{bufferSize} on Twisted's POSIX transports, C{writeBufferSize} on the
+    IOCP reactor's.  Behind TLS the mark applies to the encrypted bytes.
+    """
+    lowest = lowestTransport(transport)
+    if hasattr(lowest, "writeBufferSize"):
+        lowest.writeBufferSize = size
+    elif hasattr(lowest, "bufferSize"):
+        lowest.bufferSize = size
+
+
+def enableKeepAlive(transport: Any, idle: int, interval: int, count: int) -> None:
+    """
+    TCP keep-alive on the socket beneath C{transport}, with the probe
+    timing (seconds of silence, seconds between probes, probes) where the
+    platform lets it be set.  Transports that are not TCP are left alone.
+    """
+    import socket
+
+    transport = lowestTransport(transport)
+    setKeepAlive = getattr(transport, "setTcpKeepAlive", None)
+    if setKeepAlive is None:
+        return
+    try:
+        setKeepAlive(1)
+        handle = transport.getHandle()
+    except Exception:
+        return
+    if not isinstance(handle, socket.socket):
+        return
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+        constant = getattr(socket, option, None)
+        if constant is not None:
+            try:
+                handle.setsockopt(socket.IPPROTO_TCP, constant, value)
+            except OSError:
+                pass
+
+
+# -- TLS diagnostics --------------------------------------------------------------
+
+
+def isTlsError(reason: Any) -> bool:
+    """
+    Whether C{reason} (a C{Failure}) is OpenSSL's: the connection was lost
+    to a TLS error (a client that sent something other than a handshake,
+    shared no protocol or cipher, rejected the certificate, or broke a
+    record later).
+    """
+    # Only a TLS transport raises OpenSSL errors, and it has imported
+    # OpenSSL by then: plain TCP closes pay a dict lookup, not an import.
+    openssl = sys.modules.get("OpenSSL.SSL")
+    return openssl is not None and bool(reason.check(openssl.Error))
+
+
+def tlsHandshakeDone(transport: Any) -> bool:
+    """
+    Whether the TLS handshake on C{transport} completed: the peer's Finished
+    message arrived.  When that cannot be told, say it did.
+    """
+    try:
+        return transport.getHandle().get_peer_finished() is not None
+    except Exception:  # not pyOpenSSL underneath, or already torn down
+        return True
+
+
+def describeTlsError(error: BaseException | None) -> str:
+    """OpenSSL's reasons (C{"wrong version number"}), without library names or codes."""
+    queue = error.args[0] if error is not None and error.args else None
+    if isinstance(queue, list) and queue and all(isinstance(e, tuple) and len(e) == 3 for e in queue):
+        return "; ".join(str(entry[2]) for entry in queue)
+    return str(error) or type(error).__name__

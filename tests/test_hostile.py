@@ -209,9 +209,9 @@ class BatteryTests(TestCase):
         yield waitUntil(reactor, lambda: factory.refusedTotal == 1)
         self.assertEqual(factory.closedTotal[errors.REFUSED], 1)
         self.assertEqual(factory.findContext(1).peer.host, "198.51.100.7")  # type: ignore[union-attr]
-        from iocpsvc.factory import _lowestTransport
+        from iocpsvc.transports import lowestTransport
 
-        socketTransport = _lowestTransport(factory.findContext(1).transport)  # type: ignore[union-attr]
+        socketTransport = lowestTransport(factory.findContext(1).transport)  # type: ignore[union-attr]
         self.assertEqual(socketTransport.bufferSize, 16384)  # the mark reached the socket
         holder.transport.loseConnection()
         yield holder.lost
