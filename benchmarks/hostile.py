@@ -131,14 +131,14 @@ def serve(argv: list[str]) -> None:
     def report() -> None:
         f = service.factory
         counters = {
-            "closed": {k: v for k, v in f.closedTotal.items() if v},
-            "refused": f.refusedTotal,
-            "accepted": f.acceptedTotal,
-            "acceptErrors": f.acceptErrors,
-            "peakOnline": f.peakOnline,
-            "decodeErrors": f.decodeErrors,
-            "handlerErrors": f.handlerErrors,
-            "truncatedFrames": f.truncatedFrames,
+            "closed": {k: v for k, v in f.counters.closedTotal.items() if v},
+            "refused": f.counters.refusedTotal,
+            "accepted": f.counters.acceptedTotal,
+            "acceptErrors": f.counters.acceptErrors,
+            "peakOnline": f.counters.peakOnline,
+            "decodeErrors": f.counters.decodeErrors,
+            "handlerErrors": f.counters.handlerErrors,
+            "truncatedFrames": f.counters.truncatedFrames,
             "vmhwmKiB": vmhwmKiB(),
             "tmpBytes": directoryBytes(os.environ.get("TMPDIR", "/nonexistent")),
         }

@@ -347,7 +347,7 @@ class ConnectionContext(Protocol):
         self._blockedBytes = 0
         factory = self.factory
         if factory is not None:
-            factory.writeBlockedTotal += 1
+            factory.counters.writeBlockedTotal += 1
             factory.rateLimitedLog.info(
                 "{peer}: more than {highWater} bytes waiting to be sent; reading paused",
                 peer=describePeer(self.peer),
@@ -619,7 +619,7 @@ class ConnectionContext(Protocol):
         else:
             return
         self._backlogPaused = True
-        factory.backlogPausedTotal += 1
+        factory.counters.backlogPausedTotal += 1
         factory.rateLimitedLog.info(
             "{peer}: more than {bound} {why} waiting for a slow handler; reading paused",
             peer=describePeer(self.peer),
@@ -715,7 +715,7 @@ class ConnectionContext(Protocol):
             sent = sendNow(transport, data)
             if sent >= 0:
                 if self.factory is not None:
-                    self.factory.directSends += 1
+                    self.factory.counters.directSends += 1
                 if sent == size:
                     return
                 if sent:
@@ -775,7 +775,7 @@ class ConnectionContext(Protocol):
         self._buffer = None
         factory = self.factory
         if factory is not None:
-            factory.decodeErrors += 1
+            factory.counters.decodeErrors += 1
             factory.rateLimitedLog.warn(
                 "closing {peer}: {closeReason}: {reason}",
                 peer=describePeer(self.peer),
@@ -808,7 +808,7 @@ class ConnectionContext(Protocol):
         factory = self.factory
         if factory is None:
             return
-        factory.handlerErrors += 1
+        factory.counters.handlerErrors += 1
         factory.rateLimitedLog.failure(
             format,
             failure,
@@ -863,7 +863,7 @@ class ConnectionContext(Protocol):
             self._dispatch(last)
             self._hold |= _CLOSING
         elif self.factory is not None:
-            self.factory.truncatedFrames += 1
+            self.factory.counters.truncatedFrames += 1
 
     def _tlsFailed(self, reason: Failure) -> bool:
         """
@@ -895,7 +895,7 @@ class ConnectionContext(Protocol):
         if self.factory is not None:
             discarded = getattr(self._decoder, "discardedFrames", 0)
             if discarded:
-                self.factory.discardedFrames += discarded
+                self.factory.counters.discardedFrames += discarded
             self.factory.contextDisconnected(self)
 
 

@@ -26,6 +26,7 @@ from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastCont
 from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
 from iocpsvc.codecs._base import encodedBytes
 from iocpsvc.context import ConnectionContext, describePeer
+from iocpsvc.counters import Counters
 from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IDecoder, IEncoder
 from iocpsvc.limits import ServerLimits, addressAllowed
 from iocpsvc.logs import RateLimitedLog
@@ -97,39 +98,11 @@ class ConnectionContextFactory(ServerFactory):
     @ivar maxFrameLength: the registered decoder's largest frame, if it
         says (what the default C{maxPendingWrite} is derived from).
     @ivar online: context id -> online context.
-    @ivar peakOnline: the most contexts online at once.
     @ivar limits: the L{ServerLimits} in force.
-    @ivar acceptedTotal: connections accepted.
-    @ivar refusedTotal: connections refused at accept (limit or filter),
-        and those closed at accept for want of a descriptor; behind
-        C{haproxy:}, also those whose PROXY header names a client the
-        filter refuses, or (with C{limits.allow} or C{limits.deny} in
-        force) a client that is not an IP address.  With
-        L{acceptedTotal}, every connection that reached the listening
-        socket.
-    @ivar acceptErrors: times the listening socket could not accept
-        (C{EMFILE}, C{ENFILE}, C{ENOBUFS}, C{ENOMEM}; see
-        L{iocpsvc.accept}).
-    @ivar proxyHeaderErrors: connections behind C{haproxy:} closed for an
-        invalid PROXY header (also counted as C{protocol-error} closes).
-    @ivar proxyHeaderTimeouts: connections behind C{haproxy:} closed
-        because no complete PROXY header came within
-        C{limits.proxyHeaderTimeout} (also counted as C{idle} closes).
-    @ivar discardedFrames: oversized frames skipped by codecs in discard
-        mode, over closed connections.
-    @ivar writeBlockedTotal: times a connection passed the write high water
-        mark (reading paused until its output drained).
-    @ivar backlogPausedTotal: times a connection's reading paused because
-        more than C{maxPendingObjects} waited behind a slow handler.
-    @ivar directSends: replies sent straight to the socket (see
-        C{directWrites}).
-    @ivar closeTimeouts: closing connections aborted because they had not
-        finished within C{closeTimeout} (or the shutdown timeout).
-    @ivar closedTotal: close reason -> connections closed for it.
-    @ivar decodeErrors: connections closed for a decode error.
-    @ivar handlerErrors: exceptions raised by application code.
-    @ivar truncatedFrames: connections that ended with received bytes never
-        delivered (in the middle of a frame, or while dispatch was held).
+    @ivar counters: the event counters (L{iocpsvc.counters.Counters}:
+        accepted, refused, closed by reason, decode and handler errors,
+        ...), added to by this factory and its contexts; every figure the
+        monitor shows is in L{iocpsvc.counters.FIGURES}.
     @ivar cluster: the L{IClusterBus} joining this node to others, or
         C{None} (standalone: L{broadcast} and L{sendTo} stay on this node).
     @ivar nodeId: this node's id in its cluster (0 standalone); the high
@@ -180,25 +153,12 @@ class ConnectionContextFactory(ServerFactory):
         self.nodeId = 0
         self._ids = itertools.count(1)
         self._lastContextId = lastContextId(0)
-        self.peakOnline = 0
-        self.acceptedTotal = 0
-        self.refusedTotal = 0
-        self.acceptErrors = 0
-        self.discardedFrames = 0
-        self.writeBlockedTotal = 0
-        self.backlogPausedTotal = 0
-        self.closeTimeouts = 0
-        self.directSends = 0
-        self.proxyHeaderErrors = 0
-        self.proxyHeaderTimeouts = 0
+        # The event counters, added to by this factory and its contexts.
+        self.counters = Counters()
         # Connections behind haproxy: whose PROXY header is not in yet, with
         # when they arrived; their contexts are held back (iocpsvc.proxy).
         self._awaitingHeader: dict[ProxyHeaderWrapper, float] = {}
         self._sweeper: LoopingCall | None = None
-        self.closedTotal: dict[str, int] = dict.fromkeys(errors.CLOSE_REASONS, 0)
-        self.decodeErrors = 0
-        self.handlerErrors = 0
-        self.truncatedFrames = 0
         # Totals of closed connections; online ones are summed on demand,
         # so the hot path updates only the context's own counters.
         self._closedBytesReceived = 0
@@ -355,10 +315,10 @@ class ConnectionContextFactory(ServerFactory):
         The listening socket could not accept (C{error}); C{closed}
         connections that waited were closed for want of a descriptor.
         """
-        self.acceptErrors += 1
+        self.counters.acceptErrors += 1
         if closed:
-            self.refusedTotal += closed
-            self.closedTotal[errors.NO_DESCRIPTORS] += closed
+            self.counters.refusedTotal += closed
+            self.counters.closedTotal[errors.NO_DESCRIPTORS] += closed
         self.rateLimitedLog.warn(
             "accept failed: {error}; closed {closed} waiting connections ({closeReason}); "
             "raise the open-files limit or lower --max-connections",
@@ -373,8 +333,8 @@ class ConnectionContextFactory(ServerFactory):
         code: count it as a handler error and log it (the traceback once,
         then one rate-limited line); the connection is closed at once.
         """
-        self.handlerErrors += 1
-        self.closedTotal[errors.HANDLER_ERROR] += 1
+        self.counters.handlerErrors += 1
+        self.counters.closedTotal[errors.HANDLER_ERROR] += 1
         self.rateLimitedLog.failure(
             "closing {peer}: handler-error making its context ({context})",
             failure,
@@ -398,8 +358,8 @@ class ConnectionContextFactory(ServerFactory):
         return Refuse()
 
     def _countRefusal(self, address: IAddress, why: str) -> None:
-        self.refusedTotal += 1
-        self.closedTotal[errors.REFUSED] += 1
+        self.counters.refusedTotal += 1
+        self.counters.closedTotal[errors.REFUSED] += 1
         self.rateLimitedLog.warn(
             "refused {peer}: {why}", peer=describePeer(address), why=why, closeReason=errors.REFUSED
         )
@@ -467,8 +427,8 @@ class ConnectionContextFactory(ServerFactory):
         """
         if self._awaitingHeader.pop(wrapper, None) is None:
             return
-        self.proxyHeaderErrors += 1
-        self.closedTotal[errors.PROTOCOL_ERROR] += 1
+        self.counters.proxyHeaderErrors += 1
+        self.counters.closedTotal[errors.PROTOCOL_ERROR] += 1
         transport = wrapper.transport
         self.rateLimitedLog.warn(
             "closing {peer}: protocol-error: {why}, starting {start!r}",
@@ -482,12 +442,12 @@ class ConnectionContextFactory(ServerFactory):
     def proxyHeaderLost(self, wrapper: ProxyHeaderWrapper) -> None:
         """C{wrapper}'s connection ended before its PROXY header was in."""
         if self._awaitingHeader.pop(wrapper, None) is not None:
-            self.closedTotal[errors.PEER] += 1
+            self.counters.closedTotal[errors.PEER] += 1
 
     def _closeAwaitingHeader(self, wrappers: list[ProxyHeaderWrapper], reason: str) -> None:
         for wrapper in wrappers:
             if self._awaitingHeader.pop(wrapper, None) is not None:
-                self.closedTotal[reason] += 1
+                self.counters.closedTotal[reason] += 1
                 wrapper.close()
 
     def _expireProxyHeaders(self) -> None:
@@ -499,7 +459,7 @@ class ConnectionContextFactory(ServerFactory):
         late = [w for w, arrived in self._awaitingHeader.items() if arrived <= deadline]
         if not late:
             return
-        self.proxyHeaderTimeouts += len(late)
+        self.counters.proxyHeaderTimeouts += len(late)
         self.rateLimitedLog.info(
             "closing {count} connections that sent no complete PROXY header within {seconds}s",
             count=len(late),
@@ -512,11 +472,11 @@ class ConnectionContextFactory(ServerFactory):
 
     def contextConnected(self, context: ConnectionContext) -> None:
         """Called by a context when its connection is made."""
-        self.acceptedTotal += 1
+        self.counters.acceptedTotal += 1
         online = self.online
         online[context.contextId] = context
-        if len(online) > self.peakOnline:
-            self.peakOnline = len(online)
+        if len(online) > self.counters.peakOnline:
+            self.counters.peakOnline = len(online)
         transport = context.transport
         if transport is not None:
             # The transport pauses its producer (the context) past this many
@@ -533,7 +493,7 @@ class ConnectionContextFactory(ServerFactory):
         if self.online.pop(context.contextId, None) is None:
             return
         reason = context.closeReason or errors.PEER
-        self.closedTotal[reason] = self.closedTotal.get(reason, 0) + 1
+        self.counters.closedTotal[reason] = self.counters.closedTotal.get(reason, 0) + 1
         self._closedBytesReceived += context.bytesReceived
         self._closedBytesSent += context.bytesSent
         self._closedFramesReceived += context.framesReceived
@@ -579,7 +539,7 @@ class ConnectionContextFactory(ServerFactory):
     def _abortStuck(self, contexts: list[ConnectionContext], seconds: float) -> None:
         if not contexts:
             return
-        self.closeTimeouts += len(contexts)
+        self.counters.closeTimeouts += len(contexts)
         self.rateLimitedLog.warn(
             "aborting {count} connections still closing after {seconds}s (unsent data dropped)",
             count=len(contexts),

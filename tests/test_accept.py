@@ -57,8 +57,8 @@ class GateTests(SynchronousTestCase):
         balancer = IPv4Address("TCP", "192.0.2.9", 1)
         self.assertTrue(factory.admit(balancer, proxied=True))
         self.assertFalse(factory.admit(balancer, proxied=False))
-        self.assertEqual(factory.refusedTotal, 1)
-        self.assertEqual(factory.closedTotal[errors.REFUSED], 1)
+        self.assertEqual(factory.counters.refusedTotal, 1)
+        self.assertEqual(factory.counters.closedTotal[errors.REFUSED], 1)
 
     def test_admitAtTheLimit(self) -> None:
         """At maxConnections, admit refuses and counts; below it, it counts nothing."""
@@ -70,16 +70,16 @@ class GateTests(SynchronousTestCase):
         self.assertTrue(factory.admit(address, False))
         EmbeddedConnection(factory=factory, clock=clock)
         self.assertFalse(factory.admit(address, False))
-        self.assertEqual((factory.refusedTotal, factory.acceptedTotal), (1, 1))
+        self.assertEqual((factory.counters.refusedTotal, factory.counters.acceptedTotal), (1, 1))
 
     def test_acceptFailedCounts(self) -> None:
         """Connections shed for want of a descriptor are refused, under their own reason."""
         factory = ConnectionContextFactory(EchoContext, reactor=Clock())
         factory.acceptFailed("EMFILE", 7)
         factory.acceptFailed("ENOBUFS", 0)
-        self.assertEqual(factory.acceptErrors, 2)
-        self.assertEqual(factory.refusedTotal, 7)
-        self.assertEqual(factory.closedTotal[errors.NO_DESCRIPTORS], 7)
+        self.assertEqual(factory.counters.acceptErrors, 2)
+        self.assertEqual(factory.counters.refusedTotal, 7)
+        self.assertEqual(factory.counters.closedTotal[errors.NO_DESCRIPTORS], 7)
 
     def test_acceptPeerRaising(self) -> None:
         """An acceptPeer that raises refuses the connection as a handler error."""
@@ -90,8 +90,8 @@ class GateTests(SynchronousTestCase):
 
         factory = Picky(EchoContext, reactor=Clock())
         self.assertFalse(factory.admit(IPv4Address("TCP", "192.0.2.1", 1), False))
-        self.assertEqual(factory.handlerErrors, 1)
-        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], 1)
+        self.assertEqual(factory.counters.handlerErrors, 1)
+        self.assertEqual(factory.counters.closedTotal[errors.HANDLER_ERROR], 1)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_onlyPOSIXReactorsAreGuarded(self) -> None:
@@ -192,9 +192,11 @@ class PortTests(TestCase):
         held = yield connectRaw(reactor, number, 40)
         burst = yield connectRaw(reactor, number, 200)
         attempted = 240
-        yield waitUntil(reactor, lambda: factory.refusedTotal + factory.acceptedTotal == attempted)
-        self.assertEqual(factory.acceptedTotal, 50)
-        self.assertEqual(factory.closedTotal[errors.REFUSED], 190)
+        yield waitUntil(
+            reactor, lambda: factory.counters.refusedTotal + factory.counters.acceptedTotal == attempted
+        )
+        self.assertEqual(factory.counters.acceptedTotal, 50)
+        self.assertEqual(factory.counters.closedTotal[errors.REFUSED], 190)
         for client in held + burst:
             client.transport.abortConnection()
         yield defer.gatherResults([c.lost for c in held + burst])

@@ -136,7 +136,7 @@ class ConnectTests(ServerMixin, TestCase):
         self.assertEqual(reply, b"")
         self.assertEqual(client.waitingRequests, 0)
         self.assertEqual((client.framesSent, client.framesReceived), (2, 2))
-        self.assertEqual(factory.acceptedTotal, 1)
+        self.assertEqual(factory.counters.acceptedTotal, 1)
 
     @defer.inlineCallbacks
     def test_pipelinedRepliesInOrder(self) -> Any:
@@ -498,8 +498,8 @@ class ReconnectingClientTests(ServerMixin, TestCase):
             serverContext.abort()
         second = yield self.nextContext(service, first)
         self.assertEqual((yield second.request(b"two")), b"two")
-        self.assertEqual(serverFactory.acceptedTotal, 2)
-        self.assertEqual(service.factory.acceptedTotal, 2)
+        self.assertEqual(serverFactory.counters.acceptedTotal, 2)
+        self.assertEqual(service.factory.counters.acceptedTotal, 2)
 
     @defer.inlineCallbacks
     def test_reconnectsAfterServerRestart(self) -> Any:
@@ -514,7 +514,7 @@ class ReconnectingClientTests(ServerMixin, TestCase):
         self.assertEqual(newPort, port)
         second = yield self.nextContext(service, first)
         self.assertEqual((yield second.request(b"two")), b"two")
-        self.assertEqual(newFactory.acceptedTotal, 1)
+        self.assertEqual(newFactory.counters.acceptedTotal, 1)
 
     @defer.inlineCallbacks
     def test_stopClosesWithShutdown(self) -> Any:
@@ -555,10 +555,10 @@ class ConcurrentClientTests(ServerMixin, TestCase):
             ]
         )
         self.assertEqual(sum(r == s for r, s in zip(received, sent, strict=True)), CONNECTIONS)
-        self.assertEqual(serverFactory.acceptedTotal, CONNECTIONS)
+        self.assertEqual(serverFactory.counters.acceptedTotal, CONNECTIONS)
         self.assertEqual(clients.bytesReceivedTotal, clients.bytesSentTotal)
         yield clients.closeAll(errors.LOCAL)
-        self.assertEqual(clients.closedTotal[errors.LOCAL], CONNECTIONS)
+        self.assertEqual(clients.counters.closedTotal[errors.LOCAL], CONNECTIONS)
 
 
 class KeepAliveContext(RequestContext):

@@ -351,8 +351,8 @@ class EchoServerTests(ServerMixin, TestCase):
         wires = [b"abc\r\r\n", b"abc\r\r\n" * 3, b"\r\r\nx\r\r\r\nplain\n"]
         received = yield echoMany(reactor, port, wires)
         self.assertEqual(received, wires)
-        self.assertEqual(factory.handlerErrors, 0)
-        self.assertEqual(factory.decodeErrors, 0)
+        self.assertEqual(factory.counters.handlerErrors, 0)
+        self.assertEqual(factory.counters.decodeErrors, 0)
 
     def test_lineStrayCarriageReturn(self) -> Any:
         """line: "abc" CR CR LF is echoed byte-exact."""
@@ -385,7 +385,9 @@ class EchoServerTests(ServerMixin, TestCase):
         received = yield echoing
         self.assertEqual(received, good)
         self.assertEqual(echoedToAttackers, [b""] * len(documents))
-        yield waitUntil(reactor, lambda: factory.closedTotal[errors.PROTOCOL_ERROR] == len(documents))
-        self.assertEqual(factory.decodeErrors, len(documents))
-        self.assertEqual(factory.handlerErrors, 0)
-        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], 0)
+        yield waitUntil(
+            reactor, lambda: factory.counters.closedTotal[errors.PROTOCOL_ERROR] == len(documents)
+        )
+        self.assertEqual(factory.counters.decodeErrors, len(documents))
+        self.assertEqual(factory.counters.handlerErrors, 0)
+        self.assertEqual(factory.counters.closedTotal[errors.HANDLER_ERROR], 0)

@@ -187,7 +187,7 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(connection.readObjects(), [b"ok"])
         self.assertTrue(connection.closing)
         self.assertEqual(connection.context.closeReason, errors.FRAME_TOO_LONG)
-        self.assertEqual(connection.factory.decodeErrors, 1)
+        self.assertEqual(connection.factory.counters.decodeErrors, 1)
         connection.feed(frame(b"ignored"))
         self.assertEqual(connection.readBytes(), b"")
 
@@ -203,7 +203,7 @@ class FailureTests(SynchronousTestCase):
         connection.feed(frame(b"x") + frame(b"y"))
         self.assertEqual(connection.readObjects(), [b"before"])
         self.assertEqual(connection.context.closeReason, errors.HANDLER_ERROR)
-        self.assertEqual(connection.factory.handlerErrors, 1)
+        self.assertEqual(connection.factory.counters.handlerErrors, 1)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_decoderBugIsHandlerError(self) -> None:
@@ -258,21 +258,21 @@ class LifecycleTests(SynchronousTestCase):
         connection.disconnect()
         self.assertEqual(factory.onlineCount, 0)
         self.assertEqual(connection.context.events, ["made", "lost:peer"])  # type: ignore[attr-defined]
-        self.assertEqual(factory.closedTotal["peer"], 1)
+        self.assertEqual(factory.counters.closedTotal["peer"], 1)
 
     def test_truncatedFrameCounted(self) -> None:
         """A connection that ends mid-frame is counted as truncated."""
         connection = EmbeddedConnection(Recorder)
         connection.feed(frame(b"abcdef")[:6])
         connection.disconnect()
-        self.assertEqual(connection.factory.truncatedFrames, 1)
+        self.assertEqual(connection.factory.counters.truncatedFrames, 1)
 
     def test_abortReason(self) -> None:
         """abort() records its reason for connectionLost."""
         connection = EmbeddedConnection(Recorder)
         connection.context.abort(errors.IDLE)
         self.assertEqual(connection.context.events, ["made", "lost:idle"])  # type: ignore[attr-defined]
-        self.assertEqual(connection.factory.closedTotal["idle"], 1)
+        self.assertEqual(connection.factory.counters.closedTotal["idle"], 1)
 
     def test_smallPerConnectionState(self) -> None:
         """Nothing lands in a context's instance dict: its state is in slots."""
@@ -319,19 +319,19 @@ class HookErrorTests(SynchronousTestCase):
         connection = self.connect("connectionMade")
         self.assertTrue(connection.closing)
         self.assertEqual(connection.context.closeReason, errors.HANDLER_ERROR)
-        self.assertEqual(connection.factory.handlerErrors, 1)
+        self.assertEqual(connection.factory.counters.handlerErrors, 1)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
         connection.disconnect()
         self.assertEqual(FailingHooks.calls, ["made", "lost:handler-error"])
-        self.assertEqual(connection.factory.closedTotal[errors.HANDLER_ERROR], 1)
+        self.assertEqual(connection.factory.counters.closedTotal[errors.HANDLER_ERROR], 1)
         self.assertEqual(connection.factory.onlineCount, 0)
 
     def test_connectionLostRaising(self) -> None:
         """connectionLost raising is counted and logged; the context is still released."""
         connection = self.connect("connectionLost")
         connection.disconnect()
-        self.assertEqual(connection.factory.handlerErrors, 1)
-        self.assertEqual(connection.factory.closedTotal[errors.PEER], 1)
+        self.assertEqual(connection.factory.counters.handlerErrors, 1)
+        self.assertEqual(connection.factory.counters.closedTotal[errors.PEER], 1)
         self.assertEqual(connection.factory.onlineCount, 0)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
@@ -341,7 +341,7 @@ class HookErrorTests(SynchronousTestCase):
         connection.context.pauseProducing()
         self.assertEqual(FailingHooks.calls, ["made", "writable:False"])
         self.assertEqual(connection.context.closeReason, errors.HANDLER_ERROR)
-        self.assertEqual(connection.factory.handlerErrors, 1)
+        self.assertEqual(connection.factory.counters.handlerErrors, 1)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_contextClassRaising(self) -> None:
@@ -359,8 +359,8 @@ class HookErrorTests(SynchronousTestCase):
         factory.registerContextClass(Unmakeable)
         protocol = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1))
         self.assertNotIsInstance(protocol, ConnectionContext)
-        self.assertEqual(factory.handlerErrors, 1)
-        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], 1)
+        self.assertEqual(factory.counters.handlerErrors, 1)
+        self.assertEqual(factory.counters.closedTotal[errors.HANDLER_ERROR], 1)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
     def test_tracebackOnceThenOneLine(self) -> None:
@@ -377,7 +377,7 @@ class HookErrorTests(SynchronousTestCase):
         factory = ConnectionContextFactory(FailingHooks, reactor=clock)
         for _ in range(50):
             EmbeddedConnection(factory=factory, clock=clock).disconnect()
-        self.assertEqual(factory.handlerErrors, 50)
+        self.assertEqual(factory.counters.handlerErrors, 50)
         mine = [e for e in events if "handler-error" in str(e.get("log_format", ""))]
         self.assertEqual(len(mine), factory.rateLimitedLog.burst)
         self.assertEqual(sum("log_failure" in e for e in mine), 1)

@@ -50,7 +50,7 @@ class DirectSendTests(TestCase):
         wires = [b"".join(frame(b"%d" % i * 50) for i in range(20))] * 20
         received = yield echoMany(reactor, port, wires)
         self.assertEqual(received, wires)
-        self.assertGreater(factory.directSends, 0)
+        self.assertGreater(factory.counters.directSends, 0)
 
     @defer.inlineCallbacks
     def test_partialSendKeepsOrder(self) -> Any:
@@ -82,7 +82,7 @@ class DirectSendTests(TestCase):
         wires = [frame(b"abc") * 5] * 5
         received = yield echoMany(reactor, port, wires)
         self.assertEqual(received, wires)
-        self.assertEqual(factory.directSends, 0)
+        self.assertEqual(factory.counters.directSends, 0)
 
     @defer.inlineCallbacks
     def test_tlsTakesThePlainPath(self) -> Any:
@@ -112,7 +112,7 @@ class DirectSendTests(TestCase):
 
         data = yield threads.deferToThread(client)
         self.assertEqual(data, frame(b"secret") * 3)
-        self.assertEqual(factory.directSends, 0)
+        self.assertEqual(factory.counters.directSends, 0)
 
     if platform.isWindows():
         skip = "Twisted's POSIX TCP transport only"
@@ -127,5 +127,5 @@ class UnknownTransportTests(SynchronousTestCase):
         connection.feed(frame(b"x") * 3)
         self.assertEqual(connection.readBytes(), frame(b"x") * 3)
         self.assertFalse(connection.context._direct)
-        self.assertEqual(connection.factory.directSends, 0)
+        self.assertEqual(connection.factory.counters.directSends, 0)
         self.assertEqual(struct.unpack(">I", frame(b"ab")[:4])[0], 2)

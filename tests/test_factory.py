@@ -160,7 +160,9 @@ class RegistryTests(SynchronousTestCase):
         connections = self.connect(factory, 3)
         connections[0].disconnect()
         self.connect(factory, 1)
-        self.assertEqual((factory.onlineCount, factory.peakOnline, factory.acceptedTotal), (3, 3, 4))
+        self.assertEqual(
+            (factory.onlineCount, factory.counters.peakOnline, factory.counters.acceptedTotal), (3, 3, 4)
+        )
         ids = [c.context.contextId for c in connections]
         self.assertEqual(len(set(ids)), 3)
         self.assertIsNone(factory.findContext(ids[0]))
@@ -208,7 +210,7 @@ class RegistryTests(SynchronousTestCase):
         clock.advance(10)
         self.successResultOf(done)
         self.assertEqual(factory.onlineCount, 0)
-        self.assertEqual(factory.closedTotal[errors.SHUTDOWN], 2)
+        self.assertEqual(factory.counters.closedTotal[errors.SHUTDOWN], 2)
 
 
 class ChatTests(SynchronousTestCase):

@@ -53,7 +53,7 @@ class IdleTests(SynchronousTestCase):
         self.assertEqual(quiet.context.closeReason, errors.IDLE)
         self.assertFalse(busy.closing)
         quiet.disconnect()
-        self.assertEqual(factory.closedTotal[errors.IDLE], 1)
+        self.assertEqual(factory.counters.closedTotal[errors.IDLE], 1)
 
     def test_oneTimerPerFactory(self) -> None:
         """Reads do not create or reset timers: only the sweep is scheduled."""
@@ -116,7 +116,9 @@ class AcceptTests(SynchronousTestCase):
         factory = makeFactory(maxConnections=2)
         first, second = connect(factory), connect(factory)
         self.assertRefused(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)))
-        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
+        self.assertEqual(
+            (factory.counters.refusedTotal, factory.counters.closedTotal[errors.REFUSED]), (1, 1)
+        )
         self.assertFalse(first.closing or second.closing)
         first.disconnect()
         self.assertIsInstance(factory.buildProtocol(IPv4Address("TCP", "192.0.2.9", 1)), EchoContext)
@@ -143,7 +145,7 @@ class AcceptTests(SynchronousTestCase):
         factory = makeFactory(deny=["192.0.2.0/24"])
         self.assertRefused(factory.buildProtocol(IPv4Address("TCP", "192.0.2.7", 1)))
         self.assertIsInstance(factory.buildProtocol(IPv4Address("TCP", "198.51.100.7", 1)), EchoContext)
-        self.assertEqual(factory.refusedTotal, 1)
+        self.assertEqual(factory.counters.refusedTotal, 1)
 
     def test_acceptPeerHook(self) -> None:
         """An overridden acceptPeer refuses by the application's own rule."""
@@ -215,7 +217,7 @@ class BackpressureTests(SynchronousTestCase):
         context.writeObject(b"x" * 3000)
         self.assertEqual(context.closeReason, errors.SLOW_CLIENT)
         self.assertTrue(connection.lost)
-        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], 1)
+        self.assertEqual(factory.counters.closedTotal[errors.SLOW_CLIENT], 1)
 
     def test_broadcastFollowsTheLimits(self) -> None:
         """A broadcast to a blocked client counts against its limit too."""
@@ -314,7 +316,7 @@ class OrderedHandlerTests(SynchronousTestCase):
         self.assertEqual(context.pendingObjectBytes, 2 * (len(big) + 4))
         connection.feed(frame(big) * 2)  # four wait: 120 KB
         self.assertEqual(connection.transport.producerState, "paused")
-        self.assertEqual((context.pendingObjects, connection.factory.backlogPausedTotal), (4, 1))
+        self.assertEqual((context.pendingObjects, connection.factory.counters.backlogPausedTotal), (4, 1))
         context.waiting[0].callback(None)
         context.waiting[1].callback(None)  # 60 KB wait: more than half
         self.assertEqual(connection.transport.producerState, "paused")
@@ -386,7 +388,7 @@ class ShutdownFromHandlerTests(SynchronousTestCase):
         connection.disconnect()
         other.disconnect()
         self.successResultOf(results[0])
-        self.assertEqual(factory.closedTotal[errors.SHUTDOWN], 2)
+        self.assertEqual(factory.counters.closedTotal[errors.SHUTDOWN], 2)
 
 
 class ThreadPoolTests(TestCase):
@@ -629,7 +631,7 @@ class RegressionTests(SynchronousTestCase):
         connection = connect(makeFactory(Cancelling))
         connection.feed(frame(b"1"))
         connection.disconnect()
-        self.assertEqual(connection.factory.handlerErrors, 0)
+        self.assertEqual(connection.factory.counters.handlerErrors, 0)
         self.assertEqual(connection.context.closeReason, errors.PEER)
 
     def test_mixinConnectionLostStillReleases(self) -> None:
@@ -668,7 +670,7 @@ class RegressionTests(SynchronousTestCase):
         connection.feed(b"partial")
         connection.disconnect()
         self.assertEqual(factory.onlineCount, 0)
-        self.assertEqual(factory.handlerErrors, 1)
+        self.assertEqual(factory.counters.handlerErrors, 1)
         self.assertEqual(len(self.flushLoggedErrors(UnicodeDecodeError)), 1)
 
     def test_overrideAfterSuperStillOnline(self) -> None:

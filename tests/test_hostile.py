@@ -80,7 +80,7 @@ class BatteryTests(TestCase):
             attacker.transport.write(struct.pack(">I", 2**31) + b"\0" * 64)
         yield defer.gatherResults([a.lost for a in attackers])
         yield good
-        self.assertEqual(factory.closedTotal[errors.FRAME_TOO_LONG], 10)
+        self.assertEqual(factory.counters.closedTotal[errors.FRAME_TOO_LONG], 10)
 
     @defer.inlineCallbacks
     def test_garbage(self) -> Any:
@@ -101,7 +101,9 @@ class BatteryTests(TestCase):
         yield defer.gatherResults([a.lost for a in attackers])
         self.assertEqual(received, wires)
         self.assertEqual(
-            factory.closedTotal[errors.PROTOCOL_ERROR] + factory.closedTotal[errors.FRAME_TOO_LONG], 20
+            factory.counters.closedTotal[errors.PROTOCOL_ERROR]
+            + factory.counters.closedTotal[errors.FRAME_TOO_LONG],
+            20,
         )
 
     @defer.inlineCallbacks
@@ -122,11 +124,11 @@ class BatteryTests(TestCase):
             reactor, lambda: sum(c.bufferedBytes > 0 for c in factory.online.values()) == attackers_count
         )
         clock.advance(59)  # nobody idle for 60 s yet
-        self.assertEqual(factory.closedTotal[errors.IDLE], 0)
+        self.assertEqual(factory.counters.closedTotal[errors.IDLE], 0)
         yield self.checkGood(port, 2)  # good clients are active at t=59
         clock.advance(2)
         yield defer.gatherResults([a.lost for a in attackers])
-        self.assertEqual(factory.closedTotal[errors.IDLE], attackers_count)
+        self.assertEqual(factory.counters.closedTotal[errors.IDLE], attackers_count)
         yield self.checkGood(port, 3)
 
     @defer.inlineCallbacks
@@ -155,7 +157,7 @@ class BatteryTests(TestCase):
                 if context.peer.port in peers:
                     context.writeObject(b"p" * 50_000)
         yield good
-        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], 5)
+        self.assertEqual(factory.counters.closedTotal[errors.SLOW_CLIENT], 5)
         for attacker in attackers:
             attacker.transport.abortConnection()
         yield defer.gatherResults([a.lost for a in attackers])
@@ -169,11 +171,11 @@ class BatteryTests(TestCase):
         holders = yield connectRaw(reactor, port, GOOD)
         yield waitUntil(reactor, lambda: factory.onlineCount == GOOD)
         burst = yield connectRaw(reactor, port, 200)
-        yield waitUntil(reactor, lambda: factory.refusedTotal >= 195)
+        yield waitUntil(reactor, lambda: factory.counters.refusedTotal >= 195)
         for client in burst:
             client.transport.loseConnection()
         yield defer.gatherResults([c.lost for c in burst])
-        self.assertEqual(factory.refusedTotal, 195)
+        self.assertEqual(factory.counters.refusedTotal, 195)
         for holder in holders:
             holder.transport.write(struct.pack(">I", 2) + b"ok")
         yield waitUntil(reactor, lambda: all(bytes(h.received) == b"\0\0\0\x02ok" for h in holders))
@@ -206,8 +208,8 @@ class BatteryTests(TestCase):
             refused.transport.write(header + struct.pack(">I", 2) + b"no")
             yield refused.lost
             self.assertEqual(bytes(refused.received), b"")
-        yield waitUntil(reactor, lambda: factory.refusedTotal == 1)
-        self.assertEqual(factory.closedTotal[errors.REFUSED], 1)
+        yield waitUntil(reactor, lambda: factory.counters.refusedTotal == 1)
+        self.assertEqual(factory.counters.closedTotal[errors.REFUSED], 1)
         self.assertEqual(factory.findContext(1).peer.host, "198.51.100.7")  # type: ignore[union-attr]
         from iocpsvc.transports import lowestTransport
 
@@ -234,8 +236,8 @@ class BatteryTests(TestCase):
             attacker.transport.abortConnection()
         yield defer.gatherResults([a.lost for a in attackers])
         yield good
-        yield waitUntil(reactor, lambda: factory.closedTotal[errors.PEER] >= 50 + GOOD)
-        self.assertEqual(factory.truncatedFrames, 50)
+        yield waitUntil(reactor, lambda: factory.counters.closedTotal[errors.PEER] >= 50 + GOOD)
+        self.assertEqual(factory.counters.truncatedFrames, 50)
 
     @defer.inlineCallbacks
     def test_handlerExceptions(self) -> Any:
@@ -249,8 +251,8 @@ class BatteryTests(TestCase):
         good = self.checkGood(port, 6)
         yield defer.gatherResults([a.lost for a in attackers])
         yield good
-        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], 10)
-        self.assertEqual(factory.handlerErrors, 10)
+        self.assertEqual(factory.counters.closedTotal[errors.HANDLER_ERROR], 10)
+        self.assertEqual(factory.counters.handlerErrors, 10)
         # The same bug: its traceback once, then one line per connection.
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
@@ -286,8 +288,8 @@ class BatteryTests(TestCase):
         yield self.checkGood(port, 8)
         yield waitUntil(reactor, lambda: factory.onlineCount == 0)
         self.assertEqual(len(attackers), count)
-        self.assertEqual(factory.closedTotal[errors.HANDLER_ERROR], count)
-        self.assertEqual(factory.handlerErrors, 2 * count + GOOD)  # made and lost; lost only
+        self.assertEqual(factory.counters.closedTotal[errors.HANDLER_ERROR], count)
+        self.assertEqual(factory.counters.handlerErrors, 2 * count + GOOD)  # made and lost; lost only
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)  # one traceback per bug
         self.assertLess(sum(written), 24_000)
 

@@ -238,7 +238,9 @@ class HeaderTests(SynchronousTestCase):
         connection.feed(v1Header("203.0.113.7", 51234)[:20])
         self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader), (0, 1))
         connection.feed(v1Header("203.0.113.7", 51234)[20:] + frame(b"hi"))
-        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader, factory.acceptedTotal), (1, 0, 1))
+        self.assertEqual(
+            (factory.onlineCount, factory.awaitingProxyHeader, factory.counters.acceptedTotal), (1, 0, 1)
+        )
         context = connection.context
         self.assertEqual(context.peerAtStart, IPv4Address("TCP", "203.0.113.7", 51234))
         self.assertEqual(describePeer(context.peer), "203.0.113.7:51234")
@@ -310,7 +312,7 @@ class HeaderTests(SynchronousTestCase):
             for data in reads:
                 connection.feed(data)
             self.assertFalse(connection.closing, reads)
-            self.assertEqual((factory.onlineCount, factory.proxyHeaderErrors), (1, 0), reads)
+            self.assertEqual((factory.onlineCount, factory.counters.proxyHeaderErrors), (1, 0), reads)
             self.assertEqual(connection.context.peerAtStart, PROXY)
             echoed = frame(b"x") if len(b"".join(reads)) > len(header) else b""
             self.assertEqual(connection.transport.value(), echoed, reads)
@@ -350,7 +352,8 @@ class HeaderTests(SynchronousTestCase):
             self.assertEqual(connection.wrapper.nonIPClient, "a UNIX-socket client")
             self.assertEqual(connection.transport.value(), frame(b"x"))
             self.assertEqual(
-                (factory.onlineCount, factory.proxyHeaderErrors, factory.refusedTotal), (1, 0, 0)
+                (factory.onlineCount, factory.counters.proxyHeaderErrors, factory.counters.refusedTotal),
+                (1, 0, 0),
             )
             self.assertEqual([row["peer"] for row in connections(factory)["connections"]], ["10.0.0.2:5555"])
 
@@ -419,9 +422,9 @@ class HeaderTests(SynchronousTestCase):
         context = connection.context
         connection.feed(b"PROXY TCP4 203.0")
         connection.lose()
-        self.assertEqual((factory.awaitingProxyHeader, factory.closedTotal[errors.PEER]), (0, 1))
+        self.assertEqual((factory.awaitingProxyHeader, factory.counters.closedTotal[errors.PEER]), (0, 1))
         self.assertFalse(hasattr(context, "lostCalled"))
-        self.assertEqual(factory.acceptedTotal, 0)
+        self.assertEqual(factory.counters.acceptedTotal, 0)
 
     def test_connectedContextIsTold(self) -> None:
         """Once connected through the wrapper, the context's end is the usual one."""
@@ -431,7 +434,7 @@ class HeaderTests(SynchronousTestCase):
         context = connection.context
         connection.lose()
         self.assertTrue(context.lostCalled)
-        self.assertEqual((factory.onlineCount, factory.closedTotal[errors.PEER]), (0, 1))
+        self.assertEqual((factory.onlineCount, factory.counters.closedTotal[errors.PEER]), (0, 1))
 
 
 class LimitTests(SynchronousTestCase):
@@ -445,7 +448,7 @@ class LimitTests(SynchronousTestCase):
         third = ProxiedConnection(factory)
         self.assertTrue(third.closing)
         self.assertNotIsInstance(third.context, ConnectionContext)
-        self.assertEqual((factory.refusedTotal, factory.awaitingProxyHeader), (1, 2))
+        self.assertEqual((factory.counters.refusedTotal, factory.awaitingProxyHeader), (1, 2))
         stats = collect(factory)
         self.assertEqual(stats["awaiting_proxy_header"], 2)
         self.assertIn(b"iocpsvc_connections_awaiting_proxy_header 2.0", metricsText(lambda: collect(factory)))
@@ -470,8 +473,8 @@ class LimitTests(SynchronousTestCase):
         self.assertFalse(prompt.closing)
         silent.lose()
         slow.lose()
-        self.assertEqual(factory.proxyHeaderTimeouts, 2)
-        self.assertEqual(factory.closedTotal[errors.IDLE], 2)
+        self.assertEqual(factory.counters.proxyHeaderTimeouts, 2)
+        self.assertEqual(factory.counters.closedTotal[errors.IDLE], 2)
         self.assertEqual(factory.awaitingProxyHeader, 0)
         self.assertEqual([e["count"] for e in events], [2])
 
@@ -493,7 +496,7 @@ class LimitTests(SynchronousTestCase):
         done = factory.closeAll()
         self.assertTrue(connection.closing)
         self.assertEqual(self.successResultOf(done), None)
-        self.assertEqual(factory.closedTotal[errors.SHUTDOWN], 1)
+        self.assertEqual(factory.counters.closedTotal[errors.SHUTDOWN], 1)
 
 
 class InvalidHeaderTests(SynchronousTestCase):
@@ -513,10 +516,12 @@ class InvalidHeaderTests(SynchronousTestCase):
         connection.feed(data, chunkSize)
         self.assertTrue(connection.closing, data)
         connection.lose()
-        self.assertEqual(factory.proxyHeaderErrors, 1, data)
-        self.assertEqual(factory.closedTotal[errors.PROTOCOL_ERROR], 1)
-        self.assertEqual(sum(factory.closedTotal.values()), 1)
-        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader, factory.acceptedTotal), (0, 0, 0))
+        self.assertEqual(factory.counters.proxyHeaderErrors, 1, data)
+        self.assertEqual(factory.counters.closedTotal[errors.PROTOCOL_ERROR], 1)
+        self.assertEqual(sum(factory.counters.closedTotal.values()), 1)
+        self.assertEqual(
+            (factory.onlineCount, factory.awaitingProxyHeader, factory.counters.acceptedTotal), (0, 0, 0)
+        )
         self.assertFalse(hasattr(context, "lostCalled"))  # never connected
         self.assertEqual(len(events), 1)
         self.assertEqual(events[0]["peer"], "10.0.0.2:5555")
@@ -648,8 +653,8 @@ class InvalidHeaderTests(SynchronousTestCase):
         for connection in flood:
             connection.feed(b"garbage garbage garbage\r\n")
         self.assertTrue(all(c.closing for c in flood))
-        self.assertEqual(factory.proxyHeaderErrors, 200)
-        self.assertEqual(factory.closedTotal[errors.PROTOCOL_ERROR], 200)
+        self.assertEqual(factory.counters.proxyHeaderErrors, 200)
+        self.assertEqual(factory.counters.closedTotal[errors.PROTOCOL_ERROR], 200)
         self.assertEqual(len(events), factory.rateLimitedLog.burst)
         factory.reactor.advance(1)
         ProxiedConnection(factory).feed(b"garbage\r\n\r\n\r\n\r\n\r\n")
@@ -672,8 +677,10 @@ class FilterTests(SynchronousTestCase):
         self.assertFalse(hasattr(context, "peerAtStart"))  # never connected
         self.assertEqual(welcome.transport.value(), frame(b"yes"))
         denied.lose()
-        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
-        self.assertEqual((factory.acceptedTotal, factory.onlineCount), (1, 1))
+        self.assertEqual(
+            (factory.counters.refusedTotal, factory.counters.closedTotal[errors.REFUSED]), (1, 1)
+        )
+        self.assertEqual((factory.counters.acceptedTotal, factory.onlineCount), (1, 1))
         [event] = events
         self.assertEqual(event["peer"], "203.0.113.7:51234")
 
@@ -699,10 +706,12 @@ class FilterTests(SynchronousTestCase):
             connection.lose()
             self.assertEqual(calls, [], deny)
             self.assertEqual(connection.transport.value(), b"")
-            self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
-            self.assertEqual(sum(factory.closedTotal.values()), 1)
             self.assertEqual(
-                (factory.acceptedTotal, factory.onlineCount, factory.awaitingProxyHeader), (0, 0, 0)
+                (factory.counters.refusedTotal, factory.counters.closedTotal[errors.REFUSED]), (1, 1)
+            )
+            self.assertEqual(sum(factory.counters.closedTotal.values()), 1)
+            self.assertEqual(
+                (factory.counters.acceptedTotal, factory.onlineCount, factory.awaitingProxyHeader), (0, 0, 0)
             )
 
     def test_admittedContextHearsAll(self) -> None:
@@ -714,7 +723,7 @@ class FilterTests(SynchronousTestCase):
         contextId = admitted.context.contextId
         admitted.lose()
         self.assertEqual(calls, [("made", contextId), ("data", contextId), ("lost", contextId)])
-        self.assertEqual((factory.acceptedTotal, factory.closedTotal[errors.PEER]), (1, 1))
+        self.assertEqual((factory.counters.acceptedTotal, factory.counters.closedTotal[errors.PEER]), (1, 1))
 
     def test_refusedChatUserNotAnnounced(self) -> None:
         """
@@ -732,7 +741,7 @@ class FilterTests(SynchronousTestCase):
         self.assertEqual(
             alice.transport.value(), factory.encoder.encode(f"* user{aliceId} joined (id {aliceId})")
         )
-        self.assertEqual(factory.refusedTotal, 1)
+        self.assertEqual(factory.counters.refusedTotal, 1)
 
     def test_allowJudgesClientNotProxy(self) -> None:
         """An allow list without the proxy's address still lets allowed clients in through it."""
@@ -742,7 +751,7 @@ class FilterTests(SynchronousTestCase):
         other.feed(v1Header("198.51.100.9", 2) + frame(b"b"))
         self.assertEqual(allowed.transport.value(), frame(b"a"))
         self.assertTrue(other.closing)
-        self.assertEqual(factory.refusedTotal, 1)
+        self.assertEqual(factory.counters.refusedTotal, 1)
 
     def test_unixClientRefusedByFilter(self) -> None:
         """
@@ -764,8 +773,10 @@ class FilterTests(SynchronousTestCase):
             self.assertEqual(unix.transport.value(), b"")
             self.assertEqual(local.transport.value(), frame(b"yes"))
             self.assertEqual(calls, [("made", local.context.contextId), ("data", local.context.contextId)])
-            self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1), limits)
-            self.assertEqual((factory.acceptedTotal, factory.proxyHeaderErrors), (1, 0))
+            self.assertEqual(
+                (factory.counters.refusedTotal, factory.counters.closedTotal[errors.REFUSED]), (1, 1), limits
+            )
+            self.assertEqual((factory.counters.acceptedTotal, factory.counters.proxyHeaderErrors), (1, 0))
             [event] = events
             self.assertEqual(event["peer"], "10.0.0.2:5555")
             self.assertEqual(
@@ -790,7 +801,7 @@ class FilterTests(SynchronousTestCase):
         connection.feed(v2Unix())
         self.assertEqual(asked[-1], PROXY)
         self.assertTrue(connection.closing)
-        self.assertEqual(factory.refusedTotal, 1)
+        self.assertEqual(factory.counters.refusedTotal, 1)
 
     def test_plainTCPStillFiltered(self) -> None:
         """Without the wrapper, the proxy's address is judged at accept as before."""
@@ -801,7 +812,7 @@ class FilterTests(SynchronousTestCase):
         transport.abortConnection = lambda: closed.append("abort")  # type: ignore[method-assign]
         protocol.makeConnection(transport)
         self.assertEqual(closed, ["abort"])
-        self.assertEqual(factory.refusedTotal, 1)
+        self.assertEqual(factory.counters.refusedTotal, 1)
 
     def test_acceptPeerSeesHeaderClient(self) -> None:
         """An overridden acceptPeer is asked about the client from the header."""
@@ -884,7 +895,9 @@ class LoopbackTests(TestCase):
         received = yield defer.gatherResults([denied.lost, outside.lost])
         self.assertEqual(received, [b"", b""])
         yield waitUntil(reactor, lambda: bytes(allowed.received) == frames(b"in"))
-        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (2, 2))
+        self.assertEqual(
+            (factory.counters.refusedTotal, factory.counters.closedTotal[errors.REFUSED]), (2, 2)
+        )
         self.assertEqual(sorted(e["peer"] for e in events), ["198.51.100.66:2000", "203.0.113.7:3000"])
         allowed.transport.loseConnection()
         yield allowed.lost
@@ -912,9 +925,11 @@ class LoopbackTests(TestCase):
         [contextId] = factory.online
         self.assertIn(("made", contextId), calls)
         self.assertEqual([call for call in calls if call[1] != contextId], [])  # the refused one: nothing
-        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
-        self.assertEqual(sum(factory.closedTotal.values()), 1)
-        self.assertEqual((factory.acceptedTotal, factory.onlineCount), (1, 1))
+        self.assertEqual(
+            (factory.counters.refusedTotal, factory.counters.closedTotal[errors.REFUSED]), (1, 1)
+        )
+        self.assertEqual(sum(factory.counters.closedTotal.values()), 1)
+        self.assertEqual((factory.counters.acceptedTotal, factory.onlineCount), (1, 1))
         allowed.transport.loseConnection()
         yield allowed.lost
 
@@ -932,7 +947,7 @@ class LoopbackTests(TestCase):
         yield waitUntil(reactor, lambda: bytes(split.received) == frames(b"two"))
         mine = sorted(f"127.0.0.1:{c.transport.getHost().port}" for c in (together, split))
         self.assertEqual(sorted(describePeer(c.peer) for c in factory.contexts()), mine)
-        self.assertEqual(factory.proxyHeaderErrors, 0)
+        self.assertEqual(factory.counters.proxyHeaderErrors, 0)
         for client in (together, split):
             client.transport.loseConnection()
         yield defer.gatherResults([c.lost for c in (together, split)])
@@ -956,7 +971,7 @@ class LoopbackTests(TestCase):
         self.assertIsInstance(context.peer, IPv4Address)
         self.assertEqual(describePeer(context.peer), mine)
         self.assertEqual([row["peer"] for row in connections(factory)["connections"]], [mine])
-        self.assertEqual((factory.proxyHeaderErrors, factory.refusedTotal), (0, 0))
+        self.assertEqual((factory.counters.proxyHeaderErrors, factory.counters.refusedTotal), (0, 0))
         client.transport.loseConnection()
         yield client.lost
 
@@ -990,8 +1005,10 @@ class LoopbackTests(TestCase):
         self.assertEqual(
             {contextId for _, contextId in calls}, set(factory.online)
         )  # the refused one: nothing
-        self.assertEqual((factory.refusedTotal, factory.closedTotal[errors.REFUSED]), (1, 1))
-        self.assertEqual((factory.acceptedTotal, factory.proxyHeaderErrors), (2, 0))
+        self.assertEqual(
+            (factory.counters.refusedTotal, factory.counters.closedTotal[errors.REFUSED]), (1, 1)
+        )
+        self.assertEqual((factory.counters.acceptedTotal, factory.counters.proxyHeaderErrors), (2, 0))
         [event] = events
         self.assertEqual(event["peer"], unixPeer)
         self.assertEqual(
@@ -1024,9 +1041,10 @@ class LoopbackTests(TestCase):
         yield waitUntil(reactor, lambda: bytes(good.received) == frames(b"first", b"after"))
         count = len(LAX_V1_LINES)
         self.assertEqual(
-            (factory.proxyHeaderErrors, factory.closedTotal[errors.PROTOCOL_ERROR]), (count, count)
+            (factory.counters.proxyHeaderErrors, factory.counters.closedTotal[errors.PROTOCOL_ERROR]),
+            (count, count),
         )
-        self.assertEqual((factory.acceptedTotal, factory.onlineCount), (1, 1))
+        self.assertEqual((factory.counters.acceptedTotal, factory.onlineCount), (1, 1))
         self.assertEqual(len(events), min(count, factory.rateLimitedLog.burst))
         self.assertLessEqual({e["why"] for e in events}, {why for _, why in LAX_V1_LINES})
         good.transport.loseConnection()
@@ -1043,10 +1061,14 @@ class LoopbackTests(TestCase):
         client.transport.write(frames(b"I forgot the header"))
         received = yield client.lost
         self.assertEqual(received, b"")
-        self.assertEqual((factory.proxyHeaderErrors, factory.closedTotal[errors.PROTOCOL_ERROR]), (1, 1))
+        self.assertEqual(
+            (factory.counters.proxyHeaderErrors, factory.counters.closedTotal[errors.PROTOCOL_ERROR]), (1, 1)
+        )
         self.assertEqual(len(events), 1)
         self.assertEqual(events[0]["peer"].split(":")[0], "127.0.0.1")
-        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader, factory.acceptedTotal), (0, 0, 0))
+        self.assertEqual(
+            (factory.onlineCount, factory.awaitingProxyHeader, factory.counters.acceptedTotal), (0, 0, 0)
+        )
 
     @defer.inlineCallbacks
     def test_headerNeverSent(self) -> Any:
@@ -1060,7 +1082,9 @@ class LoopbackTests(TestCase):
         started = reactor.seconds()
         yield silent.lost
         self.assertLess(reactor.seconds() - started, 2)  # the header timeout, not the idle one
-        self.assertEqual((factory.proxyHeaderTimeouts, factory.closedTotal[errors.IDLE]), (1, 1))
+        self.assertEqual(
+            (factory.counters.proxyHeaderTimeouts, factory.counters.closedTotal[errors.IDLE]), (1, 1)
+        )
         self.assertEqual(factory.awaitingProxyHeader, 0)
 
 

@@ -98,8 +98,8 @@ class ConcurrentEchoTests(EveryFramingCodec, ServerMixin, TestCase):
         ]
         received = yield echoMany(reactor, port, wires)
         self.assertEqual(sum(r == w for r, w in zip(received, wires, strict=True)), CONNECTIONS)
-        self.assertGreaterEqual(factory.peakOnline, 2)
-        self.assertEqual(factory.acceptedTotal, CONNECTIONS)
+        self.assertGreaterEqual(factory.counters.peakOnline, 2)
+        self.assertEqual(factory.counters.acceptedTotal, CONNECTIONS)
 
 
 class _Collecting:
@@ -193,8 +193,8 @@ class BadClientTests(ServerMixin, TestCase):
         yield badLost
         received = yield echoing
         self.assertEqual(received, good)
-        self.assertEqual(factory.closedTotal[errors.FRAME_TOO_LONG], 1)
-        self.assertEqual(factory.decodeErrors, 1)
+        self.assertEqual(factory.counters.closedTotal[errors.FRAME_TOO_LONG], 1)
+        self.assertEqual(factory.counters.decodeErrors, 1)
 
 
 def largestPayload(spec: str) -> int:
@@ -282,4 +282,4 @@ class LargestFrameTests(EveryFramingCodec, ServerMixin, TestCase):
         received = yield client.done
         self.assertEqual(len(received), len(wire))
         self.assertEqual(received, wire)
-        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], 0)
+        self.assertEqual(factory.counters.closedTotal[errors.SLOW_CLIENT], 0)

@@ -251,12 +251,12 @@ class EveryCodecTests(EveryFramingCodec, TLSServerMixin, TestCase):
             consumeErrors=True,
         )
         self.assertEqual(received, [b"".join(frames) for frames in wires])
-        yield waitUntil(_reactor(), lambda: factory.closedTotal[errors.PEER] == 3, timeout=10)
+        yield waitUntil(_reactor(), lambda: factory.counters.closedTotal[errors.PEER] == 3, timeout=10)
         # Both ways of ending are the peer leaving, not a TLS failure.
-        self.assertEqual(factory.closedTotal[errors.PROTOCOL_ERROR], 0)
+        self.assertEqual(factory.counters.closedTotal[errors.PROTOCOL_ERROR], 0)
         self.assertEqual(factory.framesReceivedTotal, 18)
         # Behind TLS the socket carries ciphertext: never the direct path.
-        self.assertEqual(factory.directSends, 0)
+        self.assertEqual(factory.counters.directSends, 0)
 
 
 class TwistedTLSEndpointTests(TLSServerMixin, TestCase):
@@ -292,7 +292,7 @@ class TwistedTLSEndpointTests(TLSServerMixin, TestCase):
             consumeErrors=True,
         )
         self.assertEqual(received, [b"".join(frames)] * 2)
-        self.assertEqual(factory.directSends, 0)
+        self.assertEqual(factory.counters.directSends, 0)
 
 
 class BadHandshakeTests(TLSServerMixin, TestCase):
@@ -328,8 +328,8 @@ class BadHandshakeTests(TLSServerMixin, TestCase):
         received = yield defer.gatherResults(good, consumeErrors=True)
         self.assertEqual(received, [b"".join(w) for w in wires])
 
-        self.assertEqual(factory.closedTotal[errors.PROTOCOL_ERROR], 30)
-        self.assertEqual(factory.closedTotal[errors.IDLE], 0)
+        self.assertEqual(factory.counters.closedTotal[errors.PROTOCOL_ERROR], 30)
+        self.assertEqual(factory.counters.closedTotal[errors.IDLE], 0)
         burst = factory.rateLimitedLog.burst
         lines = tlsLines(events)
         self.assertEqual(len(lines), burst)
@@ -361,7 +361,9 @@ class BadHandshakeTests(TLSServerMixin, TestCase):
         factory, port = self.startServer(sslDescription(certificates))
         forged = b"\x17\x03\x03\x00\x20" + bytes(range(32))  # application data, bad MAC
         yield threads.deferToThread(handshakeThenGarbage, port, verifyingContext(certificates), forged)
-        yield waitUntil(_reactor(), lambda: factory.closedTotal[errors.PROTOCOL_ERROR] == 1, timeout=10)
+        yield waitUntil(
+            _reactor(), lambda: factory.counters.closedTotal[errors.PROTOCOL_ERROR] == 1, timeout=10
+        )
         [line] = tlsLines(events)
         self.assertIn("protocol-error: TLS error: {error}", line["log_format"])
         self.assertEqual([e for e in events if "log_failure" in e], [])
@@ -379,7 +381,9 @@ class BadHandshakeTests(TLSServerMixin, TestCase):
         factory, port = self.startServer(sslDescription(certificates, chain=False))
         attempt = threads.deferToThread(tlsEcho, port, verifyingContext(certificates), [b"\0\0\0\0"])
         yield self.assertFailure(attempt, ssl.SSLCertVerificationError)
-        yield waitUntil(_reactor(), lambda: factory.closedTotal[errors.PROTOCOL_ERROR] == 1, timeout=10)
+        yield waitUntil(
+            _reactor(), lambda: factory.counters.closedTotal[errors.PROTOCOL_ERROR] == 1, timeout=10
+        )
         [line] = tlsLines(events)
         self.assertIn("TLS handshake failed", line["log_format"])
         self.assertIn("unknown ca", line["error"])
@@ -409,8 +413,8 @@ class BadHandshakeTests(TLSServerMixin, TestCase):
         clock.advance(2 * limits.sweepInterval())
         yield defer.gatherResults([silent.lost, stalled.lost])
         yield waitUntil(_reactor(), lambda: factory.onlineCount == 0, timeout=10)
-        self.assertEqual(factory.closedTotal[errors.IDLE], 2)
-        self.assertEqual(factory.closedTotal[errors.PROTOCOL_ERROR], 0)
+        self.assertEqual(factory.counters.closedTotal[errors.IDLE], 2)
+        self.assertEqual(factory.counters.closedTotal[errors.PROTOCOL_ERROR], 0)
 
 
 class TwistdTLSTests(TestCase):
@@ -521,8 +525,8 @@ class NeverReadingClientsMixin(TLSServerMixin):
             consumeErrors=True,
         )
         yield waitUntil(_reactor(), lambda: factory.onlineCount == 0, timeout=30)
-        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], self.clients)
-        self.assertEqual(factory.acceptedTotal, self.clients)
+        self.assertEqual(factory.counters.closedTotal[errors.SLOW_CLIENT], self.clients)
+        self.assertEqual(factory.counters.acceptedTotal, self.clients)
 
         largestWrite = max(written for _, written in samples)
         recordOverhead = limits.maxPendingWrite // 64  # TLS adds ~0.15%; 1.6% is room enough
@@ -573,5 +577,5 @@ class PushBeforeHandshakeTests(SynchronousTestCase):
         context.writeBytes(b"p" * 600_000)
         self.assertEqual(context.closeReason, errors.SLOW_CLIENT)
         connection.reactor.advance(0)
-        self.assertEqual(factory.closedTotal[errors.SLOW_CLIENT], 1)
+        self.assertEqual(factory.counters.closedTotal[errors.SLOW_CLIENT], 1)
         self.assertEqual(factory.onlineCount, 0)
