@@ -106,6 +106,7 @@ _COUNTER_KEYS = (
     "accepted_total",
     "refused_total",
     "accept_errors_total",
+    "direct_sends_total",
     "received_bytes_total",
     "sent_bytes_total",
     "received_frames_total",

@@ -1,6 +1,8 @@
 """
 The monitor's figures as Prometheus metrics (text exposition through
-C{prometheus_client}), read from the factory when scraped.
+C{prometheus_client}), from the same snapshot as C{/stats.json}: the
+factory's from the one table (L{iocpsvc.counters.FIGURES}), then the
+cluster bus's, the monitor's own and the workers'.
 """
 
 from __future__ import annotations
@@ -11,51 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-# (metric name without _total, help, key in the stats snapshot)
-COUNTERS = (
-    ("iocpsvc_connections_accepted", "Connections accepted.", "accepted_total"),
-    (
-        "iocpsvc_connections_refused",
-        "Connections refused at accept (limit, filter, or no descriptor left).",
-        "refused_total",
-    ),
-    (
-        "iocpsvc_accept_errors",
-        "Times a listening socket could not accept (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
-        "accept_errors_total",
-    ),
-    ("iocpsvc_received_bytes", "Bytes received.", "received_bytes_total"),
-    ("iocpsvc_sent_bytes", "Bytes handed to transports.", "sent_bytes_total"),
-    ("iocpsvc_received_frames", "Objects decoded.", "received_frames_total"),
-    ("iocpsvc_sent_frames", "Objects written.", "sent_frames_total"),
-    ("iocpsvc_decode_errors", "Connections closed for a decode error.", "decode_errors_total"),
-    ("iocpsvc_handler_errors", "Exceptions raised by application code.", "handler_errors_total"),
-    (
-        "iocpsvc_proxy_header_errors",
-        "Connections behind haproxy: closed for an invalid PROXY header.",
-        "proxy_header_errors_total",
-    ),
-    (
-        "iocpsvc_proxy_header_timeouts",
-        "Connections behind haproxy: closed for sending no PROXY header in time.",
-        "proxy_header_timeouts_total",
-    ),
-)
-GAUGES = (
-    ("iocpsvc_connections_online", "Connections online now.", "online"),
-    ("iocpsvc_connections_peak", "The most connections online at once.", "peak_online"),
-    (
-        "iocpsvc_pending_write_bytes",
-        "Bytes written and not yet sent, over all connections.",
-        "pending_write_bytes",
-    ),
-    (
-        "iocpsvc_connections_awaiting_proxy_header",
-        "Connections behind haproxy: still waiting for their PROXY header.",
-        "awaiting_proxy_header",
-    ),
-    ("iocpsvc_uptime_seconds", "Seconds since the factory was created.", "uptime_seconds"),
-)
+from iocpsvc.counters import CLOSED, CLOSED_METRIC, COUNTER, FIGURES
+
 # The cluster bus's figures (the snapshot's "cluster" part), only when this
 # node is in a cluster; a figure the bus does not report is left out.
 CLUSTER_GAUGES = (
@@ -138,14 +97,15 @@ class FactoryCollector:
 
     def collect(self) -> Iterator[Metric]:
         stats = self._snapshot()
-        for name, documentation, key in GAUGES:
-            yield GaugeMetricFamily(name, documentation, value=stats[key])
-        for name, documentation, key in COUNTERS:
-            yield CounterMetricFamily(name, documentation, value=stats[key])
-        closed = CounterMetricFamily(
-            "iocpsvc_connections_closed", "Connections closed, by reason.", labels=["reason"]
-        )
-        for reason, count in sorted(stats["closed_total"].items()):
+        # Every figure of the one table that is a metric.
+        for figure in FIGURES:
+            if figure.metric is None:
+                continue
+            family = CounterMetricFamily if figure.kind == COUNTER else GaugeMetricFamily
+            yield family(figure.metric, figure.help, value=stats[figure.key])
+        name, documentation = CLOSED_METRIC
+        closed = CounterMetricFamily(name, documentation, labels=["reason"])
+        for reason, count in sorted(stats[CLOSED].items()):
             closed.add_metric([reason], count)
         yield closed
         cluster = stats.get("cluster")

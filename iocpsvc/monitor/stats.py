@@ -20,6 +20,7 @@ from typing import Any
 
 from twisted.internet.task import LoopingCall
 
+from iocpsvc import counters
 from iocpsvc.context import ConnectionContext, describePeer
 from iocpsvc.factory import ConnectionContextFactory
 
@@ -29,36 +30,10 @@ RATE_WINDOW = 5.0
 
 def collect(factory: ConnectionContextFactory) -> dict[str, Any]:
     """
-    Every counter of C{factory}, under the names of C{/stats.json} (without
-    C{rates}); the traffic totals come from the factory's one-pass
-    C{totals()}.
+    Every figure of C{factory} (L{iocpsvc.counters.FIGURES}) under its
+    C{/stats.json} key, without C{rates}; with C{cluster} when it is in one.
     """
-    totals = factory.totals()
-    result = {
-        "online": len(factory.online),
-        "peak_online": factory.counters.peakOnline,
-        "accepted_total": factory.counters.acceptedTotal,
-        "refused_total": factory.counters.refusedTotal,
-        "accept_errors_total": factory.counters.acceptErrors,
-        "closed_total": dict(factory.counters.closedTotal),
-        "received_bytes_total": totals["receivedBytes"],
-        "sent_bytes_total": totals["sentBytes"],
-        "received_frames_total": totals["receivedFrames"],
-        "sent_frames_total": totals["sentFrames"],
-        "decode_errors_total": factory.counters.decodeErrors,
-        "handler_errors_total": factory.counters.handlerErrors,
-        "truncated_frames_total": factory.counters.truncatedFrames,
-        "discarded_frames_total": factory.counters.discardedFrames,
-        "write_blocked_total": factory.counters.writeBlockedTotal,
-        "backlog_paused_total": factory.counters.backlogPausedTotal,
-        "close_timeouts_total": factory.counters.closeTimeouts,
-        "awaiting_proxy_header": factory.awaitingProxyHeader,
-        "proxy_header_errors_total": factory.counters.proxyHeaderErrors,
-        "proxy_header_timeouts_total": factory.counters.proxyHeaderTimeouts,
-        "pending_write_bytes": totals["pendingWriteBytes"],
-        "uptime_seconds": round(factory.reactor.seconds() - factory.startedAt, 3),
-        "node_id": factory.nodeId,
-    }
+    result = counters.snapshot(factory)
     if factory.cluster is not None:
         result["cluster"] = factory.cluster.stats()
     return result
@@ -290,10 +265,31 @@ def connections(
     }
 
 
+SUMMARY_LAYOUT = (
+    "online",
+    "peak_online",
+    "accepted_total",
+    "refused_total",
+    "received_frames_total",
+    "received_bytes_total",
+    "sent_frames_total",
+    "sent_bytes_total",
+    "pending_write_bytes",
+    "decode_errors_total",
+    "closed_total",
+)
+"""The figures the summary line shows in its own layout (the traffic as rates)."""
+
+
 def summaryLine(stats: dict[str, Any]) -> str:
-    """The one-line summary logged every C{--stats-interval} seconds."""
+    """
+    The one-line summary logged every C{--stats-interval} seconds: the
+    figures of L{SUMMARY_LAYOUT}, then every other figure of the table that
+    is not zero.
+    """
     rates = stats.get("rates", {})
     closed = ", ".join(f"{k} {v}" for k, v in sorted(stats["closed_total"].items()) if v) or "none"
+    others = counters.summaryFigures(stats)
     return (
         f"online {stats['online']} (peak {stats['peak_online']}); accepted {stats['accepted_total']}, "
         f"refused {stats['refused_total']}; in {rates.get('received_frames_per_second', 0):.0f} frames/s "
@@ -301,5 +297,5 @@ def summaryLine(stats: dict[str, Any]) -> str:
         f"{rates.get('sent_frames_per_second', 0):.0f} frames/s "
         f"{rates.get('sent_bytes_per_second', 0) / 1024:.1f} KiB/s; pending write "
         f"{stats['pending_write_bytes']} bytes; decode errors {stats['decode_errors_total']}; "
-        f"closed: {closed}"
+        f"closed: {closed}" + (f"; {others}" if others else "")
     )
