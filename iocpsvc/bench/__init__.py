@@ -1094,7 +1094,8 @@ class _WorkerPool:
     def start(self) -> Deferred[list[ProcessResult]]:
         """Start every worker; fire with their results once all have ended."""
         self._started = time.perf_counter()
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        # The directory holding the iocpsvc package, so the children import this same copy.
+        package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package, env.get("PYTHONPATH")) if p)
         offset = 0
@@ -1472,6 +1473,3 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report) if args.json else formatReport(report))
     return 1 if report["errors"] else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
