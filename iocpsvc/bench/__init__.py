@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -67,8 +66,9 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from iocpsvc.codecs import parseCodecSpec, parseSize
-from iocpsvc.errors import CodecSpecError, DecodeError, EncodeError
+from iocpsvc.bench.histogram import LatencyHistogram
+from iocpsvc.bench.patterns import FramePattern, FramePatterns
+from iocpsvc.codecs import parseSize
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9983
@@ -89,12 +89,6 @@ ERROR_KINDS = (CONNECT, CLOSED, MISMATCH, TIMEOUT, WORKER)
 # Error messages kept (per process and in the report) as examples.
 MAX_ERROR_EXAMPLES = 5
 
-# The verification block holds at least one socket read (Twisted reads at
-# most 64 KiB at a time) plus one frame, so a read is normally one compare.
-_READ_SIZE = 65536
-# Memory spent on payload variants (each a verification block).
-_VARIANT_MEMORY = 64 * 1024 * 1024
-_MAX_VARIANTS = 256
 # How long closing connections may take after the drain before they are
 # aborted and the run ends anyway.
 _CLOSE_GRACE = 5.0
@@ -107,231 +101,6 @@ def cpuSeconds() -> float:
     """User + system CPU time this process has used so far."""
     times = os.times()
     return times.user + times.system
-
-
-class LatencyHistogram:
-    """
-    Latencies in log-scale buckets from 1 µs to 10 s, 100 buckets per
-    decade (each 2.3% wide), so memory stays fixed however long a run is.
-    A percentile is the geometric middle of its bucket (within 1.2% of the
-    true value), clamped to the exact minimum and maximum, which are kept
-    (and are what p0 and p100 report).
-
-    Bucket 0 holds latencies below 1 µs, the last one those of 10 s and
-    more.
-    """
-
-    LOWEST = 1e-6
-    PER_DECADE = 100
-    DECADES = 7
-    BUCKETS = PER_DECADE * DECADES + 2
-
-    __slots__ = ("counts", "count", "total", "minimum", "maximum")
-
-    def __init__(self) -> None:
-        self.counts = [0] * self.BUCKETS
-        self.count = 0
-        self.total = 0.0
-        self.minimum = math.inf
-        self.maximum = 0.0
-
-    def record(self, seconds: float, count: int = 1) -> None:
-        """Count C{count} latencies of C{seconds} each."""
-        if seconds >= 1e-6:
-            index = int(math.log10(seconds * 1e6) * 100) + 1
-            if index > 701:
-                index = 701
-        else:
-            index = 0
-        self.counts[index] += count
-        self.count += count
-        self.total += seconds * count
-        if seconds > self.maximum:
-            self.maximum = seconds
-        if seconds < self.minimum:
-            self.minimum = seconds
-
-    def bucketValue(self, index: int) -> float:
-        """The value a percentile falling in bucket C{index} reports."""
-        if index == 0:
-            return self.LOWEST / 2
-        return self.LOWEST * 10 ** ((index - 0.5) / self.PER_DECADE)
-
-    def percentile(self, percent: float) -> float | None:
-        """
-        The latency below which C{percent}% of the recorded ones fall, in
-        seconds; C{None} when nothing was recorded.
-        """
-        if not self.count:
-            return None
-        rank = math.ceil(self.count * percent / 100)
-        if rank <= 0:
-            return self.minimum
-        if rank >= self.count:
-            return self.maximum
-        seen = 0
-        last = len(self.counts) - 1
-        for index, bucketCount in enumerate(self.counts):
-            seen += bucketCount
-            if seen >= rank:
-                # Below 1 µs or from 10 s on, the exact extremes are the best figures there are.
-                if index == 0:
-                    return self.minimum
-                if index == last:
-                    return self.maximum
-                return min(self.maximum, max(self.minimum, self.bucketValue(index)))
-        return self.maximum
-
-    def mean(self) -> float | None:
-        """The mean latency in seconds; C{None} when nothing was recorded."""
-        return self.total / self.count if self.count else None
-
-    def merge(self, other: LatencyHistogram) -> None:
-        """Add C{other}'s latencies to this histogram."""
-        for index, bucketCount in enumerate(other.counts):
-            if bucketCount:
-                self.counts[index] += bucketCount
-        self.count += other.count
-        self.total += other.total
-        self.minimum = min(self.minimum, other.minimum)
-        self.maximum = max(self.maximum, other.maximum)
-
-    def toJSON(self) -> dict[str, Any]:
-        """A JSON-able form (only buckets in use), read by L{fromJSON}."""
-        return {
-            "buckets": {str(i): n for i, n in enumerate(self.counts) if n},
-            "count": self.count,
-            "total": self.total,
-            "min": self.minimum if self.count else None,
-            "max": self.maximum,
-        }
-
-    @classmethod
-    def fromJSON(cls, data: dict[str, Any]) -> LatencyHistogram:
-        """The histogram that L{toJSON} described."""
-        histogram = cls()
-        for index, bucketCount in data["buckets"].items():
-            histogram.counts[int(index)] = int(bucketCount)
-        histogram.count = int(data["count"])
-        histogram.total = float(data["total"])
-        histogram.minimum = math.inf if data["min"] is None else float(data["min"])
-        histogram.maximum = float(data["max"])
-        return histogram
-
-
-def _joined(encoded: object) -> bytes:
-    """The wire bytes of what an encoder returned (bytes or chunks)."""
-    if isinstance(encoded, bytes):
-        return encoded
-    if isinstance(encoded, (list, tuple)):
-        return b"".join(bytes(chunk) for chunk in encoded)
-    return bytes(encoded)  # type: ignore[call-overload]
-
-
-@dataclass(frozen=True)
-class FramePattern:
-    """
-    One payload variant: its wire frame, and the frame repeated into the
-    block that received bytes are compared with and new frames are sliced
-    from.
-    """
-
-    payload: bytes
-    frame: bytes
-    block: bytes
-
-    @property
-    def wireSize(self) -> int:
-        """The frame's size on the wire."""
-        return len(self.frame)
-
-
-class FramePatterns:
-    """
-    The frames a run sends: a payload of C{size} bytes framed once by the
-    codec C{spec}, in up to C{variants} variants (each a rotation of the
-    same byte sequence) built when first used.
-
-    A payload avoids CR, LF and every byte of the codec's empty frame (a
-    delimiter framer's delimiter), so no framer can cut it short; each
-    variant is checked by decoding two frames of it with the codec.
-
-    @raise ValueError: C{spec} is not a single framing codec, or cannot
-        frame such a payload (say, C{fixed} with another size).
-    """
-
-    def __init__(self, spec: str, size: int, variants: int = 1) -> None:
-        if size < 0:
-            raise ValueError(f"size must be >= 0, not {size}")
-        try:
-            self.codec = parseCodecSpec(spec)
-        except CodecSpecError as e:
-            raise ValueError(str(e)) from None
-        if len(self.codec.names) > 1:
-            raise ValueError(
-                f"{spec!r} has object stages ({'+'.join(self.codec.names[1:])}); the load tool "
-                f"needs a framing codec alone, which echo servers echo byte-exact"
-            )
-        self.spec = spec
-        self.size = size
-        excluded = {0x0A, 0x0D}
-        try:
-            excluded.update(_joined(self.codec.encoder.encode(b"")))
-        except Exception:
-            pass  # the codec frames no empty payload (fixed, ...): nothing to avoid
-        self.alphabet = bytes(b for b in range(256) if b not in excluded)
-        self._patterns: dict[int, FramePattern] = {}
-        first = self.pattern(0)
-        blockSize = len(first.block)
-        self.variants = max(1, min(variants, len(self.alphabet), _MAX_VARIANTS, _VARIANT_MEMORY // blockSize))
-
-    @property
-    def wireSize(self) -> int:
-        """The size of a frame on the wire (variant 0's)."""
-        return self.pattern(0).wireSize
-
-    def forConnection(self, index: int) -> FramePattern:
-        """The pattern connection number C{index} (counted over the whole run) uses."""
-        return self.pattern(index % self.variants)
-
-    def pattern(self, variant: int) -> FramePattern:
-        """Variant C{variant}, built and checked on first use."""
-        found = self._patterns.get(variant)
-        if found is None:
-            found = self._patterns[variant] = self._build(variant)
-        return found
-
-    def _build(self, variant: int) -> FramePattern:
-        alphabet = self.alphabet
-        shift = variant % len(alphabet)
-        rotated = alphabet[shift:] + alphabet[:shift]
-        payload = (rotated * (self.size // len(rotated) + 1))[: self.size]
-        try:
-            frame = _joined(self.codec.encoder.encode(payload))
-        except EncodeError as e:
-            raise ValueError(f"codec {self.spec!r} cannot frame a {self.size}-byte payload: {e}") from None
-        if not frame:
-            raise ValueError(f"codec {self.spec!r} framed a {self.size}-byte payload as nothing")
-        self._checkRoundTrip(payload, frame)
-        repeat = max(2, -(-(_READ_SIZE + len(frame)) // len(frame)))
-        return FramePattern(payload, frame, frame * repeat)
-
-    def _checkRoundTrip(self, payload: bytes, frame: bytes) -> None:
-        """Two frames must decode to the payload twice, with nothing left."""
-        decoder = self.codec.newDecoder()
-        buffer = bytearray(frame * 2)
-        out: list[object] = []
-        try:
-            while buffer:
-                consumed = decoder.decode(buffer, out)
-                if not consumed:
-                    break
-                del buffer[:consumed]
-        except DecodeError as e:
-            raise ValueError(f"codec {self.spec!r} cannot carry a {self.size}-byte payload: {e}") from None
-        decoded = [bytes(obj) for obj in out]  # type: ignore[call-overload]
-        if buffer or decoded != [payload, payload]:
-            raise ValueError(f"codec {self.spec!r} does not decode its own frames of {self.size} bytes back")
 
 
 @dataclass
@@ -1472,4 +1241,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(report) if args.json else formatReport(report))
     return 1 if report["errors"] else 0
-
