@@ -57,7 +57,6 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet import protocol
@@ -68,30 +67,48 @@ from twisted.python.failure import Failure
 
 from iocpsvc.bench.histogram import LatencyHistogram
 from iocpsvc.bench.patterns import FramePattern, FramePatterns
+from iocpsvc.bench.report import (
+    CLOSED,
+    CONNECT,
+    ERROR_KINDS,
+    MAX_ERROR_EXAMPLES,
+    MISMATCH,
+    TIMEOUT,
+    WORKER,
+    ProcessResult,
+    formatReport,
+    makeReport,
+)
+from iocpsvc.bench.settings import CLOSE_GRACE, DEFAULT_HOST, DEFAULT_PORT, LoadSettings
 from iocpsvc.codecs import parseSize
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 9983
+__all__ = [
+    "CLOSED",
+    "CONNECT",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "ERROR_KINDS",
+    "MAX_ERROR_EXAMPLES",
+    "MISMATCH",
+    "TIMEOUT",
+    "WORKER",
+    "EchoLoadProtocol",
+    "FramePattern",
+    "FramePatterns",
+    "LatencyHistogram",
+    "LoadRun",
+    "LoadSettings",
+    "ProcessResult",
+    "cpuSeconds",
+    "formatReport",
+    "main",
+    "makeParser",
+    "makeReport",
+    "printProgress",
+    "runLoad",
+    "runProcesses",
+]
 
-# The kinds of error a run counts, in the order they are reported.
-CONNECT = "connect"
-"""A connection attempt failed or timed out."""
-CLOSED = "closed"
-"""The server closed (or reset) a connection before the run closed it."""
-MISMATCH = "mismatch"
-"""An echoed byte differed from the byte sent (that connection is aborted)."""
-TIMEOUT = "timeout"
-"""Echoes still outstanding when the drain timeout ran out."""
-WORKER = "worker"
-"""A worker process failed or did not report a result."""
-ERROR_KINDS = (CONNECT, CLOSED, MISMATCH, TIMEOUT, WORKER)
-
-# Error messages kept (per process and in the report) as examples.
-MAX_ERROR_EXAMPLES = 5
-
-# How long closing connections may take after the drain before they are
-# aborted and the run ends anyway.
-_CLOSE_GRACE = 5.0
 # Extra time a parent gives its workers (interpreter start, imports) beyond
 # the run's own deadlines before killing them.
 _WORKER_SLACK = 30.0
@@ -101,114 +118,6 @@ def cpuSeconds() -> float:
     """User + system CPU time this process has used so far."""
     times = os.times()
     return times.user + times.system
-
-
-@dataclass
-class LoadSettings:
-    """
-    What a run does; see the command-line help for each field's meaning.
-
-    @raise ValueError: a value is out of range.
-    """
-
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    connections: int = 100
-    inFlight: int = 32
-    size: int = 64
-    codec: str = "length"
-    duration: float = 10.0
-    warmup: float = 1.0
-    drainTimeout: float = 5.0
-    connectTimeout: float = 30.0
-    connectBatch: int = 500
-    progressInterval: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.port < 65536:
-            raise ValueError(f"port must be 1..65535, not {self.port}")
-        if self.connections < 1:
-            raise ValueError("connections must be at least 1")
-        if self.inFlight < 1:
-            raise ValueError("in-flight must be at least 1")
-        if self.size < 0:
-            raise ValueError("size must be >= 0")
-        if self.duration <= 0:
-            raise ValueError("duration must be > 0")
-        if self.warmup < 0 or self.drainTimeout < 0:
-            raise ValueError("warmup and drain timeout must be >= 0")
-        if self.connectTimeout <= 0:
-            raise ValueError("connect timeout must be > 0")
-        if self.connectBatch < 1:
-            raise ValueError("connect batch must be at least 1")
-        if self.progressInterval <= 0:
-            raise ValueError("progress interval must be > 0")
-
-    def deadline(self) -> float:
-        """The longest a run with these settings can take, in seconds."""
-        return self.connectTimeout * 2 + self.warmup + self.duration + self.drainTimeout + _CLOSE_GRACE
-
-
-@dataclass
-class ProcessResult:
-    """
-    What one process measured (merged by L{makeReport}).
-
-    @ivar connections: connections it attempted.
-    @ivar connected: the most it had open at once.
-    @ivar frames: frames echoed back during the measured window.
-    @ivar bytes: their wire bytes.
-    @ivar seconds: the measured window's length.
-    @ivar cpuSeconds: its CPU time during the window.
-    @ivar histogram: the window's latencies.
-    @ivar errors: error kind -> count (kinds that occurred only).
-    @ivar examples: the first few error messages.
-    """
-
-    connections: int = 0
-    connected: int = 0
-    frames: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    cpuSeconds: float = 0.0
-    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
-    errors: dict[str, int] = field(default_factory=dict)
-    examples: list[str] = field(default_factory=list)
-
-    def addError(self, kind: str, message: str) -> None:
-        """Count an error of C{kind}; keep C{message} if examples are still wanted."""
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-        if len(self.examples) < MAX_ERROR_EXAMPLES:
-            self.examples.append(f"{kind}: {message}")
-
-    def toJSON(self) -> dict[str, Any]:
-        """A JSON-able form, read by L{fromJSON}."""
-        return {
-            "connections": self.connections,
-            "connected": self.connected,
-            "frames": self.frames,
-            "bytes": self.bytes,
-            "seconds": self.seconds,
-            "cpu_seconds": self.cpuSeconds,
-            "histogram": self.histogram.toJSON(),
-            "errors": self.errors,
-            "examples": self.examples,
-        }
-
-    @classmethod
-    def fromJSON(cls, data: dict[str, Any]) -> ProcessResult:
-        """The result that L{toJSON} described."""
-        return cls(
-            connections=int(data["connections"]),
-            connected=int(data["connected"]),
-            frames=int(data["frames"]),
-            bytes=int(data["bytes"]),
-            seconds=float(data["seconds"]),
-            cpuSeconds=float(data["cpu_seconds"]),
-            histogram=LatencyHistogram.fromJSON(data["histogram"]),
-            errors={str(k): int(v) for k, v in data["errors"].items()},
-            examples=[str(e) for e in data["examples"]],
-        )
 
 
 # Connection states.
@@ -586,7 +495,7 @@ class LoadRun:
                     f"connection {connection.index}: {connection.inFlight} frames not echoed "
                     f"within the drain timeout",
                 )
-        self._later(_CLOSE_GRACE, self._finish)
+        self._later(CLOSE_GRACE, self._finish)
 
     def _checkClosed(self) -> None:
         if not self.open:
@@ -681,66 +590,6 @@ class LoadRun:
         timer = self.reactor.callLater(seconds, function)
         self._timers.append(timer)
         return timer
-
-
-def makeReport(
-    settings: LoadSettings,
-    results: list[ProcessResult],
-    processes: int = 1,
-    extraCpuSeconds: float = 0.0,
-    wireSize: int | None = None,
-) -> dict[str, Any]:
-    """
-    Merge per-process results into the report C{--json} prints.
-
-    Rates add up over processes, each over its own measured window (the
-    windows line up: workers start together).
-    """
-    histogram = LatencyHistogram()
-    errors: dict[str, int] = {}
-    examples: list[str] = []
-    for result in results:
-        histogram.merge(result.histogram)
-        for kind, count in result.errors.items():
-            errors[kind] = errors.get(kind, 0) + count
-        examples.extend(result.examples)
-    frames = sum(r.frames for r in results)
-    byteCount = sum(r.bytes for r in results)
-    framesPerSecond = sum(r.frames / r.seconds for r in results if r.seconds > 0)
-    bytesPerSecond = sum(r.bytes / r.seconds for r in results if r.seconds > 0)
-    measured = [r.seconds for r in results if r.seconds > 0]
-    cpu = sum(r.cpuSeconds for r in results) + extraCpuSeconds
-
-    def milliseconds(seconds: float | None) -> float | None:
-        return None if seconds is None else round(seconds * 1000, 4)
-
-    return {
-        "host": settings.host,
-        "port": settings.port,
-        "connections": settings.connections,
-        "connected": sum(r.connected for r in results),
-        "in_flight": settings.inFlight,
-        "size": settings.size,
-        "wire_size": wireSize,
-        "codec": settings.codec,
-        "warmup": settings.warmup,
-        "duration": settings.duration,
-        "measured_seconds": round(sum(measured) / len(measured), 6) if measured else 0.0,
-        "frames": frames,
-        "bytes": byteCount,
-        "frames_per_second": round(framesPerSecond, 1),
-        "mb_per_second": round(bytesPerSecond / 1e6, 3),
-        "latency_ms": {
-            "p50": milliseconds(histogram.percentile(50)),
-            "p99": milliseconds(histogram.percentile(99)),
-            "max": milliseconds(histogram.maximum if histogram.count else None),
-        },
-        "errors": {kind: errors[kind] for kind in ERROR_KINDS if kind in errors},
-        "error_examples": examples[:MAX_ERROR_EXAMPLES],
-        "processes": processes,
-        "client_cpu_seconds": round(cpu, 4),
-        "client_cpu_us_per_frame": round(cpu * 1e6 / frames, 3) if frames else None,
-    }
 
 
 def runLoad(
@@ -1148,35 +997,6 @@ def printProgress(snapshot: dict[str, Any], previous: list[Any], out: Any = None
         f"connected  {rate:>12,.0f} frames/s  {snapshot['errors']} errors\n"
     )
     out.flush()
-
-
-def formatReport(report: dict[str, Any]) -> str:
-    """The human summary of a report."""
-    latency = report["latency_ms"]
-
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.3f} ms"
-
-    errors = ", ".join(f"{kind} {count}" for kind, count in report["errors"].items()) or "none"
-    lines = [
-        f"iocpsvc-bench: {report['host']}:{report['port']}, codec {report['codec']}, "
-        f"{report['connections']} connections x {report['in_flight']} in flight, "
-        f"{report['size']}-byte payload ({report['wire_size']} bytes on the wire), "
-        f"{report['processes']} process{'es' if report['processes'] != 1 else ''}",
-        f"  measured   {report['measured_seconds']:.2f} s after {report['warmup']:g} s warm-up; "
-        f"{report['connected']} connections up",
-        f"  frames     {report['frames']:,}  ({report['frames_per_second']:,.0f} frames/s)",
-        f"  bytes      {report['bytes']:,}  ({report['mb_per_second']:,.2f} MB/s echoed)",
-        f"  latency    p50 {ms(latency['p50'])}   p99 {ms(latency['p99'])}   max {ms(latency['max'])}",
-        f"  errors     {errors}",
-    ]
-    lines += [f"             {example}" for example in report["error_examples"]]
-    perFrame = report["client_cpu_us_per_frame"]
-    lines.append(
-        f"  client CPU {report['client_cpu_seconds']:.2f} s"
-        + (f" ({perFrame:.2f} us per frame)" if perFrame is not None else "")
-    )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
