@@ -52,21 +52,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import protocol
-from twisted.internet.defer import Deferred
-from twisted.internet.protocol import connectionDone
-from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
+from iocpsvc.bench.child import runChild
 from iocpsvc.bench.histogram import LatencyHistogram
 from iocpsvc.bench.load import EchoLoadProtocol, LoadRun, cpuSeconds, runLoad
 from iocpsvc.bench.patterns import FramePattern, FramePatterns
+from iocpsvc.bench.processes import runProcesses
 from iocpsvc.bench.report import (
     CLOSED,
     CONNECT,
@@ -108,262 +103,6 @@ __all__ = [
     "runLoad",
     "runProcesses",
 ]
-
-# Extra time a parent gives its workers (interpreter start, imports) beyond
-# the run's own deadlines before killing them.
-_WORKER_SLACK = 30.0
-
-
-# Several processes.
-
-
-class _WorkerProcess(protocol.ProcessProtocol):
-    """The parent's end of one worker: reads its JSON lines."""
-
-    def __init__(self, pool: _WorkerPool, number: int, connections: int) -> None:
-        self.pool = pool
-        self.number = number
-        self.connections = connections
-        self.buffer = b""
-        self.errorOutput = b""
-        self.connected = False
-        self.latest: dict[str, Any] | None = None
-        self.result: ProcessResult | None = None
-        self.ended = False
-
-    def outReceived(self, data: bytes) -> None:
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                self.lineReceived(line)
-
-    def lineReceived(self, line: bytes) -> None:
-        try:
-            message = json.loads(line)
-        except ValueError:
-            sys.stderr.write(f"worker {self.number}: {line.decode(errors='replace')}\n")
-            return
-        if "progress" in message:
-            self.latest = message["progress"]
-            if self.latest is not None and self.latest.get("phase") != "connecting":
-                self.connected = True
-                self.pool.workerConnected()
-        elif "result" in message:
-            self.result = ProcessResult.fromJSON(message["result"])
-
-    def errReceived(self, data: bytes) -> None:
-        self.errorOutput = (self.errorOutput + data)[-4000:]
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended = True
-        self.connected = True
-        self.pool.workerEnded(self, reason)
-
-
-class _WorkerPool:
-    """The parent of C{--processes P}: starts the workers, merges their results."""
-
-    def __init__(
-        self,
-        reactor: Any,
-        settings: LoadSettings,
-        processes: int,
-        progress: Callable[[dict[str, Any]], None] | None,
-    ) -> None:
-        self.reactor = reactor
-        self.settings = settings
-        self.progress = progress
-        share, extra = divmod(settings.connections, processes)
-        self.workers: list[_WorkerProcess] = []
-        self.transports: list[Any] = []
-        self._shares = [share + (1 if number < extra else 0) for number in range(processes)]
-        self._goSent = False
-        self._done: Deferred[list[ProcessResult]] = Deferred()
-        self._started = 0.0
-        self._ticker: LoopingCall | None = None
-        self._deadline: Any = None
-
-    def workerArguments(self, offset: int, connections: int) -> list[str]:
-        """The command line of a worker with C{connections} connections from C{offset}."""
-        s = self.settings
-        options = {
-            "--host": s.host,
-            "--port": s.port,
-            "--connections": connections,
-            "--connection-offset": offset,
-            "--total-connections": s.connections,
-            "--in-flight": s.inFlight,
-            "--size": s.size,
-            "--codec": s.codec,
-            "--duration": repr(s.duration),
-            "--warmup": repr(s.warmup),
-            "--drain-timeout": repr(s.drainTimeout),
-            "--connect-timeout": repr(s.connectTimeout),
-            # The server's backlog is shared: the batch is split between workers.
-            "--connect-batch": max(1, s.connectBatch // len(self._shares)),
-            "--progress-interval": repr(s.progressInterval),
-        }
-        argv = [sys.executable, "-m", "iocpsvc.bench", "--worker"]
-        for name, value in options.items():
-            argv += [name, str(value)]
-        return argv
-
-    def start(self) -> Deferred[list[ProcessResult]]:
-        """Start every worker; fire with their results once all have ended."""
-        self._started = time.perf_counter()
-        # The directory holding the iocpsvc package, so the children import this same copy.
-        package = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package, env.get("PYTHONPATH")) if p)
-        offset = 0
-        for number, connections in enumerate(self._shares):
-            worker = _WorkerProcess(self, number, connections)
-            self.workers.append(worker)
-            argv = self.workerArguments(offset, connections)
-            self.transports.append(self.reactor.spawnProcess(worker, sys.executable, argv, env=env))
-            offset += connections
-        self._deadline = self.reactor.callLater(self.settings.deadline() + _WORKER_SLACK, self._kill)
-        if self.progress is not None:
-            self._ticker = LoopingCall(self._report)
-            self._ticker.clock = self.reactor
-            self._ticker.start(self.settings.progressInterval, now=False)
-        return self._done
-
-    def workerConnected(self) -> None:
-        """A worker has connected: once all have, tell them all to start."""
-        if self._goSent or not all(w.connected for w in self.workers):
-            return
-        self._goSent = True
-        for worker, transport in zip(self.workers, self.transports, strict=True):
-            if not worker.ended:
-                transport.write(b"go\n")
-
-    def workerEnded(self, worker: _WorkerProcess, reason: Failure) -> None:
-        """A worker exited; when all have, fire with the results."""
-        self.workerConnected()
-        if worker.result is None:
-            tail = worker.errorOutput.decode(errors="replace").strip().splitlines()[-3:]
-            worker.result = ProcessResult(connections=worker.connections)
-            worker.result.addError(
-                WORKER,
-                f"worker {worker.number} ended without a result ({reason.getErrorMessage()})"
-                + (": " + " | ".join(tail) if tail else ""),
-            )
-        if all(w.ended for w in self.workers) and not self._done.called:
-            if self._deadline.active():
-                self._deadline.cancel()
-            if self._ticker is not None and self._ticker.running:
-                self._ticker.stop()
-            self._done.callback([w.result for w in self.workers if w.result is not None])
-
-    def _kill(self) -> None:
-        for worker, transport in zip(self.workers, self.transports, strict=True):
-            if not worker.ended:
-                try:
-                    transport.signalProcess("KILL")
-                except Exception:
-                    pass  # it has just exited
-
-    def _report(self) -> None:
-        phases = [w.latest["phase"] for w in self.workers if w.latest is not None]
-        order = ["connecting", "connected", "waiting", "warm-up", "measuring", "draining", "closing", "done"]
-        phase = min(phases, key=order.index) if len(phases) == len(self.workers) else "starting"
-        latest = [w.latest for w in self.workers if w.latest is not None]
-        assert self.progress is not None
-        self.progress(
-            {
-                "phase": phase,
-                "elapsed": time.perf_counter() - self._started,
-                "connected": sum(p["connected"] for p in latest),
-                "connections": self.settings.connections,
-                "frames": sum(p["frames"] for p in latest),
-                "errors": sum(p["errors"] for p in latest),
-            }
-        )
-
-
-def runProcesses(
-    reactor: Any,
-    settings: LoadSettings,
-    processes: int,
-    progress: Callable[[dict[str, Any]], None] | None = None,
-    wireSize: int | None = None,
-) -> Deferred[dict[str, Any]]:
-    """
-    Run a load test in C{processes} worker processes (each with its share
-    of the connections); fire with the merged report.  The report's CPU
-    time includes this process's own.
-    """
-    processes = max(1, min(processes, settings.connections))
-    pool = _WorkerPool(reactor, settings, processes, progress)
-    cpuStarted = cpuSeconds()
-    d = pool.start()
-    return d.addCallback(
-        lambda results: makeReport(
-            settings, results, processes, extraCpuSeconds=cpuSeconds() - cpuStarted, wireSize=wireSize
-        )
-    )
-
-
-class _WorkerChannel(protocol.Protocol):
-    """A worker's stdin/stdout: JSON lines out, C{go} in."""
-
-    def __init__(self, reactor: Any) -> None:
-        self.reactor = reactor
-        self.go: Deferred[None] = Deferred()
-        self.run: LoadRun | None = None
-        self.finished = False
-        self.buffer = b""
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Write one JSON line to the parent."""
-        transport: Any = self.transport
-        if transport is not None:
-            transport.write(json.dumps(message).encode() + b"\n")
-
-    def dataReceived(self, data: bytes) -> None:
-        self.buffer += data
-        if b"go\n" in self.buffer and not self.go.called:
-            self.go.callback(None)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if not self.finished and self.run is not None:
-            self.finished = True
-            self.run.abort("the parent process went away")
-        if self.reactor.running:
-            self.reactor.stop()
-
-
-def _runWorker(settings: LoadSettings, patterns: FramePatterns, connectionOffset: int) -> int:
-    """Worker mode: run this share, report over stdout, exit."""
-    from twisted.internet import reactor
-    from twisted.internet.stdio import StandardIO
-
-    channel = _WorkerChannel(reactor)
-    StandardIO(channel, reactor=reactor)
-    run = LoadRun(
-        reactor,
-        settings,
-        connectionOffset=connectionOffset,
-        patterns=patterns,
-        progress=lambda snapshot: channel.send({"progress": snapshot}),
-        startSignal=channel.go,
-    )
-    channel.run = run
-
-    def done(result: ProcessResult) -> None:
-        if channel.finished:
-            return
-        channel.finished = True
-        channel.send({"result": result.toJSON()})
-        transport: Any = channel.transport
-        transport.loseConnection()  # flushes, then stops the reactor
-
-    reactor.callWhenRunning(lambda: run.start().addCallback(done))
-    reactor.run()
-    return 0
-
 
 # The command line.
 
@@ -533,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             f"limit is {limits[1]}; raise it (ulimit -n) or use more --processes\n"
         )
     if args.worker:
-        return _runWorker(settings, patterns, args.connection_offset)
+        return runChild(settings, patterns, args.connection_offset)
 
     from twisted.internet import reactor
 
