@@ -113,7 +113,7 @@ def makeReport(
     Merge per-process results into the report C{--json} prints.
 
     Rates add up over processes, each over its own measured window (the
-    windows line up: workers start together).
+    windows line up: load processes start together).
     """
     histogram = LatencyHistogram()
     errors: dict[str, int] = {}
