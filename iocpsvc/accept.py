@@ -48,6 +48,7 @@ from twisted.logger import Logger
 
 from iocpsvc.interfaces import IAcceptGate
 from iocpsvc.proxy import HAProxyProtocolWrapper
+from iocpsvc.transports import abortOrClose
 
 _log = Logger(namespace="iocpsvc.accept")
 
@@ -144,11 +145,7 @@ class Refuse(Protocol):
     """
 
     def makeConnection(self, transport: Any) -> None:
-        abortConnection = getattr(transport, "abortConnection", None)
-        if abortConnection is not None:
-            abortConnection()
-        else:
-            transport.loseConnection()
+        abortOrClose(transport)
 
 
 class _GuardedAccept:

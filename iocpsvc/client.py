@@ -44,8 +44,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from iocpsvc import errors
+from iocpsvc.addresses import describePeer
 from iocpsvc.codecs import Codec
-from iocpsvc.context import ConnectionContext, describePeer
+from iocpsvc.context import ConnectionContext
 from iocpsvc.errors import EncodeError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
@@ -420,7 +421,7 @@ class RequestContext(ConnectionContext):
     L{iocpsvc.errors.EncodeError}: the peer never answers it.
     """
 
-    __slots__ = ("_waiting", "_keepAliveTimer", "_sentAtLastTick")
+    __slots__ = ("_waiting", "_keepAliveTimer", "_sentAtLastTick", "_keepAlive")
 
     keepAliveInterval: float | None = None
     """
@@ -433,6 +434,7 @@ class RequestContext(ConnectionContext):
         self._waiting: deque[_Waiter] = deque()
         self._keepAliveTimer: Any = None
         self._sentAtLastTick = -1
+        self._keepAlive: bytes | None = None
 
     # Keep reading replies while requests back up; maxPendingWrite still
     # bounds what may wait to be sent.
@@ -483,15 +485,20 @@ class RequestContext(ConnectionContext):
         # Queued before the write: whatever the write sets off (a
         # synchronous reply or loss on an in-memory transport) finds it.
         self._waiting.append(waiter)
-        self._writeEncoded(encoded)
+        self.writeEncoded(encoded)
         deferred = waiter.deferred
         if timeout is not None and not deferred.called:
             waiter.timer = self._reactor().callLater(timeout, self._timedOut, waiter, timeout)
         return deferred
 
+    def bind(self, host: Any, contextId: int, decoder: Any, encode: Callable[[object], Any]) -> None:
+        super().bind(host, contextId, decoder, encode)
+        # The codec's keep-alive frame, if it has one: an attribute of the
+        # encoder whose encode this is.
+        self._keepAlive = getattr(getattr(encode, "__self__", None), "keepAliveFrame", None)
+
     def _keepAliveFrame(self) -> bytes | None:
-        factory = self.factory
-        return getattr(factory.encoder, "keepAliveFrame", None) if factory is not None else None
+        return self._keepAlive
 
     def sendKeepAlive(self) -> bool:
         """
@@ -581,12 +588,13 @@ class RequestContext(ConnectionContext):
         self.close(errors.LOCAL)
         waiter.deferred.errback(TimeoutError(f"no reply within {timeout} seconds"))
 
-    def _connectionEnding(self, reason: Failure) -> None:
-        # Extends the base bookkeeping, which runs whether or not a subclass's
-        # connectionLost calls super(): replies the decoder still finds in
-        # the last bytes are delivered first, then whoever waits hears of
-        # the loss, before the application's connectionLost runs.
-        super()._connectionEnding(reason)
+    def connectionEnding(self, reason: Failure) -> None:
+        """
+        Replies the decoder still found in the last bytes have been
+        delivered: whoever still waits hears of the loss now, before the
+        application's C{connectionLost} runs (whether or not it calls
+        C{super()}).  Subclasses that override this call C{super()}.
+        """
         timer = self._keepAliveTimer
         if timer is not None and timer.running:
             timer.stop()
@@ -601,7 +609,7 @@ class RequestContext(ConnectionContext):
     def _reactor(self) -> Any:
         factory = self.factory
         if factory is not None:
-            return factory.reactor
-        from twisted.internet import reactor
+            return factory.clock
+        from twisted.internet import reactor  # an unbound context: the global one
 
         return reactor

@@ -13,8 +13,9 @@ only ever look at bytes::
 
 Subclass L{ConnectionContext} and override L{ConnectionContext.objectReceived}
 (and, if you like, C{connectionMade} and C{connectionLost}, Twisted's usual
-hooks).  The factory (L{iocpsvc.factory.ConnectionContextFactory}) gives each
-context its decoder, its encoder and its limits.
+hooks).  Its host (the context factory that made it, known to the context
+only as an L{iocpsvc.interfaces.IContextHost}) gives it its id, its decoder,
+its encoder and its limits, in one call: L{ConnectionContext.bind}.
 
 Dispatch of received objects stops, in order, while any of these holds:
 the application paused reading (L{ConnectionContext.pauseReading}); a
@@ -30,7 +31,7 @@ import functools
 from collections import deque
 from collections.abc import Callable, Iterator
 from inspect import iscoroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress, IPushProducer
@@ -40,8 +41,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from iocpsvc import errors
+from iocpsvc.addresses import describePeer
 from iocpsvc.errors import DecodeError
+from iocpsvc.interfaces import IContextHost
 from iocpsvc.transports import (
+    abortOrClose,
     canSendNow,
     describeTlsError,
     isTlsError,
@@ -49,9 +53,6 @@ from iocpsvc.transports import (
     tlsHandshakeDone,
     unsentBytes,
 )
-
-if TYPE_CHECKING:
-    from iocpsvc.factory import ConnectionContextFactory
 
 # Why dispatch is held: bit flags in ``_hold``; any bit set stops dispatch.
 _PAUSED = 1  # the application called pauseReading()
@@ -159,7 +160,12 @@ class ConnectionContext(Protocol):
         "_released",
     )
 
-    factory: ConnectionContextFactory | None
+    factory: Any
+    """
+    The context's host (an L{IContextHost}): the factory that made it, whose
+    other methods (C{broadcast}, C{sendTo}, ...) the application may call;
+    C{None} until the context is bound.
+    """
 
     pauseReadingWhenWriteBlocked = True
     """
@@ -216,6 +222,19 @@ class ConnectionContext(Protocol):
         self._ending = False
         self._released = False
 
+    def bind(self, host: IContextHost, contextId: int, decoder: Any, encode: Callable[[object], Any]) -> None:
+        """
+        Give this context its host, its id, its decoder (its own, one per
+        connection unless the decoder is stateless) and the C{encode} of its
+        encoder (one bound method shared by every context of the host),
+        before it connects.  The factory does it for each context it makes.
+        """
+        self.factory = host
+        self.contextId = contextId
+        self._decoder = decoder
+        self._encode = encode
+        self._seconds = host.seconds  # one bound method shared by all contexts
+
     # -- the application's API ---------------------------------------------
 
     def objectReceived(self, obj: object) -> Deferred[Any] | Any:
@@ -243,7 +262,7 @@ class ConnectionContext(Protocol):
         """
         # Hot path: encode, then join the batch (one class check tells a
         # single bytes from a chunk sequence) or, outside a read, send now.
-        # (_writeEncoded's body, inlined: one call fewer per object.)
+        # (writeEncoded's body, inlined: one call fewer per object.)
         encoded = self._encode(obj)
         self.framesSent += 1
         batch = self._batch
@@ -275,8 +294,7 @@ class ConnectionContext(Protocol):
         if self._hold & _CLOSING:
             return
         self._hold |= _CLOSING
-        factory = self.factory
-        self.closingAt = factory.reactor.seconds() if factory is not None else 0.0
+        self.closingAt = self._seconds()
         self._flush()
         transport = self.transport
         if transport is not None and not self._released:
@@ -291,18 +309,13 @@ class ConnectionContext(Protocol):
             self.closeReason = reason
         self._hold |= _CLOSING
         if self.closingAt is None:
-            factory = self.factory
-            self.closingAt = factory.reactor.seconds() if factory is not None else 0.0
+            self.closingAt = self._seconds()
         self._batch = [] if self._batch is not None else None
         transport = self.transport
         if transport is None or self._released:
             return
         self._unregister()
-        abortConnection = getattr(transport, "abortConnection", None)
-        if abortConnection is not None:
-            abortConnection()
-        else:
-            transport.loseConnection()
+        abortOrClose(transport)
 
     def pauseReading(self) -> None:
         """
@@ -434,12 +447,11 @@ class ConnectionContext(Protocol):
 
     def makeConnection(self, transport: Any) -> None:
         factory = self.factory
-        if factory is not None and factory.holdForProxyHeader(self, transport):
+        if factory is not None and factory.holdConnection(self, transport):
             return  # behind haproxy: connected once the PROXY header is in (iocpsvc.proxy)
         self.connected = 1
         self.transport = transport
         if factory is not None:
-            self._seconds = factory.seconds  # one bound method shared by all contexts
             now = self._seconds()
             self.connectedAt = now
             self.lastActivity = now
@@ -730,8 +742,13 @@ class ConnectionContext(Protocol):
             if factory is not None and self.pendingWriteBytes > factory.maxPendingWrite:
                 self._slowClient()
 
-    def _writeEncoded(self, encoded: Any) -> None:
-        """Send bytes already encoded (by broadcast), as L{writeObject} does."""
+    def writeEncoded(self, encoded: Any) -> None:
+        """
+        Send C{encoded}, what an encoder of this context's codec returned
+        (C{bytes}, or a sequence of chunks), as L{writeObject} sends an object
+        it encoded: counted as a frame, batched during a read.  A broadcast
+        encodes once and writes the same bytes to every context this way.
+        """
         self.framesSent += 1
         batch = self._batch
         if batch is None:
@@ -826,22 +843,37 @@ class ConnectionContext(Protocol):
         except Exception:
             self._handlerError(Failure(), "writabilityChanged")
 
+    def connectionEnding(self, reason: Failure) -> None:
+        """
+        Called once as the connection ends, before C{connectionLost}: the
+        close reason is settled and the objects the decoder still found in
+        the last bytes have been dispatched.  Runs whether or not a
+        subclass's C{connectionLost} calls C{super()}, so it is the place
+        for a class's own bookkeeping (L{iocpsvc.client.RequestContext}
+        fails its waiting requests here).  An exception is counted and
+        logged as a handler error.
+        """
+
     def _endSafely(self, reason: Failure) -> None:
-        """L{_connectionEnding}, whose failure must not skip the release."""
+        """L{_settle} then L{connectionEnding}, whose failures must not skip the release."""
+        if self._released:
+            return
         try:
-            self._connectionEnding(reason)
+            self._settle(reason)
         except Exception:
             self._hookFailed(Failure(), "decodeLast")
+        try:
+            self.connectionEnding(reason)
+        except Exception:
+            self._hookFailed(Failure(), "connectionEnding")
 
-    def _connectionEnding(self, reason: Failure) -> None:
+    def _settle(self, reason: Failure) -> None:
         """
         Before the application's C{connectionLost}: settle the close reason
         and give the decoder its last bytes -- unless dispatch was held
         (closed by us, paused, waiting for a handler): then what is still
         held is dropped.
         """
-        if self._released:
-            return
         if self.closeReason is None:
             self.closeReason = errors.PROTOCOL_ERROR if self._tlsFailed(reason) else errors.PEER
         held = self._hold or self._decodeFailed
@@ -916,12 +948,3 @@ def _noClock() -> float:
 
 def _noEncoder(obj: object) -> Any:
     raise RuntimeError("this context has no encoder: it was not built by a factory")
-
-
-def describePeer(address: object) -> str:
-    """C{host:port} for IP addresses, the repr otherwise."""
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if host is not None and port is not None:
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)

@@ -41,18 +41,18 @@ class ChatContext(ConnectionContext):
 
     def connectionMade(self) -> None:
         self.nick = f"user{self.contextId}"
-        self.factory.broadcast(f"* {self.nick} joined (id {self.contextId})")  # type: ignore[union-attr]
+        self.factory.broadcast(f"* {self.nick} joined (id {self.contextId})")
 
     def objectReceived(self, obj: object) -> None:
         line = obj if isinstance(obj, str) else bytes(obj).decode("utf-8", "replace")  # type: ignore[call-overload]
         if line.startswith("/nick "):
             old, self.nick = self.nick, line[6:].strip()[:32] or self.nick
-            self.factory.broadcast(f"* {old} is now {self.nick}")  # type: ignore[union-attr]
+            self.factory.broadcast(f"* {old} is now {self.nick}")
             return
         if line.startswith("/msg ") or line == "/msg":
             self.privateMessage(line[5:])
             return
-        self.factory.broadcast(f"{self.nick}: {line}")  # type: ignore[union-attr]
+        self.factory.broadcast(f"{self.nick}: {line}")
 
     def privateMessage(self, rest: str) -> None:
         """C{/msg ID text}: send C{text} to that user only, or say why not."""
@@ -67,7 +67,7 @@ class ChatContext(ConnectionContext):
             sent = False
         else:
             message = f"* {self.nick} (id {self.contextId}) to you: {text}"
-            sent = self.factory.sendTo(contextId, message)  # type: ignore[union-attr]
+            sent = self.factory.sendTo(contextId, message)
         if not sent:
             self.writeObject(f"* no user with id {contextId} is online")
 

@@ -22,15 +22,16 @@ from zope.interface import implementer
 
 from iocpsvc import errors
 from iocpsvc.accept import Refuse
+from iocpsvc.addresses import addressAllowed, describePeer
 from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastContextId, nodeOfContext
 from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
 from iocpsvc.codecs._base import encodedBytes
-from iocpsvc.context import ConnectionContext, describePeer
+from iocpsvc.context import ConnectionContext
 from iocpsvc.counters import Counters
-from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IDecoder, IEncoder
-from iocpsvc.limits import ServerLimits, addressAllowed
+from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IContextHost, IDecoder, IEncoder
+from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
-from iocpsvc.proxy import HAProxyProtocolWrapper, ProxyHeaderWrapper
+from iocpsvc.proxy import ProxyHeaderGate
 from iocpsvc.transports import enableKeepAlive, setWriteHighWater
 
 _log = Logger(namespace="iocpsvc.factory")
@@ -78,7 +79,7 @@ def _decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
     return lambda: copy.copy(prototype)
 
 
-@implementer(IClusterReceiver, IAcceptGate)
+@implementer(IClusterReceiver, IAcceptGate, IContextHost)
 class ConnectionContextFactory(ServerFactory):
     """
     Creates a L{ConnectionContext} per connection and tracks them.
@@ -155,9 +156,8 @@ class ConnectionContextFactory(ServerFactory):
         self._lastContextId = lastContextId(0)
         # The event counters, added to by this factory and its contexts.
         self.counters = Counters()
-        # Connections behind haproxy: whose PROXY header is not in yet, with
-        # when they arrived; their contexts are held back (iocpsvc.proxy).
-        self._awaitingHeader: dict[ProxyHeaderWrapper, float] = {}
+        # Connections behind haproxy: whose PROXY header is not in yet.
+        self.proxyGate = ProxyHeaderGate(self, self._newContext)
         self._sweeper: LoopingCall | None = None
         # Totals of closed connections; online ones are summed on demand,
         # so the hot path updates only the context's own counters.
@@ -180,7 +180,7 @@ class ConnectionContextFactory(ServerFactory):
         if not (isinstance(contextClass, type) and issubclass(contextClass, ConnectionContext)):
             raise TypeError(f"{contextClass!r} is not a ConnectionContext subclass")
         self.contextClass = contextClass
-        self.protocol = contextClass  # type: ignore[assignment]
+        self.protocol = contextClass
 
     def registerCodec(self, codec: str | Codec) -> None:
         """
@@ -270,13 +270,13 @@ class ConnectionContextFactory(ServerFactory):
     def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         maxConnections = self.limits.maxConnections
         # Connections waiting for their PROXY header hold a descriptor too.
-        if maxConnections is not None and len(self.online) + len(self._awaitingHeader) >= maxConnections:
+        if maxConnections is not None and len(self.online) + len(self.proxyGate) >= maxConnections:
             return self._refuse(addr, f"max-connections ({maxConnections}) reached")
         try:
             if not self.acceptPeer(addr):
                 # Refused once the transport is known: behind haproxy: this is
                 # the proxy's address, and the header's client decides instead.
-                return _Filtered(self, addr)
+                return self.proxyGate.filtered(addr)
             return self._newContext()
         except Exception:
             # The application's acceptPeer, context class or decoder factory
@@ -296,8 +296,8 @@ class ConnectionContextFactory(ServerFactory):
         """
         maxConnections = self.limits.maxConnections
         # Connections waiting for their PROXY header hold a descriptor too.
-        if maxConnections is not None and len(self.online) + len(self._awaitingHeader) >= maxConnections:
-            self._countRefusal(address, f"max-connections ({maxConnections}) reached")
+        if maxConnections is not None and len(self.online) + len(self.proxyGate) >= maxConnections:
+            self.countRefusal(address, f"max-connections ({maxConnections}) reached")
             return False
         if proxied:
             return True
@@ -307,7 +307,7 @@ class ConnectionContextFactory(ServerFactory):
             self._failedAtAccept(address, Failure())
             return False
         if not allowed:
-            self._countRefusal(address, "address filtered")
+            self.countRefusal(address, "address filtered")
         return bool(allowed)
 
     def acceptFailed(self, error: str, closed: int) -> None:
@@ -345,128 +345,40 @@ class ConnectionContextFactory(ServerFactory):
 
     def _newContext(self) -> ConnectionContext:
         context = self.contextClass()
-        context.factory = self
-        context.contextId = self._nextContextId()
-        context._decoder = self._newDecoder()
-        context._encode = self._encode
+        context.bind(self, self._nextContextId(), self._newDecoder(), self._encode)
         return context
 
     def _refuse(self, address: IAddress, why: str) -> Protocol:
-        self._countRefusal(address, why)
+        self.countRefusal(address, why)
         # Not None: wrapping factories (haproxy:, ssl:) would wrap None.  This
         # protocol closes the connection as soon as it is made, reading nothing.
         return Refuse()
 
-    def _countRefusal(self, address: IAddress, why: str) -> None:
+    def countRefusal(self, address: IAddress, why: str) -> None:
+        """Count and log (rate-limited) a connection refused for C{why}."""
         self.counters.refusedTotal += 1
         self.counters.closedTotal[errors.REFUSED] += 1
         self.rateLimitedLog.warn(
             "refused {peer}: {why}", peer=describePeer(address), why=why, closeReason=errors.REFUSED
         )
 
-    # -- behind haproxy: the PROXY header ------------------------------------
+    # -- behind haproxy: the PROXY header (iocpsvc.proxy) ---------------------
 
     @property
     def awaitingProxyHeader(self) -> int:
         """Connections behind C{haproxy:} whose PROXY header is not in yet."""
-        return len(self._awaitingHeader)
+        return len(self.proxyGate)
 
-    def holdForProxyHeader(self, context: ConnectionContext, transport: Any) -> bool:
-        """
-        Called by a context asked to connect: whether to hold it back
-        because C{transport} is a C{haproxy:} wrapper that has not read the
-        PROXY header yet (L{proxyHeaderReceived} connects it later).
-        """
-        if not isinstance(transport, HAProxyProtocolWrapper):
-            return False  # plain TCP, TLS, ...: one isinstance per connection
-        wrapper = ProxyHeaderWrapper.hold(transport, context)
-        if wrapper is None:
-            return False
-        self._awaitingHeader[wrapper] = self.reactor.seconds()
-        return True
+    # -- IContextHost: what the contexts ask ------------------------------------
 
-    def proxyHeaderReceived(
-        self, wrapper: ProxyHeaderWrapper, context: ConnectionContext, rest: bytes
-    ) -> None:
-        """
-        The PROXY header of C{wrapper}'s connection is in: apply the accept
-        filter to the client it names, then connect C{context} and hand it
-        C{rest}, the bytes that followed the header.
+    @property
+    def clock(self) -> Any:
+        """The reactor, for the contexts' own timers."""
+        return self.reactor
 
-        A header naming a client that is not an IP address (a v2 C{AF_UNIX}
-        one: C{wrapper.nonIPClient}) leaves the balancer's address as the
-        peer.  That is judged like a C{LOCAL} header's when no accept filter
-        is configured; with C{limits.allow} or C{limits.deny}, the
-        connection is refused: the filter names IP networks, and judging the
-        balancer instead would let whatever it relays in under its name.
-        """
-        self._awaitingHeader.pop(wrapper, None)
-        peer = wrapper.getPeer()
-        limits = self.limits
-        why: str | None = None
-        if wrapper.nonIPClient is not None and (limits.allow or limits.deny):
-            why = f"PROXY header names {wrapper.nonIPClient}, which the accept filter cannot judge"
-        elif not self.acceptPeer(peer):
-            why = "address filtered (client named in the PROXY header)"
-        if why is not None:
-            self._refuse(peer, why)
-            # The wrapper goes on holding the context, which never connected:
-            # it is told nothing of the close (no connectionLost without a
-            # connectionMade), and the close is not counted again.
-            wrapper.close()
-            return
-        wrapper.release()
-        context.makeConnection(wrapper)
-        if rest:
-            context.dataReceived(rest)
-
-    def proxyHeaderFailed(self, wrapper: ProxyHeaderWrapper, why: str) -> None:
-        """
-        C{wrapper}'s connection did not send a valid PROXY header: count it
-        (C{protocol-error}), log it (rate-limited), close it.
-        """
-        if self._awaitingHeader.pop(wrapper, None) is None:
-            return
-        self.counters.proxyHeaderErrors += 1
-        self.counters.closedTotal[errors.PROTOCOL_ERROR] += 1
-        transport = wrapper.transport
-        self.rateLimitedLog.warn(
-            "closing {peer}: protocol-error: {why}, starting {start!r}",
-            peer=describePeer(transport.getPeer() if transport is not None else None),
-            why=why,
-            start=wrapper.firstBytes,
-            closeReason=errors.PROTOCOL_ERROR,
-        )
-        wrapper.close()
-
-    def proxyHeaderLost(self, wrapper: ProxyHeaderWrapper) -> None:
-        """C{wrapper}'s connection ended before its PROXY header was in."""
-        if self._awaitingHeader.pop(wrapper, None) is not None:
-            self.counters.closedTotal[errors.PEER] += 1
-
-    def _closeAwaitingHeader(self, wrappers: list[ProxyHeaderWrapper], reason: str) -> None:
-        for wrapper in wrappers:
-            if self._awaitingHeader.pop(wrapper, None) is not None:
-                self.counters.closedTotal[reason] += 1
-                wrapper.close()
-
-    def _expireProxyHeaders(self) -> None:
-        """Close connections whose PROXY header did not come in time."""
-        seconds = self.limits.proxyHeaderTimeout or self.limits.idleTimeout
-        if not seconds or not self._awaitingHeader:
-            return
-        deadline = self.reactor.seconds() - seconds
-        late = [w for w, arrived in self._awaitingHeader.items() if arrived <= deadline]
-        if not late:
-            return
-        self.counters.proxyHeaderTimeouts += len(late)
-        self.rateLimitedLog.info(
-            "closing {count} connections that sent no complete PROXY header within {seconds}s",
-            count=len(late),
-            seconds=seconds,
-            closeReason=errors.IDLE,
-        )
-        self._closeAwaitingHeader(late, errors.IDLE)
+    def holdConnection(self, context: ConnectionContext, transport: Any) -> bool:
+        """Behind C{haproxy:}, hold C{context} back until its PROXY header is in."""
+        return self.proxyGate.hold(context, transport)
 
     # -- connected contexts ----------------------------------------------------
 
@@ -531,7 +443,7 @@ class ConnectionContextFactory(ServerFactory):
         limits = self.limits
         if limits.idleTimeout:
             self.kickOut(limits.idleTimeout)
-        self._expireProxyHeaders()
+        self.proxyGate.expire()
         deadline = self.reactor.seconds() - limits.closeTimeout
         stuck = [c for c in self.online.values() if c.closingAt is not None and c.closingAt <= deadline]
         self._abortStuck(stuck, limits.closeTimeout)
@@ -664,7 +576,7 @@ class ConnectionContextFactory(ServerFactory):
         count = 0
         for context in list(self.online.values()):
             if context.contextId != excludeContextId and context.closeReason is None:
-                context._writeEncoded(payload)
+                context.writeEncoded(payload)
                 count += 1
         return count
 
@@ -673,7 +585,7 @@ class ConnectionContextFactory(ServerFactory):
         context = self.online.get(contextId)
         if context is None or context.closeReason is not None:
             return False
-        context._writeEncoded(payload)
+        context.writeEncoded(payload)
         return True
 
     def closeAll(self, reason: str = errors.SHUTDOWN, timeout: float | None = None) -> Deferred[None]:
@@ -684,7 +596,7 @@ class ConnectionContextFactory(ServerFactory):
         @return: a Deferred that fires when none is online.
         """
         # Those still waiting for a PROXY header have nothing to send.
-        self._closeAwaitingHeader(list(self._awaitingHeader), reason)
+        self.proxyGate.closeAll(reason)
         for context in list(self.online.values()):
             context.close(reason)
         if not self.online:
@@ -752,29 +664,6 @@ class ConnectionContextFactory(ServerFactory):
     def framesSentTotal(self) -> int:
         """Objects written, over all connections ever."""
         return self.totals()["sentFrames"]
-
-
-class _Filtered(Protocol):
-    """
-    A connection whose peer the accept filter refused: closed as refused
-    once it is made -- unless it turns out to come through C{haproxy:},
-    where that peer is the proxy and the client named in the PROXY header
-    is judged instead.
-    """
-
-    def __init__(self, factory: ConnectionContextFactory, address: IAddress) -> None:
-        self.factory = factory
-        self.address = address
-
-    def makeConnection(self, transport: Any) -> None:
-        factory = self.factory
-        if isinstance(transport, HAProxyProtocolWrapper) and transport.wrappedProtocol is self:
-            context = factory._newContext()
-            transport.wrappedProtocol = context
-            if factory.holdForProxyHeader(context, transport):
-                return
-            transport.wrappedProtocol = self  # a wrapper that cannot be held: judge the address we have
-        factory._refuse(self.address, "address filtered").makeConnection(transport)
 
 
 def _missingDecoder() -> Any:

@@ -19,6 +19,8 @@ client side and in unit tests without sockets.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.interfaces import IAddress
 from zope.interface import Attribute, Interface
 
@@ -201,6 +203,51 @@ class ICodecPlugin(Interface):
 
         @raise ValueError: the parameters do not fit together.
         """
+
+
+class IContextHost(Interface):
+    """
+    What a context needs from whatever made it and keeps it: the context
+    factory, on a server or on a client.  This is all a context knows of
+    its factory; it is given the host, its id, its decoder and its
+    encoder's C{encode} in one call, L{iocpsvc.context.ConnectionContext.bind}.
+
+    The hot path reads C{counters} and C{seconds} once per read or send:
+    they are plain attributes, not computed.
+    """
+
+    limits = Attribute("The L{iocpsvc.limits.ServerLimits} in force.")
+    maxPendingWrite = Attribute(
+        "Bytes written and not yet sent past which a connection is closed as "
+        "C{slow-client} (the limit given, or one derived from the codec)."
+    )
+    counters = Attribute(
+        "The L{iocpsvc.counters.Counters} the contexts add their events to "
+        "(write blocked, backlog paused, decode and handler errors, ...)."
+    )
+    rateLimitedLog = Attribute("The L{iocpsvc.logs.RateLimitedLog} for the contexts' events.")
+    seconds = Attribute(
+        "The host's clock: a function of no arguments, the reactor's C{seconds}, "
+        "one object shared by all its contexts."
+    )
+    clock = Attribute("The reactor, as C{IReactorTime}: for a context's own timers.")
+    directWrites = Attribute(
+        "Whether contexts may send a reply straight to the socket when nothing "
+        "is queued (L{iocpsvc.transports.sendNow})."
+    )
+
+    def holdConnection(context: Any, transport: Any) -> bool:
+        """
+        Admission: C{context} is asked to connect on C{transport}.  Return
+        true to hold it back (behind C{haproxy:}, until the PROXY header is
+        in); the host connects it later, or never.
+        """
+
+    def contextConnected(context: Any) -> None:
+        """C{context}'s connection is made (it is online from now on)."""
+
+    def contextDisconnected(context: Any) -> None:
+        """C{context}'s connection is gone; called once, last."""
 
 
 class IAcceptGate(Interface):

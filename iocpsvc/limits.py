@@ -8,11 +8,10 @@ open-files limit, from which the default connection limit is derived.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from iocpsvc.addresses import parseNetwork
 from iocpsvc.codecs._base import KiB, MiB
 
 DEFAULT_MAX_PENDING_WRITE = 4 * MiB
@@ -120,57 +119,6 @@ class ServerLimits:
         if self.idleTimeout:
             return max(0.25, min(5.0, self.idleTimeout / 10))
         return max(0.25, min(5.0, self.closeTimeout / 4 or 5.0))
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parseNetwork(value: Any) -> Network:
-    """
-    A CIDR network (C{10.0.0.0/8}, C{2001:db8::/32}) or a single address.
-
-    @raise ValueError: not an address or network.
-    """
-    if isinstance(value, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return value
-    try:
-        return ipaddress.ip_network(str(value).strip(), strict=False)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address or CIDR network") from None
-
-
-def peerIP(address: Any) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """
-    The IP of a Twisted address, with IPv4-mapped IPv6 (C{::ffff:1.2.3.4})
-    seen as IPv4; C{None} for addresses without one (UNIX sockets).
-    """
-    host = getattr(address, "host", None)
-    if not isinstance(host, str):
-        return None
-    try:
-        ip = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
-
-
-def addressAllowed(address: Any, allow: Iterable[Network], deny: Iterable[Network]) -> bool:
-    """
-    Whether the accept filter lets C{address} in: a peer in any C{deny}
-    network is refused; when C{allow} is not empty, a peer must be in one
-    of its networks.  Addresses without an IP (UNIX sockets) pass.
-    """
-    ip = peerIP(address)
-    if ip is None:
-        return True
-    if any(ip in network for network in deny if network.version == ip.version):
-        return False
-    allow = list(allow)
-    if allow:
-        return any(ip in network for network in allow if network.version == ip.version)
-    return True
 
 
 def raiseOpenFilesLimit() -> tuple[int, int] | None:

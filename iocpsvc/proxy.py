@@ -36,10 +36,10 @@ takes over Twisted's wrapper of each such connection (see
 L{ProxyHeaderWrapper.hold}) and holds the context back until the header is
 in, so that everything the server does with a connection --
 C{connectionMade}, C{peer}, the accept filter, the idle timeout, the
-monitor -- sees the client from the header.  The factory decides what
-happens at each step (L{iocpsvc.factory.ConnectionContextFactory}:
-C{holdForProxyHeader}, C{proxyHeaderReceived}, C{proxyHeaderFailed},
-C{proxyHeaderLost}); this module only watches the header go by.
+monitor -- sees the client from the header.  L{ProxyHeaderGate} keeps
+the connections whose header is not in yet, judges the client a header
+names, connects or refuses, counts and times them out; a context factory
+has one and asks it (its host: L{GateHost}).
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.protocol import Protocol, connectionDone
@@ -57,10 +59,10 @@ from twisted.protocols.haproxy._v2parser import V2Parser
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
 from twisted.python.failure import Failure
 
+from iocpsvc import errors
+from iocpsvc.addresses import describePeer
 from iocpsvc.errors import ProxyHeaderError
-
-if TYPE_CHECKING:
-    from iocpsvc.context import ConnectionContext
+from iocpsvc.transports import abortOrClose
 
 _V2_SIGNATURE: bytes = V2Parser.PREFIX
 _V1_SIGNATURE: bytes = V1Parser.PROXYSTR
@@ -309,13 +311,15 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         as the specification lets a receiver do with a family it does not
         support: C{getPeer} and C{getHost} are the connection's own
         addresses (the balancer's), as for C{LOCAL}; the factory decides
-        whether that will do (L{ConnectionContextFactory.proxyHeaderReceived
-        <iocpsvc.factory.ConnectionContextFactory.proxyHeaderReceived>}).
+        whether that will do (L{ProxyHeaderGate.headerReceived}).
+    @ivar gate: the L{ProxyHeaderGate} it reports to while it holds a
+        context.
     """
 
     # Class defaults: a wrapper Twisted built is turned into one of these
     # after its __init__ ran (see hold()).
-    awaiting: ConnectionContext | None = None
+    awaiting: Protocol | None = None
+    gate: ProxyHeaderGate | None = None
     failed = False
     nonIPClient: str | None = None
     _head = b""
@@ -324,10 +328,11 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
     _started = False
 
     @classmethod
-    def hold(cls, transport: Any, context: ConnectionContext) -> ProxyHeaderWrapper | None:
+    def hold(cls, transport: Any, context: Protocol, gate: ProxyHeaderGate) -> ProxyHeaderWrapper | None:
         """
         If C{transport} is Twisted's PROXY wrapper and has not read a header
-        yet, take it over to hold C{context} until the header is in.
+        yet, take it over to hold C{context} until the header is in, and
+        tell C{gate} what the header turns out to be.
 
         The C{haproxy:} endpoint builds Twisted's own wrapper; the context
         only sees it once it is asked to connect, before any byte was read.
@@ -350,6 +355,7 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         if wrapper._started or wrapper.failed:
             return None
         wrapper.awaiting = context
+        wrapper.gate = gate
         return wrapper
 
     @property
@@ -394,8 +400,8 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         finally:
             self._parsing = False
             self.wrappedProtocol = context
-        factory = context.factory
-        if factory is None:
+        gate = self.gate
+        if gate is None:
             return
         if problem is None and self._parserClosed:
             problem = "invalid PROXY header"
@@ -410,11 +416,11 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         if problem is None and self._proxyInfo is not None:
             problem = addressProblem(self.getPeer()) or addressProblem(self.getHost(), "destination")
         if problem is not None:
-            factory.proxyHeaderFailed(self, problem)
+            gate.headerFailed(self, problem)
         elif self._proxyInfo is not None:
-            # Still held: the factory releases the context only if it lets
-            # the client in (a refused one must not hear connectionLost).
-            factory.proxyHeaderReceived(self, context, trailer.data)
+            # Still held: the gate releases the context only if it lets the
+            # client in (a refused one must not hear connectionLost).
+            gate.headerReceived(self, context, trailer.data)
 
     def release(self) -> None:
         """
@@ -438,11 +444,7 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         transport = self.transport
         if transport is None:
             return
-        abortConnection = getattr(transport, "abortConnection", None)
-        if abortConnection is not None:
-            abortConnection()
-        else:
-            transport.loseConnection()
+        abortOrClose(transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         context = self.awaiting
@@ -452,5 +454,178 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         # The context never connected: it hears nothing, and owes nothing.
         self.factory.unregisterProtocol(self)
         self.wrappedProtocol = None  # type: ignore[assignment]  # as Twisted does: no cycle left
-        if context.factory is not None:
-            context.factory.proxyHeaderLost(self)
+        if self.gate is not None:
+            self.gate.headerLost(self)
+
+
+class GateHost(TypingProtocol):
+    """What a L{ProxyHeaderGate} needs from its owner (the context factory)."""
+
+    limits: Any
+    counters: Any
+    rateLimitedLog: Any
+    seconds: Callable[[], float]
+
+    def acceptPeer(self, address: Any) -> bool:
+        """Whether the accept filter lets C{address} in."""
+
+    def countRefusal(self, address: Any, why: str) -> None:
+        """Count and log a connection refused for C{why}."""
+
+
+class ProxyHeaderGate:
+    """
+    The connections behind C{haproxy:} whose PROXY header is not in yet,
+    each with its context held back (see L{ProxyHeaderWrapper}): counted
+    against the connection limit, timed out, and, once the header is in,
+    judged by the client it names, then connected or refused.
+
+    Every outcome is counted on the host's counters: an invalid header as
+    C{protocol-error} (and C{proxyHeaderErrors}), a late one as C{idle}
+    (and C{proxyHeaderTimeouts}), a refused client as C{refused}, a
+    connection lost before its header as C{peer}.
+    """
+
+    def __init__(self, host: GateHost, newContext: Callable[[], Protocol]) -> None:
+        """
+        @param newContext: makes the context for a connection whose
+            balancer's address the accept filter refused (see L{filtered}).
+        """
+        self._host = host
+        self._newContext = newContext
+        # The held connections' wrappers, with when they arrived.
+        self._waiting: dict[ProxyHeaderWrapper, float] = {}
+
+    def __len__(self) -> int:
+        """Connections whose PROXY header is not in yet."""
+        return len(self._waiting)
+
+    def hold(self, context: Protocol, transport: Any) -> bool:
+        """
+        Whether to hold C{context} back from connecting because
+        C{transport} is a C{haproxy:} wrapper that has not read the PROXY
+        header yet (L{headerReceived} connects it later).
+        """
+        if not isinstance(transport, HAProxyProtocolWrapper):
+            return False  # plain TCP, TLS, ...: one isinstance per connection
+        wrapper = ProxyHeaderWrapper.hold(transport, context, self)
+        if wrapper is None:
+            return False
+        self._waiting[wrapper] = self._host.seconds()
+        return True
+
+    def filtered(self, address: Any) -> Protocol:
+        """
+        The protocol for a connection whose address the accept filter
+        refused: closed as refused -- unless it comes through C{haproxy:},
+        where that address is the balancer's and the client its header
+        names is judged instead.
+        """
+        return _Filtered(self, address)
+
+    def headerReceived(self, wrapper: ProxyHeaderWrapper, context: Protocol, rest: bytes) -> None:
+        """
+        The PROXY header of C{wrapper}'s connection is in: apply the accept
+        filter to the client it names, then connect C{context} and hand it
+        C{rest}, the bytes that followed the header.
+
+        A header naming a client that is not an IP address (a v2 C{AF_UNIX}
+        one: C{wrapper.nonIPClient}) leaves the balancer's address as the
+        peer.  That is judged like a C{LOCAL} header's when no accept filter
+        is configured; with C{limits.allow} or C{limits.deny}, the
+        connection is refused: the filter names IP networks, and judging the
+        balancer instead would let whatever it relays in under its name.
+        """
+        self._waiting.pop(wrapper, None)
+        host = self._host
+        peer = wrapper.getPeer()
+        limits = host.limits
+        why: str | None = None
+        if wrapper.nonIPClient is not None and (limits.allow or limits.deny):
+            why = f"PROXY header names {wrapper.nonIPClient}, which the accept filter cannot judge"
+        elif not host.acceptPeer(peer):
+            why = "address filtered (client named in the PROXY header)"
+        if why is not None:
+            host.countRefusal(peer, why)
+            # The wrapper goes on holding the context, which never connected:
+            # it is told nothing of the close (no connectionLost without a
+            # connectionMade), and the close is not counted again.
+            wrapper.close()
+            return
+        wrapper.release()
+        context.makeConnection(wrapper)
+        if rest:
+            context.dataReceived(rest)
+
+    def headerFailed(self, wrapper: ProxyHeaderWrapper, why: str) -> None:
+        """
+        C{wrapper}'s connection did not send a valid PROXY header: count it
+        (C{protocol-error}), log it (rate-limited), close it.
+        """
+        if self._waiting.pop(wrapper, None) is None:
+            return
+        host = self._host
+        host.counters.proxyHeaderErrors += 1
+        host.counters.closedTotal[errors.PROTOCOL_ERROR] += 1
+        transport = wrapper.transport
+        host.rateLimitedLog.warn(
+            "closing {peer}: protocol-error: {why}, starting {start!r}",
+            peer=describePeer(transport.getPeer() if transport is not None else None),
+            why=why,
+            start=wrapper.firstBytes,
+            closeReason=errors.PROTOCOL_ERROR,
+        )
+        wrapper.close()
+
+    def headerLost(self, wrapper: ProxyHeaderWrapper) -> None:
+        """C{wrapper}'s connection ended before its PROXY header was in."""
+        if self._waiting.pop(wrapper, None) is not None:
+            self._host.counters.closedTotal[errors.PEER] += 1
+
+    def closeAll(self, reason: str) -> None:
+        """Close every connection still waiting for its header (they have nothing to send)."""
+        self._close(list(self._waiting), reason)
+
+    def expire(self) -> None:
+        """Close the connections whose PROXY header did not come in time."""
+        host = self._host
+        seconds = host.limits.proxyHeaderTimeout or host.limits.idleTimeout
+        if not seconds or not self._waiting:
+            return
+        deadline = host.seconds() - seconds
+        late = [w for w, arrived in self._waiting.items() if arrived <= deadline]
+        if not late:
+            return
+        host.counters.proxyHeaderTimeouts += len(late)
+        host.rateLimitedLog.info(
+            "closing {count} connections that sent no complete PROXY header within {seconds}s",
+            count=len(late),
+            seconds=seconds,
+            closeReason=errors.IDLE,
+        )
+        self._close(late, errors.IDLE)
+
+    def _close(self, wrappers: list[ProxyHeaderWrapper], reason: str) -> None:
+        for wrapper in wrappers:
+            if self._waiting.pop(wrapper, None) is not None:
+                self._host.counters.closedTotal[reason] += 1
+                wrapper.close()
+
+
+class _Filtered(Protocol):
+    """See L{ProxyHeaderGate.filtered}."""
+
+    def __init__(self, gate: ProxyHeaderGate, address: Any) -> None:
+        self.gate = gate
+        self.address = address
+
+    def makeConnection(self, transport: Any) -> None:
+        gate = self.gate
+        if isinstance(transport, HAProxyProtocolWrapper) and transport.wrappedProtocol is self:
+            context = gate._newContext()
+            transport.wrappedProtocol = context
+            if gate.hold(context, transport):
+                return
+            transport.wrappedProtocol = self  # a wrapper that cannot be held: judge the address we have
+        gate._host.countRefusal(self.address, "address filtered")
+        abortOrClose(transport)

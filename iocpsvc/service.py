@@ -20,57 +20,10 @@ from twisted.python.failure import Failure
 
 from iocpsvc import errors
 from iocpsvc.accept import guardedReactor
+from iocpsvc.addresses import describeAddress, withDefaultBacklog
 from iocpsvc.factory import ConnectionContextFactory
 
 _log = Logger(namespace="iocpsvc.service")
-
-_BACKLOG_KINDS = ("tcp", "tcp6", "ssl", "tls")
-
-
-def defaultBacklog() -> int:
-    """
-    The listen backlog used when an endpoint description gives none: the
-    kernel's C{somaxconn} (as Netty and HP-Socket use), capped at 4096.
-    Twisted's own default of 50 resets clients when hundreds connect at once.
-    """
-    try:
-        with open("/proc/sys/net/core/somaxconn") as f:
-            return max(50, min(4096, int(f.read().strip())))
-    except (OSError, ValueError):
-        return 1024
-
-
-def listenerKind(description: str) -> str:
-    """
-    The kind of listener an endpoint description opens, past a
-    C{haproxy:} wrapper: C{tcp} for C{haproxy:tcp:9983}, C{ssl} for
-    C{ssl:9993:...}.
-    """
-    fields = description.split(":")
-    return fields[1] if fields[0] == "haproxy" and len(fields) > 1 else fields[0]
-
-
-def withDefaultBacklog(description: str, backlog: int | None = None) -> str:
-    """
-    Add C{:backlog=N} to a C{tcp:}, C{tcp6:}, C{ssl:} or C{tls:} description
-    (also behind C{haproxy:}) that does not set one.
-    """
-    if listenerKind(description) not in _BACKLOG_KINDS or "backlog=" in description:
-        return description
-    return f"{description}:backlog={backlog or defaultBacklog()}"
-
-
-def describeAddress(address: Any) -> str:
-    """C{tcp:127.0.0.1:9983}-style text for a listening address."""
-    kind = getattr(address, "type", None)
-    host = getattr(address, "host", None)
-    port = getattr(address, "port", None)
-    if kind and host is not None and port is not None:
-        return f"{kind.lower()}:{host}:{port}"
-    name = getattr(address, "name", None)
-    if name is not None:
-        return f"unix:{name.decode() if isinstance(name, bytes) else name}"
-    return repr(address)
 
 
 def listenOrRaise(

@@ -19,6 +19,7 @@ from twisted.python import reflect, usage
 
 from iocpsvc import workers
 from iocpsvc.accept import guardedReactor
+from iocpsvc.addresses import listenerKind, withDefaultBacklog
 from iocpsvc.cluster import MAX_NODE_ID, checkNodeId, randomNodeId
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.codecs._base import parseSize
@@ -33,7 +34,7 @@ from iocpsvc.limits import (
     descriptorShortfall,
     raiseOpenFilesLimit,
 )
-from iocpsvc.service import ClusterService, SocketServerService, listenerKind, withDefaultBacklog
+from iocpsvc.service import ClusterService, SocketServerService
 
 _log = Logger(namespace="iocpsvc.tap")
 

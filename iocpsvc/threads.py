@@ -41,7 +41,7 @@ def inThreadPool(
 
     @functools.wraps(method)
     def objectReceived(self: C, obj: Any) -> Deferred[None]:
-        reactor = self.factory.reactor  # type: ignore[union-attr]
+        reactor = self.factory.clock
         running = deferToThreadPool(reactor, reactor.getThreadPool(), method, self, obj)
 
         def reply(result: Any) -> None:

@@ -8,6 +8,7 @@ ask.
                          a pipe to a worker process, a link to Redis)
     canSendNow, sendNow  a reply sent straight to the socket from the turn
                          that made it
+    abortOrClose         a close at once, whatever the transport offers
     lowestTransport      the socket's own transport beneath TLS/haproxy:
     setWriteHighWater    the mark past which a transport pauses its producer
     enableKeepAlive      TCP keep-alive and its probe timing
@@ -202,6 +203,18 @@ def sendNow(transport: Any, data: bytes) -> int:
         return sent
     except OSError:
         return 0
+
+
+def abortOrClose(transport: Any) -> None:
+    """
+    Close C{transport} at once, dropping what was not sent: its
+    C{abortConnection} where it has one, else C{loseConnection}.
+    """
+    abortConnection = getattr(transport, "abortConnection", None)
+    if abortConnection is not None:
+        abortConnection()
+    else:
+        transport.loseConnection()
 
 
 # -- the socket beneath wrappers: high water, keep-alive ------------------------------

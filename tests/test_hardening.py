@@ -18,10 +18,11 @@ from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc import errors
+from iocpsvc.addresses import addressAllowed, parseNetwork
 from iocpsvc.context import ConnectionContext
 from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
-from iocpsvc.limits import ServerLimits, addressAllowed, parseNetwork
+from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.tap import Options
 from iocpsvc.testing import EmbeddedConnection

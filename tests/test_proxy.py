@@ -27,7 +27,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc import errors
-from iocpsvc.context import ConnectionContext, describePeer
+from iocpsvc.addresses import describePeer
+from iocpsvc.context import ConnectionContext
 from iocpsvc.contexts import ChatContext, EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits

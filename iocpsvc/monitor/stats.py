@@ -21,7 +21,8 @@ from typing import Any
 from twisted.internet.task import LoopingCall
 
 from iocpsvc import counters
-from iocpsvc.context import ConnectionContext, describePeer
+from iocpsvc.addresses import describePeer
+from iocpsvc.context import ConnectionContext
 from iocpsvc.factory import ConnectionContextFactory
 
 RATE_WINDOW = 5.0
