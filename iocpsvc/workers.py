@@ -60,7 +60,7 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorSocket
@@ -73,6 +73,14 @@ from zope.interface import implementer
 from iocpsvc.cluster import BROADCAST, TO_CONTEXT, deliver, nodeOfContext, packMessage, unpackMessage
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs._base import encodedBytes
+from iocpsvc.errors import (
+    BadControlMessage,
+    ControlCallFailed,
+    ControlCallTimeout,
+    ControlChannelClosed,
+    ControlChannelFull,
+    NoInheritedSocket,
+)
 from iocpsvc.interfaces import IClusterBus
 from iocpsvc.logs import RateLimitedLog, Reminders
 from iocpsvc.transports import unsentBytes
@@ -205,10 +213,6 @@ def reactorName(reactor: Any) -> str | None:
 # -- the control channel ------------------------------------------------------
 
 
-class ControlChannelFull(Exception):
-    """A control message was dropped: the other end is not reading."""
-
-
 class ControlChannel(Protocol):
     """
     One end of the parent/worker control channel: requests with answers
@@ -221,6 +225,12 @@ class ControlChannel(Protocol):
     counted in C{droppedTotal}, and a call fails with L{ControlChannelFull}
     -- a stopped worker must not make its parent (or a worker its parent)
     buffer without end.
+
+    A call that gets no answer fails with a
+    L{iocpsvc.errors.ControlChannelError}: L{ControlChannelClosed} (or
+    L{BadControlMessage}, when the other end's bytes made no sense),
+    L{ControlChannelFull}, L{ControlCallTimeout}, or L{ControlCallFailed}
+    when the other end answered with an error.
 
     @ivar onLost: called with the reason when the channel closes.
     """
@@ -244,6 +254,7 @@ class ControlChannel(Protocol):
         self.onLost: Callable[[Failure], None] | None = None
         self.lost = False
         self.droppedTotal = 0
+        self._undecodable: str | None = None
 
     def connectionMade(self) -> None:
         if self._write is None and self.transport is not None:
@@ -274,10 +285,12 @@ class ControlChannel(Protocol):
     def call(self, op: str, timeout: float | None = None, clock: Any = None, **fields: Any) -> Deferred[Any]:
         """
         Ask the other end; the Deferred fires with its answer, or fails
-        (closed, full, or no answer within C{timeout} seconds of C{clock}).
+        with a L{iocpsvc.errors.ControlChannelError} (closed, full, an
+        error answered, or no answer within C{timeout} seconds of
+        C{clock}).
         """
         if self.lost:
-            return fail(RuntimeError("control channel closed"))
+            return fail(self._closedError())
         requestId = next(self._ids)
 
         def forget(_: Deferred[Any]) -> None:
@@ -290,7 +303,13 @@ class ControlChannel(Protocol):
             self._waiting.pop(requestId, None)
             return fail(ControlChannelFull(f"control channel: {op} not sent"))
         if timeout is not None and clock is not None:
-            answer.addTimeout(timeout, clock)
+
+            def timedOut(result: Any, timeout: float) -> Any:
+                if isinstance(result, Failure) and result.check(CancelledError):
+                    raise ControlCallTimeout(op, timeout)
+                return result
+
+            answer.addTimeout(timeout, clock, timedOut)
         return answer
 
     def dataReceived(self, data: bytes) -> None:
@@ -300,6 +319,7 @@ class ControlChannel(Protocol):
         try:
             used = self._decoder.decode(buffer, messages)
         except Exception as e:
+            self._undecodable = str(e)
             _log.error("control channel: undecodable data ({error}); closing it", error=e)
             del buffer[:]
             if self.transport is not None:
@@ -317,7 +337,7 @@ class ControlChannel(Protocol):
             if answer is None or answer.called:
                 return
             if "error" in message:
-                answer.errback(RuntimeError(message["error"]))
+                answer.errback(ControlCallFailed(message["error"]))
             else:
                 answer.callback(message.get("result"))
             return
@@ -340,12 +360,18 @@ class ControlChannel(Protocol):
 
         result.addCallbacks(answered, failed)
 
+    def _closedError(self) -> ControlChannelClosed:
+        """Why a call fails once the channel is closed."""
+        if self._undecodable is not None:
+            return BadControlMessage(f"control channel closed: undecodable data ({self._undecodable})")
+        return ControlChannelClosed("control channel closed")
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         waiting, self._waiting = self._waiting, {}
         for answer in waiting.values():
             if not answer.called:
-                answer.errback(RuntimeError("control channel closed"))
+                answer.errback(self._closedError())
         if self.onLost is not None:
             self.onLost(reason)
 
@@ -1107,7 +1133,7 @@ class SocketAdoptingReactor:
 
     def _take(self) -> int:
         if not self._modes:
-            raise RuntimeError("more listeners than sockets handed over by the parent")
+            raise NoInheritedSocket("more listeners than sockets handed over by the parent")
         self._modes.pop(0)
         fd = self._next
         self._next += 1

@@ -132,6 +132,55 @@ class ControlChannelTests(SynchronousTestCase):
         self.assertEqual(a._waiting, {})
         a._handle({"reply": 1, "result": {"late": True}})  # nothing raises
 
+    def test_typedErrors(self) -> None:
+        """
+        Each way a call gets no answer fails it with its own
+        ControlChannelError: an error answered, closed, timed out, full.
+        """
+        from twisted.internet.task import Clock
+
+        from iocpsvc import errors
+
+        a, _ = self.pair({}, {})
+        failures: list[Any] = []
+        a.call("missing").addErrback(failures.append)
+        clock = Clock()
+        silent = workers.ControlChannel({}, lambda data: None)
+        silent.call("stats", timeout=2, clock=clock).addErrback(failures.append)
+        clock.advance(2)
+        silent.call("stats").addErrback(failures.append)
+        silent.connectionLost()
+        silent.call("stats").addErrback(failures.append)
+        full = workers.ControlChannel({}, lambda data: None, lambda: full.maxUnsent + 1)
+        full.call("stats").addErrback(failures.append)
+        self.assertEqual(
+            [type(f.value) for f in failures],
+            [
+                errors.ControlCallFailed,
+                errors.ControlCallTimeout,
+                errors.ControlChannelClosed,
+                errors.ControlChannelClosed,
+                errors.ControlChannelFull,
+            ],
+        )
+        self.assertTrue(all(isinstance(f.value, errors.ControlChannelError) for f in failures))
+        self.assertEqual((failures[1].value.op, failures[1].value.timeout), ("stats", 2))
+
+    def test_garbageFailsWaitingCalls(self) -> None:
+        """Calls waiting when undecodable data closes the channel fail as BadControlMessage."""
+        from iocpsvc.errors import BadControlMessage
+
+        channel = workers.ControlChannel({})
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        failures: list[Any] = []
+        channel.call("stats").addErrback(failures.append)
+        channel.dataReceived(b"\x00\x00\x00\x03{{{")
+        channel.connectionLost()
+        channel.call("stats").addErrback(failures.append)
+        self.assertEqual([type(f.value) for f in failures], [BadControlMessage, BadControlMessage])
+        self.assertIn("undecodable", str(failures[0].value))
+
     def test_garbageClosesChannel(self) -> None:
         """Undecodable control data closes the channel instead of raising."""
         channel = workers.ControlChannel({})
