@@ -20,9 +20,10 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
-from iocpsvc import workers
+from iocpsvc import errors, workers
 from iocpsvc.cluster import BROADCAST, TO_CONTEXT, firstContextId, packMessage
 from iocpsvc.tap import Options
+from iocpsvc.workers.parent import _WorkerProcess
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
 
 
@@ -115,7 +116,7 @@ class ControlChannelTests(SynchronousTestCase):
         channel.call("stats").addErrback(failures.append)
         self.assertEqual(len(written), 1)
         self.assertEqual(channel.droppedTotal, 2)
-        self.assertIsInstance(failures[0].value, workers.ControlChannelFull)
+        self.assertIsInstance(failures[0].value, errors.ControlChannelFull)
         self.assertEqual(channel._waiting, {})
 
     def test_callTimeout(self) -> None:
@@ -413,7 +414,7 @@ class PoolFiguresTests(SynchronousTestCase):
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        worker = workers._WorkerProcess(self.pool(), 2, 11)
+        worker = _WorkerProcess(self.pool(), 2, 11)
         worker.childDataReceived(
             1, b"2026-11-27T11:00:00+0000 [iocpsvc.factory#warn] refused 10.1.2.3\nplain "
         )
@@ -430,7 +431,7 @@ class PoolFiguresTests(SynchronousTestCase):
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        worker = workers._WorkerProcess(self.pool(), 1, 10)
+        worker = _WorkerProcess(self.pool(), 1, 10)
         worker.childDataReceived(
             1,
             b"2026-11-27T11:00:00+0000 [iocpsvc.context#critical] handler failed\n"

@@ -1,102 +1,46 @@
 """
-Worker processes: one set of listening sockets, N processes serving them,
-so that a server uses every core of its machine.
+The parent of C{--workers N}: it opens the listening sockets
+(L{iocpsvc.workers.sockets}), starts N worker processes that serve them
+(L{iocpsvc.workers.child}), restarts one that dies, stops them all
+gracefully, relays cluster messages between them when there is no
+C{--cluster}, asks each for its figures and keeps the totals (those of
+workers that died included) that its monitor reads
+(L{iocpsvc.monitor.pool}).
 
-::
-
-    twistd iocpsvc --workers N          (the parent)
-      | opens the listening sockets (once: a taken port fails at start)
-      | serves the one monitor: totals over the workers + per-worker rows
-      | restarts a worker that dies; on SIGTERM stops them all gracefully
-      | relays broadcasts and sendTo between workers (without --cluster)
-      |
-      +-- worker 1: twistd iocpsvc ... --worker-of 1:MODE:NODE
-      +-- worker 2: ...                 each accepts and serves connections
-
-What a worker inherits::
-
-    fd 0      unused (a pipe)          fd 3   control, parent -> worker
-    fd 1, 2   its log, read by the     fd 4   control, worker -> parent
-              parent and re-logged     fd 5.. the listening sockets, in
-              as "worker N: ..."              --port order
-
-How workers share the sockets (C{--worker-sockets}):
-
-  - C{reuseport} (the default where the platform has C{SO_REUSEPORT}):
-    the parent opens one listening socket per worker slot, all on the same
-    address with C{SO_REUSEPORT}, and the kernel spreads new connections
-    over them by a hash of their addresses.  A slot's socket outlives its
-    worker, so a replacement takes over its queue.
-  - C{shared}: every worker accepts from the parent's one listening
-    socket; the worker whose reactor wakes first takes the connection.
-    Used for sockets handed over by systemd.
-
-Either way the workers adopt what they are given (Twisted's
-C{adoptStreamPort}) and open nothing themselves.
-
-C{benchmarks/workers.py} measures both; the performance page has the
-figures that chose the default.
-
-The control channel carries length-prefixed JSON objects (the C{length}
-and C{json} codecs of this package): C{{"op": ..., "id": n, ...}}
-requests, C{{"reply": n, "result": ...}} or C{{"reply": n, "error": ...}}
-answers, and C{{"op": "bus", "m": BASE64}} cluster messages (see
-L{iocpsvc.cluster}) with no answer.
+A worker's log lines come out of the parent as C{worker N: [source] ...}
+at the worker's own level.
 """
 
 from __future__ import annotations
 
 import base64
 import heapq
-import itertools
-import math
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.application.service import MultiService, Service
-from twisted.internet import endpoints
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorSocket
-from twisted.internet.protocol import ProcessProtocol, Protocol, connectionDone
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from iocpsvc.cluster import BROADCAST, TO_CONTEXT, deliver, nodeOfContext, packMessage, unpackMessage
-from iocpsvc.codecs import parseCodecSpec
-from iocpsvc.codecs._base import encodedBytes
-from iocpsvc.errors import (
-    BadControlMessage,
-    ControlCallFailed,
-    ControlCallTimeout,
-    ControlChannelClosed,
-    ControlChannelFull,
-    NoInheritedSocket,
-)
-from iocpsvc.interfaces import IClusterBus
+from iocpsvc.cluster import BROADCAST, nodeOfContext, unpackMessage
 from iocpsvc.logs import RateLimitedLog, Reminders
+from iocpsvc.service import describeAddress
 from iocpsvc.transports import unsentBytes
+from iocpsvc.workers.channel import ControlChannel
+from iocpsvc.workers.handover import CONTROL_IN, CONTROL_OUT, FIRST_LISTENER, workerOfArgument
+from iocpsvc.workers.sockets import SocketOpeningReactor, defaultMode, openListeningSockets
 
 _log = Logger(namespace="iocpsvc.workers")
-
-CONTROL_IN = 3
-CONTROL_OUT = 4
-FIRST_LISTENER = 5
-
-SHARED = "shared"
-REUSEPORT = "reuseport"
-MODES = (SHARED, REUSEPORT)
-
-# Big enough for a /connections.json answer of 1,000 rows.
-_CONTROL_CODEC = parseCodecSpec("length:max=64MiB+json")
 
 _TWISTD = "from twisted.scripts.twistd import run; run()"
 
@@ -131,67 +75,6 @@ _COUNTER_KEYS = (
 _GAUGE_KEYS = ("online", "pending_write_bytes", "awaiting_proxy_header")
 
 
-def availableCores(root: str = "/") -> int:
-    """
-    The cores this process may use: its CPU affinity, and the CPU quota of
-    its own cgroup if one is set (a container's, or a systemd unit's
-    C{CPUQuota=}; cgroup v2 C{cpu.max} or v1 C{cpu.cfs_quota_us}), not the
-    machine's count.
-
-    @param root: where C{/proc} and C{/sys} are (for tests).
-    """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    quota = _cgroupQuota(root)
-    if quota is not None:
-        cores = min(cores, max(1, math.ceil(quota)))
-    return max(1, cores)
-
-
-def _cgroupQuota(root: str) -> float | None:
-    """The CPU quota of this process's cgroup, in cores, or C{None}."""
-    try:
-        with open(os.path.join(root, "proc/self/cgroup")) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        path = path.lstrip("/")
-        if controllers == "":
-            # cgroup v2: "0::/path"; the limit may be on any ancestor.
-            while True:
-                try:
-                    with open(os.path.join(root, "sys/fs/cgroup", path, "cpu.max")) as f:
-                        limit, period = f.read().split()[:2]
-                    if limit != "max":
-                        return int(limit) / int(period)
-                except (OSError, ValueError):
-                    pass
-                if not path:
-                    return None
-                path = os.path.dirname(path)
-        if "cpu" in controllers.split(","):
-            for mount in ("cpu,cpuacct", "cpu"):
-                base = os.path.join(root, "sys/fs/cgroup", mount, path)
-                try:
-                    with open(os.path.join(base, "cpu.cfs_quota_us")) as f:
-                        microseconds = int(f.read())
-                    with open(os.path.join(base, "cpu.cfs_period_us")) as f:
-                        every = int(f.read())
-                except (OSError, ValueError):
-                    continue
-                return microseconds / every if microseconds > 0 and every > 0 else None
-    return None
-
-
-def defaultMode() -> str:
-    """C{reuseport} where the platform has C{SO_REUSEPORT}, else C{shared}."""
-    return REUSEPORT if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux") else SHARED
-
-
 def workersAvailable(reactor: Any) -> str | None:
     """
     C{None} if C{reactor} can run workers here, else why not (Twisted's
@@ -208,292 +91,6 @@ def workersAvailable(reactor: Any) -> str | None:
 def reactorName(reactor: Any) -> str | None:
     """The C{twistd -r} name of C{reactor}, if it has one."""
     return _REACTOR_NAMES.get(type(reactor).__module__.rsplit(".", 1)[-1])
-
-
-# -- the control channel ------------------------------------------------------
-
-
-class ControlChannel(Protocol):
-    """
-    One end of the parent/worker control channel: requests with answers
-    (L{call}), messages without (L{send}), and handlers for what the other
-    end asks (C{handlers[op](message)}, whose result, or Deferred, is the
-    answer).
-
-    What is written and not yet read by the other end is bounded: past
-    C{maxUnsent} bytes (as C{unsent()} tells), a message is dropped and
-    counted in C{droppedTotal}, and a call fails with L{ControlChannelFull}
-    -- a stopped worker must not make its parent (or a worker its parent)
-    buffer without end.
-
-    A call that gets no answer fails with a
-    L{iocpsvc.errors.ControlChannelError}: L{ControlChannelClosed} (or
-    L{BadControlMessage}, when the other end's bytes made no sense),
-    L{ControlChannelFull}, L{ControlCallTimeout}, or L{ControlCallFailed}
-    when the other end answered with an error.
-
-    @ivar onLost: called with the reason when the channel closes.
-    """
-
-    maxUnsent = 16 * 1024 * 1024
-
-    def __init__(
-        self,
-        handlers: dict[str, Callable[[dict[str, Any]], Any]],
-        write: Callable[[bytes], None] | None = None,
-        unsent: Callable[[], int | None] | None = None,
-    ) -> None:
-        self.handlers = handlers
-        self._write = write
-        self._unsent = unsent
-        self._decoder = _CONTROL_CODEC.newDecoder()
-        self._encode = _CONTROL_CODEC.encoder.encode
-        self._buffer = bytearray()
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, Deferred[Any]] = {}
-        self.onLost: Callable[[Failure], None] | None = None
-        self.lost = False
-        self.droppedTotal = 0
-        self._undecodable: str | None = None
-
-    def connectionMade(self) -> None:
-        if self._write is None and self.transport is not None:
-            self._write = self.transport.write
-        if self._unsent is None and self.transport is not None:
-            transport = self.transport
-            # Standard I/O keeps its writing end in a writer of its own.
-            writer = getattr(transport, "_writer", transport)
-            self._unsent = lambda: unsentBytes(writer)
-
-    def _sendObject(self, message: dict[str, Any]) -> bool:
-        if self.lost or self._write is None:
-            return False
-        if self._unsent is not None and (self._unsent() or 0) > self.maxUnsent:
-            self.droppedTotal += 1
-            return False
-        self._write(encodedBytes(self._encode(message)))
-        return True
-
-    def send(self, op: str, **fields: Any) -> bool:
-        """
-        Send a message that has no answer.
-
-        @return: whether it was sent (not dropped: closed, or too much unread).
-        """
-        return self._sendObject({"op": op, **fields})
-
-    def call(self, op: str, timeout: float | None = None, clock: Any = None, **fields: Any) -> Deferred[Any]:
-        """
-        Ask the other end; the Deferred fires with its answer, or fails
-        with a L{iocpsvc.errors.ControlChannelError} (closed, full, an
-        error answered, or no answer within C{timeout} seconds of
-        C{clock}).
-        """
-        if self.lost:
-            return fail(self._closedError())
-        requestId = next(self._ids)
-
-        def forget(_: Deferred[Any]) -> None:
-            # Cancelled (as the timeout does): a late answer is ignored.
-            self._waiting.pop(requestId, None)
-
-        answer: Deferred[Any] = Deferred(forget)
-        self._waiting[requestId] = answer
-        if not self._sendObject({"op": op, "id": requestId, **fields}):
-            self._waiting.pop(requestId, None)
-            return fail(ControlChannelFull(f"control channel: {op} not sent"))
-        if timeout is not None and clock is not None:
-
-            def timedOut(result: Any, timeout: float) -> Any:
-                if isinstance(result, Failure) and result.check(CancelledError):
-                    raise ControlCallTimeout(op, timeout)
-                return result
-
-            answer.addTimeout(timeout, clock, timedOut)
-        return answer
-
-    def dataReceived(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        messages: list[Any] = []
-        try:
-            used = self._decoder.decode(buffer, messages)
-        except Exception as e:
-            self._undecodable = str(e)
-            _log.error("control channel: undecodable data ({error}); closing it", error=e)
-            del buffer[:]
-            if self.transport is not None:
-                self.transport.loseConnection()
-            return
-        del buffer[:used]
-        for message in messages:
-            self._handle(message)
-
-    def _handle(self, message: Any) -> None:
-        if not isinstance(message, dict):
-            return
-        if "reply" in message:
-            answer = self._waiting.pop(message["reply"], None)
-            if answer is None or answer.called:
-                return
-            if "error" in message:
-                answer.errback(ControlCallFailed(message["error"]))
-            else:
-                answer.callback(message.get("result"))
-            return
-        handler = self.handlers.get(message.get("op", ""))
-        requestId = message.get("id")
-        if handler is None:
-            if requestId is not None:
-                self._sendObject({"reply": requestId, "error": f"unknown op {message.get('op')!r}"})
-            return
-        result = maybeDeferred(handler, message)
-        if requestId is None:
-            result.addErrback(lambda f: _log.failure("control handler {op} failed", f, op=message["op"]))
-            return
-
-        def answered(value: Any) -> None:
-            self._sendObject({"reply": requestId, "result": value})
-
-        def failed(failure: Failure) -> None:
-            self._sendObject({"reply": requestId, "error": str(failure.value)})
-
-        result.addCallbacks(answered, failed)
-
-    def _closedError(self) -> ControlChannelClosed:
-        """Why a call fails once the channel is closed."""
-        if self._undecodable is not None:
-            return BadControlMessage(f"control channel closed: undecodable data ({self._undecodable})")
-        return ControlChannelClosed("control channel closed")
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.lost = True
-        waiting, self._waiting = self._waiting, {}
-        for answer in waiting.values():
-            if not answer.called:
-                answer.errback(self._closedError())
-        if self.onLost is not None:
-            self.onLost(reason)
-
-
-# -- the parent: sockets and worker processes ---------------------------------
-
-
-class _ReservedPort:
-    """What the parent's socket-opening reactor returns for a listener."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.socket = sock
-
-    def getHost(self) -> Any:
-        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-
-        name = self.socket.getsockname()
-        if self.socket.family == socket.AF_INET:
-            return IPv4Address("TCP", name[0], name[1])
-        if self.socket.family == socket.AF_INET6:
-            return IPv6Address("TCP", name[0], name[1])
-        return UNIXAddress(name)
-
-    def stopListening(self) -> None:
-        self.socket.close()
-
-    def startListening(self) -> None:
-        pass
-
-
-class _SocketOpeningReactor:
-    """
-    Stands for the reactor when the parent builds its endpoints from the
-    C{--port} descriptions: Twisted's own endpoint parsers (C{tcp:},
-    C{ssl:}, C{haproxy:}, C{systemd:} ...) call C{listenTCP} and friends,
-    and this opens the listening sockets instead of accepting on them.
-
-    @ivar listeners: per listener (in C{--port} order), the socket of each
-        worker slot: the same socket for every slot in C{shared} mode, a
-        socket of its own per slot in C{reuseport} mode.
-    """
-
-    def __init__(self, reactor: Any, mode: str, slots: int) -> None:
-        self._reactor = reactor
-        self.mode = mode
-        self.slots = slots
-        self.listeners: list[list[socket.socket]] = []
-        self.modes: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
-
-    def close(self) -> None:
-        for slots in self.listeners:
-            for sock in set(slots):
-                sock.close()
-
-    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> _ReservedPort:
-        from twisted.internet.error import CannotListenError
-
-        family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-        host = interface or ("::" if family == socket.AF_INET6 else "")
-        opened: list[socket.socket] = []
-        try:
-            if self.mode == SHARED:
-                opened.append(self._listen(family, (host, port), backlog, reusePort=False))
-                slots = opened * self.slots
-            else:
-                # A port some other process listens on (even with
-                # SO_REUSEPORT) must fail here, not be silently shared: a
-                # plain bind tells, and picks the port when it is 0.
-                probe = socket.socket(family, socket.SOCK_STREAM)
-                try:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    probe.bind((host, port))
-                    port = probe.getsockname()[1]
-                finally:
-                    probe.close()
-                # One listening socket per worker slot, opened here (before
-                # privileges drop, so low ports work) and kept across the
-                # slot's restarts: a replacement worker takes over its queue.
-                for _ in range(self.slots):
-                    opened.append(self._listen(family, (host, port), backlog, reusePort=True))
-                slots = opened
-        except OSError as e:
-            for sock in opened:
-                sock.close()
-            raise CannotListenError(interface, port, e) from None
-        self.listeners.append(slots)
-        self.modes.append(f"{self.mode}:{backlog}")
-        return _ReservedPort(slots[0])
-
-    @staticmethod
-    def _listen(family: int, address: tuple[str, int], backlog: int, reusePort: bool) -> socket.socket:
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reusePort:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind(address)
-            sock.listen(backlog)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    def listenSSL(
-        self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
-    ) -> _ReservedPort:
-        return self.listenTCP(port, factory, backlog, interface)
-
-    def listenUNIX(self, address: Any, *args: Any, **kwargs: Any) -> Any:
-        raise ValueError("unix: endpoints cannot be shared by worker processes")
-
-    def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> _ReservedPort:
-        # Sockets from systemd are listening already: always shared.
-        sock = socket.socket(addressFamily, socket.SOCK_STREAM, fileno=os.dup(fileDescriptor))
-        sock.setblocking(False)
-        self.listeners.append([sock] * self.slots)
-        self.modes.append(f"{SHARED}:0")
-        return _ReservedPort(sock)
 
 
 _LOG_LINE = re.compile(rb"^(?:\d{4}-\d\d-\d\dT\S+ )?(?:\[([^\]#]*)#(\w+)\] )?(.*)$", re.S)
@@ -533,7 +130,6 @@ class _WorkerProcess(ProcessProtocol):
         self.alive = True
         self.pid = self.transport.pid if self.transport is not None else None
         self.control.makeConnection(self.transport)
-        self.control._write = self._writeControl
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == CONTROL_OUT:
@@ -634,6 +230,7 @@ class WorkerPoolService(MultiService):
     ) -> None:
         super().__init__()
         if reactor is None:
+            # The global reactor, imported only when none is given: tests pass a Clock.
             from twisted.internet import reactor as globalReactor
 
             reactor = globalReactor
@@ -656,7 +253,7 @@ class WorkerPoolService(MultiService):
         self._retired: dict[str, Any] = {key: 0 for key in _COUNTER_KEYS}
         self._retired["closed_total"] = {}
         self._retiredCluster: dict[str, int] = {}
-        self._opener: _SocketOpeningReactor | None = None
+        self._opener: SocketOpeningReactor | None = None
         self._addressText = ""
         self._announced = False
         self._failedStarts = 0
@@ -675,21 +272,7 @@ class WorkerPoolService(MultiService):
     def _openSockets(self) -> None:
         if self._opener is not None:
             return
-        from iocpsvc.service import describeAddress, withDefaultBacklog
-
-        opener = _SocketOpeningReactor(self.reactor, self.mode, self.count)
-        try:
-            for description in self.descriptions:
-                endpoint = endpoints.serverFromString(opener, withDefaultBacklog(description))
-                listening = endpoint.listen(_NoFactory())
-                failures: list[Failure] = []
-                listening.addErrback(failures.append)
-                if failures:
-                    failures[0].raiseException()
-        except BaseException:
-            opener.close()
-            raise
-        self._opener = opener
+        self._opener = openListeningSockets(self.reactor, self.descriptions, self.mode, self.count)
         self._addressText = ", ".join(describeAddress(address) for address in self.addresses)
         _log.info(
             "iocpsvc: sockets open on {addresses}; starting {count} worker processes ({mode})",
@@ -701,8 +284,7 @@ class WorkerPoolService(MultiService):
     @property
     def addresses(self) -> list[Any]:
         """The listening addresses (what the sockets are bound to)."""
-        listeners = self._opener.listeners if self._opener else []
-        return [_ReservedPort(slots[0]).getHost() for slots in listeners]
+        return self._opener.addresses() if self._opener else []
 
     # -- workers -------------------------------------------------------------
 
@@ -737,7 +319,7 @@ class WorkerPoolService(MultiService):
             "iocpsvc",
             *self.workerArgs,
             "--worker-of",
-            f"{index}:{nodeId}:{','.join(self._opener.modes)}",
+            workerOfArgument(index, nodeId, self._opener.modes),
         ]
         environment = dict(self.environment if self.environment is not None else os.environ)
         # systemd's sockets were this process's; the workers get them as fd 5+.
@@ -1100,195 +682,3 @@ class WorkerPoolService(MultiService):
 
         return DeferredList(asked, consumeErrors=True).addCallback(merge)
 
-
-class _NoFactory:
-    """The factory the parent's endpoints are given: it never accepts."""
-
-    def doStart(self) -> None:
-        pass
-
-    def doStop(self) -> None:
-        pass
-
-
-# -- the worker: adopt the parent's sockets, answer on the control channel ------
-
-
-class SocketAdoptingReactor:
-    """
-    Stands for the reactor when a worker builds its endpoints from the same
-    C{--port} descriptions as its parent: each C{listenTCP} / C{listenSSL}
-    / C{adoptStreamPort} takes the next inherited socket instead of
-    opening one, so Twisted's endpoint parsers and wrappers (C{ssl:},
-    C{haproxy:}) work unchanged.
-    """
-
-    def __init__(self, reactor: Any, modes: list[str], firstDescriptor: int = FIRST_LISTENER) -> None:
-        self._reactor = reactor
-        self._modes = list(modes)
-        self._next = firstDescriptor
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
-
-    def _take(self) -> int:
-        if not self._modes:
-            raise NoInheritedSocket("more listeners than sockets handed over by the parent")
-        self._modes.pop(0)
-        fd = self._next
-        self._next += 1
-        return fd
-
-    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
-        # The parent opened it listening (this worker slot's own socket in
-        # reuseport mode, the one shared socket otherwise).
-        inherited = socket.socket(fileno=self._take())
-        try:
-            return self._reactor.adoptStreamPort(inherited.fileno(), inherited.family, factory)
-        finally:
-            inherited.close()  # adoptStreamPort keeps its own copy
-
-    def listenSSL(
-        self, port: int, factory: Any, contextFactory: Any, backlog: int = 50, interface: str = ""
-    ) -> Any:
-        from twisted.protocols.tls import TLSMemoryBIOFactory
-
-        # What the reactor's own listenSSL does: TLS in memory over TCP.
-        return self.listenTCP(port, TLSMemoryBIOFactory(contextFactory, False, factory), backlog, interface)
-
-    def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> Any:
-        fd = self._take()
-        # (AdoptedStreamServerEndpoint closes the descriptor it gave.)
-        return self._reactor.adoptStreamPort(fd, addressFamily, factory)
-
-
-@implementer(IClusterBus)
-class ParentBus:
-    """
-    The cluster bus of workers without C{--cluster}: broadcasts and
-    C{sendTo} for other workers go through the parent, which passes them
-    on (see L{iocpsvc.cluster} for the message format).
-    """
-
-    def __init__(self, nodeId: int) -> None:
-        self.nodeId = nodeId
-        self.channel: ControlChannel | None = None
-        self.receiver: Any = None
-        self.publishedTotal = 0
-        self.receivedTotal = 0
-        self.droppedTotal = 0
-
-    @property
-    def connected(self) -> bool:
-        return self.channel is not None and not self.channel.lost
-
-    def start(self, receiver: Any) -> None:
-        self.receiver = receiver
-
-    def stop(self) -> None:
-        self.receiver = None
-
-    def _publish(self, message: bytes) -> None:
-        channel = self.channel
-        if (
-            channel is None
-            or channel.lost
-            or not channel.send("bus", m=base64.b64encode(message).decode("ascii"))
-        ):
-            # Closed, or the parent is not reading: drop rather than buffer.
-            self.droppedTotal += 1
-            return
-        self.publishedTotal += 1
-
-    def publishBroadcast(self, payload: bytes, excludeContextId: int) -> None:
-        self._publish(packMessage(BROADCAST, self.nodeId, excludeContextId, payload))
-
-    def publishTo(self, contextId: int, payload: bytes) -> None:
-        self._publish(packMessage(TO_CONTEXT, self.nodeId, contextId, payload))
-
-    def received(self, message: dict[str, Any]) -> None:
-        """A message the parent passed on."""
-        if self.receiver is None:
-            return
-        self.receivedTotal += 1
-        deliver(self.receiver, self.nodeId, base64.b64decode(message["m"]))
-
-    def stats(self) -> dict[str, object]:
-        return {
-            "kind": "workers",
-            "connected": self.connected,
-            "node_id": self.nodeId,
-            "published_total": self.publishedTotal,
-            "received_total": self.receivedTotal,
-            "dropped_total": self.droppedTotal,
-        }
-
-
-class WorkerControlService(Service):
-    """
-    A worker's end of the control channel: answers the parent's questions
-    (its figures, its connections), carries the L{ParentBus}, and stops
-    the worker when the parent goes away.
-    """
-
-    def __init__(self, factory: Any, reactor: Any, index: int, bus: ParentBus | None) -> None:
-        self.factory = factory
-        self.reactor = reactor
-        self.index = index
-        self.bus = bus
-        self.channel: ControlChannel | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        from twisted.internet.stdio import StandardIO
-
-        from iocpsvc.monitor.stats import FactorySource
-
-        # The parent asks what its own monitor would read in one process.
-        source = FactorySource(self.factory)
-        handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "stats": lambda message: source.collect(),
-            "connections": lambda message: source.connections(
-                message.get("sort", "id"), int(message.get("limit", 100)), message.get("descending")
-            ),
-        }
-        if self.bus is not None:
-            handlers["bus"] = self.bus.received
-        self.channel = ControlChannel(handlers)
-        self.channel.onLost = self._parentGone
-        if self.bus is not None:
-            self.bus.channel = self.channel
-        StandardIO(self.channel, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=self.reactor)  # type: ignore[call-arg]
-        # The sockets were adopted when the server service started (before
-        # this child service): this worker accepts from now on.
-        self.channel.send("ready")
-
-    def _parentGone(self, reason: Failure) -> None:
-        if not self.running:
-            return
-        _log.warn("worker {worker}: the parent process is gone; stopping", worker=self.index)
-        self.reactor.stop()
-
-    def stopService(self) -> Any:
-        super().stopService()
-        if self.channel is not None and self.channel.transport is not None:
-            self.channel.onLost = None
-            self.channel.transport.loseConnection()
-        return succeed(None)
-
-
-def adoptedEndpoint(reactor: Any, description: str, position: int) -> Any:
-    """
-    A worker's endpoint for the C{systemd:} description at C{position} in
-    C{--port} order: the parent adopted systemd's socket and handed it down
-    as descriptor C{FIRST_LISTENER + position}.
-    """
-    fields = dict(field.split("=", 1) for field in description.split(":")[1:] if "=" in field)
-    family = getattr(socket, "AF_" + fields.get("domain", "INET"))
-    return endpoints.AdoptedStreamServerEndpoint(reactor, FIRST_LISTENER + position, family)
-
-
-def parseWorkerOf(value: str) -> tuple[int, int, list[str]]:
-    """C{INDEX:NODE:MODE:BACKLOG,...} (what the parent passes) as its parts."""
-    index, nodeId, modes = value.split(":", 2)
-    return int(index), int(nodeId), [m for m in modes.split(",") if m]
