@@ -22,6 +22,7 @@ from twisted.web.client import Agent, readBody
 
 from iocpsvc import errors, workers
 from iocpsvc.cluster import BROADCAST, TO_CONTEXT, firstContextId, packMessage
+from iocpsvc.monitor.pool import PoolSource
 from iocpsvc.tap import Options
 from iocpsvc.workers.parent import _WorkerProcess
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
@@ -242,7 +243,7 @@ class PoolFiguresTests(SynchronousTestCase):
             1: {"online": 3, "accepted_total": 5, "closed_total": {"peer": 2}, "received_frames_total": 7},
             2: {"online": 4, "accepted_total": 6, "closed_total": {"peer": 1, "idle": 1}},
         }
-        stats = pool.collect()
+        stats = PoolSource(pool).collect()
         self.assertEqual(stats["online"], 7)
         self.assertEqual(stats["accepted_total"], 11)
         self.assertEqual(stats["closed_total"], {"peer": 3, "idle": 1})
@@ -261,7 +262,7 @@ class PoolFiguresTests(SynchronousTestCase):
         pool.snapshots = {1: {"online": 3, "accepted_total": 5, "closed_total": {"peer": 2}}}
         pool._stopping = True  # no restart in this test
         pool.workerEnded(worker, Failure(RuntimeError("gone")))  # type: ignore[arg-type]
-        stats = pool.collect()
+        stats = PoolSource(pool).collect()
         self.assertEqual(stats["accepted_total"], 5)
         self.assertEqual(stats["online"], 0)
         self.assertEqual(stats["closed_total"], {"peer": 2})
@@ -278,7 +279,7 @@ class PoolFiguresTests(SynchronousTestCase):
         pool.restartsTotal = 2
         samples = {
             (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(metricsText(pool.collect).decode())
+            for family in text_string_to_metric_families(metricsText(PoolSource(pool).collect).decode())
             for sample in family.samples
         }
         self.assertEqual(samples[("iocpsvc_connections_online", ())], 7)
@@ -297,7 +298,7 @@ class PoolFiguresTests(SynchronousTestCase):
             1: {"cluster": {"connected": True, "published_total": 3, "dropped_total": 1, "node_id": 10}},
             2: {"cluster": {"connected": False, "published_total": 4, "dropped_total": 0, "node_id": 11}},
         }
-        stats = pool.collect()
+        stats = PoolSource(pool).collect()
         self.assertEqual(stats["cluster"]["published_total"], 7)
         self.assertEqual(stats["cluster"]["dropped_total"], 1)
         self.assertEqual((stats["cluster"]["connected"], stats["cluster"]["connected_workers"]), (False, 1))
@@ -308,7 +309,7 @@ class PoolFiguresTests(SynchronousTestCase):
         pool = self.pool()
         pool.workers = {1: _FakeWorker(1, 10)}  # type: ignore[dict-item]
         pool.snapshots = {1: {"cluster": {"kind": "workers", "connected": True, "published_total": 3}}}
-        self.assertNotIn("cluster", pool.collect())
+        self.assertNotIn("cluster", PoolSource(pool).collect())
 
     def test_clusterClaimsAndPending(self) -> None:
         """Node-id claims and pending bytes reach totals and rows; a silent worker is not connected."""
@@ -320,11 +321,11 @@ class PoolFiguresTests(SynchronousTestCase):
             1: {"cluster": {"connected": True, "node_id_claimed": False, "pending_bytes": 10}},
             2: {"cluster": {"connected": True, "node_id_claimed": True, "pending_bytes": 5}},
         }
-        cluster = pool.collect()["cluster"]
+        cluster = PoolSource(pool).collect()["cluster"]
         self.assertEqual((cluster["connected"], cluster["connected_workers"]), (False, 1))
         self.assertEqual((cluster["node_id_claimed"], cluster["node_ids_claimed"]), (False, 0))
         self.assertEqual(cluster["pending_bytes"], 15)
-        rows = pool.collect()["workers"]
+        rows = PoolSource(pool).collect()["workers"]
         self.assertEqual([r["cluster_node_id_claimed"] for r in rows], [False, True])
         self.assertEqual([r["cluster_pending_bytes"] for r in rows], [10, 5])
 
@@ -381,7 +382,7 @@ class PoolFiguresTests(SynchronousTestCase):
         message = base64.b64encode(packMessage(BROADCAST, 10, 0, b"hi")).decode()
         pool._relay(one, {"m": message})  # type: ignore[arg-type]
         self.assertEqual((len(three.sent), pool.relayDroppedTotal), (1, 1))
-        self.assertEqual(pool.collect()["worker_relay_dropped_total"], 1)
+        self.assertEqual(PoolSource(pool).collect()["worker_relay_dropped_total"], 1)
 
     def test_spawnFailureRetried(self) -> None:
         """A worker that cannot be started (no processes left) is tried again later."""

@@ -32,6 +32,10 @@ The modules, one role each:
   - L{sockets}: the parent's listening sockets;
   - L{parent}: the pool of worker processes (L{WorkerPoolService});
   - L{child}: what runs in a worker.
+
+The monitor reads the pool through L{iocpsvc.interfaces.IWorkerPool}
+(L{iocpsvc.monitor.pool}), and a worker answers its parent from the
+figures C{tap.py} gives it: nothing here imports the monitor.
 """
 
 from iocpsvc.workers.channel import ControlChannel

@@ -26,7 +26,7 @@ from iocpsvc.cluster import BROADCAST, TO_CONTEXT, deliver, packMessage
 from iocpsvc.errors import NoInheritedSocket
 from iocpsvc.interfaces import IClusterBus
 from iocpsvc.workers.channel import ControlChannel
-from iocpsvc.workers.handover import CONTROL_IN, CONTROL_OUT, FIRST_LISTENER
+from iocpsvc.workers.handover import CONTROL_IN, CONTROL_OUT, FIRST_LISTENER, RELAY_BUS_KIND
 
 _log = Logger(namespace="iocpsvc.workers")
 
@@ -133,7 +133,7 @@ class ParentBus:
 
     def stats(self) -> dict[str, object]:
         return {
-            "kind": "workers",
+            "kind": RELAY_BUS_KIND,
             "connected": self.connected,
             "node_id": self.nodeId,
             "published_total": self.publishedTotal,
@@ -149,8 +149,16 @@ class WorkerControlService(Service):
     the worker when the parent goes away.
     """
 
-    def __init__(self, factory: Any, reactor: Any, index: int, bus: ParentBus | None) -> None:
-        self.factory = factory
+    def __init__(self, figures: Any, reactor: Any, index: int, bus: ParentBus | None) -> None:
+        """
+        @param figures: what the parent's questions are answered from: an
+            object with C{collect()} and C{connections(sort, limit,
+            descending)}, as a monitor reads one process (the monitor's
+            L{iocpsvc.monitor.stats.FactorySource} of this worker's factory).
+        @param index: this worker's slot.
+        @param bus: the cluster bus to carry, if the parent relays it.
+        """
+        self.figures = figures
         self.reactor = reactor
         self.index = index
         self.bus = bus
@@ -162,10 +170,8 @@ class WorkerControlService(Service):
         # it needs pywin32, and this module is imported everywhere.
         from twisted.internet.stdio import StandardIO
 
-        from iocpsvc.monitor.stats import FactorySource
-
         # The parent asks what its own monitor would read in one process.
-        source = FactorySource(self.factory)
+        source = self.figures
         handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "stats": lambda message: source.collect(),
             "connections": lambda message: source.connections(

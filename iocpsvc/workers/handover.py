@@ -1,7 +1,8 @@
 """
 What a parent hands each of its worker processes, in one place so that
-the two sides cannot disagree: the descriptors a worker inherits, and the
-C{--worker-of} argument that tells it who it is and what it inherited.
+the two sides cannot disagree: the descriptors a worker inherits, the
+C{--worker-of} argument that tells it who it is and what it inherited,
+and the name the parent's relay goes by in the worker's figures.
 
 The descriptors::
 
@@ -37,6 +38,12 @@ CONTROL_OUT = 4
 """A worker's descriptor of the control channel's worker-to-parent pipe."""
 FIRST_LISTENER = 5
 """A worker's descriptor of the first inherited listening socket; the others follow."""
+
+RELAY_BUS_KIND = "workers"
+"""
+The C{kind} in the figures of a worker's L{iocpsvc.workers.child.ParentBus}:
+the parent's relay between its workers, which is not counted as a cluster.
+"""
 
 
 def workerOfArgument(index: int, nodeId: int, sockets: list[str]) -> str:

@@ -14,7 +14,6 @@ at the worker's own level.
 from __future__ import annotations
 
 import base64
-import heapq
 import os
 import re
 import signal
@@ -31,13 +30,21 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import InvalidLogLevelError, Logger, LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from iocpsvc.cluster import BROADCAST, nodeOfContext, unpackMessage
+from iocpsvc.interfaces import IWorkerPool
 from iocpsvc.logs import RateLimitedLog, Reminders
 from iocpsvc.service import describeAddress
 from iocpsvc.transports import unsentBytes
 from iocpsvc.workers.channel import ControlChannel
-from iocpsvc.workers.handover import CONTROL_IN, CONTROL_OUT, FIRST_LISTENER, workerOfArgument
+from iocpsvc.workers.handover import (
+    CONTROL_IN,
+    CONTROL_OUT,
+    FIRST_LISTENER,
+    RELAY_BUS_KIND,
+    workerOfArgument,
+)
 from iocpsvc.workers.sockets import SocketOpeningReactor, defaultMode, openListeningSockets
 
 _log = Logger(namespace="iocpsvc.workers")
@@ -195,6 +202,7 @@ class _WorkerProcess(ProcessProtocol):
                 pass
 
 
+@implementer(IWorkerPool)
 class WorkerPoolService(MultiService):
     """
     The parent of C{count} worker processes that serve the same listening
@@ -247,7 +255,6 @@ class WorkerPoolService(MultiService):
         self.restartsTotal = 0
         self.relayDroppedTotal = 0
         self.startedAt = reactor.seconds()
-        self.peakOnline = 0
         self.rateLimitedLog = RateLimitedLog(_log, reactor.seconds)
         self._reminders = Reminders(reactor.seconds, 60.0)
         self._retired: dict[str, Any] = {key: 0 for key in _COUNTER_KEYS}
@@ -502,7 +509,7 @@ class WorkerPoolService(MultiService):
             count=worker.relayDropped,
         )
 
-    # -- the monitor's figures -------------------------------------------------
+    # -- the workers' figures -------------------------------------------------
 
     def poll(self) -> None:
         """
@@ -560,125 +567,41 @@ class WorkerPoolService(MultiService):
 
             answer.addCallbacks(got, missed)
 
-    def collect(self) -> dict[str, Any]:
+    def totals(self) -> dict[str, Any]:
         """
-        The figures of C{/stats.json}: totals over the workers (counters
-        include workers that died, up to their last answer), plus a
-        C{workers} row per worker.
+        The workers' figures added up (see L{IWorkerPool.totals}): the
+        last answer of each worker there is, plus the counters of those
+        that died.
         """
         result: dict[str, Any] = {key: self._retired[key] for key in _COUNTER_KEYS}
         closed = dict(self._retired["closed_total"])
         for key in _GAUGE_KEYS:
             result[key] = 0
-        cluster: dict[str, Any] = dict(self._retiredCluster)
-        clusterSeen = bool(cluster)
-        connectedWorkers = claimedWorkers = pendingBytes = 0
-        rows = []
+        cluster: dict[str, int] = dict(self._retiredCluster)
         for index in sorted(self.workers):
-            worker = self.workers[index]
             snapshot = self.snapshots.get(index, {})
             for key in _COUNTER_KEYS + _GAUGE_KEYS:
                 result[key] += snapshot.get(key, 0)
             for reason, count in snapshot.get("closed_total", {}).items():
                 closed[reason] = closed.get(reason, 0) + count
             bus = snapshot.get("cluster")
-            if bus and bus.get("kind") == "workers":
-                # The parent's own relay between workers, not a cluster:
-                # its figures are the worker_relay_* ones.
-                bus = None
-            responsive = worker.alive and worker.responsive
-            if bus:
-                clusterSeen = True
-                # A worker that does not answer is not known to be connected.
-                connectedWorkers += 1 if bus.get("connected") and responsive else 0
-                claimedWorkers += 1 if bus.get("node_id_claimed", True) and responsive else 0
-                pendingBytes += int(bus.get("pending_bytes", 0))
+            # The parent's own relay between workers is not a cluster: its
+            # figures are the worker_relay_* ones.
+            if bus and bus.get("kind") != RELAY_BUS_KIND:
                 for key, value in bus.items():
                     if key.endswith("_total") and isinstance(value, int):
                         cluster[key] = cluster.get(key, 0) + value
-            rows.append(
-                {
-                    "worker": index,
-                    "pid": worker.pid,
-                    "alive": worker.alive,
-                    "responsive": responsive,
-                    "node_id": worker.nodeId,
-                    "online": snapshot.get("online", 0),
-                    "accepted_total": snapshot.get("accepted_total", 0),
-                    "received_frames_total": snapshot.get("received_frames_total", 0),
-                    "sent_frames_total": snapshot.get("sent_frames_total", 0),
-                    "received_bytes_total": snapshot.get("received_bytes_total", 0),
-                    "sent_bytes_total": snapshot.get("sent_bytes_total", 0),
-                    "uptime_seconds": snapshot.get("uptime_seconds", 0),
-                    "cluster_connected": bool(bus and bus.get("connected")),
-                    "cluster_node_id_claimed": bool(bus and bus.get("node_id_claimed", True)),
-                    "cluster_pending_bytes": int(bus.get("pending_bytes", 0)) if bus else 0,
-                }
-            )
-        self.peakOnline = max(self.peakOnline, result["online"])
-        result["peak_online"] = self.peakOnline
         result["closed_total"] = closed
-        result["uptime_seconds"] = round(self.reactor.seconds() - self.startedAt, 3)
-        result["node_id"] = 0
-        result["worker_restarts_total"] = self.restartsTotal
-        result["worker_relay_dropped_total"] = self.relayDroppedTotal
-        result["workers"] = rows
-        if clusterSeen:
-            # "connected": every worker's bus is up; "connected_workers" says how many are.
-            cluster["connected"] = connectedWorkers == len(rows) and bool(rows)
-            cluster["connected_workers"] = connectedWorkers
-            # Another node holding a worker's id would take its messages.
-            cluster["node_id_claimed"] = claimedWorkers == len(rows) and bool(rows)
-            cluster["node_ids_claimed"] = claimedWorkers
-            cluster["pending_bytes"] = pendingBytes
-            result["cluster"] = cluster
+        result["cluster"] = cluster
         return result
 
-    def connections(self, sort: str, limit: int, descending: bool | None) -> Deferred[dict[str, Any]]:
+    def ask(self, op: str, **fields: Any) -> list[tuple[int, Deferred[Any]]]:
         """
-        C{/connections.json} over every worker: each one's top rows,
-        merged; workers that do not answer within C{answerTimeout} are
-        listed in C{unanswered}.
+        Ask every live worker C{op} (see L{IWorkerPool.ask}); an answer
+        not there within C{answerTimeout} seconds fails.
         """
-        from iocpsvc.monitor.stats import SORT_KEYS, connectionSortKey
-
-        if sort not in SORT_KEYS:
-            raise ValueError(f"sort must be one of {', '.join(SORT_KEYS)}")
-        live = [w for w in self.workers.values() if w.alive]
-        asked = [
-            w.control.call(
-                "connections",
-                timeout=self.answerTimeout,
-                clock=self.reactor,
-                sort=sort,
-                limit=limit,
-                descending=descending,
-            )
-            for w in live
+        return [
+            (worker.index, worker.control.call(op, timeout=self.answerTimeout, clock=self.reactor, **fields))
+            for worker in self.workers.values()
+            if worker.alive
         ]
-
-        def merge(answers: list[tuple[bool, Any]]) -> dict[str, Any]:
-            rows = []
-            online = 0
-            unanswered = []
-            chosenOrder = "desc" if descending else "asc"
-            for worker, (ok, answer) in zip(live, answers, strict=True):
-                if not ok or not isinstance(answer, dict):
-                    unanswered.append(worker.index)
-                    continue
-                online += answer.get("online", 0)
-                chosenOrder = answer.get("order", chosenOrder)
-                for row in answer.get("connections", []):
-                    rows.append(dict(row, worker=worker.index))
-            pick = heapq.nlargest if chosenOrder == "desc" else heapq.nsmallest
-            return {
-                "online": online,
-                "sort": sort,
-                "order": chosenOrder,
-                "limit": limit,
-                "unanswered": unanswered,
-                "connections": pick(limit, rows, key=connectionSortKey(sort)),
-            }
-
-        return DeferredList(asked, consumeErrors=True).addCallback(merge)
-

@@ -201,4 +201,3 @@ class SocketOpeningReactor:
         self.listeners.append([sock] * self.slots)
         self.modes.append(f"{SHARED}:0")
         return ReservedPort(sock)
-
