@@ -4,7 +4,7 @@ so that a server uses every core of its machine.
 
 ::
 
-    twistd iocpsvc --workers N          (the parent: parent.py, sockets.py)
+    twistd iocpsvc --workers N          (the parent: parent.py)
       | opens the listening sockets (once: a taken port fails at start)
       | serves the one monitor: totals over the workers + per-worker rows
       | restarts a worker that dies; on SIGTERM stops them all gracefully
@@ -31,6 +31,7 @@ The modules, one role each:
   - L{channel}: the control channel (length-prefixed JSON over the pipes);
   - L{sockets}: the parent's listening sockets;
   - L{parent}: the pool of worker processes (L{WorkerPoolService});
+  - L{logrelay}: a worker's log lines, logged again by the parent;
   - L{child}: what runs in a worker.
 
 The monitor reads the pool through L{iocpsvc.interfaces.IWorkerPool}

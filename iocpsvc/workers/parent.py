@@ -8,14 +8,13 @@ workers that died included) that its monitor reads
 (L{iocpsvc.monitor.pool}).
 
 A worker's log lines come out of the parent as C{worker N: [source] ...}
-at the worker's own level.
+at the worker's own level (L{iocpsvc.workers.logrelay}).
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IReactorSocket
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
-from twisted.logger import InvalidLogLevelError, Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -45,6 +44,7 @@ from iocpsvc.workers.handover import (
     RELAY_BUS_KIND,
     workerOfArgument,
 )
+from iocpsvc.workers.logrelay import WorkerLogRelay
 from iocpsvc.workers.sockets import SocketOpeningReactor, defaultMode, openListeningSockets
 
 _log = Logger(namespace="iocpsvc.workers")
@@ -100,12 +100,11 @@ def reactorName(reactor: Any) -> str | None:
     return _REACTOR_NAMES.get(type(reactor).__module__.rsplit(".", 1)[-1])
 
 
-_LOG_LINE = re.compile(rb"^(?:\d{4}-\d\d-\d\dT\S+ )?(?:\[([^\]#]*)#(\w+)\] )?(.*)$", re.S)
-_LOG_TAIL_LIMIT = 64 * 1024
-
-
 class _WorkerProcess(ProcessProtocol):
-    """One worker as its parent sees it."""
+    """
+    One worker as its parent sees it: its process, its control channel
+    and its log.
+    """
 
     def __init__(self, pool: WorkerPoolService, index: int, nodeId: int) -> None:
         self.pool = pool
@@ -119,9 +118,7 @@ class _WorkerProcess(ProcessProtocol):
         self.responsive = True
         self.polling = False
         self.control = ControlChannel(pool.controlHandlers(self), self._writeControl, self._unsentControl)
-        self._logTail: dict[int, bytes] = {1: b"", 2: b""}
-        self._lastLevel: LogLevel | None = None
-        self._lastSource = "-"
+        self.log = WorkerLogRelay(index)
         self.unresponsiveSince: float | None = None
         self.relayDropped = 0
 
@@ -135,61 +132,18 @@ class _WorkerProcess(ProcessProtocol):
 
     def connectionMade(self) -> None:
         self.alive = True
-        self.pid = self.transport.pid if self.transport is not None else None
+        self.pid = self.log.pid = self.transport.pid if self.transport is not None else None
         self.control.makeConnection(self.transport)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         if childFD == CONTROL_OUT:
             self.control.dataReceived(data)
             return
-        lines = (self._logTail.get(childFD, b"") + data).split(b"\n")
-        tail = lines.pop()
-        if len(tail) > _LOG_TAIL_LIMIT:
-            # No newline in sight: pass on what came, rather than hold it all.
-            lines.append(tail)
-            tail = b""
-        self._logTail[childFD] = tail
-        for line in lines:
-            self._relayLog(line)
-
-    def _relayLog(self, line: bytes) -> None:
-        line = line.rstrip(b"\r")
-        if line.startswith(b"\t") and self._lastLevel is not None:
-            # Twisted writes the rest of a multi-line event (a traceback)
-            # on lines that start with a tab: they belong to the event above.
-            level, source, text = self._lastLevel, self._lastSource, line
-        else:
-            match = _LOG_LINE.match(line)
-            if match is None:  # pragma: no cover - the pattern matches anything
-                return
-            namespace, levelName, text = match.groups()
-            level = LogLevel.info
-            if levelName:
-                try:
-                    level = LogLevel.levelWithName(levelName.decode("ascii"))
-                except (InvalidLogLevelError, UnicodeDecodeError):
-                    pass
-            source = (namespace or b"-").decode("utf-8", "replace")
-            self._lastLevel, self._lastSource = level, source
-        if not text:
-            return
-        # The worker's own level, so that its warnings and errors stay
-        # warnings and errors in the parent's log.
-        _log.emit(
-            level,
-            "worker {worker}: [{source}] {line}",
-            worker=self.index,
-            source=source,
-            line=text.decode("utf-8", "replace"),
-            pid=self.pid,
-        )
+        self.log.dataReceived(childFD, data)
 
     def processEnded(self, reason: Failure) -> None:
         self.alive = False
-        for fd, tail in self._logTail.items():
-            if tail:
-                self._relayLog(tail)
-            self._logTail[fd] = b""
+        self.log.flush()
         self.control.connectionLost(reason)
         self.pool.workerEnded(self, reason)
         self.ended.callback(None)
