@@ -170,17 +170,7 @@ class WorkerControlService(Service):
         # it needs pywin32, and this module is imported everywhere.
         from twisted.internet.stdio import StandardIO
 
-        # The parent asks what its own monitor would read in one process.
-        source = self.figures
-        handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
-            "stats": lambda message: source.collect(),
-            "connections": lambda message: source.connections(
-                message.get("sort", "id"), int(message.get("limit", 100)), message.get("descending")
-            ),
-        }
-        if self.bus is not None:
-            handlers["bus"] = self.bus.received
-        self.channel = ControlChannel(handlers)
+        self.channel = ControlChannel(self.controlHandlers())
         self.channel.onLost = self._parentGone
         if self.bus is not None:
             self.bus.channel = self.channel
@@ -188,6 +178,20 @@ class WorkerControlService(Service):
         # The sockets were adopted when the server service started (before
         # this child service): this worker accepts from now on.
         self.channel.send("ready")
+
+    def controlHandlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        """What the parent may ask or send: C{stats}, C{connections}, and C{bus} with a L{ParentBus}."""
+        # The parent asks what its own monitor would read in one process.
+        figures = self.figures
+        handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
+            "stats": lambda message: figures.collect(),
+            "connections": lambda message: figures.connections(
+                message.get("sort", "id"), int(message.get("limit", 100)), message.get("descending")
+            ),
+        }
+        if self.bus is not None:
+            handlers["bus"] = self.bus.received
+        return handlers
 
     def _parentGone(self, reason: Failure) -> None:
         if not self.running:

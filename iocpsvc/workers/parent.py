@@ -160,7 +160,8 @@ class _WorkerProcess(ProcessProtocol):
 class WorkerPoolService(MultiService):
     """
     The parent of C{count} worker processes that serve the same listening
-    sockets.
+    sockets.  Its monitor reads it as an L{IWorkerPool}
+    (L{iocpsvc.monitor.pool.PoolSource}).
 
     @ivar workers: index -> the current L{_WorkerProcess} of each slot.
     @ivar snapshots: index -> the last stats snapshot of that worker.
@@ -192,7 +193,8 @@ class WorkerPoolService(MultiService):
     ) -> None:
         super().__init__()
         if reactor is None:
-            # The global reactor, imported only when none is given: tests pass a Clock.
+            # Imported here: importing it installs the default reactor, which
+            # must not happen before twistd has installed the chosen one.
             from twisted.internet import reactor as globalReactor
 
             reactor = globalReactor
