@@ -41,6 +41,11 @@ class SocketAdoptingReactor:
     """
 
     def __init__(self, reactor: Any, modes: list[str], firstDescriptor: int = FIRST_LISTENER) -> None:
+        """
+        @param modes: the C{MODE:BACKLOG} entries of C{--worker-of}, one per
+            inherited listening socket (only counted: each socket is
+            adopted as the parent opened it).
+        """
         self._reactor = reactor
         self._modes = list(modes)
         self._next = firstDescriptor
