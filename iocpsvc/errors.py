@@ -1,15 +1,22 @@
 """
 Errors raised by codecs (and by the PROXY header check behind C{haproxy:}),
-and the fixed set of reasons a connection closes.
+the fixed set of reasons a connection closes, and the errors of worker
+processes and of their control channel to the parent.
 
 A decoder raises a L{DecodeError} subclass when the stream breaks its wire
 format.  Each carries C{closeReason}, the close reason the context records
 when it closes the connection because of it.
+
+A call over the control channel between a parent and its worker processes
+(L{iocpsvc.workers.channel}) fails with a L{ControlChannelError} subclass
+that says why there is no answer.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 
 # The reasons a connection can close.  Every close carries exactly one,
 # visible to connectionLost handlers as ``context.closeReason`` and counted
@@ -127,4 +134,63 @@ class EncodeError(Exception):
 class CodecSpecError(ValueError):
     """
     A codec spec string is malformed; the message names the bad part.
+    """
+
+
+class ControlChannelError(Exception):
+    """
+    A call over the control channel between a parent and one of its
+    worker processes got no answer; the subclass says why.
+    """
+
+
+class ControlChannelClosed(ControlChannelError):
+    """
+    The control channel is closed (the worker, or its parent, is gone):
+    the call was made after it closed, or was waiting when it closed.
+    """
+
+
+class BadControlMessage(ControlChannelClosed):
+    """
+    The control channel was closed because the other end sent bytes that
+    are not a message (not length-prefixed JSON, or longer than the
+    channel's maximum); the calls waiting on it fail with this.
+    """
+
+
+class ControlChannelFull(ControlChannelError):
+    """
+    A control message was dropped: the other end is not reading, and more
+    than the channel's C{maxUnsent} bytes wait for it.
+    """
+
+
+class ControlCallTimeout(ControlChannelError, DeferredTimeoutError):
+    """
+    The other end did not answer a call within its timeout.  Also a
+    C{twisted.internet.defer.TimeoutError}, what C{Deferred.addTimeout}
+    raises.
+
+    @ivar op: the operation asked for.
+    @ivar timeout: the seconds it was given.
+    """
+
+    def __init__(self, op: str, timeout: float) -> None:
+        super().__init__(f"control channel: no answer to {op} within {timeout:g}s")
+        self.op = op
+        self.timeout = timeout
+
+
+class ControlCallFailed(ControlChannelError):
+    """
+    The other end answered a call with an error: it has no handler for the
+    operation, or its handler failed.  The message is the other end's.
+    """
+
+
+class NoInheritedSocket(Exception):
+    """
+    A worker process was asked to listen more times than its parent handed
+    it listening sockets: its C{--port} descriptions are not its parent's.
     """

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress
 from zope.interface import Attribute, Interface
 
@@ -348,4 +349,49 @@ class IClusterBus(Interface):
         C{dropped_total} (publishes not known to have reached the bus:
         made while it was down, over its buffer cap, or unanswered when
         its link failed), and anything the bus adds.
+        """
+
+
+class IWorkerPool(Interface):
+    """
+    The parent of C{--workers} processes, as its monitor reads it: the
+    workers, their last figures and the totals over them, and questions
+    to every live worker.  (L{iocpsvc.workers.WorkerPoolService} provides
+    it; L{iocpsvc.monitor.pool.PoolSource} reads it, so that neither
+    imports the other.)
+    """
+
+    reactor = Attribute("The reactor; its C{seconds()} is the clock of the figures.")
+    startedAt = Attribute("When the pool was made, in C{reactor.seconds()}.")
+    restartsTotal = Attribute("Workers restarted after dying.")
+    relayDroppedTotal = Attribute(
+        "Cluster messages between workers dropped because the worker they were for was not reading."
+    )
+    workers = Attribute(
+        "Slot index -> the slot's current worker, with C{index}, C{pid}, C{nodeId}, C{alive} "
+        "(its process runs) and C{responsive} (it answered its last question in time)."
+    )
+    snapshots = Attribute(
+        "Slot index -> the figures the slot's worker last answered: what C{/stats.json} shows "
+        "of one process (L{iocpsvc.monitor.stats.collect})."
+    )
+
+    def totals() -> dict[str, Any]:
+        """
+        The workers' figures added up, under the names of C{/stats.json}:
+        every counter (those of workers that died included, up to their
+        last answer, so that totals never go backwards), every gauge of the
+        workers there are, C{closed_total} per reason, and under
+        C{cluster} the C{*_total} counters of the workers' cluster buses
+        (empty without C{--cluster}).
+        """
+
+    def ask(op: str, **fields: Any) -> list[tuple[int, Deferred[Any]]]:
+        """
+        Ask every live worker C{op} (with C{fields}) over its control
+        channel.
+
+        @return: per worker asked, its slot index and the Deferred of its
+            answer, which fails if the answer does not come within the
+            pool's answer timeout.
         """

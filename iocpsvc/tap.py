@@ -34,6 +34,8 @@ from iocpsvc.limits import (
     descriptorShortfall,
     raiseOpenFilesLimit,
 )
+from iocpsvc.monitor.pool import PoolSource
+from iocpsvc.monitor.stats import FactorySource
 from iocpsvc.service import ClusterService, SocketServerService
 
 _log = Logger(namespace="iocpsvc.tap")
@@ -499,9 +501,9 @@ def makeService(options: Options) -> MultiService:
         ClusterService(bus, factory).setServiceParent(service)
     if options["workerOf"] is not None:
         parentBus = bus if isinstance(bus, workers.ParentBus) else None
-        workers.WorkerControlService(factory, reactor, options["workerOf"][0], parentBus).setServiceParent(
-            service
-        )
+        workers.WorkerControlService(
+            FactorySource(factory), reactor, options["workerOf"][0], parentBus
+        ).setServiceParent(service)
     elif options["monitor"] is not None:
         _monitorService(factory, options, reactor).setServiceParent(service)
     return service
@@ -524,12 +526,12 @@ def _makeWorkerPool(options: Options, reactor: Any) -> MultiService:
     )
     pool.unresponsiveTimeout = options["workerTimeout"]
     if options["monitor"] is not None:
-        _monitorService(pool, options, reactor).setServiceParent(pool)
+        _monitorService(PoolSource(pool), options, reactor).setServiceParent(pool)
     return pool
 
 
 def _monitorService(source: Any, options: Options, reactor: Any) -> Any:
-    """The monitor of C{source} (a factory, or the worker pool), as the options say."""
+    """The monitor of C{source} (a factory, or the worker pool's L{PoolSource}), as the options say."""
     from iocpsvc.monitor import MonitorLimits, MonitorService
 
     limits = MonitorLimits(

@@ -233,9 +233,9 @@ def _url(address: Any) -> str:
 class MonitorService(MultiService):
     """
     Serves the monitor of C{factory} (a L{ConnectionContextFactory}, or
-    the worker pool: see L{iocpsvc.monitor.stats.statsSource}) on
-    C{description} and logs a summary every C{statsInterval} seconds (0:
-    never).
+    the L{iocpsvc.monitor.pool.PoolSource} of a worker pool: see
+    L{iocpsvc.monitor.stats.statsSource}) on C{description} and logs a
+    summary every C{statsInterval} seconds (0: never).
 
     @ivar sampler: the L{StatsSampler} behind C{/stats.json}.
     @ivar site: the L{MonitorSite} (its connection cap and counters).

@@ -67,7 +67,8 @@ def statsSource(factoryOrSource: Any) -> Any:
     """
     What the monitor reads: a factory's figures, or any object with
     C{collect()}, C{connections(sort, limit, descending)} (a dict or a
-    Deferred of one) and C{reactor} (the worker pool's totals).
+    Deferred of one) and C{reactor} (a worker pool's
+    L{iocpsvc.monitor.pool.PoolSource}).
     """
     if isinstance(factoryOrSource, ConnectionContextFactory):
         return FactorySource(factoryOrSource)

@@ -1,0 +1,138 @@
+"""
+Tests for L{iocpsvc.monitor.pool}: the monitor's view of a worker pool
+(totals and per-worker rows in C{/stats.json} and C{/metrics}, the cluster
+summary, C{/connections.json} merged from the workers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from iocpsvc.monitor.pool import PoolSource
+from tests.fakeworkers import FakeWorker, clockedPool
+
+
+class PoolSourceTests(SynchronousTestCase):
+    """The parent's figures over its workers, as its monitor serves them."""
+
+    def test_totalsAndRows(self) -> None:
+        """Counters and gauges add up over workers; each worker has a row."""
+        pool = clockedPool()
+        pool.workers = {1: FakeWorker(1, 10), 2: FakeWorker(2, 11)}  # type: ignore[dict-item]
+        pool.snapshots = {
+            1: {"online": 3, "accepted_total": 5, "closed_total": {"peer": 2}, "received_frames_total": 7},
+            2: {"online": 4, "accepted_total": 6, "closed_total": {"peer": 1, "idle": 1}},
+        }
+        stats = PoolSource(pool).collect()
+        self.assertEqual(stats["online"], 7)
+        self.assertEqual(stats["accepted_total"], 11)
+        self.assertEqual(stats["closed_total"], {"peer": 3, "idle": 1})
+        self.assertEqual(stats["received_frames_total"], 7)
+        self.assertEqual(stats["peak_online"], 7)
+        self.assertEqual([row["online"] for row in stats["workers"]], [3, 4])
+        self.assertEqual([row["node_id"] for row in stats["workers"]], [10, 11])
+
+    def test_metrics(self) -> None:
+        """/metrics of the parent: the totals, plus one series per worker."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        from iocpsvc.monitor.prometheus import metricsText
+
+        pool = clockedPool()
+        pool.workers = {1: FakeWorker(1, 10), 2: FakeWorker(2, 11)}  # type: ignore[dict-item]
+        pool.snapshots = {1: {"online": 3, "accepted_total": 5}, 2: {"online": 4, "accepted_total": 6}}
+        pool.restartsTotal = 2
+        samples = {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(metricsText(PoolSource(pool).collect).decode())
+            for sample in family.samples
+        }
+        self.assertEqual(samples[("iocpsvc_connections_online", ())], 7)
+        self.assertEqual(samples[("iocpsvc_worker_connections_online", (("worker", "1"),))], 3)
+        self.assertEqual(samples[("iocpsvc_worker_connections_accepted_total", (("worker", "2"),))], 6)
+        self.assertEqual(samples[("iocpsvc_worker_up", (("worker", "2"),))], 1)
+        self.assertEqual(samples[("iocpsvc_worker_restarts_total", ())], 2)
+        self.assertEqual(samples[("iocpsvc_worker_responsive", (("worker", "1"),))], 1)
+        self.assertEqual(samples[("iocpsvc_worker_relay_dropped_total", ())], 0)
+
+    def test_clusterFigures(self) -> None:
+        """The workers' cluster figures add up; 'connected' only when every worker's bus is."""
+        pool = clockedPool()
+        pool.workers = {1: FakeWorker(1, 10), 2: FakeWorker(2, 11)}  # type: ignore[dict-item]
+        pool.snapshots = {
+            1: {"cluster": {"connected": True, "published_total": 3, "dropped_total": 1, "node_id": 10}},
+            2: {"cluster": {"connected": False, "published_total": 4, "dropped_total": 0, "node_id": 11}},
+        }
+        stats = PoolSource(pool).collect()
+        self.assertEqual(stats["cluster"]["published_total"], 7)
+        self.assertEqual(stats["cluster"]["dropped_total"], 1)
+        self.assertEqual((stats["cluster"]["connected"], stats["cluster"]["connected_workers"]), (False, 1))
+        self.assertEqual([row["cluster_connected"] for row in stats["workers"]], [True, False])
+
+    def test_relayOfTheWorkersIsNotACluster(self) -> None:
+        """Without --cluster, the workers' relay bus does not show as a cluster."""
+        pool = clockedPool()
+        pool.workers = {1: FakeWorker(1, 10)}  # type: ignore[dict-item]
+        pool.snapshots = {1: {"cluster": {"kind": "workers", "connected": True, "published_total": 3}}}
+        self.assertNotIn("cluster", PoolSource(pool).collect())
+
+    def test_clusterClaimsAndPending(self) -> None:
+        """Node-id claims and pending bytes reach totals and rows; a silent worker is not connected."""
+        pool = clockedPool()
+        one, two = FakeWorker(1, 10), FakeWorker(2, 11)
+        two.responsive = False
+        pool.workers = {1: one, 2: two}  # type: ignore[dict-item]
+        pool.snapshots = {
+            1: {"cluster": {"connected": True, "node_id_claimed": False, "pending_bytes": 10}},
+            2: {"cluster": {"connected": True, "node_id_claimed": True, "pending_bytes": 5}},
+        }
+        cluster = PoolSource(pool).collect()["cluster"]
+        self.assertEqual((cluster["connected"], cluster["connected_workers"]), (False, 1))
+        self.assertEqual((cluster["node_id_claimed"], cluster["node_ids_claimed"]), (False, 0))
+        self.assertEqual(cluster["pending_bytes"], 15)
+        rows = PoolSource(pool).collect()["workers"]
+        self.assertEqual([r["cluster_node_id_claimed"] for r in rows], [False, True])
+        self.assertEqual([r["cluster_pending_bytes"] for r in rows], [10, 5])
+
+    def test_connectionsMerged(self) -> None:
+        """
+        /connections.json: each worker's rows tagged with its index and
+        merged in the order asked, at most limit of them; the online counts
+        add up; a worker that does not answer is named in unanswered.
+        """
+        pool = clockedPool(3)
+        one, two, silent = FakeWorker(1, 10), FakeWorker(2, 11), FakeWorker(3, 12)
+        one.answer = {
+            "online": 2,
+            "order": "desc",
+            "connections": [{"id": 1, "bytes_in": 5}, {"id": 2, "bytes_in": 1}],
+        }
+        two.answer = {"online": 1, "order": "desc", "connections": [{"id": 9, "bytes_in": 3}]}
+        silent.answers = False
+        pool.workers = {1: one, 2: two, 3: silent}  # type: ignore[dict-item]
+        listings: list[Any] = []
+        PoolSource(pool).connections("bytes_in", 2, None).addCallback(listings.append)
+        self.assertEqual(listings, [])
+        pool.reactor.advance(pool.answerTimeout)
+        [listing] = listings
+        self.assertEqual((listing["online"], listing["order"], listing["unanswered"]), (3, "desc", [3]))
+        self.assertEqual([(row["worker"], row["id"]) for row in listing["connections"]], [(1, 1), (2, 9)])
+
+    def test_connectionsBadSort(self) -> None:
+        """An unknown sort key is refused before any worker is asked."""
+        pool = clockedPool(1)
+        worker = FakeWorker(1, 10)
+        pool.workers = {1: worker}  # type: ignore[dict-item]
+        self.assertRaises(ValueError, PoolSource(pool).connections, "color", 10, None)
+
+    def test_peakOnline(self) -> None:
+        """peak_online is the most connections seen online at once over all the workers."""
+        pool = clockedPool(1)
+        pool.workers = {1: FakeWorker(1, 10)}  # type: ignore[dict-item]
+        source = PoolSource(pool)
+        for online in (5, 9, 2):
+            pool.snapshots = {1: {"online": online}}
+            stats = source.collect()
+        self.assertEqual((stats["online"], stats["peak_online"]), (2, 9))
