@@ -119,7 +119,7 @@ def serve(argv: list[str]) -> None:
     service = makeService(options)
     service.startService()
     monitors: list[Any] = []
-    if options["monitor"] is not None:  # twisted.web only when it serves (peak memory is measured)
+    if options.config.monitor is not None:  # twisted.web only when it serves (peak memory is measured)
         from iocpsvc.monitor import MonitorService
 
         monitors = [child for child in service if isinstance(child, MonitorService)]

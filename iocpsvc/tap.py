@@ -1,44 +1,31 @@
 """
-The twistd plugin's options and service: C{twistd -n iocpsvc [options]}.
+The twistd plugin's options: C{twistd -n iocpsvc [options]}.
 
 This is the only module that knows about command-line options: it parses
-and checks them, builds the factory and the service, and hands over.
+and checks them into a frozen L{ServerConfig}, and L{makeService} hands
+that to the assembly (L{iocpsvc.assembly}), which builds the services.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet import endpoints
-from twisted.logger import Logger
 from twisted.python import reflect, usage
 
-from iocpsvc import workers
-from iocpsvc.accept import guardedReactor
-from iocpsvc.addresses import listenerKind, withDefaultBacklog
-from iocpsvc.cluster import MAX_NODE_ID, checkNodeId, randomNodeId
+from iocpsvc.addresses import listenerKind
+from iocpsvc.assembly import buildService
+from iocpsvc.cluster import checkNodeId
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.codecs._base import parseSize
+from iocpsvc.config import ServerConfig
 from iocpsvc.context import ConnectionContext
 from iocpsvc.contexts import BUILTIN_CONTEXTS
 from iocpsvc.errors import CodecSpecError
-from iocpsvc.factory import ConnectionContextFactory
-from iocpsvc.limits import (
-    RESERVED_FILES,
-    ServerLimits,
-    defaultMaxConnections,
-    descriptorShortfall,
-    raiseOpenFilesLimit,
-)
-from iocpsvc.monitor.pool import PoolSource
-from iocpsvc.monitor.stats import FactorySource
-from iocpsvc.service import ClusterService, SocketServerService
-
-_log = Logger(namespace="iocpsvc.tap")
+from iocpsvc.limits import ServerLimits
+from iocpsvc.workers import MODES, availableCores, parseWorkerOf
 
 DEFAULT_PORT = "tcp:9983"
 DEFAULT_CODEC = "length"
@@ -282,7 +269,8 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
-        from twisted.internet import endpoints, reactor
+        """Check every option and freeze them into C{self.config} (a L{ServerConfig})."""
+        from twisted.internet import reactor  # twistd has chosen the reactor by now
 
         if not self["port"]:
             self["port"] = [DEFAULT_PORT]
@@ -301,8 +289,7 @@ class Options(usage.Options):
                     ) from None
                 raise usage.UsageError(f"--port {description!r}: {e}") from None
 
-        self["contextClass"] = resolveContext(self["context"])
-
+        contextClass = resolveContext(self["context"])
         maxFrameLength = None
         if self["max-frame-length"] is not None:
             try:
@@ -311,11 +298,9 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--max-frame-length: {e}") from None
             if maxFrameLength <= 0:
                 raise usage.UsageError("--max-frame-length must be > 0")
-        self["maxFrameLength"] = maxFrameLength
-
-        spec = self["codec"] or getattr(self["contextClass"], "defaultCodec", None) or DEFAULT_CODEC
+        spec = self["codec"] or getattr(contextClass, "defaultCodec", None) or DEFAULT_CODEC
         try:
-            self["codecObject"] = parseCodecSpec(spec, maxFrameLength)
+            codec = parseCodecSpec(spec, maxFrameLength)
         except CodecSpecError as e:
             raise usage.UsageError(f"--codec {spec!r}: {e}") from None
         if not self["codec"] and maxFrameLength is not None and not isinstance(spec, str):
@@ -324,22 +309,75 @@ class Options(usage.Options):
                 f"({spec.spec}); set its limit there"
             )
 
-        self["shutdownTimeout"] = _number(self, "shutdown-timeout", float, minimum=0)
-        self["statsInterval"] = _number(self, "stats-interval", float, minimum=0)
-        self["monitorMaxConnections"] = _number(self, "monitor-max-connections", int, minimum=1)
-        self["monitorTimeout"] = _number(self, "monitor-timeout", float, minimum=0.1)
-        if self["monitor"].strip().lower() == "none":
-            self["monitor"] = None
-        else:
+        monitor: str | None = self["monitor"]
+        if monitor is not None and monitor.strip().lower() == "none":
+            monitor = None
+        elif monitor is not None:
             try:
-                endpoints.serverFromString(reactor, self["monitor"])
+                endpoints.serverFromString(reactor, monitor)
             except Exception as e:
-                raise usage.UsageError(f"--monitor {self['monitor']!r}: {e}") from None
+                raise usage.UsageError(f"--monitor {monitor!r}: {e}") from None
+
+        if self["workers"].strip().lower() == "auto":
+            workerCount = availableCores()
+        else:
+            workerCount = _number(self, "workers", int, minimum=1)
+        if self["worker-sockets"] not in (None, *MODES):
+            raise usage.UsageError(f"--worker-sockets must be one of {', '.join(MODES)}")
+        workerOf = None
+        if self["worker-of"] is not None:
+            try:
+                index, nodeOfWorker, modes = parseWorkerOf(self["worker-of"])
+            except ValueError:
+                raise usage.UsageError(f"--worker-of {self['worker-of']!r}: not set by a parent") from None
+            workerOf = (index, nodeOfWorker, tuple(modes))
+        if workerCount > 1 and workerOf is None:
+            for description in self["port"]:
+                if listenerKind(description) not in ("tcp", "tcp6", "ssl", "systemd"):
+                    raise usage.UsageError(
+                        f"--port {description!r}: worker processes share tcp, tcp6, ssl, haproxy "
+                        f"and systemd listeners only"
+                    )
+        nodeId = None
+        if self["node-id"] is not None:
+            try:
+                nodeId = checkNodeId(_number(self, "node-id", int, minimum=1))
+            except ValueError as e:
+                raise usage.UsageError(f"--node-id: {e}") from None
+        if self["cluster"] is not None:
+            from iocpsvc.cluster.redis import parseRedisURL  # the Redis client: only for --cluster
+
+            try:
+                parseRedisURL(self["cluster"])
+            except ValueError as e:
+                raise usage.UsageError(f"--cluster {self['cluster']!r}: {e}") from None
+
+        self.config = ServerConfig(
+            ports=tuple(self["port"]),
+            contextClass=contextClass,
+            codec=codec,
+            limits=self._limits(),
+            shutdownTimeout=_number(self, "shutdown-timeout", float, minimum=0),
+            monitor=monitor,
+            statsInterval=_number(self, "stats-interval", float, minimum=0),
+            monitorMaxConnections=_number(self, "monitor-max-connections", int, minimum=1),
+            monitorTimeout=_number(self, "monitor-timeout", float, minimum=0.1),
+            workerCount=workerCount,
+            workerTimeout=_number(self, "worker-timeout", float, minimum=0),
+            workerSockets=self["worker-sockets"],
+            workerOf=workerOf,
+            nodeId=nodeId,
+            cluster=self["cluster"],
+            arguments=tuple(self.rawArgs) if self.rawArgs is not None else (),
+        )
+
+    def _limits(self) -> ServerLimits:
+        """The connection limits the options give."""
         maxConnections = None
         if self["max-connections"] is not None:
             maxConnections = _number(self, "max-connections", int, minimum=1)
         try:
-            self["limits"] = ServerLimits(
+            return ServerLimits(
                 maxConnections=maxConnections,
                 idleTimeout=_number(self, "idle-timeout", float, minimum=0),
                 keepAlive=not self["no-keepalive"],
@@ -359,40 +397,6 @@ class Options(usage.Options):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
 
-        if self["workers"].strip().lower() == "auto":
-            self["workerCount"] = workers.availableCores()
-        else:
-            self["workerCount"] = _number(self, "workers", int, minimum=1)
-        self["workerTimeout"] = _number(self, "worker-timeout", float, minimum=0)
-        if self["worker-sockets"] not in (None, *workers.MODES):
-            raise usage.UsageError(f"--worker-sockets must be one of {', '.join(workers.MODES)}")
-        self["workerOf"] = None
-        if self["worker-of"] is not None:
-            try:
-                self["workerOf"] = workers.parseWorkerOf(self["worker-of"])
-            except ValueError:
-                raise usage.UsageError(f"--worker-of {self['worker-of']!r}: not set by a parent") from None
-        if self["workerCount"] > 1 and self["workerOf"] is None:
-            for description in self["port"]:
-                if listenerKind(description) not in ("tcp", "tcp6", "ssl", "systemd"):
-                    raise usage.UsageError(
-                        f"--port {description!r}: worker processes share tcp, tcp6, ssl, haproxy "
-                        f"and systemd listeners only"
-                    )
-        self["nodeId"] = None
-        if self["node-id"] is not None:
-            try:
-                self["nodeId"] = checkNodeId(_number(self, "node-id", int, minimum=1))
-            except ValueError as e:
-                raise usage.UsageError(f"--node-id: {e}") from None
-        if self["cluster"] is not None:
-            from iocpsvc.cluster.redis import parseRedisURL
-
-            try:
-                parseRedisURL(self["cluster"])
-            except ValueError as e:
-                raise usage.UsageError(f"--cluster {self['cluster']!r}: {e}") from None
-
 
 def _number(options: Options, name: str, parse: Callable[[str], Any], minimum: float) -> Any:
     """Parse option C{name} with C{parse}; a bad or too small value is a usage error."""
@@ -407,134 +411,7 @@ def _number(options: Options, name: str, parse: Callable[[str], Any], minimum: f
 
 
 def makeService(options: Options) -> MultiService:
-    """
-    Build the server from parsed options: one process, the parent of
-    C{--workers} worker processes, or (C{--worker-of}) one of those.
+    """The server the parsed C{options} describe (built by L{iocpsvc.assembly})."""
+    from twisted.internet import reactor  # twistd has installed its reactor by now
 
-    Raises the open-files limit to its hard limit and, unless
-    C{--max-connections} was given, derives the connection limit from it.
-    """
-    from twisted.internet import reactor
-
-    if options["workerOf"] is None and options["workerCount"] > 1:
-        why = workers.workersAvailable(reactor)
-        if why is None:
-            return _makeWorkerPool(options, reactor)
-        _log.warn(
-            "--workers {count}: {why}; running one process",
-            count=options["workerCount"],
-            why=why,
-        )
-
-    limits: ServerLimits = options["limits"]
-    notes = []
-    # A worker's monitor is its parent's: it keeps no descriptors for one.
-    monitorConnections = (
-        options["monitorMaxConnections"]
-        if options["monitor"] is not None and options["workerOf"] is None
-        else 0
-    )
-    openFiles = raiseOpenFilesLimit()
-    if openFiles is not None:
-        before, after = openFiles
-        notes.append(
-            f"open files limit raised from {before} to {after}"
-            if after != before
-            else f"open files limit {after}"
-        )
-        if limits.maxConnections is None:
-            limits.maxConnections = defaultMaxConnections(after, monitorConnections)
-            notes.append("max connections derived from it")
-        shortfall = descriptorShortfall(after, limits.maxConnections, monitorConnections)
-        if shortfall:
-            _log.warn(
-                "--max-connections {maxConnections}: the open-files limit {openFiles} is {shortfall} "
-                "descriptors short of it, the monitor's {monitor} and a reserve of {reserve}; "
-                "connections past the limit will be closed at accept as no-descriptors",
-                maxConnections=limits.maxConnections,
-                openFiles=after,
-                shortfall=shortfall,
-                monitor=monitorConnections,
-                reserve=RESERVED_FILES,
-            )
-    factory = ConnectionContextFactory(
-        contextClass=options["contextClass"],
-        codec=options["codecObject"],
-        reactor=reactor,
-        limits=limits,
-    )
-    # Listening ports that refuse in the accept's own turn (iocpsvc.accept).
-    endpointReactor: Any = guardedReactor(reactor)
-    nodeId = options["nodeId"]
-    if options["workerOf"] is not None:
-        index, nodeId, modes = options["workerOf"]
-        notes.insert(0, f"worker {index} (node {nodeId})")
-        try:
-            # Out of the terminal's process group: Ctrl-C goes to the
-            # parent, which stops the workers in order.
-            os.setsid()
-        except OSError:
-            pass
-        endpointReactor = workers.SocketAdoptingReactor(endpointReactor, modes)
-    service = SocketServerService(
-        factory,
-        [
-            workers.adoptedEndpoint(endpointReactor, d, position)
-            if options["workerOf"] is not None and d.startswith("systemd:")
-            else endpoints.serverFromString(endpointReactor, withDefaultBacklog(d))
-            for position, d in enumerate(options["port"])
-        ],
-        reactor=reactor,
-        shutdownTimeout=options["shutdownTimeout"],
-        startNotes=notes,
-        descriptions=list(options["port"]),
-    )
-    bus: Any = None
-    if options["cluster"] is not None:
-        from iocpsvc.cluster.redis import RedisBus
-
-        bus = RedisBus(options["cluster"], nodeId or randomNodeId(), reactor=reactor)
-    elif options["workerOf"] is not None:
-        bus = workers.ParentBus(nodeId)
-    if bus is not None:
-        factory.joinCluster(bus)
-        ClusterService(bus, factory).setServiceParent(service)
-    if options["workerOf"] is not None:
-        parentBus = bus if isinstance(bus, workers.ParentBus) else None
-        workers.WorkerControlService(
-            FactorySource(factory), reactor, options["workerOf"][0], parentBus
-        ).setServiceParent(service)
-    elif options["monitor"] is not None:
-        _monitorService(factory, options, reactor).setServiceParent(service)
-    return service
-
-
-def _makeWorkerPool(options: Options, reactor: Any) -> MultiService:
-    """The parent of C{--workers} processes, and the one monitor."""
-    raiseOpenFilesLimit()
-    nodeIdBase = options["nodeId"] or randomNodeId()
-    nodeIdBase = min(nodeIdBase, MAX_NODE_ID - options["workerCount"] + 1)
-    rawArgs = options.rawArgs if options.rawArgs is not None else sys.argv[1:]
-    pool = workers.WorkerPoolService(
-        list(options["port"]),
-        rawArgs,
-        options["workerCount"],
-        reactor=reactor,
-        mode=options["worker-sockets"],
-        shutdownTimeout=options["shutdownTimeout"],
-        nodeIdBase=nodeIdBase,
-    )
-    pool.unresponsiveTimeout = options["workerTimeout"]
-    if options["monitor"] is not None:
-        _monitorService(PoolSource(pool), options, reactor).setServiceParent(pool)
-    return pool
-
-
-def _monitorService(source: Any, options: Options, reactor: Any) -> Any:
-    """The monitor of C{source} (a factory, or the worker pool's L{PoolSource}), as the options say."""
-    from iocpsvc.monitor import MonitorLimits, MonitorService
-
-    limits = MonitorLimits(
-        maxConnections=options["monitorMaxConnections"], requestTimeout=options["monitorTimeout"]
-    )
-    return MonitorService(source, options["monitor"], options["statsInterval"], reactor, limits)
+    return buildService(options.config, reactor)

@@ -24,7 +24,6 @@ from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
-from iocpsvc.tap import Options
 from iocpsvc.testing import EmbeddedConnection
 from iocpsvc.threads import inThreadPool
 from tests.helpers import frame
@@ -453,100 +452,6 @@ class RateLimitedLogTests(SynchronousTestCase):
         log.warn("handler error {n}", n=2)
         self.assertEqual([e["log_format"] for e in events][-1], "handler error {n}")
         self.assertEqual(log.suppressed("refused {n}"), 48)
-
-
-class OptionsTests(SynchronousTestCase):
-    """The hardening options of twistd iocpsvc."""
-
-    def test_limitsFromOptions(self) -> None:
-        """Each option lands in ServerLimits."""
-        options = Options()
-        options.parseOptions(
-            [
-                "--max-connections=100",
-                "--idle-timeout=30",
-                "--no-keepalive",
-                "--write-high-water=16KiB",
-                "--max-pending-write=1MiB",
-                "--max-pending-objects=8",
-                "--close-timeout=3",
-                "--allow=10.0.0.0/8",
-                "--allow=::1",
-                "--deny=10.1.0.0/16",
-            ]
-        )
-        limits = options["limits"]
-        self.assertEqual(
-            (
-                limits.maxConnections,
-                limits.idleTimeout,
-                limits.keepAlive,
-                limits.writeHighWater,
-                limits.maxPendingWrite,
-                limits.maxPendingObjects,
-                limits.closeTimeout,
-            ),
-            (100, 30, False, 16384, 1048576, 8, 3),
-        )
-        self.assertEqual([str(n) for n in limits.allow], ["10.0.0.0/8", "::1/128"])
-        self.assertEqual([str(n) for n in limits.deny], ["10.1.0.0/16"])
-
-    def test_defaults(self) -> None:
-        """
-        Defaults: idle 300 s, keep-alive on, 64 KiB; max pending write
-        derived from the codec's largest frame: 4 MiB for the default
-        codec (1 MiB frames), 11 MiB for diocp (10 MiB frames).
-        """
-        options = Options()
-        options.parseOptions([])
-        limits = options["limits"]
-        self.assertEqual(
-            (limits.idleTimeout, limits.keepAlive, limits.writeHighWater, limits.maxPendingWrite),
-            (300, True, 65536, None),
-        )
-        self.assertEqual(limits.pendingWriteLimit(options["codecObject"].maxFrameLength), 4 * 1024 * 1024)
-        options = Options()
-        options.parseOptions(["--codec", "diocp"])
-        self.assertEqual(
-            options["limits"].pendingWriteLimit(options["codecObject"].maxFrameLength), 11 * 1024 * 1024
-        )
-        self.assertEqual(options["limits"].maxPendingObjectBytes, 1024 * 1024)
-
-    def test_pendingWriteBelowLargestFrameWarned(self) -> None:
-        """An explicit max pending write below the codec's largest frame is warned of at start."""
-        from twisted.internet.testing import MemoryReactorClock
-        from twisted.logger import globalLogPublisher
-
-        from iocpsvc.service import SocketServerService
-
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        for pending, warned in ((4 * 1024 * 1024, True), (None, False)):
-            del events[:]
-            reactor = MemoryReactorClock()
-            factory = ConnectionContextFactory(
-                EchoContext, "diocp", reactor=reactor, limits=ServerLimits(maxPendingWrite=pending)
-            )
-            service = SocketServerService(factory, ["tcp:0"], reactor=reactor)
-            service.startService()
-            warnings = [e for e in events if "below the codec's largest frame" in e.get("log_format", "")]
-            self.assertEqual(len(warnings), 1 if warned else 0)
-            service.stopService()
-
-    def test_badValues(self) -> None:
-        """Bad limit values are usage errors naming the option."""
-        from twisted.python.usage import UsageError
-
-        for argv, words in [
-            (["--max-connections=0"], "max-connections"),
-            (["--idle-timeout=soon"], "idle-timeout"),
-            (["--write-high-water=2MiB", "--max-pending-write=1MiB"], "maxPendingWrite"),
-            (["--deny=300.1.1.1"], "300.1.1.1"),
-        ]:
-            with self.assertRaises(UsageError) as caught:
-                Options().parseOptions(argv)
-            self.assertIn(words, str(caught.exception))
 
 
 class PushingTransport:

@@ -29,7 +29,6 @@ from iocpsvc.monitor.prometheus import metricsText
 from iocpsvc.monitor.site import MonitorChannel, MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import StatsSampler, collect, connections, summaryLine
 from iocpsvc.service import SocketServerService
-from iocpsvc.tap import Options
 from iocpsvc.testing import EmbeddedConnection
 from tests.netutil import connectRaw, temporaryDirectory, waitUntil
 
@@ -150,30 +149,6 @@ class FiguresTests(SynchronousTestCase):
         line = summaryLine(StatsSampler(self.factory).stats())
         self.assertIn("online 1 (peak 1)", line)
         self.assertIn("decode errors 0", line)
-
-
-class OptionsTests(SynchronousTestCase):
-    """--monitor and --stats-interval."""
-
-    def test_defaults(self) -> None:
-        """By default the monitor listens on 127.0.0.1:9984 and logs every minute."""
-        options = Options()
-        options.parseOptions([])
-        self.assertEqual(options["monitor"], "tcp:9984:interface=127.0.0.1")
-        self.assertEqual(options["statsInterval"], 60)
-
-    def test_none(self) -> None:
-        """--monitor none turns it off."""
-        options = Options()
-        options.parseOptions(["--monitor", "none"])
-        self.assertIsNone(options["monitor"])
-
-    def test_bad(self) -> None:
-        """A bad endpoint or interval is a usage error."""
-        from twisted.python.usage import UsageError
-
-        self.assertRaises(UsageError, Options().parseOptions, ["--monitor", "bogus:1"])
-        self.assertRaises(UsageError, Options().parseOptions, ["--stats-interval", "-1"])
 
 
 class _Output(protocol.ProcessProtocol):

@@ -17,7 +17,6 @@ from twisted.internet import defer
 from twisted.python.runtime import platform
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from iocpsvc.tap import Options
 from tests.helpers import encodeFrames
 from tests.netutil import REPO, TWISTD, echoMany, spawnTwistd, temporaryDirectory
 from tests.test_tcp import FRAMING_CODECS
@@ -32,72 +31,6 @@ def runTwistd(*args: str) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=60,
     )
-
-
-class OptionsTests(SynchronousTestCase):
-    """Parsing of C{twistd iocpsvc} options, in process."""
-
-    def parse(self, *argv: str) -> Options:
-        options = Options()
-        options.parseOptions(list(argv))
-        return options
-
-    def test_defaults(self) -> None:
-        """No options: echo on tcp:9983 with the length codec."""
-        options = self.parse()
-        self.assertEqual(options["port"], ["tcp:9983"])
-        self.assertEqual(options["codecObject"].spec, "length")
-        self.assertEqual(options["contextClass"].__name__, "EchoContext")
-        self.assertEqual(options["codecObject"].maxFrameLength, 1024 * 1024)
-
-    def test_repeatablePorts(self) -> None:
-        """--port and -p may be given several times."""
-        options = self.parse("-p", "tcp:1", "--port", "tcp:2:interface=127.0.0.1")
-        self.assertEqual(options["port"], ["tcp:1", "tcp:2:interface=127.0.0.1"])
-
-    def test_maxFrameLengthUnits(self) -> None:
-        """--max-frame-length accepts 64KiB and applies to the codec."""
-        options = self.parse("--max-frame-length", "64KiB", "--codec", "line")
-        self.assertEqual(options["codecObject"].maxFrameLength, 65536)
-
-    def test_specMaxWins(self) -> None:
-        """A codec spec's own max= wins over --max-frame-length."""
-        options = self.parse("--max-frame-length", "64KiB", "--codec", "length:max=100")
-        self.assertEqual(options["codecObject"].maxFrameLength, 100)
-
-    def test_chatContextBringsItsCodec(self) -> None:
-        """--context chat uses line+text unless --codec says otherwise."""
-        self.assertEqual(self.parse("--context", "chat")["codecObject"].spec, "line+text")
-
-    def test_dottedContext(self) -> None:
-        """--context takes the dotted name of a context class."""
-        options = self.parse("--context", "iocpsvc.contexts.EchoContext")
-        self.assertEqual(options["contextClass"].__name__, "EchoContext")
-
-    def test_proxyHeaderTimeout(self) -> None:
-        """--proxy-header-timeout sets the limit (10 s unless given)."""
-        self.assertEqual(self.parse()["limits"].proxyHeaderTimeout, 10)
-        self.assertEqual(self.parse("--proxy-header-timeout", "2.5")["limits"].proxyHeaderTimeout, 2.5)
-
-    def test_badOptions(self) -> None:
-        """Bad values are usage errors that name the bad part."""
-        from twisted.python.usage import UsageError
-
-        for argv, words in [
-            (["--codec", "length:size=5"], "size"),
-            (["--codec", "nosuch"], "nosuch"),
-            (["--codec", "json"], "framer"),
-            (["--max-frame-length", "lots"], "lots"),
-            (["--context", "nosuch"], "nosuch"),
-            (["--context", "os.path"], "ConnectionContext"),
-            (["--port", "bogus:1"], "bogus"),
-            (["--proxy-header-timeout", "-1"], "proxy-header-timeout"),
-            (["--node-id", "0"], "node-id"),
-            (["--cluster", "http://127.0.0.1"], "redis://"),
-        ]:
-            with self.assertRaises(UsageError) as caught:
-                self.parse(*argv)
-            self.assertIn(words, str(caught.exception))
 
 
 class TwistdCommandTests(SynchronousTestCase):

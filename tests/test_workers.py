@@ -18,75 +18,15 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
 from iocpsvc import workers
-from iocpsvc.tap import Options
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
 
 
 def frame(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
-
-
-class OptionsTests(SynchronousTestCase):
-    """The worker options."""
-
-    def test_auto(self) -> None:
-        """--workers auto is the number of cores this process may use."""
-        options = Options()
-        options.parseOptions(["--workers", "auto"])
-        self.assertEqual(options["workerCount"], workers.availableCores())
-
-    def test_workerTimeout(self) -> None:
-        """--worker-timeout: 30 s unless given; 0 turns the watchdog off."""
-        options = Options()
-        options.parseOptions([])
-        self.assertEqual(options["workerTimeout"], 30)
-        options = Options()
-        options.parseOptions(["--worker-timeout", "0"])
-        self.assertEqual(options["workerTimeout"], 0)
-
-    def test_badValues(self) -> None:
-        """Bad counts, modes and listeners that cannot be shared are usage errors."""
-        from twisted.python.usage import UsageError
-
-        for args in (
-            ["--workers", "0"],
-            ["--workers", "two"],
-            ["--workers", "2", "--worker-sockets", "magic"],
-            ["--workers", "2", "--port", "unix:/tmp/iocpsvc-test.sock"],
-        ):
-            self.assertRaises(UsageError, Options().parseOptions, args)
-
-    def test_unavailable(self) -> None:
-        """A reactor that cannot adopt sockets (as IOCP's) is named as the reason to run one process."""
-        from twisted.internet.task import Clock
-
-        why = workers.workersAvailable(Clock())
-        self.assertIsNotNone(why)
-        if os.name == "posix":
-            self.assertIn("cannot adopt listening sockets", str(why))
-
-    def test_oneProcessWhereUnavailable(self) -> None:
-        """--workers 2 on such a reactor builds the one-process server, with a warning."""
-        from twisted.logger import globalLogPublisher
-
-        from iocpsvc import tap
-        from iocpsvc.service import SocketServerService
-
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        self.patch(
-            workers, "workersAvailable", lambda reactor: "the IOCPReactor cannot adopt listening sockets"
-        )
-        options = Options()
-        options.parseOptions(["--workers", "2", "--port", "tcp:0:interface=127.0.0.1", "--monitor", "none"])
-        service = tap.makeService(options)
-        self.assertIsInstance(service, SocketServerService)
-        self.assertTrue(any("running one process" in str(e.get("log_format", "")) for e in events))
 
 
 _NO_WORKERS = workers.workersAvailable(reactor)
