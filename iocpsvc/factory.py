@@ -24,8 +24,7 @@ from iocpsvc import errors
 from iocpsvc.accept import Refuse
 from iocpsvc.addresses import addressAllowed, describePeer
 from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastContextId, nodeOfContext
-from iocpsvc.codecs import Codec, parseCodecSpec, sharedIfStateless
-from iocpsvc.codecs._base import encodedBytes
+from iocpsvc.codecs import Codec, encodedBytes, parseCodecSpec, sharedIfStateless
 from iocpsvc.context import ConnectionContext
 from iocpsvc.counters import Counters
 from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IContextHost, IDecoder, IEncoder

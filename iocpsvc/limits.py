@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iocpsvc.addresses import parseNetwork
-from iocpsvc.codecs._base import KiB, MiB
+from iocpsvc.units import KiB, MiB
 
 DEFAULT_MAX_PENDING_WRITE = 4 * MiB
 """The least C{maxPendingWrite} is by default, whatever the codec."""

@@ -19,12 +19,12 @@ from iocpsvc.addresses import listenerKind
 from iocpsvc.assembly import buildService
 from iocpsvc.cluster import checkNodeId
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
-from iocpsvc.codecs._base import parseSize
 from iocpsvc.config import ServerConfig
 from iocpsvc.context import ConnectionContext
 from iocpsvc.contexts import BUILTIN_CONTEXTS
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.limits import ServerLimits
+from iocpsvc.units import parseDuration, parseSize
 from iocpsvc.workers import MODES, availableCores, parseWorkerOf
 
 DEFAULT_PORT = "tcp:9983"
@@ -67,6 +67,7 @@ class Options(usage.Options):
         "the length codec (4-byte big-endian length prefix)."
     )
 
+    # Durations take units (30, 1.5s, 250ms, 5m, 1h); sizes too (65536, 64KiB, 1MiB).
     optParameters: list[list[Any]] = [
         [
             "codec",
@@ -357,13 +358,13 @@ class Options(usage.Options):
             contextClass=contextClass,
             codec=codec,
             limits=self._limits(),
-            shutdownTimeout=_number(self, "shutdown-timeout", float, minimum=0),
+            shutdownTimeout=_number(self, "shutdown-timeout", parseDuration, minimum=0),
             monitor=monitor,
-            statsInterval=_number(self, "stats-interval", float, minimum=0),
+            statsInterval=_number(self, "stats-interval", parseDuration, minimum=0),
             monitorMaxConnections=_number(self, "monitor-max-connections", int, minimum=1),
-            monitorTimeout=_number(self, "monitor-timeout", float, minimum=0.1),
+            monitorTimeout=_number(self, "monitor-timeout", parseDuration, minimum=0.1),
             workerCount=workerCount,
-            workerTimeout=_number(self, "worker-timeout", float, minimum=0),
+            workerTimeout=_number(self, "worker-timeout", parseDuration, minimum=0),
             workerSockets=self["worker-sockets"],
             workerOf=workerOf,
             nodeId=nodeId,
@@ -379,7 +380,7 @@ class Options(usage.Options):
         try:
             return ServerLimits(
                 maxConnections=maxConnections,
-                idleTimeout=_number(self, "idle-timeout", float, minimum=0),
+                idleTimeout=_number(self, "idle-timeout", parseDuration, minimum=0),
                 keepAlive=not self["no-keepalive"],
                 writeHighWater=_number(self, "write-high-water", parseSize, minimum=1),
                 maxPendingWrite=(
@@ -389,8 +390,8 @@ class Options(usage.Options):
                 ),
                 maxPendingObjects=_number(self, "max-pending-objects", int, minimum=1),
                 maxPendingObjectBytes=_number(self, "max-pending-object-bytes", parseSize, minimum=1),
-                closeTimeout=_number(self, "close-timeout", float, minimum=0),
-                proxyHeaderTimeout=_number(self, "proxy-header-timeout", float, minimum=0),
+                closeTimeout=_number(self, "close-timeout", parseDuration, minimum=0),
+                proxyHeaderTimeout=_number(self, "proxy-header-timeout", parseDuration, minimum=0),
                 allow=self["allow"],
                 deny=self["deny"],
             )

@@ -26,8 +26,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from iocpsvc.codecs import Codec
-from iocpsvc.codecs._base import encodedBytes
+from iocpsvc.codecs import Codec, encodedBytes
 from iocpsvc.context import ConnectionContext
 from iocpsvc.factory import ConnectionContextFactory
 

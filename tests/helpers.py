@@ -6,8 +6,8 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
+from iocpsvc.codecs import encodedBytes as joinEncoded
 from iocpsvc.codecs import parseCodecSpec
-from iocpsvc.codecs._base import encodedBytes as joinEncoded
 
 
 def feedChunks(decoder: Any, chunks: Iterable[bytes]) -> list[object]:

@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from iocpsvc.codecs import parseCodecSpec
-from iocpsvc.codecs._base import MiB
 from iocpsvc.codecs.diocp import (
     DEFAULT_MAX_FRAME_LENGTH,
     DiocpStreamDecoder,
@@ -34,6 +33,7 @@ from iocpsvc.errors import (
     EncodeError,
     FrameTooLong,
 )
+from iocpsvc.units import MiB
 from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
 
 # "hello" = 68 65 6C 6C 6F; 0x68 + 0x65 + 0x6C + 0x6C + 0x6F = 0x214.

@@ -94,7 +94,7 @@ class SpecParsingTests(SynchronousTestCase):
 
 PLUGIN_SOURCE = textwrap.dedent(
     """
-    from iocpsvc.codecs._base import CodecPlugin
+    from iocpsvc.codecs import CodecPlugin
     from iocpsvc.codecs.length import _build
 
     def build(defaultMaxFrameLength, **params):

@@ -224,3 +224,25 @@ class ConfigTests(SynchronousTestCase):
         arguments = ["--port", "tcp:0", "--codec", "line"]
         options.parseOptions(arguments)
         self.assertEqual(options.config.arguments, tuple(arguments))
+
+
+class UnitTests(SynchronousTestCase):
+    """Durations and sizes with units."""
+
+    def test_durations(self) -> None:
+        """Duration options take seconds or a unit: ms, s, m, h."""
+        options = Options()
+        options.parseOptions(
+            ["--idle-timeout", "5m", "--close-timeout", "1.5s", "--monitor-timeout", "250ms"]
+        )
+        config = options.config
+        self.assertEqual(
+            (config.limits.idleTimeout, config.limits.closeTimeout, config.monitorTimeout), (300, 1.5, 0.25)
+        )
+
+    def test_badDuration(self) -> None:
+        """A duration that is not one is a usage error naming the option."""
+        from twisted.python.usage import UsageError
+
+        error = self.assertRaises(UsageError, Options().parseOptions, ["--idle-timeout", "5 weeks"])
+        self.assertIn("--idle-timeout", str(error))

@@ -28,18 +28,16 @@ from typing import Any
 
 from iocpsvc.codecs._base import (
     CodecPlugin,
-    KiB,
-    MiB,
+    encodedBytes,
     parseBool,
     parseByteOrder,
     parseBytes,
-    parseInt,
-    parseSize,
     payloadBytes,
 )
 from iocpsvc.codecs.chain import ChainDecoder, ChainEncoder
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.interfaces import ICodecPlugin, IDecoder, IEncoder
+from iocpsvc.units import KiB, MiB, parseInt, parseSize
 
 BUILTIN_MODULES = (
     "iocpsvc.codecs.length",
@@ -267,6 +265,7 @@ __all__ = [
     "KiB",
     "MiB",
     "availableCodecs",
+    "encodedBytes",
     "getCodecPlugin",
     "parseBool",
     "parseByteOrder",

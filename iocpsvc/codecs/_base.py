@@ -7,7 +7,6 @@ framer encode an application's message class through an L{IEncoder} adapter.
 from __future__ import annotations
 
 import codecs as _stdcodecs
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,9 +15,7 @@ from zope.interface import implementer
 
 from iocpsvc.errors import EncodeError
 from iocpsvc.interfaces import ICodecPlugin, IEncoder
-
-KiB = 1024
-MiB = 1024 * 1024
+from iocpsvc.units import KiB
 
 JOIN_LIMIT = 4 * KiB
 """
@@ -33,50 +30,6 @@ From this size a frame is copied out of a C{bytearray} through a
 C{memoryview} (one copy) rather than slice-then-C{bytes()} (two copies);
 below it the view's set-up costs more than the second copy.
 """
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?\s*$", re.IGNORECASE)
-_UNITS = {
-    None: 1,
-    "b": 1,
-    "k": KiB,
-    "kb": KiB,
-    "kib": KiB,
-    "m": MiB,
-    "mb": MiB,
-    "mib": MiB,
-    "g": 1024 * MiB,
-    "gb": 1024 * MiB,
-    "gib": 1024 * MiB,
-}
-
-
-def parseSize(text: str) -> int:
-    """
-    Parse a byte count: C{65536}, C{64KiB}, C{1MiB}, C{0x10000}.  Units are
-    binary (C{KB} and C{KiB} both mean 1024).
-
-    @raise ValueError: not a non-negative size.
-    """
-    text = str(text)
-    if text.lower().startswith("0x"):
-        return parseInt(text)
-    match = _SIZE.match(text)
-    if match is None:
-        raise ValueError(f"{text!r} is not a size (examples: 65536, 64KiB, 1MiB)")
-    unit = match.group(2).lower() if match.group(2) else None
-    return int(match.group(1)) * _UNITS[unit]
-
-
-def parseInt(text: str) -> int:
-    """
-    Parse an integer in decimal or with a C{0x}/C{0o}/C{0b} prefix.
-
-    @raise ValueError: not an integer.
-    """
-    try:
-        return int(str(text), 0)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an integer") from None
 
 
 def parseByteOrder(text: str) -> str:

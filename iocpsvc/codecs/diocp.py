@@ -89,9 +89,10 @@ from zlib import adler32
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, MiB, copyFrame, parseBool, parseSize, payloadBytes
+from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, copyFrame, parseBool, payloadBytes
 from iocpsvc.errors import ChecksumMismatch, CorruptFrame, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.units import MiB, parseSize
 
 PACK_FLAG = 0x0D10
 """DIOCP's C{PACK_FLAG}: the first two bytes of every frame (10 0D)."""

@@ -34,9 +34,10 @@ from operator import itemgetter
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import CodecPlugin, parseSize, payloadBytes
+from iocpsvc.codecs._base import CodecPlugin, payloadBytes
 from iocpsvc.errors import EncodeError
 from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.units import parseSize
 
 _first = itemgetter(0)
 

@@ -71,9 +71,10 @@ from collections.abc import Callable
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, KiB, copyFrame, parseInt, parseSize, payloadBytes
+from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, copyFrame, payloadBytes
 from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.units import KiB, parseInt, parseSize
 
 LENGTH_BITS = 22
 """HP-Socket's C{TCP_PACK_LENGTH_BITS}."""

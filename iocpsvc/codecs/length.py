@@ -74,15 +74,13 @@ from zope.interface import implementer
 from iocpsvc.codecs._base import (
     JOIN_LIMIT,
     CodecPlugin,
-    MiB,
     parseBool,
     parseByteOrder,
-    parseInt,
-    parseSize,
     payloadBytes,
 )
 from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.units import MiB, parseInt, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
 

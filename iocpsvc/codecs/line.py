@@ -99,15 +99,14 @@ from zope.interface import implementer
 from iocpsvc.codecs._base import (
     JOIN_LIMIT,
     CodecPlugin,
-    MiB,
     copyFrame,
     parseBool,
     parseBytes,
-    parseSize,
     payloadBytes,
 )
 from iocpsvc.errors import EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.units import MiB, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
 

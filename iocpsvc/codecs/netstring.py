@@ -56,9 +56,10 @@ from collections.abc import Callable
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, MiB, copyFrame, parseSize, payloadBytes
+from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, copyFrame, payloadBytes
 from iocpsvc.errors import CorruptFrame, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.units import MiB, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
 

@@ -28,8 +28,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from iocpsvc.codecs import parseCodecSpec
-from iocpsvc.codecs._base import encodedBytes
+from iocpsvc.codecs import encodedBytes, parseCodecSpec
 from iocpsvc.errors import (
     BadControlMessage,
     ControlCallFailed,
