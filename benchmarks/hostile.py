@@ -35,9 +35,9 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 
+from iocpsvc.apps import EchoContext
 from iocpsvc.codecs import parseCodecSpec
-from iocpsvc.contexts import EchoContext
-from iocpsvc.limits import raiseOpenFilesLimit
+from iocpsvc.machine import raiseOpenFilesLimit
 
 GOOD = 20
 SERVE = [sys.executable, "-m", "benchmarks.hostile", "--serve"]

@@ -34,7 +34,7 @@ sys.path.insert(0, tree)
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from iocpsvc.codecs import parseCodecSpec
-from iocpsvc.contexts import EchoContext
+from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 
 class Sink:

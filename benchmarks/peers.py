@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     kind, port = argv[0], int(argv[1])
     from twisted.internet import reactor
 
-    from iocpsvc.limits import raiseOpenFilesLimit
+    from iocpsvc.machine import raiseOpenFilesLimit
 
     raiseOpenFilesLimit()
     factory = protocol.Factory.forProtocol(PEERS[kind])

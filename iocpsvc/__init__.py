@@ -12,9 +12,23 @@ TIocpDecoder/TIocpEncoder L{iocpsvc.interfaces.IDecoder} / L{IEncoder}
 ========================  =================================================
 """
 
+import importlib
+from typing import Any
+
 from iocpsvc.codecs import Codec, parseCodecSpec
 from iocpsvc.context import ConnectionContext
 from iocpsvc.errors import (
+    CLOSE_REASONS,
+    FRAME_TOO_LONG,
+    HANDLER_ERROR,
+    IDLE,
+    LOCAL,
+    NO_DESCRIPTORS,
+    PEER,
+    PROTOCOL_ERROR,
+    REFUSED,
+    SHUTDOWN,
+    SLOW_CLIENT,
     ChecksumMismatch,
     CodecSpecError,
     CorruptFrame,
@@ -23,12 +37,44 @@ from iocpsvc.errors import (
     FrameTooLong,
 )
 from iocpsvc.factory import ConnectionContextFactory
-from iocpsvc.interfaces import ICodecPlugin, IDecoder, IEncoder, IObjectDecoder
+from iocpsvc.interfaces import ICodecPlugin, IContextHost, IDecoder, IEncoder, IObjectDecoder
+from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
 
 __version__ = "0.1.0"
 
+# Loaded on first use, so that a server pays only for what it uses (the
+# client side, the test helpers, the thread pool, twisted.web).
+_LAZY = {
+    "connect": "iocpsvc.client",
+    "reconnectingClient": "iocpsvc.client",
+    "RequestContext": "iocpsvc.client",
+    "EmbeddedConnection": "iocpsvc.testing",
+    "inThreadPool": "iocpsvc.threads",
+    "MonitorService": "iocpsvc.monitor.web",
+    "MonitorLimits": "iocpsvc.monitor.site",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
+    "CLOSE_REASONS",
+    "FRAME_TOO_LONG",
+    "HANDLER_ERROR",
+    "IDLE",
+    "LOCAL",
+    "NO_DESCRIPTORS",
+    "PEER",
+    "PROTOCOL_ERROR",
+    "REFUSED",
+    "SHUTDOWN",
+    "SLOW_CLIENT",
     "ChecksumMismatch",
     "Codec",
     "CodecSpecError",
@@ -36,12 +82,21 @@ __all__ = [
     "ConnectionContextFactory",
     "CorruptFrame",
     "DecodeError",
+    "EmbeddedConnection",
     "EncodeError",
     "FrameTooLong",
     "ICodecPlugin",
+    "IContextHost",
     "IDecoder",
     "IEncoder",
     "IObjectDecoder",
+    "MonitorLimits",
+    "MonitorService",
+    "RequestContext",
+    "ServerLimits",
     "SocketServerService",
+    "connect",
+    "inThreadPool",
     "parseCodecSpec",
+    "reconnectingClient",
 ]

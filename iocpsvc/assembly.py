@@ -36,8 +36,8 @@ from iocpsvc.limits import (
     ServerLimits,
     defaultMaxConnections,
     descriptorShortfall,
-    raiseOpenFilesLimit,
 )
+from iocpsvc.machine import raiseOpenFilesLimit
 from iocpsvc.monitor.pool import PoolSource
 from iocpsvc.monitor.stats import FactorySource
 from iocpsvc.service import ClusterService, SocketServerService

@@ -16,6 +16,31 @@ from iocpsvc.limits import ServerLimits
 WorkerOf = tuple[int, int, tuple[str, ...]]
 """A worker's place: its index, its node id, and its inherited sockets' modes."""
 
+SHARED = "shared"
+REUSEPORT = "reuseport"
+WORKER_SOCKET_MODES = (SHARED, REUSEPORT)
+"""The ways workers can share a listening socket (C{--worker-sockets})."""
+
+
+def workerOfArgument(index: int, nodeId: int, sockets: list[str]) -> str:
+    """
+    The C{--worker-of} value for the worker of slot C{index} with node id
+    C{nodeId}, given the C{MODE:BACKLOG} entry of each listening socket it
+    inherits (the format is drawn in L{iocpsvc.workers.handover}).
+    """
+    return f"{index}:{nodeId}:{','.join(sockets)}"
+
+
+def parseWorkerOf(value: str) -> tuple[int, int, list[str]]:
+    """
+    A C{--worker-of} value as its parts: the slot index, the node id, and
+    the C{MODE:BACKLOG} entry of each inherited listening socket.
+
+    @raise ValueError: C{value} is not what a parent passes.
+    """
+    index, nodeId, sockets = value.split(":", 2)
+    return int(index), int(nodeId), [entry for entry in sockets.split(",") if entry]
+
 
 @dataclass(frozen=True)
 class ServerConfig:

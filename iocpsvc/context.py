@@ -947,4 +947,4 @@ def _noClock() -> float:
 
 
 def _noEncoder(obj: object) -> Any:
-    raise RuntimeError("this context has no encoder: it was not built by a factory")
+    raise errors.UnboundContext("this context has no encoder: it was not bound to a host (bind)")

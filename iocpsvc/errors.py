@@ -194,3 +194,15 @@ class NoInheritedSocket(Exception):
     A worker process was asked to listen more times than its parent handed
     it listening sockets: its C{--port} descriptions are not its parent's.
     """
+
+
+class UnboundContext(RuntimeError):
+    """
+    A context was asked to encode before it was bound to a host (given its
+    decoder and encoder by L{iocpsvc.context.ConnectionContext.bind}, which
+    its factory does when it makes it).
+    """
+
+
+class NoDecoderRegistered(RuntimeError):
+    """A factory was asked for a decoder before one was registered (C{registerCodec}, C{registerDecoder})."""

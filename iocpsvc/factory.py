@@ -666,4 +666,4 @@ class ConnectionContextFactory(ServerFactory):
 
 
 def _missingDecoder() -> Any:
-    raise RuntimeError("no decoder registered: call registerCodec or registerDecoder")
+    raise errors.NoDecoderRegistered("no decoder registered: call registerCodec or registerDecoder")

@@ -121,29 +121,6 @@ class ServerLimits:
         return max(0.25, min(5.0, self.closeTimeout / 4 or 5.0))
 
 
-def raiseOpenFilesLimit() -> tuple[int, int] | None:
-    """
-    Raise this process's soft open-files limit to its hard limit (capped at
-    1,048,576 when the hard limit is unlimited).
-
-    @return: C{(before, after)} soft limits, or C{None} where the platform
-        has no such limit (Windows).
-    """
-    try:
-        import resource
-    except ImportError:
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
-    if soft == resource.RLIM_INFINITY or soft >= target:
-        return (soft, soft)
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError):
-        return (soft, soft)
-    return (soft, target)
-
-
 def defaultMaxConnections(openFiles: int | None, monitorConnections: int = 0) -> int | None:
     """
     The connection limit derived from the open-files limit: each connection

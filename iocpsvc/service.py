@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 from iocpsvc import errors
 from iocpsvc.accept import guardedReactor
 from iocpsvc.addresses import describeAddress, withDefaultBacklog
+from iocpsvc.apps import BUILTIN_CONTEXTS
 from iocpsvc.factory import ConnectionContextFactory
 
 _log = Logger(namespace="iocpsvc.service")
@@ -111,8 +112,6 @@ class SocketServerService(MultiService):
         self._listening.addCallback(lambda _: self._started())
 
     def _started(self) -> None:
-        from iocpsvc.contexts import BUILTIN_CONTEXTS
-
         contextClass = self.factory.contextClass
         names = {cls: name for name, cls in BUILTIN_CONTEXTS.items()}
         contextName = names.get(contextClass, f"{contextClass.__module__}.{contextClass.__qualname__}")

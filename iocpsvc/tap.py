@@ -16,16 +16,16 @@ from twisted.internet import endpoints
 from twisted.python import reflect, usage
 
 from iocpsvc.addresses import listenerKind
+from iocpsvc.apps import BUILTIN_CONTEXTS
 from iocpsvc.assembly import buildService
 from iocpsvc.cluster import checkNodeId
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
-from iocpsvc.config import ServerConfig
+from iocpsvc.config import WORKER_SOCKET_MODES, ServerConfig, parseWorkerOf
 from iocpsvc.context import ConnectionContext
-from iocpsvc.contexts import BUILTIN_CONTEXTS
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.limits import ServerLimits
+from iocpsvc.machine import availableCores
 from iocpsvc.units import parseDuration, parseSize
-from iocpsvc.workers import MODES, availableCores, parseWorkerOf
 
 DEFAULT_PORT = "tcp:9983"
 DEFAULT_CODEC = "length"
@@ -323,8 +323,8 @@ class Options(usage.Options):
             workerCount = availableCores()
         else:
             workerCount = _number(self, "workers", int, minimum=1)
-        if self["worker-sockets"] not in (None, *MODES):
-            raise usage.UsageError(f"--worker-sockets must be one of {', '.join(MODES)}")
+        if self["worker-sockets"] not in (None, *WORKER_SOCKET_MODES):
+            raise usage.UsageError(f"--worker-sockets must be one of {', '.join(WORKER_SOCKET_MODES)}")
         workerOf = None
         if self["worker-of"] is not None:
             try:

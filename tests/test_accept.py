@@ -19,7 +19,7 @@ from zope.interface import implementer
 
 from iocpsvc import errors
 from iocpsvc.accept import GuardedReactor, GuardedTCPPort, findGate, guardedReactor, isProxied
-from iocpsvc.contexts import EchoContext
+from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.interfaces import IAcceptGate
 from iocpsvc.limits import ServerLimits

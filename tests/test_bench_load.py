@@ -11,8 +11,8 @@ from typing import Any
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
+from iocpsvc.apps import EchoContext
 from iocpsvc.bench.load import runLoad
-from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.service import SocketServerService
 

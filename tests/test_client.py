@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc import errors
+from iocpsvc.apps import EchoContext
 from iocpsvc.client import (
     ReconnectingClientService,
     RequestContext,
@@ -32,7 +33,6 @@ from iocpsvc.client import (
     reconnectingClient,
 )
 from iocpsvc.context import ConnectionContext
-from iocpsvc.contexts import EchoContext
 from iocpsvc.errors import EncodeError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits

@@ -19,6 +19,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 import iocpsvc.factory
+from iocpsvc.apps import ChatContext
 from iocpsvc.cluster import (
     BROADCAST,
     HEADER_SIZE,
@@ -37,7 +38,6 @@ from iocpsvc.cluster import (
 )
 from iocpsvc.cluster.redis import RedisBus, parseRedisURL
 from iocpsvc.context import ConnectionContext
-from iocpsvc.contexts import ChatContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver
 from iocpsvc.monitor.prometheus import metricsText

@@ -13,8 +13,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from iocpsvc import errors
+from iocpsvc.apps import EchoContext
 from iocpsvc.context import ConnectionContext
-from iocpsvc.contexts import EchoContext
 from iocpsvc.testing import EmbeddedConnection
 from tests.helpers import frame
 

@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from iocpsvc import counters
-from iocpsvc.contexts import EchoContext
+from iocpsvc.apps import EchoContext
 from iocpsvc.counters import CLOSED, FIGURES, Counters
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.monitor.prometheus import metricsText

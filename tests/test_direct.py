@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.python.runtime import platform
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from iocpsvc.contexts import EchoContext
+from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService

@@ -15,9 +15,9 @@ from zope.interface import Interface, implementer
 
 from examples.commands import Command, CommandContext, makeFactory
 from iocpsvc import errors
+from iocpsvc.apps import ChatContext, EchoContext
 from iocpsvc.codecs.length import LengthFieldDecoder, LengthFieldPrepender
 from iocpsvc.context import ConnectionContext
-from iocpsvc.contexts import ChatContext, EchoContext
 from iocpsvc.errors import EncodeError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.interfaces import IDecoder, IEncoder

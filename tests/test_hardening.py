@@ -19,8 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc import errors
 from iocpsvc.addresses import addressAllowed, parseNetwork
+from iocpsvc.apps import EchoContext
 from iocpsvc.context import ConnectionContext
-from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog

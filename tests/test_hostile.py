@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 
 from benchmarks.hostile import ATTACKER_HOST, Booby, HookBomb
 from iocpsvc import errors
-from iocpsvc.contexts import EchoContext
+from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
 from iocpsvc import errors
-from iocpsvc.contexts import EchoContext
+from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.monitor import MonitorService, makeSite
 from iocpsvc.monitor.prometheus import metricsText

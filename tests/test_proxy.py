@@ -28,8 +28,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from iocpsvc import errors
 from iocpsvc.addresses import describePeer
+from iocpsvc.apps import ChatContext, EchoContext
 from iocpsvc.context import ConnectionContext
-from iocpsvc.contexts import ChatContext, EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog

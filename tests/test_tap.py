@@ -10,8 +10,8 @@ import dataclasses
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from iocpsvc.machine import availableCores
 from iocpsvc.tap import Options
-from iocpsvc.workers import availableCores
 
 
 class ServerOptionsTests(SynchronousTestCase):
@@ -51,7 +51,7 @@ class ServerOptionsTests(SynchronousTestCase):
 
     def test_dottedContext(self) -> None:
         """--context takes the dotted name of a context class."""
-        options = self.parse("--context", "iocpsvc.contexts.EchoContext")
+        options = self.parse("--context", "iocpsvc.apps.EchoContext")
         self.assertEqual(options.config.contextClass.__name__, "EchoContext")
 
     def test_proxyHeaderTimeout(self) -> None:

@@ -17,7 +17,7 @@ from twisted.protocols.basic import Int32StringReceiver, LineReceiver, Netstring
 from twisted.trial.unittest import TestCase
 
 from iocpsvc import errors
-from iocpsvc.contexts import EchoContext
+from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.service import SocketServerService
 from tests.helpers import encodeFrames

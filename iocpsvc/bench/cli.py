@@ -25,7 +25,8 @@ from iocpsvc.bench.processes import runProcesses
 from iocpsvc.bench.report import formatReport, makeReport
 from iocpsvc.bench.settings import DEFAULT_HOST, DEFAULT_PORT, LoadSettings
 from iocpsvc.codecs import parseSize
-from iocpsvc.limits import RESERVED_FILES, raiseOpenFilesLimit
+from iocpsvc.limits import RESERVED_FILES
+from iocpsvc.machine import raiseOpenFilesLimit
 
 
 def _positiveFloat(text: str) -> float:

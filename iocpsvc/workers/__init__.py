@@ -41,8 +41,6 @@ figures C{tap.py} gives it: nothing here imports the monitor.
 
 from iocpsvc.workers.channel import ControlChannel
 from iocpsvc.workers.child import ParentBus, SocketAdoptingReactor, WorkerControlService, adoptedEndpoint
-from iocpsvc.workers.cores import availableCores
-from iocpsvc.workers.handover import parseWorkerOf
 from iocpsvc.workers.parent import WorkerPoolService, workersAvailable
 from iocpsvc.workers.sockets import MODES, REUSEPORT, SHARED, defaultMode
 
@@ -56,8 +54,6 @@ __all__ = [
     "WorkerControlService",
     "WorkerPoolService",
     "adoptedEndpoint",
-    "availableCores",
     "defaultMode",
-    "parseWorkerOf",
     "workersAvailable",
 ]

@@ -25,7 +25,9 @@ to the worker's command line (otherwise the parent's own)::
                 `-- the worker's slot, 1 to N
 
 SOCKETS has one C{MODE:BACKLOG} entry per inherited listening socket, in
-C{--port} order, as the parent opened it (L{iocpsvc.workers.sockets}).  The
+C{--port} order, as the parent opened it (L{iocpsvc.workers.sockets}).
+The argument is one of the configuration's fields: it is written and read
+by L{iocpsvc.config.workerOfArgument} and L{iocpsvc.config.parseWorkerOf}.  The
 worker only counts them: it adopts each socket as it is
 (L{iocpsvc.workers.child.SocketAdoptingReactor}).
 """
@@ -39,28 +41,9 @@ CONTROL_OUT = 4
 FIRST_LISTENER = 5
 """A worker's descriptor of the first inherited listening socket; the others follow."""
 
+
 RELAY_BUS_KIND = "workers"
 """
 The C{kind} in the figures of a worker's L{iocpsvc.workers.child.ParentBus}:
 the parent's relay between its workers, which is not counted as a cluster.
 """
-
-
-def workerOfArgument(index: int, nodeId: int, sockets: list[str]) -> str:
-    """
-    The C{--worker-of} value for the worker of slot C{index} with node id
-    C{nodeId}, given the C{MODE:BACKLOG} entry of each listening socket it
-    inherits.
-    """
-    return f"{index}:{nodeId}:{','.join(sockets)}"
-
-
-def parseWorkerOf(value: str) -> tuple[int, int, list[str]]:
-    """
-    A C{--worker-of} value as its parts: the slot index, the node id, and
-    the C{MODE:BACKLOG} entry of each inherited listening socket.
-
-    @raise ValueError: C{value} is not what a parent passes.
-    """
-    index, nodeId, sockets = value.split(":", 2)
-    return int(index), int(nodeId), [entry for entry in sockets.split(",") if entry]

@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from iocpsvc.addresses import describeAddress
 from iocpsvc.cluster import BROADCAST, nodeOfContext, unpackMessage
+from iocpsvc.config import workerOfArgument
 from iocpsvc.counters import FIGURES
 from iocpsvc.interfaces import IWorkerPool
 from iocpsvc.logs import RateLimitedLog, Reminders
@@ -43,7 +44,6 @@ from iocpsvc.workers.handover import (
     CONTROL_OUT,
     FIRST_LISTENER,
     RELAY_BUS_KIND,
-    workerOfArgument,
 )
 from iocpsvc.workers.logrelay import WorkerLogRelay
 from iocpsvc.workers.sockets import SocketOpeningReactor, defaultMode, openListeningSockets

@@ -33,11 +33,9 @@ from twisted.internet.error import CannotListenError
 from twisted.python.failure import Failure
 
 from iocpsvc.addresses import withDefaultBacklog
+from iocpsvc.config import REUSEPORT, SHARED, WORKER_SOCKET_MODES
 
-SHARED = "shared"
-REUSEPORT = "reuseport"
-MODES = (SHARED, REUSEPORT)
-"""The ways workers can share a listening socket (C{--worker-sockets})."""
+MODES = WORKER_SOCKET_MODES
 
 
 def defaultMode() -> str:

@@ -1,8 +1,10 @@
 """
-How many cores this process may use, which C{--workers auto} starts that
-many workers for: the CPU affinity, capped by the CPU quota of the
-process's own cgroup (a container's, or a systemd unit's C{CPUQuota=}),
-read from C{/proc} and C{/sys}.
+What this machine lets a server use: its open files (L{raiseOpenFilesLimit},
+which the default connection limit is derived from) and its cores
+(L{availableCores}, which C{--workers auto} starts that many workers for:
+the CPU affinity, capped by the CPU quota of the process's own cgroup, a
+container's or a systemd unit's C{CPUQuota=}, read from C{/proc} and
+C{/sys}).
 """
 
 from __future__ import annotations
@@ -65,3 +67,26 @@ def _cgroupQuota(root: str) -> float | None:
                     continue
                 return microseconds / every if microseconds > 0 and every > 0 else None
     return None
+
+
+def raiseOpenFilesLimit() -> tuple[int, int] | None:
+    """
+    Raise this process's soft open-files limit to its hard limit (capped at
+    1,048,576 when the hard limit is unlimited).
+
+    @return: C{(before, after)} soft limits, or C{None} where the platform
+        has no such limit (Windows).
+    """
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1_048_576
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return (soft, soft)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):
+        return (soft, soft)
+    return (soft, target)

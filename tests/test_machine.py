@@ -1,5 +1,5 @@
 """
-Tests for L{iocpsvc.workers.cores}: how many cores C{--workers auto}
+Tests for L{iocpsvc.machine}: how many cores C{--workers auto}
 counts (affinity, cgroup v1 and v2 quotas).
 """
 
@@ -9,7 +9,7 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from iocpsvc.workers.cores import availableCores
+from iocpsvc.machine import availableCores
 from tests.netutil import temporaryDirectory
 
 

@@ -1,5 +1,6 @@
 """
-The built-in contexts that C{--context} names: C{echo} and C{chat}.
+The built-in applications: the contexts that C{--context} names, C{echo}
+and C{chat}.  (L{iocpsvc.context} is the context class they build on.)
 """
 
 from __future__ import annotations

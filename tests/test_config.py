@@ -1,5 +1,5 @@
 """
-Tests for L{iocpsvc.workers.handover}: the C{--worker-of} argument a
+Tests for L{iocpsvc.config}: the C{--worker-of} argument a
 parent passes to each worker.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from iocpsvc.workers.handover import parseWorkerOf, workerOfArgument
+from iocpsvc.config import parseWorkerOf, workerOfArgument
 
 
 class WorkerOfTests(SynchronousTestCase):
