@@ -23,6 +23,14 @@ consumer is full (L{ConnectionContext.pauseProducing}: the connection's own
 write buffer is over its high water mark, or another consumer it was
 registered with); a handler's Deferred has not fired yet; the connection is
 closing.
+
+Long: it is one class, and on purpose.  Its receive path, dispatch, send
+path, flow control and end share the same slots and call each other once
+per read; split into mixins or helpers, the hot path would pay attribute
+and call lookups per frame and the one-way data flow would be harder to
+follow.  What it needs from outside has moved out: its host's contract
+(L{iocpsvc.interfaces.IContextHost}) and the transports' internals
+(L{iocpsvc.transports}).
 """
 
 from __future__ import annotations

@@ -2,15 +2,23 @@
 The context factory (DIOCP's TIocpClientContextFactory): creates a context
 for each accepted connection, holds the registrations (context class,
 decoder, encoder), the registry of online contexts and the counters.
+
+Long: it is DIOCP's one context factory, and its public API is one class's:
+the registrations, the online set and its ids, broadcast and directed
+messages (with the cluster bus), the accept gate (L{IAcceptGate}), the
+context host (L{IContextHost}) and the periodic sweep.  Each part is short
+and uses the same state (the online set, the limits, the counters); the
+concerns that had their own state have moved out: the counters
+(L{iocpsvc.counters}), the PROXY-header gate (L{iocpsvc.proxy}), the
+transports' tuning (L{iocpsvc.transports}).
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import random
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress
@@ -24,10 +32,10 @@ from iocpsvc import errors
 from iocpsvc.accept import Refuse
 from iocpsvc.addresses import addressAllowed, describePeer
 from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastContextId, nodeOfContext
-from iocpsvc.codecs import Codec, encodedBytes, parseCodecSpec, sharedIfStateless
+from iocpsvc.codecs import Codec, decoderFactoryOf, encodedBytes, parseCodecSpec, sharedIfStateless
 from iocpsvc.context import ConnectionContext
 from iocpsvc.counters import Counters
-from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IContextHost, IDecoder, IEncoder
+from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IContextHost, IEncoder
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.proxy import ProxyHeaderGate
@@ -42,40 +50,6 @@ _SEQUENCE_SIZE = 1 << NODE_SHIFT
 # a seeded generator, so that processes started or forked alike (workers of
 # one parent) do not start alike.  Tests replace it to choose the start.
 _sequenceStarts: random.Random = random.SystemRandom()
-
-
-def _decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
-    """
-    Turn what L{ConnectionContextFactory.registerDecoder} accepts into a
-    zero-argument callable that makes a fresh decoder per connection.
-    """
-    if isinstance(decoder, type) and IDecoder.implementedBy(decoder):
-        try:
-            cast(Any, decoder)()  # a class needing arguments would fail on every connection
-        except TypeError as e:
-            raise TypeError(
-                f"{decoder.__name__}() cannot be made without arguments ({e}); register "
-                f"an instance or a callable that makes one"
-            ) from None
-        return decoder  # a class: one instance per connection
-    if IDecoder.providedBy(decoder):
-        prototype = decoder
-    elif callable(decoder) and not isinstance(decoder, type):
-        made = decoder()
-        if not IDecoder.providedBy(made):
-            raise TypeError(f"{decoder!r}() returned {made!r}, which does not provide IDecoder")
-        return decoder
-    else:
-        try:
-            prototype = IDecoder(decoder)
-        except TypeError:
-            raise TypeError(
-                f"{decoder!r} is neither an IDecoder class, a callable returning "
-                f"an IDecoder, nor an object providing or adaptable to IDecoder"
-            ) from None
-    # A decoder keeps per-connection state: each connection gets its own
-    # shallow copy of the registered instance.
-    return lambda: copy.copy(prototype)
 
 
 @implementer(IClusterReceiver, IAcceptGate, IContextHost)
@@ -200,7 +174,7 @@ class ConnectionContextFactory(ServerFactory):
         or a callable returning a fresh L{IDecoder}, or an object providing
         (or adaptable to) L{IDecoder}, which is copied for each connection.
         """
-        self._newDecoder = sharedIfStateless(_decoderFactoryOf(decoder))
+        self._newDecoder = sharedIfStateless(decoderFactoryOf(decoder))
         self.maxFrameLength = getattr(self._newDecoder(), "maxFrameLength", None)
         self.codec = None
 

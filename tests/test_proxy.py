@@ -35,7 +35,8 @@ from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.monitor.prometheus import metricsText
 from iocpsvc.monitor.stats import collect, connections
-from iocpsvc.proxy import ProxyHeaderWrapper, addressProblem, undecided
+from iocpsvc.proxy import ProxyHeaderWrapper
+from iocpsvc.proxyheader import addressProblem, undecided
 from iocpsvc.service import SocketServerService
 from tests.helpers import frame
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil

@@ -28,7 +28,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-import iocpsvc
 from iocpsvc.bench.load import cpuSeconds
 from iocpsvc.bench.report import WORKER, ProcessResult, makeReport
 from iocpsvc.bench.settings import LoadSettings
@@ -146,7 +145,8 @@ class LoadProcessPool:
         that holds this copy of iocpsvc first on C{PYTHONPATH}, so the
         children run the same code as the parent.
         """
-        root = os.path.dirname(os.path.dirname(os.path.abspath(iocpsvc.__file__)))
+        # This file is ROOT/iocpsvc/bench/processes.py.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         return env

@@ -40,6 +40,11 @@ must drop it and count it; (4) it does not resubscribe, and the subscriber
 and command pools reconnect independently.  The part of RESP needed here
 (L{iocpsvc.cluster.resp}) is short, and this way the reconnection, the
 resubscription and the outage counters are all in one place.
+
+Long: one bus, L{RedisBus}, whose link (its two connections, the backoff,
+the heartbeat, the node-id claim) and publishing (the buffer cap, the
+drops) share the link's state and its failure; the wire protocol is
+L{iocpsvc.cluster.resp}'s.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ the "writing a codec" page of the docs).
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from iocpsvc.codecs._base import (
     CodecPlugin,
@@ -141,6 +142,40 @@ def _unescape(text: str) -> str:
             out.append(text[index])
             index += 1
     return "".join(out)
+
+
+def decoderFactoryOf(decoder: Any) -> Callable[[], Any]:
+    """
+    Turn what L{ConnectionContextFactory.registerDecoder} accepts into a
+    zero-argument callable that makes a fresh decoder per connection.
+    """
+    if isinstance(decoder, type) and IDecoder.implementedBy(decoder):
+        try:
+            cast(Any, decoder)()  # a class needing arguments would fail on every connection
+        except TypeError as e:
+            raise TypeError(
+                f"{decoder.__name__}() cannot be made without arguments ({e}); register "
+                f"an instance or a callable that makes one"
+            ) from None
+        return decoder  # a class: one instance per connection
+    if IDecoder.providedBy(decoder):
+        prototype = decoder
+    elif callable(decoder) and not isinstance(decoder, type):
+        made = decoder()
+        if not IDecoder.providedBy(made):
+            raise TypeError(f"{decoder!r}() returned {made!r}, which does not provide IDecoder")
+        return decoder
+    else:
+        try:
+            prototype = IDecoder(decoder)
+        except TypeError:
+            raise TypeError(
+                f"{decoder!r} is neither an IDecoder class, a callable returning "
+                f"an IDecoder, nor an object providing or adaptable to IDecoder"
+            ) from None
+    # A decoder keeps per-connection state: each connection gets its own
+    # shallow copy of the registered instance.
+    return lambda: copy.copy(prototype)
 
 
 def sharedIfStateless(decoderFactory: Callable[[], Any]) -> Callable[[], Any]:
@@ -265,6 +300,7 @@ __all__ = [
     "KiB",
     "MiB",
     "availableCodecs",
+    "decoderFactoryOf",
     "encodedBytes",
     "getCodecPlugin",
     "parseBool",
