@@ -56,6 +56,7 @@ from iocpsvc.transports import (
     abortOrClose,
     canSendNow,
     describeTlsError,
+    isProducerOf,
     isTlsError,
     sendNow,
     tlsHandshakeDone,
@@ -775,11 +776,8 @@ class ConnectionContext(Protocol):
         if transport is None:
             return
         # Unregister only if we are still the producer: the application may
-        # have replaced us.  Behind TLS we sit inside Twisted's membrane.
-        producer = getattr(transport, "producer", None)
-        if producer is None:
-            producer = getattr(transport, "_producer", None)
-        if producer is self or getattr(producer, "_producer", None) is self:
+        # have replaced us.
+        if isProducerOf(transport, self):
             transport.unregisterProducer()  # type: ignore[attr-defined]
 
     # -- failures and the end of the connection --------------------------------

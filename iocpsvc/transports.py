@@ -8,6 +8,8 @@ ask.
                          a pipe to a worker process, a link to Redis)
     canSendNow, sendNow  a reply sent straight to the socket from the turn
                          that made it
+    isProducerOf         whether a producer is registered with a transport
+    writingTransport     where what is written to standard I/O waits
     abortOrClose         a close at once, whatever the transport offers
     lowestTransport      the socket's own transport beneath TLS/haproxy:
     setWriteHighWater    the mark past which a transport pauses its producer
@@ -203,6 +205,25 @@ def sendNow(transport: Any, data: bytes) -> int:
         return sent
     except OSError:
         return 0
+
+
+def isProducerOf(transport: Any, producer: object) -> bool:
+    """
+    Whether C{producer} is the producer registered with C{transport}
+    (behind TLS, it sits inside Twisted's producer membrane).
+    """
+    registered = getattr(transport, "producer", None)
+    if registered is None:
+        registered = getattr(transport, "_producer", None)
+    return registered is producer or getattr(registered, "_producer", None) is producer
+
+
+def writingTransport(transport: Any) -> Any:
+    """
+    The transport that holds what is written to C{transport}: standard
+    I/O's writer (which keeps its writing end apart), else C{transport}.
+    """
+    return getattr(transport, "_writer", transport)
 
 
 def abortOrClose(transport: Any) -> None:

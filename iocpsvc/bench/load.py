@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import protocol, tcp
+from twisted.internet import protocol
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import LoopingCall
@@ -34,6 +34,7 @@ from iocpsvc.bench.histogram import LatencyHistogram
 from iocpsvc.bench.patterns import FramePattern, FramePatterns
 from iocpsvc.bench.report import CLOSED, CONNECT, MISMATCH, TIMEOUT, WORKER, ProcessResult, makeReport
 from iocpsvc.bench.settings import CLOSE_GRACE, DEFAULT_HOST, DEFAULT_PORT, LoadSettings
+from iocpsvc.transports import canSendNow, sendNow
 
 
 def cpuSeconds() -> float:
@@ -72,13 +73,12 @@ class EchoLoadProtocol(protocol.Protocol):
         # count of the oldest is decremented as its frames come back.
         self.sentTimes: deque[list[Any]] = deque()
         self.state = _OPEN
-        self.socketSend: Callable[[bytes], int] | None = None
+        self.direct = False
 
     def connectionMade(self) -> None:
         transport: Any = self.transport
         transport.setTcpNoDelay(True)  # latency, not Nagle's delays, is measured
-        if _canSendDirectly(transport):
-            self.socketSend = transport.socket.send
+        self.direct = canSendNow(transport)
         self.run.connectionUp(self)
         if self.run.sending:
             self.send(self.run.settings.inFlight, time.perf_counter())
@@ -94,20 +94,17 @@ class EchoLoadProtocol(protocol.Protocol):
             whole, rest = divmod(count, self.blockFrames)
             data = b"".join([self.block] * whole + [self.block[: rest * self.wireSize]])
         transport: Any = self.transport
-        socketSend = self.socketSend
         # Twisted's write() only buffers: the send happens on a later
         # reactor turn, after registering for writability and before
         # unregistering again -- three system calls and an event per write,
         # more than the rest of a read's work.  When nothing is buffered, send
         # at once; whatever the socket does not take goes through write().
-        if socketSend is not None and not transport._tempDataLen and not transport.dataBuffer:
-            try:
-                sent = socketSend(data)
-            except OSError:
-                sent = 0  # EAGAIN, or an error that write() will report
+        if self.direct:
+            sent = sendNow(transport, data)
             if sent == size:
                 return
-            data = data[sent:]
+            if sent > 0:
+                data = data[sent:]
         transport.write(data)
 
     def dataReceived(self, data: bytes) -> None:
@@ -206,23 +203,8 @@ class EchoLoadProtocol(protocol.Protocol):
                 f"connection {self.index}: closed by the server with {self.inFlight} frames "
                 f"in flight ({reason.getErrorMessage()})",
             )
-        self.socketSend = None
+        self.direct = False
         self.run.connectionDown(self)
-
-
-def _canSendDirectly(transport: Any) -> bool:
-    """
-    Whether C{transport} is Twisted's plain TCP socket transport (not TLS,
-    not IOCP), whose socket may be written directly while its own buffers
-    are empty.
-    """
-    return (
-        isinstance(transport, tcp.Connection)
-        and hasattr(transport, "socket")
-        and hasattr(transport, "_tempDataLen")
-        and hasattr(transport, "dataBuffer")
-        and getattr(transport, "TLS", False) is False
-    )
 
 
 class _Attempt(protocol.ClientFactory):

@@ -36,7 +36,7 @@ from iocpsvc.errors import (
     ControlChannelClosed,
     ControlChannelFull,
 )
-from iocpsvc.transports import unsentBytes
+from iocpsvc.transports import unsentBytes, writingTransport
 
 _log = Logger(namespace="iocpsvc.workers")
 
@@ -91,9 +91,7 @@ class ControlChannel(Protocol):
         if self._write is None and self.transport is not None:
             self._write = self.transport.write
         if self._unsent is None and self.transport is not None:
-            transport = self.transport
-            # Standard I/O keeps its writing end in a writer of its own.
-            writer = getattr(transport, "_writer", transport)
+            writer = writingTransport(self.transport)
             self._unsent = lambda: unsentBytes(writer)
 
     def _sendObject(self, message: dict[str, Any]) -> bool:
