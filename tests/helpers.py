@@ -1,4 +1,4 @@
-"""Small helpers shared by the test modules."""
+"""Small helpers and fixtures shared by the test modules."""
 
 from __future__ import annotations
 
@@ -58,3 +58,35 @@ def cutAt(data: bytes, cuts: Iterable[int]) -> list[bytes]:
     """
     points = sorted({cut % (len(data) + 1) for cut in cuts} | {0, len(data)})
     return [data[start:stop] for start, stop in zip(points, points[1:], strict=False)]
+
+
+def startServer(
+    testCase: Any,
+    codec: str | None = None,
+    contextClass: Any = None,
+    clock: Any = None,
+    listen: str = "tcp:0:interface=127.0.0.1",
+    **limits: Any,
+) -> tuple[Any, int, Any]:
+    """
+    Start a L{SocketServerService} on C{listen} (127.0.0.1, a free port)
+    with a factory of C{contextClass} (the echo by default), C{codec} and
+    C{limits}, timed by C{clock} if given (the sockets stay on the global
+    reactor); it is stopped after C{testCase}.
+
+    @return: the factory, the port, the service.
+    """
+    from twisted.internet import reactor
+
+    from iocpsvc.apps import EchoContext
+    from iocpsvc.factory import ConnectionContextFactory
+    from iocpsvc.limits import ServerLimits
+    from iocpsvc.service import SocketServerService
+
+    factory = ConnectionContextFactory(
+        contextClass or EchoContext, codec, reactor=clock or reactor, limits=ServerLimits(**limits)
+    )
+    service = SocketServerService(factory, [listen], reactor=reactor, shutdownTimeout=5)
+    service.startService()
+    testCase.addCleanup(lambda: service.stopService() if service.running else None)
+    return factory, service.ports[0].getHost().port, service

@@ -13,8 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from iocpsvc.apps import EchoContext
 from iocpsvc.bench.load import runLoad
-from iocpsvc.factory import ConnectionContextFactory
-from iocpsvc.service import SocketServerService
+from tests.helpers import startServer
 
 REPORT_KEYS = {
     "connections",
@@ -67,16 +66,8 @@ class EchoServerMixin:
     """Start an iocpsvc server on 127.0.0.1:0, stopped after the test."""
 
     def startServer(self, codec: str = "length", contextClass: Any = EchoContext) -> int:
-        from twisted.internet import reactor
-
-        factory = ConnectionContextFactory(contextClass, codec, reactor=reactor)
-        service = SocketServerService(
-            factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
-        )
-        service.startService()
-        self.addCleanup(service.stopService)  # type: ignore[attr-defined]
-        address: Any = service.ports[0].getHost()
-        return int(address.port)
+        _, port, _ = startServer(self, codec, contextClass)
+        return port
 
 
 class LoadRunTests(EchoServerMixin, TestCase):

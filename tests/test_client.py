@@ -38,7 +38,7 @@ from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
 from iocpsvc.testing import EmbeddedConnection
-from tests.helpers import encodedBytes
+from tests.helpers import encodedBytes, startServer
 
 CONNECTIONS = 200
 
@@ -101,14 +101,7 @@ class ServerMixin:
     def startServer(
         self, codec: str | None, contextClass: Any = EchoContext, port: int = 0
     ) -> tuple[ConnectionContextFactory, int, SocketServerService]:
-        reactor = _reactor()
-        factory = ConnectionContextFactory(contextClass, codec, reactor=reactor)
-        service = SocketServerService(
-            factory, [f"tcp:{port}:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
-        )
-        service.startService()
-        self.addCleanup(lambda: service.stopService() if service.running else None)  # type: ignore[attr-defined]
-        return factory, service.ports[0].getHost().port, service
+        return startServer(self, codec, contextClass, listen=f"tcp:{port}:interface=127.0.0.1")
 
     @defer.inlineCallbacks
     def connectClient(self, port: int, contextClass: Any = RequestContext, codec: str | None = None) -> Any:

@@ -25,7 +25,7 @@ from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
-from tests.helpers import frame
+from tests.helpers import frame, startServer
 from tests.netutil import connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
 
 GOOD = 20
@@ -48,17 +48,8 @@ class BatteryTests(TestCase):
     def startServer(
         self, codec: str = "length", contextClass: Any = EchoContext, clock: Any = None, **limits: Any
     ) -> tuple[ConnectionContextFactory, int]:
-        from twisted.internet import reactor
-
-        factory = ConnectionContextFactory(
-            contextClass, codec, reactor=clock or reactor, limits=ServerLimits(**limits)
-        )
-        service = SocketServerService(
-            factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
-        )
-        service.startService()
-        self.addCleanup(service.stopService)
-        return factory, service.ports[0].getHost().port
+        factory, port, _ = startServer(self, codec, contextClass, clock, **limits)
+        return factory, port
 
     @defer.inlineCallbacks
     def checkGood(self, port: int, seed: int) -> Any:

@@ -19,8 +19,7 @@ from twisted.trial.unittest import TestCase
 from iocpsvc import errors
 from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
-from iocpsvc.service import SocketServerService
-from tests.helpers import encodeFrames
+from tests.helpers import encodeFrames, startServer
 from tests.netutil import echoMany
 
 CONNECTIONS = 200
@@ -70,15 +69,8 @@ class ServerMixin:
     def startServer(
         self, codec: str, contextClass: Any = EchoContext
     ) -> tuple[ConnectionContextFactory, int]:
-        from twisted.internet import reactor
-
-        factory = ConnectionContextFactory(contextClass, codec, reactor=reactor)
-        service = SocketServerService(
-            factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
-        )
-        service.startService()
-        self.addCleanup(service.stopService)  # type: ignore[attr-defined]
-        return factory, service.ports[0].getHost().port  # type: ignore[attr-defined]
+        factory, port, _ = startServer(self, codec, contextClass)
+        return factory, port
 
 
 class ConcurrentEchoTests(EveryFramingCodec, ServerMixin, TestCase):
