@@ -15,6 +15,13 @@ absolute rates do not.
     python -m benchmarks.compare                        # all scenarios, 3 rounds
     python -m benchmarks.compare --scenario pipelined --rounds 5
     python -m benchmarks.compare --out docs/benchmarks  # writes .md and .png
+    python -m benchmarks.compare --against ../before    # also iocpsvc from another checkout
+    python -m benchmarks.compare --against ../before --no-peers --rounds 6
+
+With C{--against DIR}, the same rounds also run iocpsvc from the checkout
+in DIR (as C{iocpsvc@DIR}), interleaved with this one, and a last table
+gives this checkout's figures relative to it: a change on the hot path
+measured side by side with the commit before it.
 """
 
 from __future__ import annotations
@@ -68,8 +75,11 @@ def peakRSS(pid: int) -> float:
 
 
 def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
-    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    if kind == "iocpsvc":
+    tree = os.getcwd()
+    if kind.startswith("iocpsvc@"):
+        tree = os.path.abspath(kind.partition("@")[2])  # another checkout's iocpsvc, its own benchmarks
+    env = dict(os.environ, PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    if kind.startswith("iocpsvc"):
         # twistd iocpsvc's own options and service, default options but for
         # the ports (the monitor would otherwise take the fixed port 9984).
         argv = [
@@ -84,7 +94,9 @@ def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
         ]
     else:
         argv = [sys.executable, "-m", "benchmarks.peers", kind, "0"]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tree
+    )
     assert process.stdout is not None
     for line in process.stdout:
         if line.startswith("PORT "):
@@ -152,7 +164,7 @@ def median(values: list[float]) -> float:
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     table: dict[str, dict[str, float]] = {}
-    for kind in SERVERS:
+    for kind in dict.fromkeys(r["server"] for r in runs):
         mine = [r for r in runs if r["server"] == kind]
         if not mine:
             continue
@@ -196,6 +208,25 @@ def markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int, durat
                 f"{row['server_cpu_us_per_frame']:.2f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
                 f"{row['peak_rss_mb']:.1f} | {vsInt32} | {vsRaw} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def sideBySide(results: dict[str, dict[str, dict[str, float]]], other: str) -> str:
+    """This checkout's iocpsvc relative to C{other}'s, per scenario (medians)."""
+    lines = [
+        f"| scenario | throughput, this / {other} | server CPU per frame, this / {other} "
+        "| p99, this / other |",
+        "|---|---|---|---|",
+    ]
+    for scenario, table in results.items():
+        mine, theirs = table.get("iocpsvc"), table.get(other)
+        if not mine or not theirs:
+            continue
+        lines.append(
+            f"| {scenario} | {mine['frames_per_second'] / theirs['frames_per_second']:.3f} "
+            f"| {mine['server_cpu_us_per_frame'] / theirs['server_cpu_us_per_frame']:.3f} "
+            f"| {mine['p99_ms'] / theirs['p99_ms']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -295,7 +326,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="write OUT.md and OUT.png (e.g. docs/benchmarks)")
     parser.add_argument("--raw-json", help="also write every run to this JSON file")
     parser.add_argument("--from-json", help="render the outputs from a --raw-json file instead of running")
+    parser.add_argument("--against", help="also run iocpsvc from the checkout in this directory")
+    parser.add_argument(
+        "--no-peers", action="store_true", help="with --against: only the two iocpsvc servers, more rounds"
+    )
     args = parser.parse_args(argv)
+    servers = list(SERVERS)
+    if args.against:
+        servers = (
+            ["iocpsvc", f"iocpsvc@{args.against}"] if args.no_peers else [*servers, f"iocpsvc@{args.against}"]
+        )
     scenarios = args.scenario or list(SCENARIOS)
     if args.from_json:
         with open(args.from_json) as f:
@@ -314,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = []
         for round in range(args.rounds):
             # Interleave, rotating the order so no server always goes first.
-            order = SERVERS[round % 3 :] + SERVERS[: round % 3]
+            order = servers[round % len(servers) :] + servers[: round % len(servers)]
             for kind in order:
                 started = time.monotonic()
                 run = runOne(kind, benchArgs, args.duration, args.processes)
@@ -332,6 +372,8 @@ def main(argv: list[str] | None = None) -> None:
         results[scenario] = summarise(runs)
     text = markdown(results, args.rounds, args.duration)
     print(text)
+    if args.against:
+        print(sideBySide(results, f"iocpsvc@{args.against}"))
     if args.out:
         writeOutputs(args.out, scenarios, results, args.rounds, args.duration)
     if args.raw_json:
