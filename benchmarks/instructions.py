@@ -7,6 +7,13 @@ and two checkouts can be compared side by side.
     python -m benchmarks.instructions                         # this checkout
     python -m benchmarks.instructions --tree ../old --tree .  # before and after
     python -m benchmarks.instructions --codec line --size 200
+    python -m benchmarks.instructions --transport tcp     # Twisted's TCP transport
+
+With C{--transport tcp} the context's transport is Twisted's own TCP
+server transport on one end of a connected socket pair (its reactor a
+stand-in that registers nothing), so the send path is the real one:
+straight to the socket from the turn (L{iocpsvc.transports.sendNow}); the
+other end is drained after each round.
 
 Each run feeds reads of 32 frames (and one read split in two) to an echo
 context on a transport that discards what it is given, for two numbers of
@@ -30,11 +37,15 @@ ROUNDS = (200, 1200)
 _CHILD = """
 import sys
 tree, codec, size, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+transportKind = sys.argv[5]
 sys.path.insert(0, tree)
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from iocpsvc.codecs import parseCodecSpec
-from iocpsvc.apps import EchoContext
+try:
+    from iocpsvc.apps import EchoContext
+except ImportError:  # a checkout from before apps.py was named so
+    from iocpsvc.contexts import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 
 class Sink:
@@ -51,7 +62,29 @@ class Sink:
 
 factory = ConnectionContextFactory(EchoContext, codec, reactor=Clock())
 context = factory.buildProtocol(IPv4Address("TCP", "192.0.2.1", 1))
-context.makeConnection(Sink())
+peer = None
+if transportKind == "tcp":
+    import socket
+    from twisted.internet import tcp
+
+    class NoReactor:
+        def addReader(self, reader): pass
+        def addWriter(self, writer): pass
+        def removeReader(self, reader): pass
+        def removeWriter(self, writer): pass
+        def callLater(self, *args, **kwargs): pass
+
+    class NoPort:
+        _realPortNumber = 9983
+        def _getLogPrefix(self, factory): return "x"
+
+    mine, peer = socket.socketpair()  # a connected pair: no listening, no reactor
+    mine.setblocking(False)
+    peer.setblocking(False)
+    transport = tcp.Server(mine, context, ("192.0.2.1", 1), NoPort(), 1, NoReactor())
+    context.makeConnection(transport)
+else:
+    context.makeConnection(Sink())
 encoded = parseCodecSpec(codec).encoder.encode(b"p" * size)
 frame = encoded if isinstance(encoded, bytes) else b"".join(encoded)
 read = frame * FRAMES_PER_READ
@@ -60,10 +93,16 @@ for _ in range(rounds):
     context.dataReceived(read)          # whole frames
     context.dataReceived(read[:cut])    # ... and one cut in two
     context.dataReceived(read[cut:])
+    if peer is not None:
+        try:
+            while peer.recv(1 << 20):
+                pass
+        except BlockingIOError:
+            pass
 """.replace("FRAMES_PER_READ", str(FRAMES_PER_READ))
 
 
-def count(tree: str, codec: str, size: int, rounds: int) -> int:
+def count(tree: str, codec: str, size: int, rounds: int, transport: str = "sink") -> int:
     """Instructions callgrind counts for one run."""
     result = subprocess.run(
         [
@@ -77,6 +116,7 @@ def count(tree: str, codec: str, size: int, rounds: int) -> int:
             codec,
             str(size),
             str(rounds),
+            transport,
         ],
         capture_output=True,
         text=True,
@@ -88,8 +128,8 @@ def count(tree: str, codec: str, size: int, rounds: int) -> int:
     return int(match.group(1))
 
 
-def perFrame(tree: str, codec: str, size: int) -> float:
-    low, high = (count(tree, codec, size, rounds) for rounds in ROUNDS)
+def perFrame(tree: str, codec: str, size: int, transport: str = "sink") -> float:
+    low, high = (count(tree, codec, size, rounds, transport) for rounds in ROUNDS)
     frames = (ROUNDS[1] - ROUNDS[0]) * 2 * FRAMES_PER_READ
     return (high - low) / frames
 
@@ -99,12 +139,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tree", action="append", help="a checkout to measure (default: this one)")
     parser.add_argument("--codec", default="length")
     parser.add_argument("--size", type=int, default=64, help="payload bytes")
+    parser.add_argument("--transport", choices=("sink", "tcp"), default="sink")
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     trees = args.tree or ["."]
-    results = [(tree, perFrame(tree, args.codec, args.size)) for tree in trees]
-    print(f"| checkout | instructions per frame ({args.codec}, {args.size}-byte payloads) |")
+    results = [(tree, perFrame(tree, args.codec, args.size, args.transport)) for tree in trees]
+    print(
+        f"| checkout | instructions per frame ({args.codec}, {args.size}-byte payloads, {args.transport}) |"
+    )
     print("|---|---|")
     for tree, value in results:
         print(f"| {tree} | {value:,.0f} |")
