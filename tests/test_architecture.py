@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "iocpsvc.errors",
         "iocpsvc.interfaces",
+        "iocpsvc.accel",
         "iocpsvc.units",
         "iocpsvc.logs",
         "iocpsvc.addresses",
@@ -143,8 +144,11 @@ class LayerTests(SynchronousTestCase):
         self.assertEqual(circles, [])
 
     def test_codecsImportOnlyContracts(self) -> None:
-        """A codec imports the contracts (interfaces, errors), the units and other codecs only."""
-        allowed = ("iocpsvc.interfaces", "iocpsvc.errors", "iocpsvc.units", "iocpsvc.codecs")
+        """
+        A codec imports the contracts (interfaces, errors), the units, other
+        codecs and the switch to its compiled twin (accel) only.
+        """
+        allowed = ("iocpsvc.interfaces", "iocpsvc.errors", "iocpsvc.units", "iocpsvc.codecs", "iocpsvc.accel")
         strays = [
             f"{module} -> {target}"
             for module, targets in GRAPH.items()

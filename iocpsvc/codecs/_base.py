@@ -154,3 +154,39 @@ class CodecPlugin:
 
     def __repr__(self) -> str:
         return f"<CodecPlugin {self.name} ({self.kind})>"
+
+
+# -- the compiled accelerator's side (iocpsvc.accel) -------------------------
+
+
+class CompiledTwin:
+    """
+    Mixed into a built-in codec's compiled class (a subclass of a type of
+    C{iocpsvc._speedups}) that keeps the pure-Python decoder or encoder of
+    the same configuration as C{_twin}: the compiled loop hands it whatever
+    it does not handle itself (every error, and payloads that are not
+    exactly C{bytes}), so both implementations fail with the same words.
+    The twin's attributes (C{lengthFieldOffset}, C{headerFlag} ...) are
+    readable on the compiled object too.
+    """
+
+    __slots__ = ()
+
+    _twin: Any
+
+    def _slowDecode(self, data: bytes, out: list[object]) -> int:
+        return self._twin.decode(data, out)
+
+    def _slowEncode(self, obj: object) -> Any:
+        return self._twin.encode(obj)
+
+    def decodeLast(self, data: bytes) -> list[object]:
+        return self._twin.decodeLast(data)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_twin":
+            raise AttributeError(name)
+        return getattr(self._twin, name)
+
+    def __repr__(self) -> str:
+        return f"<compiled {self._twin!r}>"

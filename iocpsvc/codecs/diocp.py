@@ -85,11 +85,13 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Callable
+from typing import Any
 from zlib import adler32
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, copyFrame, parseBool, payloadBytes
+from iocpsvc import accel
+from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, parseBool, payloadBytes
 from iocpsvc.errors import ChecksumMismatch, CorruptFrame, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
@@ -252,13 +254,50 @@ def _build(
     defaultMaxFrameLength: int | None,
     max: int | None = None,
     checksum: bool = True,
-) -> tuple[Callable[[], DiocpStreamDecoder], DiocpStreamEncoder]:
+) -> tuple[Callable[[], Any], Any]:
     if max is None:
         # The process-wide default cannot exceed what the wire can carry.
         max = min(defaultMaxFrameLength, LENGTH_LIMIT) if defaultMaxFrameLength else DEFAULT_MAX_FRAME_LENGTH
-    encoder = DiocpStreamEncoder(max)  # validates max now, not per connection
-    decoderFactory = functools.partial(DiocpStreamDecoder, maxFrameLength=max, verifyChecksum=checksum)
+    encoder: Any = DiocpStreamEncoder(max)  # validates max now, not per connection
+    decoderFactory: Callable[[], Any] = functools.partial(
+        DiocpStreamDecoder, maxFrameLength=max, verifyChecksum=checksum
+    )
+    if accel.speedups is not None:
+        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
+        decoderFactory = functools.partial(compiledDecoder, decoderFactory())
+        encoder = compiledEncoder(encoder)
     return decoderFactory, encoder
+
+
+@functools.cache
+def _compiledClasses(speedups: Any) -> tuple[type, type]:
+    """The compiled twins of this module's decoder and encoder (iocpsvc.accel)."""
+
+    @implementer(IDecoder)
+    class CompiledDiocpStreamDecoder(CompiledTwin, speedups.HeaderDecoder):
+        """L{DiocpStreamDecoder}'s loop, compiled; errors are the pure decoder's."""
+
+        stateless = True
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: DiocpStreamDecoder) -> None:
+            super().__init__(
+                speedups.KIND_DIOCP, twin.maxFrameLength, HEADER_LENGTH, verify=twin.verifyChecksum
+            )
+            self._twin = twin
+
+    @implementer(IEncoder)
+    class CompiledDiocpStreamEncoder(CompiledTwin, speedups.FrameEncoder):
+        """L{DiocpStreamEncoder}, compiled, with batches; refusals are the pure one's."""
+
+        __slots__ = ("_twin",)
+        keepAliveFrame = DiocpStreamEncoder.keepAliveFrame
+
+        def __init__(self, twin: DiocpStreamEncoder) -> None:
+            super().__init__(speedups.ENC_DIOCP, maxLength=twin.maxFrameLength)
+            self._twin = twin
+
+    return CompiledDiocpStreamDecoder, CompiledDiocpStreamEncoder
 
 
 plugin = CodecPlugin(

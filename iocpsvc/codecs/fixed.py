@@ -31,10 +31,12 @@ import functools
 import struct
 from collections.abc import Callable
 from operator import itemgetter
+from typing import Any
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import CodecPlugin, payloadBytes
+from iocpsvc import accel
+from iocpsvc.codecs._base import CodecPlugin, CompiledTwin, payloadBytes
 from iocpsvc.errors import EncodeError
 from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import parseSize
@@ -113,9 +115,7 @@ class FixedLengthEncoder:
         return payload
 
 
-def _build(
-    defaultMaxFrameLength: int | None, size: int | None = None
-) -> tuple[Callable[[], FixedLengthDecoder], FixedLengthEncoder]:
+def _build(defaultMaxFrameLength: int | None, size: int | None = None) -> tuple[Callable[[], Any], Any]:
     # defaultMaxFrameLength does not apply: the spec states the one frame
     # length there is, so a larger --max-frame-length or a smaller one would
     # only contradict it.
@@ -123,7 +123,41 @@ def _build(
         raise ValueError("the fixed codec needs size=..., e.g. fixed:size=64")
     if size <= 0:
         raise ValueError(f"size must be > 0, not {size}")
-    return functools.partial(FixedLengthDecoder, size), FixedLengthEncoder(size)
+    decoderFactory: Callable[[], Any] = functools.partial(FixedLengthDecoder, size)
+    encoder: Any = FixedLengthEncoder(size)
+    if accel.speedups is not None:
+        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
+        decoderFactory = functools.partial(compiledDecoder, decoderFactory())
+        encoder = compiledEncoder(encoder)
+    return decoderFactory, encoder
+
+
+@functools.cache
+def _compiledClasses(speedups: Any) -> tuple[type, type]:
+    """The compiled twins of this module's decoder and encoder (iocpsvc.accel)."""
+
+    @implementer(IDecoder)
+    class CompiledFixedLengthDecoder(CompiledTwin, speedups.FixedDecoder):
+        """L{FixedLengthDecoder}'s loop, compiled."""
+
+        stateless = True
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: FixedLengthDecoder) -> None:
+            super().__init__(twin.frameLength)
+            self._twin = twin
+
+    @implementer(IEncoder)
+    class CompiledFixedLengthEncoder(CompiledTwin, speedups.FrameEncoder):
+        """L{FixedLengthEncoder}, compiled, with batches; refusals are the pure one's."""
+
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: FixedLengthEncoder) -> None:
+            super().__init__(speedups.ENC_FIXED, maxLength=twin.frameLength)
+            self._twin = twin
+
+    return CompiledFixedLengthDecoder, CompiledFixedLengthEncoder
 
 
 plugin = CodecPlugin(

@@ -68,10 +68,12 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, copyFrame, payloadBytes
+from iocpsvc import accel
+from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, payloadBytes
 from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import KiB, parseInt, parseSize
@@ -202,15 +204,53 @@ def _build(
     defaultMaxFrameLength: int | None,
     max: int | None = None,
     flag: int = 0,
-) -> tuple[Callable[[], HPSocketPackDecoder], HPSocketPackEncoder]:
+) -> tuple[Callable[[], Any], Any]:
     if max is None:
         # The process-wide default cannot exceed what the 22-bit field holds.
         max = (
             min(defaultMaxFrameLength, MAX_SIZE_LIMIT) if defaultMaxFrameLength else DEFAULT_MAX_FRAME_LENGTH
         )
-    encoder = HPSocketPackEncoder(max, flag)  # validates now, not per connection
-    decoderFactory = functools.partial(HPSocketPackDecoder, maxFrameLength=max, headerFlag=flag)
+    encoder: Any = HPSocketPackEncoder(max, flag)  # validates now, not per connection
+    decoderFactory: Callable[[], Any] = functools.partial(
+        HPSocketPackDecoder, maxFrameLength=max, headerFlag=flag
+    )
+    if accel.speedups is not None:
+        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
+        decoderFactory = functools.partial(compiledDecoder, decoderFactory())
+        encoder = compiledEncoder(encoder)
     return decoderFactory, encoder
+
+
+@functools.cache
+def _compiledClasses(speedups: Any) -> tuple[type, type]:
+    """The compiled twins of this module's decoder and encoder (iocpsvc.accel)."""
+
+    @implementer(IDecoder)
+    class CompiledHPSocketPackDecoder(CompiledTwin, speedups.HeaderDecoder):
+        """L{HPSocketPackDecoder}'s loop, compiled; errors are the pure decoder's."""
+
+        stateless = True
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: HPSocketPackDecoder) -> None:
+            super().__init__(
+                speedups.KIND_HPSOCKET, twin.maxFrameLength, HEADER_LENGTH, headerFlag=twin.headerFlag
+            )
+            self._twin = twin
+
+    @implementer(IEncoder)
+    class CompiledHPSocketPackEncoder(CompiledTwin, speedups.FrameEncoder):
+        """L{HPSocketPackEncoder}, compiled, with batches; refusals are the pure one's."""
+
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: HPSocketPackEncoder) -> None:
+            super().__init__(
+                speedups.ENC_HPSOCKET, maxLength=twin.maxFrameLength, flagBits=twin.headerFlag << LENGTH_BITS
+            )
+            self._twin = twin
+
+    return CompiledHPSocketPackDecoder, CompiledHPSocketPackEncoder
 
 
 def _flag(text: str) -> int:

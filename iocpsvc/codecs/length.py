@@ -71,9 +71,11 @@ from typing import Any, Literal, cast
 
 from zope.interface import implementer
 
+from iocpsvc import accel
 from iocpsvc.codecs._base import (
     JOIN_LIMIT,
     CodecPlugin,
+    CompiledTwin,
     parseBool,
     parseByteOrder,
     payloadBytes,
@@ -239,7 +241,7 @@ class LengthFieldPrepender:
 
     # ``encode`` is a per-instance closure (a slot, not a method): its
     # settings are closure cells, read faster than attributes, once per frame.
-    __slots__ = ("lengthFieldLength", "lengthAdjustment", "byteOrder", "encode")
+    __slots__ = ("lengthFieldLength", "lengthAdjustment", "byteOrder", "limit", "encode")
 
     def __init__(
         self,
@@ -253,7 +255,7 @@ class LengthFieldPrepender:
         self.byteOrder = byteOrder
         # A signed field holds half the range: never write what reads back
         # as negative.
-        limit = (1 << (8 * lengthFieldLength - (1 if signed else 0))) - 1
+        limit = self.limit = (1 << (8 * lengthFieldLength - (1 if signed else 0))) - 1
         pack: Callable[[int], bytes]
         if lengthFieldLength in _FORMATS:
             fmt = ("<" if byteOrder == "little" else ">") + _FORMATS[lengthFieldLength]
@@ -313,6 +315,50 @@ class WholeFrameEncoder:
         return frame
 
 
+@functools.cache
+def _compiledClasses(speedups: Any) -> tuple[type, type]:
+    """The compiled twins of this module's decoder and prepender (iocpsvc.accel)."""
+
+    @implementer(IDecoder)
+    class CompiledLengthFieldDecoder(CompiledTwin, speedups.HeaderDecoder):
+        """L{LengthFieldDecoder}'s loop, compiled; errors are the pure decoder's."""
+
+        stateless = True
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: LengthFieldDecoder) -> None:
+            super().__init__(
+                speedups.KIND_LENGTH,
+                twin.maxFrameLength,
+                twin._headerEnd,
+                twin.lengthFieldOffset,
+                twin.lengthFieldLength,
+                twin.byteOrder == "big",
+                twin.signed,
+                twin.lengthAdjustment,
+                twin.initialBytesToStrip,
+            )
+            self._twin = twin
+
+    @implementer(IEncoder)
+    class CompiledLengthFieldPrepender(CompiledTwin, speedups.FrameEncoder):
+        """L{LengthFieldPrepender}, compiled, with batches; refusals are the pure one's."""
+
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: LengthFieldPrepender) -> None:
+            super().__init__(
+                speedups.ENC_LENGTH,
+                twin.lengthFieldLength,
+                twin.byteOrder == "big",
+                twin.lengthAdjustment,
+                twin.limit,
+            )
+            self._twin = twin
+
+    return CompiledLengthFieldDecoder, CompiledLengthFieldPrepender
+
+
 def _build(
     defaultMaxFrameLength: int | None,
     size: int = 4,
@@ -349,6 +395,15 @@ def _build(
             f"stripped header bytes are lost; use strip=0 (write whole frames) "
             f"or offset=0 with strip={size}"
         )
+    speedups = accel.speedups
+    # The compiled loop keeps the adjustment in a C long long (pure Python
+    # takes any size).
+    if speedups is not None and -(2**62) < adjust < 2**62:
+        compiledDecoder, compiledEncoder = _compiledClasses(speedups)
+        # Stateless: one compiled decoder serves every connection.
+        decoderFactory = functools.partial(compiledDecoder, prototype)
+        if isinstance(encoder, LengthFieldPrepender):
+            encoder = compiledEncoder(encoder)
     return decoderFactory, encoder
 
 

@@ -93,12 +93,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 from zope.interface import implementer
 
+from iocpsvc import accel
 from iocpsvc.codecs._base import (
     JOIN_LIMIT,
     CodecPlugin,
+    CompiledTwin,
     copyFrame,
     parseBool,
     parseBytes,
@@ -373,12 +376,15 @@ def _buildLine(
     max: int | None = None,
     discard: bool = False,
     eol: bytes = b"\n",
-) -> tuple[Callable[[], LineDecoder], LineEncoder]:
-    decoderFactory = functools.partial(
-        LineDecoder,
-        maxFrameLength=_maximum(defaultMaxFrameLength, max),
-        discard=discard,
-    )
+) -> tuple[Callable[[], Any], Any]:
+    maxFrameLength = _maximum(defaultMaxFrameLength, max)
+    if accel.speedups is not None:
+        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
+        return (
+            functools.partial(compiledDecoder, b"\n", maxFrameLength, discard, True),
+            compiledEncoder(LineEncoder(eol), accel.speedups.ENC_LINE, eol),
+        )
+    decoderFactory = functools.partial(LineDecoder, maxFrameLength=maxFrameLength, discard=discard)
     return decoderFactory, LineEncoder(eol)
 
 
@@ -387,16 +393,53 @@ def _buildDelimiter(
     delim: bytes | None = None,
     max: int | None = None,
     discard: bool = False,
-) -> tuple[Callable[[], DelimiterDecoder], DelimiterEncoder]:
+) -> tuple[Callable[[], Any], Any]:
     if delim is None:
         raise ValueError("the delimiter codec needs delim=..., e.g. delimiter:delim=\\r\\n")
+    maxFrameLength = _maximum(defaultMaxFrameLength, max)
+    encoder = DelimiterEncoder(delim)  # validates delim
+    if accel.speedups is not None:
+        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
+        return (
+            functools.partial(compiledDecoder, delim, maxFrameLength, discard, False),
+            compiledEncoder(encoder, accel.speedups.ENC_DELIMITER, delim),
+        )
     decoderFactory = functools.partial(
-        DelimiterDecoder,
-        delim,
-        maxFrameLength=_maximum(defaultMaxFrameLength, max),
-        discard=discard,
+        DelimiterDecoder, delim, maxFrameLength=maxFrameLength, discard=discard
     )
-    return decoderFactory, DelimiterEncoder(delim)
+    return decoderFactory, encoder
+
+
+@functools.cache
+def _compiledClasses(speedups: Any) -> tuple[type, type]:
+    """The compiled twins of this module's decoders and encoders (iocpsvc.accel)."""
+
+    @implementer(IDecoder)
+    class CompiledDelimitedDecoder(speedups.DelimitedDecoder):
+        """
+        The delimiter search of L{LineDecoder} and L{DelimiterDecoder},
+        compiled.  Its state has the pure decoder's names, and the pure
+        decode runs on it for discarding and for every error.
+        """
+
+        __slots__ = ()
+        _slowDecode = _DelimitedDecoder.decode
+        _decodeMany = _DelimitedDecoder._decodeMany
+        _tooLong = _DelimitedDecoder._tooLong
+        _mayEnd = _DelimitedDecoder._mayEnd
+        decodeLast = _DelimitedDecoder.decodeLast
+
+    @implementer(IEncoder)
+    class CompiledDelimitedEncoder(CompiledTwin, speedups.FrameEncoder):
+        """L{LineEncoder} or L{DelimiterEncoder}, compiled, with batches; refusals are the pure one's."""
+
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: Any, kind: int, trailer: bytes) -> None:
+            super().__init__(kind, trailer=trailer)
+            self._twin = twin
+
+    return CompiledDelimitedDecoder, CompiledDelimitedEncoder
 
 
 def _eol(text: str) -> bytes:

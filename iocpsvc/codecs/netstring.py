@@ -53,10 +53,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Any
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, copyFrame, payloadBytes
+from iocpsvc import accel
+from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, payloadBytes
 from iocpsvc.errors import CorruptFrame, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
@@ -171,14 +173,44 @@ class NetstringEncoder:
         return header + payload + b","
 
 
-def _build(
-    defaultMaxFrameLength: int | None, max: int | None = None
-) -> tuple[Callable[[], NetstringDecoder], NetstringEncoder]:
+def _build(defaultMaxFrameLength: int | None, max: int | None = None) -> tuple[Callable[[], Any], Any]:
     if max is None:
         max = defaultMaxFrameLength or DEFAULT_MAX_FRAME_LENGTH
     if max <= 0:
         raise ValueError(f"max must be > 0, not {max}")
+    if accel.speedups is not None:
+        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
+        return functools.partial(compiledDecoder, max), compiledEncoder(NetstringEncoder())
     return functools.partial(NetstringDecoder, max), NetstringEncoder()
+
+
+@functools.cache
+def _compiledClasses(speedups: Any) -> tuple[type, type]:
+    """The compiled twins of this module's decoder and encoder (iocpsvc.accel)."""
+
+    @implementer(IDecoder)
+    class CompiledNetstringDecoder(speedups.NetstringDecoder):
+        """
+        L{NetstringDecoder}'s loop, compiled.  Its state has the pure
+        decoder's names, and the pure decode runs on it for every error.
+        """
+
+        __slots__ = ()
+        _slowDecode = NetstringDecoder.decode
+        _checkPartialHeader = NetstringDecoder._checkPartialHeader
+        decodeLast = NetstringDecoder.decodeLast
+
+    @implementer(IEncoder)
+    class CompiledNetstringEncoder(CompiledTwin, speedups.FrameEncoder):
+        """L{NetstringEncoder}, compiled, with batches."""
+
+        __slots__ = ("_twin",)
+
+        def __init__(self, twin: NetstringEncoder) -> None:
+            super().__init__(speedups.ENC_NETSTRING)
+            self._twin = twin
+
+    return CompiledNetstringDecoder, CompiledNetstringEncoder
 
 
 plugin = CodecPlugin(
