@@ -966,11 +966,19 @@ Batch_add(Batch *self, PyObject *obj)
 static PyObject *
 Batch_append(Batch *self, PyObject *chunk)
 {
-    if (!PyBytes_Check(chunk)) {
-        PyErr_Format(PyExc_TypeError, "a batch takes bytes, not %.100s", Py_TYPE(chunk)->tp_name);
-        return NULL;
+    if (PyBytes_Check(chunk)) {
+        if (Batch_push(self, chunk, -1) < 0)
+            return NULL;
+        Py_RETURN_NONE;
     }
-    if (Batch_push(self, chunk, -1) < 0)
+    /* Any other bytes-like object (bytearray, memoryview) is copied now,
+       as the bytes it holds at the time of the write. */
+    PyObject *copy = PyBytes_FromObject(chunk);
+    if (copy == NULL)
+        return NULL;
+    int rc = Batch_push(self, copy, -1);
+    Py_DECREF(copy);
+    if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
 }

@@ -35,7 +35,14 @@ from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastCont
 from iocpsvc.codecs import Codec, decoderFactoryOf, encodedBytes, parseCodecSpec, sharedIfStateless
 from iocpsvc.context import ConnectionContext
 from iocpsvc.counters import Counters
-from iocpsvc.interfaces import IAcceptGate, IClusterBus, IClusterReceiver, IContextHost, IEncoder
+from iocpsvc.interfaces import (
+    IAcceptGate,
+    IBatchEncoder,
+    IClusterBus,
+    IClusterReceiver,
+    IContextHost,
+    IEncoder,
+)
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.proxy import ProxyHeaderGate
@@ -122,6 +129,7 @@ class ConnectionContextFactory(ServerFactory):
         self.maxFrameLength: int | None = None
         self._newDecoder: Callable[[], Any] = _missingDecoder
         self._encoder: Any = None
+        self._newBatch: Callable[[], Any] | None = None
         self.online: dict[int, ConnectionContext] = {}
         self.cluster: Any = None
         self.nodeId = 0
@@ -164,9 +172,7 @@ class ConnectionContextFactory(ServerFactory):
         self.codec = codec
         self.maxFrameLength = codec.maxFrameLength
         self._newDecoder = codec.newDecoder
-        self._encoder = codec.encoder
-        # One bound method shared by every context, not one per connection.
-        self._encode = codec.encoder.encode
+        self._useEncoder(codec.encoder)
 
     def registerDecoder(self, decoder: Any) -> None:
         """
@@ -184,11 +190,18 @@ class ConnectionContextFactory(ServerFactory):
         or adaptable to, L{IEncoder}.
         """
         try:
-            self._encoder = IEncoder(encoder)
-            self._encode = self._encoder.encode
+            adapted = IEncoder(encoder)
         except TypeError:
             raise TypeError(f"{encoder!r} does not provide and cannot be adapted to IEncoder") from None
+        self._useEncoder(adapted)
         self.codec = None
+
+    def _useEncoder(self, encoder: Any) -> None:
+        self._encoder = encoder
+        # One bound method shared by every context, not one per connection.
+        self._encode = encoder.encode
+        # A batch encoder frames a read's writes together (iocpsvc.accel).
+        self._newBatch = encoder.newBatch if IBatchEncoder.providedBy(encoder) else None
 
     def describeCodec(self) -> str:
         """The codec in words, for logs: its spec, or the registered classes."""
@@ -318,7 +331,7 @@ class ConnectionContextFactory(ServerFactory):
 
     def _newContext(self) -> ConnectionContext:
         context = self.contextClass()
-        context.bind(self, self._nextContextId(), self._newDecoder(), self._encode)
+        context.bind(self, self._nextContextId(), self._newDecoder(), self._encode, self._newBatch)
         return context
 
     def _refuse(self, address: IAddress, why: str) -> Protocol:

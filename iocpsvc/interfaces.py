@@ -19,6 +19,7 @@ client side and in unit tests without sockets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -129,6 +130,53 @@ class IEncoder(Interface):
         @raise iocpsvc.errors.EncodeError: C{obj} cannot be encoded (wrong
             type, or larger than the wire format allows).
         """
+
+
+class IBatch(Interface):
+    """
+    The writes of one read's dispatch, kept in order and encoded together
+    when the context flushes them: made by an L{IBatchEncoder} for each
+    read.  It also takes bytes already encoded, as a list does.
+    """
+
+    def add(obj: object) -> None:
+        """
+        Keep C{obj} to be encoded at L{take}.  Whatever would make C{encode}
+        refuse C{obj} is checked now.
+
+        @raise iocpsvc.errors.EncodeError: as C{encode(obj)} would, now, so
+            that C{writeObject} raises where it always has.
+        """
+
+    def append(chunk: bytes) -> None:
+        """Keep C{chunk}, bytes already encoded, to be sent as they are."""
+
+    def extend(chunks: Iterable[bytes]) -> None:
+        """Append each of C{chunks}."""
+
+    def take() -> bytes:
+        """
+        Everything kept, encoded, in order, as one C{bytes}; the batch is
+        empty afterwards.
+        """
+
+    def __len__() -> int:
+        """How many objects and chunks are kept."""
+
+
+class IBatchEncoder(IEncoder):
+    """
+    An encoder that can also encode the writes of a whole read together:
+    the built-in framers' compiled encoders (L{iocpsvc.accel}).  A context
+    whose factory's encoder provides it collects the objects that
+    C{writeObject} is given while a read is dispatched in one
+    L{IBatch} and encodes them in one call at the flush, instead of one
+    C{encode} call per object.  Optional: an application's own encoder,
+    or an L{IEncoder} adapter, keeps being called once per object.
+    """
+
+    def newBatch() -> IBatch:
+        """A new, empty L{IBatch} of this encoder."""
 
 
 class IObjectDecoder(Interface):

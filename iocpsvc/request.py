@@ -174,8 +174,15 @@ class RequestContext(ConnectionContext):
             waiter.timer = self._reactor().callLater(timeout, self._timedOut, waiter, timeout)
         return deferred
 
-    def bind(self, host: Any, contextId: int, decoder: Any, encode: Callable[[object], Any]) -> None:
-        super().bind(host, contextId, decoder, encode)
+    def bind(
+        self,
+        host: Any,
+        contextId: int,
+        decoder: Any,
+        encode: Callable[[object], Any],
+        newBatch: Callable[[], Any] | None = None,
+    ) -> None:
+        super().bind(host, contextId, decoder, encode, newBatch)
         # The codec's keep-alive frame, if it has one: an attribute of the
         # encoder whose encode this is.
         self._keepAlive = getattr(getattr(encode, "__self__", None), "keepAliveFrame", None)

@@ -93,7 +93,7 @@ from zope.interface import implementer
 from iocpsvc import accel
 from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, parseBool, payloadBytes
 from iocpsvc.errors import ChecksumMismatch, CorruptFrame, EncodeError, FrameTooLong
-from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
 
 PACK_FLAG = 0x0D10
@@ -286,7 +286,7 @@ def _compiledClasses(speedups: Any) -> tuple[type, type]:
             )
             self._twin = twin
 
-    @implementer(IEncoder)
+    @implementer(IBatchEncoder)
     class CompiledDiocpStreamEncoder(CompiledTwin, speedups.FrameEncoder):
         """L{DiocpStreamEncoder}, compiled, with batches; refusals are the pure one's."""
 

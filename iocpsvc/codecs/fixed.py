@@ -38,7 +38,7 @@ from zope.interface import implementer
 from iocpsvc import accel
 from iocpsvc.codecs._base import CodecPlugin, CompiledTwin, payloadBytes
 from iocpsvc.errors import EncodeError
-from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import parseSize
 
 _first = itemgetter(0)
@@ -147,7 +147,7 @@ def _compiledClasses(speedups: Any) -> tuple[type, type]:
             super().__init__(twin.frameLength)
             self._twin = twin
 
-    @implementer(IEncoder)
+    @implementer(IBatchEncoder)
     class CompiledFixedLengthEncoder(CompiledTwin, speedups.FrameEncoder):
         """L{FixedLengthEncoder}, compiled, with batches; refusals are the pure one's."""
 

@@ -75,7 +75,7 @@ from zope.interface import implementer
 from iocpsvc import accel
 from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, payloadBytes
 from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
-from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import KiB, parseInt, parseSize
 
 LENGTH_BITS = 22
@@ -238,7 +238,7 @@ def _compiledClasses(speedups: Any) -> tuple[type, type]:
             )
             self._twin = twin
 
-    @implementer(IEncoder)
+    @implementer(IBatchEncoder)
     class CompiledHPSocketPackEncoder(CompiledTwin, speedups.FrameEncoder):
         """L{HPSocketPackEncoder}, compiled, with batches; refusals are the pure one's."""
 

@@ -81,7 +81,7 @@ from iocpsvc.codecs._base import (
     payloadBytes,
 )
 from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
-from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import MiB, parseInt, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
@@ -340,7 +340,7 @@ def _compiledClasses(speedups: Any) -> tuple[type, type]:
             )
             self._twin = twin
 
-    @implementer(IEncoder)
+    @implementer(IBatchEncoder)
     class CompiledLengthFieldPrepender(CompiledTwin, speedups.FrameEncoder):
         """L{LengthFieldPrepender}, compiled, with batches; refusals are the pure one's."""
 

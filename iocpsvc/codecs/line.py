@@ -108,7 +108,7 @@ from iocpsvc.codecs._base import (
     payloadBytes,
 )
 from iocpsvc.errors import EncodeError, FrameTooLong
-from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
@@ -429,7 +429,7 @@ def _compiledClasses(speedups: Any) -> tuple[type, type]:
         _mayEnd = _DelimitedDecoder._mayEnd
         decodeLast = _DelimitedDecoder.decodeLast
 
-    @implementer(IEncoder)
+    @implementer(IBatchEncoder)
     class CompiledDelimitedEncoder(CompiledTwin, speedups.FrameEncoder):
         """L{LineEncoder} or L{DelimiterEncoder}, compiled, with batches; refusals are the pure one's."""
 

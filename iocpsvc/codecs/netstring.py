@@ -60,7 +60,7 @@ from zope.interface import implementer
 from iocpsvc import accel
 from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, payloadBytes
 from iocpsvc.errors import CorruptFrame, FrameTooLong
-from iocpsvc.interfaces import IDecoder, IEncoder
+from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
@@ -200,7 +200,7 @@ def _compiledClasses(speedups: Any) -> tuple[type, type]:
         _checkPartialHeader = NetstringDecoder._checkPartialHeader
         decodeLast = NetstringDecoder.decodeLast
 
-    @implementer(IEncoder)
+    @implementer(IBatchEncoder)
     class CompiledNetstringEncoder(CompiledTwin, speedups.FrameEncoder):
         """L{NetstringEncoder}, compiled, with batches."""
 
