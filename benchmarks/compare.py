@@ -429,7 +429,7 @@ def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
         strict=True,
     ):
         for index, kind in enumerate(kinds):
-            values = []
+            values: list[float] = []
             for scenario in scenarios:
                 row = results[scenario].get(kind)
                 base = results[scenario].get("int32")

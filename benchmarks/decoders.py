@@ -120,7 +120,7 @@ def feedLikeTheContext(decoder: Any, chunks: list[bytes]) -> list[object]:
         consumed = decode(data, out)
         if consumed >= len(data):
             buffer = None
-        elif data is buffer:
+        elif buffer is not None and data is buffer:
             del buffer[:consumed]
         else:
             buffer = bytearray(memoryview(data)[consumed:])
@@ -174,7 +174,7 @@ def runChild(pure: bool, names: list[str], repeat: int) -> dict[str, Any]:
     result = subprocess.run(argv, stdout=subprocess.PIPE, text=True, env=env, timeout=600)
     if result.returncode != 0:
         raise RuntimeError(f"the {'pure' if pure else 'compiled'} child failed ({result.returncode})")
-    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def bestOf(passes: list[dict[str, Any]]) -> dict[str, Any]:
