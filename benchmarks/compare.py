@@ -1,10 +1,19 @@
 """
-iocpsvc side by side with the plain-Twisted peers a Twisted user would
-otherwise write, in one run, in interleaved rounds on the same machine:
+iocpsvc side by side with the peers a Python user would otherwise write, in
+one run, in interleaved rounds on the same machine:
 
-- iocpsvc: C{twistd iocpsvc} with its default options (length codec, echo);
+- iocpsvc: C{twistd iocpsvc} with its default options (length codec, echo),
+  on the compiled hot path when it is built (C{iocpsvc.accel});
+- iocpsvc-pure: the same, forced to pure Python (C{IOCPSVC_NO_EXTENSIONS=1});
 - int32: an echo on Twisted's own C{Int32StringReceiver};
-- raw: a raw Twisted C{Protocol} echoing bytes (no framing: the ceiling).
+- raw: a raw Twisted C{Protocol} echoing bytes (no framing: the ceiling);
+- asyncio: a hand-written length-framed C{asyncio.Protocol} echo on the
+  standard library's event loop;
+- uvloop: the same protocol on uvloop.
+
+(The peers are in L{benchmarks.peers}.)  Where the accelerator is not
+built, iocpsvc and iocpsvc-pure run the same code; the table says which
+implementation each ran.
 
 Each scenario is loaded by C{python -m iocpsvc.bench}; each server's CPU
 seconds come from its own accounting (/proc/PID/stat) and its peak RSS from
@@ -17,6 +26,11 @@ absolute rates do not.
     python -m benchmarks.compare --out docs/benchmarks  # writes .md and .png
     python -m benchmarks.compare --against ../before    # also iocpsvc from another checkout
     python -m benchmarks.compare --against ../before --no-peers --rounds 6
+    python -m benchmarks.compare --servers iocpsvc,iocpsvc-pure,uvloop --scenario pipelined
+
+The pipelined scenario is followed by a "targets" table: iocpsvc's CPU per
+frame and throughput as fractions of int32's, asyncio's and uvloop's,
+beside the goals of issue 12.
 
 With C{--against DIR}, the same rounds also run iocpsvc from the checkout
 in DIR (as C{iocpsvc@DIR}), interleaved with this one, and a last table
@@ -35,7 +49,22 @@ import sys
 import time
 from typing import Any
 
-SERVERS = ("iocpsvc", "int32", "raw")
+SERVERS = ("iocpsvc", "iocpsvc-pure", "int32", "raw", "asyncio", "uvloop")
+
+NO_EXTENSIONS = "IOCPSVC_NO_EXTENSIONS"
+"""Set to 1 in iocpsvc-pure's environment: iocpsvc.accel then runs pure Python."""
+
+# The ratio columns of the table: peer -> whether its CPU ratio is shown too.
+RATIO_PEERS = {"int32": True, "asyncio": True, "uvloop": True, "raw": False}
+
+# (measure, the peer it is relative to, target, True when the ratio must be at most the target)
+TARGETS = [
+    ("server CPU per frame", "int32", 0.333, True),
+    ("server CPU per frame", "uvloop", 0.8, True),
+    ("throughput", "int32", 3.0, False),
+    ("throughput", "asyncio", 1.2, False),
+]
+TARGET_SCENARIO = "pipelined"
 
 # name -> (bench arguments, description)
 SCENARIOS: dict[str, tuple[list[str], str]] = {
@@ -74,11 +103,49 @@ def peakRSS(pid: int) -> float:
     return 0.0
 
 
-def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
+def serverEnvironment(kind: str) -> tuple[dict[str, str], str]:
+    """The environment and working tree a server of this kind runs with."""
     tree = os.getcwd()
     if kind.startswith("iocpsvc@"):
         tree = os.path.abspath(kind.partition("@")[2])  # another checkout's iocpsvc, its own benchmarks
     env = dict(os.environ, PYTHONPATH=tree + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # iocpsvc runs compiled when it can, whatever this process was started with.
+    env.pop(NO_EXTENSIONS, None)
+    if kind == "iocpsvc-pure":
+        env[NO_EXTENSIONS] = "1"
+    return env, tree
+
+
+_implementations: dict[str, str] = {}
+
+
+def implementationOf(kind: str) -> str:
+    """
+    What hot path a server of this kind runs: C{iocpsvc.accel}'s answer in
+    the server's own environment ('compiled' or 'python'), or '' for a peer.
+    """
+    if not kind.startswith("iocpsvc"):
+        return ""
+    if kind not in _implementations:
+        env, tree = serverEnvironment(kind)
+        probe = (
+            "try:\n"
+            "    import iocpsvc.accel as a\n"
+            "except ImportError:\n"
+            "    print('python (no iocpsvc.accel)')\n"
+            "else:\n"
+            "    i = getattr(a, 'IMPLEMENTATION', None) or a.implementation()\n"
+            "    print(i() if callable(i) else i)\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=tree, timeout=60
+        )
+        _implementations[kind] = result.stdout.strip() or f"unknown ({result.stderr.strip()[-200:]})"
+    return _implementations[kind]
+
+
+def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
+    env, tree = serverEnvironment(kind)
     if kind.startswith("iocpsvc"):
         # twistd iocpsvc's own options and service, default options but for
         # the ports (the monitor would otherwise take the fixed port 9984).
@@ -145,6 +212,7 @@ def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> 
     frames = load["frames"]
     return {
         "server": kind,
+        "implementation": implementationOf(kind),
         "frames_per_second": load["frames_per_second"],
         "mb_per_second": load["mb_per_second"],
         "latency_ms": load["latency_ms"],
@@ -181,33 +249,92 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return table
 
 
-def markdown(results: dict[str, dict[str, dict[str, float]]], rounds: int, duration: float) -> str:
-    lines = [
+def ratio(row: dict[str, float], base: dict[str, float] | None, metric: str) -> float:
+    """C{row[metric] / base[metric]}, or NaN when there is no base to divide by."""
+    if not base or not base.get(metric):
+        return float("nan")
+    return row[metric] / base[metric]
+
+
+def implementations(runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Server -> the hot path it ran (only servers that report one)."""
+    return {r["server"]: r["implementation"] for r in runs if r.get("implementation")}
+
+
+def markdown(
+    results: dict[str, dict[str, dict[str, float]]],
+    rounds: int,
+    duration: float,
+    ran: dict[str, str] | None = None,
+) -> str:
+    header = (
+        "| scenario | server | frames/s | MB/s | server CPU µs/frame | p50 ms | p99 ms | peak RSS MB | "
+        + " | ".join(
+            f"vs {peer} (throughput, CPU)" if cpu else f"vs {peer} (throughput)"
+            for peer, cpu in RATIO_PEERS.items()
+        )
+        + " |"
+    )
+    note = (
         f"Medians of {rounds} interleaved rounds of {duration:g} s each; CPU is the server process's "
-        "own (user + system) per frame echoed.  Produced by `python -m benchmarks.compare`.",
-        "",
-        "| scenario | server | frames/s | MB/s | server CPU µs/frame | p50 ms | p99 ms | peak RSS MB "
-        "| vs int32 (throughput, CPU) | vs raw (throughput) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "own (user + system) per frame echoed.  Produced by `python -m benchmarks.compare`."
+    )
+    if ran:
+        note += "  Hot path: " + ", ".join(f"{kind} {how}" for kind, how in ran.items()) + "."
+    lines = [note, "", header, "|---" * (8 + len(RATIO_PEERS)) + "|"]
     for scenario, table in results.items():
         for kind, row in table.items():
-            int32 = table.get("int32")
-            raw = table.get("raw")
-            vsInt32 = (
-                f"{row['frames_per_second'] / int32['frames_per_second']:.2f}x, "
-                f"{row['server_cpu_us_per_frame'] / int32['server_cpu_us_per_frame']:.2f}x"
-                if int32 and kind != "int32"
-                else ""
-            )
-            vsRaw = (
-                f"{row['frames_per_second'] / raw['frames_per_second']:.2f}x" if raw and kind != "raw" else ""
-            )
+            cells = []
+            for peer, cpu in RATIO_PEERS.items():
+                base = table.get(peer)
+                if not base or kind == peer:
+                    cells.append("")
+                elif cpu:
+                    cells.append(
+                        f"{ratio(row, base, 'frames_per_second'):.2f}x, "
+                        f"{ratio(row, base, 'server_cpu_us_per_frame'):.2f}x"
+                    )
+                else:
+                    cells.append(f"{ratio(row, base, 'frames_per_second'):.2f}x")
             lines.append(
                 f"| {scenario} | {kind} | {row['frames_per_second']:,.0f} | {row['mb_per_second']:.1f} | "
                 f"{row['server_cpu_us_per_frame']:.2f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                f"{row['peak_rss_mb']:.1f} | {vsInt32} | {vsRaw} |"
+                f"{row['peak_rss_mb']:.1f} | " + " | ".join(cells) + " |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def targets(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """
+    The goals of issue 12 for the pipelined scenario, from the medians: each
+    iocpsvc server's ratio to a peer, the target, and whether it is met.
+    Empty when the pipelined scenario did not run.
+    """
+    table = results.get(TARGET_SCENARIO)
+    if not table:
+        return ""
+    mine = [kind for kind in table if kind.startswith("iocpsvc")]
+    if not mine:
+        return ""
+    lines = [
+        f"Targets ({TARGET_SCENARIO}, from the medians above; met = the ratio is on the right side):",
+        "",
+        "| ratio | target | " + " | ".join(mine) + " |",
+        "|---|---|" + "---|" * len(mine),
+    ]
+    for measure, peer, target, atMost in TARGETS:
+        metric = "server_cpu_us_per_frame" if measure.startswith("server CPU") else "frames_per_second"
+        cells = []
+        for kind in mine:
+            value = ratio(table[kind], table.get(peer), metric)
+            if value != value:  # NaN: the peer did not run
+                cells.append(f"({peer} not run)")
+            else:
+                met = value <= target if atMost else value >= target
+                cells.append(f"{value:.3f} {'met' if met else 'not met'}")
+        lines.append(
+            f"| {measure} ÷ {peer}'s | {'≤' if atMost else '≥'} {target:g} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -230,44 +357,55 @@ def sideBySide(results: dict[str, dict[str, dict[str, float]]], other: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def restructuredText(results: dict[str, dict[str, dict[str, float]]], rounds: int, duration: float) -> str:
+def restructuredText(
+    results: dict[str, dict[str, dict[str, float]]],
+    rounds: int,
+    duration: float,
+    ran: dict[str, str] | None = None,
+) -> str:
     """The same table as L{markdown}, as a reST list-table for the Sphinx docs."""
-    columns = [
-        "scenario",
-        "server",
-        "frames/s",
-        "MB/s",
-        "server CPU µs/frame",
-        "p50 ms",
-        "p99 ms",
-        "peak RSS MB",
-        "vs int32 (throughput, CPU)",
-        "vs raw (throughput)",
+    text = markdown(results, rounds, duration, ran).splitlines()
+    rows = [
+        [cell.strip() for cell in line.strip("|").split("|")] for line in text[2:] if line.startswith("|")
     ]
-    rows = []
-    for line in markdown(results, rounds, duration).splitlines()[4:]:
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    del rows[1]  # the markdown separator line
     out = [".. list-table::", "   :header-rows: 1", ""]
-    for row in [columns, *rows]:
+    for row in rows:
         out.append(f"   * - {row[0] or '-'}")
         out.extend(f"     - {cell or '-'}" for cell in row[1:])
     out.append("")
-    out.append(markdown(results, rounds, duration).splitlines()[0])
+    out.append(text[0])
     return "\n".join(out) + "\n"
 
 
 def writeOutputs(
-    out: str, scenarios: list[str], results: dict[str, Any], rounds: int, duration: float
+    out: str,
+    scenarios: list[str],
+    results: dict[str, Any],
+    rounds: int,
+    duration: float,
+    ran: dict[str, str] | None = None,
 ) -> None:
-    text = markdown(results, rounds, duration)
+    text = markdown(results, rounds, duration, ran)
+    goals = targets(results)
     with open(out + ".md", "w") as f:
-        f.write("# Benchmarks: iocpsvc beside plain Twisted\n\n")
+        f.write("# Benchmarks: iocpsvc beside plain Twisted, asyncio and uvloop\n\n")
         for scenario in scenarios:
             f.write(f"- **{scenario}**: {SCENARIOS[scenario][1]}\n")
-        f.write("\n" + text + f"\n![chart]({os.path.basename(out)}.png)\n")
+        f.write("\n" + text + (f"\n{goals}" if goals else "") + f"\n![chart]({os.path.basename(out)}.png)\n")
     with open(out + "-results.rst", "w") as f:
-        f.write(restructuredText(results, rounds, duration))
+        f.write(restructuredText(results, rounds, duration, ran))
     chart(results, out + ".png")
+
+
+COLORS = {
+    "iocpsvc": "#2e7d32",
+    "iocpsvc-pure": "#81c784",
+    "int32": "#c62828",
+    "raw": "#1565c0",
+    "asyncio": "#6a1b9a",
+    "uvloop": "#ef6c00",
+}
 
 
 def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
@@ -277,9 +415,10 @@ def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     scenarios = list(results)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    width = 0.27
-    colors = {"iocpsvc": "#2e7d32", "int32": "#c62828", "raw": "#1565c0"}
+    present = {kind for table in results.values() for kind in table}
+    kinds = [kind for kind in SERVERS if kind in present] + sorted(present - set(SERVERS))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    width = 0.8 / max(1, len(kinds))
     for axis, (metric, title) in zip(
         axes,
         [
@@ -289,8 +428,8 @@ def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
         ],
         strict=True,
     ):
-        for index, kind in enumerate(SERVERS):
-            values = []
+        for index, kind in enumerate(kinds):
+            values: list[float] = []
             for scenario in scenarios:
                 row = results[scenario].get(kind)
                 base = results[scenario].get("int32")
@@ -301,20 +440,31 @@ def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
                 else:
                     values.append(row[metric] / base[metric] if base and base[metric] else 0)
             axis.bar(
-                [i + (index - 1) * width for i in range(len(scenarios))],
+                [i + (index - (len(kinds) - 1) / 2) * width for i in range(len(scenarios))],
                 values,
                 width,
                 label=kind,
-                color=colors[kind],
+                color=COLORS.get(kind, "#757575"),
             )
         axis.set_xticks(range(len(scenarios)))
         axis.set_xticklabels(scenarios, rotation=15)
         axis.set_title(title, fontsize=10)
         if metric != "peak_rss_mb":
             axis.axhline(1.0, color="#555", linewidth=0.8)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+
+
+def parseServers(text: str) -> list[str]:
+    """C{--servers}: a comma-separated subset of L{SERVERS}, in the order given."""
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in SERVERS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"unknown server(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(SERVERS)}"
+        )
+    return list(dict.fromkeys(chosen))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -323,6 +473,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--processes", type=int, default=1, help="load tool processes")
+    parser.add_argument(
+        "--servers",
+        type=parseServers,
+        help=f"comma-separated subset of the servers to run (default: all of {','.join(SERVERS)})",
+    )
     parser.add_argument("--out", help="write OUT.md and OUT.png (e.g. docs/benchmarks)")
     parser.add_argument("--raw-json", help="also write every run to this JSON file")
     parser.add_argument("--from-json", help="render the outputs from a --raw-json file instead of running")
@@ -331,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-peers", action="store_true", help="with --against: only the two iocpsvc servers, more rounds"
     )
     args = parser.parse_args(argv)
-    servers = list(SERVERS)
+    servers = args.servers or list(SERVERS)
     if args.against:
         servers = (
             ["iocpsvc", f"iocpsvc@{args.against}"] if args.no_peers else [*servers, f"iocpsvc@{args.against}"]
@@ -343,9 +498,11 @@ def main(argv: list[str] | None = None) -> None:
         scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in runs)]
         rendered = {s: summarise([r for r in runs if r["scenario"] == s]) for s in scenarios}
         rounds = 1 + max(r["round"] for r in runs)
-        print(markdown(rendered, rounds, args.duration))
+        ran = implementations(runs)
+        print(markdown(rendered, rounds, args.duration, ran))
+        print(targets(rendered))
         if args.out:
-            writeOutputs(args.out, scenarios, rendered, rounds, args.duration)
+            writeOutputs(args.out, scenarios, rendered, rounds, args.duration, ran)
         return
     results: dict[str, dict[str, dict[str, float]]] = {}
     everything: list[dict[str, Any]] = []
@@ -370,12 +527,15 @@ def main(argv: list[str] | None = None) -> None:
                 )
         everything.extend(runs)
         results[scenario] = summarise(runs)
-    text = markdown(results, args.rounds, args.duration)
-    print(text)
+    ran = implementations(everything)
+    print(markdown(results, args.rounds, args.duration, ran))
+    goals = targets(results)
+    if goals:
+        print(goals)
     if args.against:
         print(sideBySide(results, f"iocpsvc@{args.against}"))
     if args.out:
-        writeOutputs(args.out, scenarios, results, args.rounds, args.duration)
+        writeOutputs(args.out, scenarios, results, args.rounds, args.duration, ran)
     if args.raw_json:
         with open(args.raw_json, "w") as f:
             json.dump(everything, f, indent=1)
