@@ -47,8 +47,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from iocpsvc.interfaces import IAcceptGate
-from iocpsvc.proxy import HAProxyProtocolWrapper
-from iocpsvc.transports import abortOrClose
+from iocpsvc.transports import abortOrClose, proxyWrapperClass
 
 _log = Logger(namespace="iocpsvc.accept")
 
@@ -84,11 +83,14 @@ def isProxied(factory: Any) -> bool:
     Whether C{factory}'s chain holds a PROXY-protocol wrapper (C{haproxy:}):
     then the address accepted is the balancer's, not the client's.
     """
+    proxyWrapper = proxyWrapperClass()
+    if proxyWrapper is None:
+        return False  # not imported: no haproxy: endpoint was made
     for _ in range(8):
         if factory is None:
             return False
         wrapper = getattr(factory, "protocol", None)
-        if isinstance(wrapper, type) and issubclass(wrapper, HAProxyProtocolWrapper):
+        if isinstance(wrapper, type) and issubclass(wrapper, proxyWrapper):
             return True
         factory = getattr(factory, "wrappedFactory", None)
     return False

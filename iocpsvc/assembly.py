@@ -13,6 +13,11 @@ together.  One of three shapes::
 
 It is the one module outside L{iocpsvc.workers} that knows the worker
 processes, and with L{iocpsvc.tap} the one that knows the configuration.
+
+A process imports only what its configuration uses: the worker processes,
+the monitor (C{twisted.web}) and the Redis bus are imported here, in the
+shape that needs them, so that one process with C{--monitor none} pays
+for none of them (tests/test_lazy_imports.py keeps it so).
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from twisted.application.service import MultiService
 from twisted.internet import endpoints
 from twisted.logger import Logger
 
-from iocpsvc import workers
 from iocpsvc.accept import guardedReactor
 from iocpsvc.addresses import withDefaultBacklog
 from iocpsvc.cluster import MAX_NODE_ID, randomNodeId
@@ -38,8 +42,6 @@ from iocpsvc.limits import (
     descriptorShortfall,
 )
 from iocpsvc.machine import raiseOpenFilesLimit
-from iocpsvc.monitor.pool import PoolSource
-from iocpsvc.monitor.stats import FactorySource
 from iocpsvc.service import ClusterService, SocketServerService
 
 _log = Logger(namespace="iocpsvc.assembly")
@@ -54,7 +56,9 @@ def buildService(config: ServerConfig, reactor: Any) -> MultiService:
     limit was given, derives it from the open-files limit.
     """
     if config.isParent:
-        why = workers.workersAvailable(reactor)
+        from iocpsvc.workers import workersAvailable
+
+        why = workersAvailable(reactor)
         if why is None:
             return buildWorkerPool(config, reactor)
         _log.warn("--workers {count}: {why}; running one process", count=config.workerCount, why=why)
@@ -64,6 +68,8 @@ def buildService(config: ServerConfig, reactor: Any) -> MultiService:
     endpointReactor: Any = guardedReactor(reactor)
     nodeId = config.nodeId
     if config.workerOf is not None:
+        from iocpsvc import workers  # a worker: its parent's sockets, its control channel and bus
+
         index, nodeId, modes = config.workerOf
         notes.insert(0, f"worker {index} (node {nodeId})")
         try:
@@ -97,11 +103,15 @@ def buildService(config: ServerConfig, reactor: Any) -> MultiService:
         factory.joinCluster(bus)
         ClusterService(bus, factory).setServiceParent(service)
     if config.workerOf is not None:
+        from iocpsvc.monitor.stats import FactorySource
+
         parentBus = bus if isinstance(bus, workers.ParentBus) else None
         workers.WorkerControlService(
             FactorySource(factory), reactor, config.workerOf[0], parentBus
         ).setServiceParent(service)
     elif config.monitor is not None:
+        from iocpsvc.monitor.stats import FactorySource
+
         monitorService(FactorySource(factory), config, reactor).setServiceParent(service)
     return service
 
@@ -148,6 +158,9 @@ def descriptorBudget(config: ServerConfig) -> tuple[ServerLimits, list[str]]:
 
 def buildWorkerPool(config: ServerConfig, reactor: Any) -> MultiService:
     """The parent of C{config.workerCount} worker processes, and the one monitor."""
+    from iocpsvc import workers
+    from iocpsvc.monitor.pool import PoolSource
+
     raiseOpenFilesLimit()
     nodeIdBase = min(config.nodeId or randomNodeId(), MAX_NODE_ID - config.workerCount + 1)
     pool = workers.WorkerPoolService(

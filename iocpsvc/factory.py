@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress
@@ -45,8 +45,10 @@ from iocpsvc.interfaces import (
 )
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
-from iocpsvc.proxy import ProxyHeaderGate
-from iocpsvc.transports import enableKeepAlive, setWriteHighWater
+from iocpsvc.transports import enableKeepAlive, isProxyWrapper, setWriteHighWater
+
+if TYPE_CHECKING:
+    from iocpsvc.proxy import ProxyHeaderGate
 
 _log = Logger(namespace="iocpsvc.factory")
 
@@ -137,8 +139,9 @@ class ConnectionContextFactory(ServerFactory):
         self._lastContextId = lastContextId(0)
         # The event counters, added to by this factory and its contexts.
         self.counters = Counters()
-        # Connections behind haproxy: whose PROXY header is not in yet.
-        self.proxyGate = ProxyHeaderGate(self, self._newContext)
+        # Connections behind haproxy: whose PROXY header is not in yet; made
+        # with the first such connection (see proxyGate).
+        self._proxyGate: ProxyHeaderGate | None = None
         self._sweeper: LoopingCall | None = None
         # Totals of closed connections; online ones are summed on demand,
         # so the hot path updates only the context's own counters.
@@ -256,7 +259,7 @@ class ConnectionContextFactory(ServerFactory):
     def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
         maxConnections = self.limits.maxConnections
         # Connections waiting for their PROXY header hold a descriptor too.
-        if maxConnections is not None and len(self.online) + len(self.proxyGate) >= maxConnections:
+        if maxConnections is not None and len(self.online) + self.awaitingProxyHeader >= maxConnections:
             return self._refuse(addr, f"max-connections ({maxConnections}) reached")
         try:
             if not self.acceptPeer(addr):
@@ -282,7 +285,7 @@ class ConnectionContextFactory(ServerFactory):
         """
         maxConnections = self.limits.maxConnections
         # Connections waiting for their PROXY header hold a descriptor too.
-        if maxConnections is not None and len(self.online) + len(self.proxyGate) >= maxConnections:
+        if maxConnections is not None and len(self.online) + self.awaitingProxyHeader >= maxConnections:
             self.countRefusal(address, f"max-connections ({maxConnections}) reached")
             return False
         if proxied:
@@ -351,9 +354,24 @@ class ConnectionContextFactory(ServerFactory):
     # -- behind haproxy: the PROXY header (iocpsvc.proxy) ---------------------
 
     @property
+    def proxyGate(self) -> ProxyHeaderGate:
+        """
+        The connections behind C{haproxy:} whose PROXY header is not in yet
+        (L{iocpsvc.proxy.ProxyHeaderGate}), made on first use: a server
+        that is not behind C{haproxy:} never imports the PROXY protocol.
+        """
+        gate = self._proxyGate
+        if gate is None:
+            from iocpsvc.proxy import ProxyHeaderGate
+
+            gate = self._proxyGate = ProxyHeaderGate(self, self._newContext)
+        return gate
+
+    @property
     def awaitingProxyHeader(self) -> int:
         """Connections behind C{haproxy:} whose PROXY header is not in yet."""
-        return len(self.proxyGate)
+        gate = self._proxyGate
+        return 0 if gate is None else len(gate)
 
     # -- IContextHost: what the contexts ask ------------------------------------
 
@@ -364,7 +382,12 @@ class ConnectionContextFactory(ServerFactory):
 
     def holdConnection(self, context: ConnectionContext, transport: Any) -> bool:
         """Behind C{haproxy:}, hold C{context} back until its PROXY header is in."""
-        return self.proxyGate.hold(context, transport)
+        gate = self._proxyGate
+        if gate is None:
+            if not isProxyWrapper(transport):
+                return False  # not behind haproxy: (so far): no gate to make
+            gate = self.proxyGate
+        return gate.hold(context, transport)
 
     # -- connected contexts ----------------------------------------------------
 
@@ -429,7 +452,8 @@ class ConnectionContextFactory(ServerFactory):
         limits = self.limits
         if limits.idleTimeout:
             self.kickOut(limits.idleTimeout)
-        self.proxyGate.expire()
+        if self._proxyGate is not None:
+            self._proxyGate.expire()
         deadline = self.reactor.seconds() - limits.closeTimeout
         stuck = [c for c in self.online.values() if c.closingAt is not None and c.closingAt <= deadline]
         self._abortStuck(stuck, limits.closeTimeout)
@@ -582,7 +606,8 @@ class ConnectionContextFactory(ServerFactory):
         @return: a Deferred that fires when none is online.
         """
         # Those still waiting for a PROXY header have nothing to send.
-        self.proxyGate.closeAll(reason)
+        if self._proxyGate is not None:
+            self._proxyGate.closeAll(reason)
         for context in list(self.online.values()):
             context.close(reason)
         if not self.online:

@@ -12,6 +12,9 @@ ask.
     writingTransport     where what is written to standard I/O waits
     abortOrClose         a close at once, whatever the transport offers
     lowestTransport      the socket's own transport beneath TLS/haproxy:
+    proxyWrapperClass, isProxyWrapper
+                         Twisted's PROXY-protocol wrapper (haproxy:), without
+                         importing it
     setWriteHighWater    the mark past which a transport pauses its producer
     enableKeepAlive      TCP keep-alive and its probe timing
     isTlsError, tlsHandshakeDone, describeTlsError
@@ -250,6 +253,30 @@ def lowestTransport(transport: Any) -> Any:
             break
         transport = transport.transport
     return transport
+
+
+# Where Twisted's PROXY-protocol wrapper (the transport of a haproxy:
+# connection) lives; the haproxy: endpoint parser imports it.
+_PROXY_WRAPPER_MODULE = "twisted.protocols.haproxy._wrapper"
+
+
+def proxyWrapperClass() -> type | None:
+    """
+    Twisted's PROXY-protocol wrapper class (C{HAProxyProtocolWrapper}, what
+    a C{haproxy:} endpoint wraps each connection in) if something has
+    imported it already, else C{None}.  Before that, no transport and no
+    factory can be one: asking this instead of importing it leaves
+    C{twisted.protocols.haproxy} (and L{iocpsvc.proxy}) out of a server
+    that is not behind C{haproxy:}.
+    """
+    module = sys.modules.get(_PROXY_WRAPPER_MODULE)
+    return getattr(module, "HAProxyProtocolWrapper", None)
+
+
+def isProxyWrapper(transport: Any) -> bool:
+    """Whether C{transport} is Twisted's PROXY-protocol wrapper (see L{proxyWrapperClass})."""
+    wrapperClass = proxyWrapperClass()
+    return wrapperClass is not None and isinstance(transport, wrapperClass)
 
 
 def setWriteHighWater(transport: Any, size: int) -> None:

@@ -59,14 +59,33 @@ def _builtinPlugins() -> dict[str, Any]:
     if _builtins is None:
         found: dict[str, Any] = {}
         for name in BUILTIN_MODULES:
-            module = importlib.import_module(name)
-            for attribute in ("plugin", "plugins"):
-                value = getattr(module, attribute, None)
-                for plugin in value if isinstance(value, (list, tuple)) else [value]:
-                    if plugin is not None:
-                        found[plugin.name] = plugin
+            for plugin in _pluginsOf(name):
+                found[plugin.name] = plugin
         _builtins = found
     return _builtins
+
+
+def _pluginsOf(moduleName: str) -> list[Any]:
+    """The codecs a built-in module defines (its C{plugin} or C{plugins})."""
+    module = importlib.import_module(moduleName)
+    found: list[Any] = []
+    for attribute in ("plugin", "plugins"):
+        value = getattr(module, attribute, None)
+        found.extend(p for p in (value if isinstance(value, (list, tuple)) else [value]) if p is not None)
+    return found
+
+
+def _builtinPlugin(name: str) -> Any:
+    """
+    The built-in codec C{name}, or C{None}.  One named after its module
+    (most are) is found by importing that module alone: a server imports
+    the codecs it uses, not all of them.
+    """
+    if _builtins is None and f"iocpsvc.codecs.{name}" in BUILTIN_MODULES:
+        for plugin in _pluginsOf(f"iocpsvc.codecs.{name}"):
+            if plugin.name == name:
+                return plugin
+    return _builtinPlugins().get(name)
 
 
 def _thirdPartyPlugins() -> Iterable[Any]:
@@ -96,7 +115,7 @@ def getCodecPlugin(name: str) -> Any:
 
     @raise CodecSpecError: there is none.
     """
-    plugin = _builtinPlugins().get(name)
+    plugin = _builtinPlugin(name)
     if plugin is not None:
         return plugin
     for candidate in _thirdPartyPlugins():

@@ -31,7 +31,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from iocpsvc.accept import guardedReactor
-from iocpsvc.monitor.prometheus import metricsText
 from iocpsvc.monitor.site import MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
 from iocpsvc.service import listenOrRaise
@@ -98,13 +97,20 @@ class HistoryResource(Resource):
         return _json(request, self.sampler.historyJSON())
 
 
+def _metricsText(stats: dict[str, Any]) -> bytes:
+    """C{stats} in Prometheus text; C{prometheus_client} is imported with the first scrape."""
+    from iocpsvc.monitor.prometheus import metricsText
+
+    return metricsText(lambda: stats)
+
+
 class MetricsResource(Resource):
     isLeaf = True
 
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
-        self._rendered = _RenderedSnapshot(sampler, lambda stats: metricsText(lambda: stats))
+        self._rendered = _RenderedSnapshot(sampler, _metricsText)
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
