@@ -6,6 +6,9 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.trial.unittest import SynchronousTestCase
+
+from iocpsvc import accel
 from iocpsvc.codecs import encodedBytes as joinEncoded
 from iocpsvc.codecs import parseCodecSpec
 
@@ -90,3 +93,40 @@ def startServer(
     service.startService()
     testCase.addCleanup(lambda: service.stopService() if service.running else None)
     return factory, service.ports[0].getHost().port, service
+
+
+class PurePython:
+    """
+    Mixed before a test case: its tests run with codecs built by the
+    pure-Python implementation (L{iocpsvc.accel.using}), whatever the
+    accelerator.  See L{bothImplementations}.
+    """
+
+    def run(self, result: Any) -> Any:
+        with accel.using("python"):
+            return super().run(result)  # type: ignore[misc]
+
+
+def bothImplementations(namespace: dict[str, Any]) -> None:
+    """
+    Called at the end of a test module: every test case class defined in it
+    gets a twin, C{<name>Pure}, that runs the same tests on the pure-Python
+    implementation (L{PurePython}); the class itself runs on the default
+    one, compiled wherever the accelerator is built (C{.ci/run} makes sure
+    it is: tests.test_accel fails there without it).
+    """
+    module = namespace["__name__"]
+    for name, value in list(namespace.items()):
+        if (
+            isinstance(value, type)
+            and issubclass(value, SynchronousTestCase)
+            and value.__module__ == module
+            and not issubclass(value, PurePython)
+        ):
+            twin = type(
+                name + "Pure",
+                (PurePython, value),
+                {"__module__": module, "__doc__": f"{name}, on the pure-Python implementation."},
+            )
+            twin.__qualname__ = twin.__name__
+            namespace[twin.__name__] = twin

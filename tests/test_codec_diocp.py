@@ -34,7 +34,7 @@ from iocpsvc.errors import (
     FrameTooLong,
 )
 from iocpsvc.units import MiB
-from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
+from tests.helpers import bothImplementations, cutAt, decodeOnce, encodedBytes, feedChunks
 
 # "hello" = 68 65 6C 6C 6F; 0x68 + 0x65 + 0x6C + 0x6C + 0x6F = 0x214.
 # flag $D10 as a little-endian Word: 10 0D; checksum 0x214 as a
@@ -364,3 +364,7 @@ class PropertyTests(SynchronousTestCase):
         encoder = DiocpStreamEncoder()
         wire = b"".join(encodedBytes(encoder.encode(frame)) for frame in frames)
         self.assertEqual(feedChunks(DiocpStreamDecoder(), cutAt(wire, cuts)), frames)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -14,7 +14,7 @@ from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.fixed import FixedLengthDecoder, FixedLengthEncoder
 from iocpsvc.errors import CodecSpecError, EncodeError
 from iocpsvc.interfaces import IDecoder, IEncoder
-from tests.helpers import cutAt, decodeOnce, feedChunks
+from tests.helpers import bothImplementations, cutAt, decodeOnce, feedChunks
 
 
 class DocExampleTests(SynchronousTestCase):
@@ -163,3 +163,7 @@ class PropertyTests(SynchronousTestCase):
         encoder = FixedLengthEncoder(size)
         self.assertEqual(b"".join(encoder.encode(frame) for frame in frames), wire)
         self.assertEqual(feedChunks(FixedLengthDecoder(size), cutAt(wire, cuts)), frames)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.hpsocket import HPSocketPackDecoder, HPSocketPackEncoder
 from iocpsvc.errors import CodecSpecError, CorruptFrame, EncodeError, FrameTooLong
-from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
+from tests.helpers import bothImplementations, cutAt, decodeOnce, encodedBytes, feedChunks
 
 # flag 0, "hello" (68 65 6C 6C 6F): header 0x00000005, little-endian.
 HELLO_PACK = bytes.fromhex("05000000 68656c6c6f")
@@ -308,3 +308,7 @@ class PropertyTests(SynchronousTestCase):
         encoder = HPSocketPackEncoder()
         wire = b"".join(encodedBytes(encoder.encode(frame)) for frame in frames)
         self.assertEqual(feedChunks(HPSocketPackDecoder(), cutAt(wire, cuts)), frames)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -20,7 +20,7 @@ from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.json import MAX_DEPTH, JSONDecoder, JSONEncoder
 from iocpsvc.errors import CodecSpecError, CorruptFrame, EncodeError
 from iocpsvc.interfaces import IEncoder, IObjectDecoder, ITextDocumentEncoder
-from tests.helpers import cutAt, encodedBytes, feedChunks
+from tests.helpers import bothImplementations, cutAt, encodedBytes, feedChunks
 
 
 class DocExampleTests(SynchronousTestCase):
@@ -471,3 +471,7 @@ class SendablePropertyTests(SynchronousTestCase):
                 self.assertEqual(JSONDecoder().decodeObject(JSONEncoder().encode(decoded)), decoded)
             else:
                 self.assertRaises(CorruptFrame, JSONDecoder().decodeObject, source)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.length import LengthFieldDecoder, LengthFieldPrepender
 from iocpsvc.errors import CodecSpecError, CorruptFrame, EncodeError, FrameTooLong
-from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
+from tests.helpers import bothImplementations, cutAt, decodeOnce, encodedBytes, feedChunks
 
 HELLO = b"HELLO, WORLD"
 
@@ -259,3 +259,7 @@ class PropertyTests(SynchronousTestCase):
             frames = [f[:200] for f in frames]
         wire = b"".join(encodedBytes(codec.encoder.encode(f)) for f in frames)
         self.assertEqual(feedChunks(codec.newDecoder(), cutAt(wire, cuts)), frames)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -24,7 +24,7 @@ from iocpsvc.codecs.line import (
 )
 from iocpsvc.errors import CodecSpecError, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IDecoder, IEncoder
-from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
+from tests.helpers import bothImplementations, cutAt, decodeOnce, encodedBytes, feedChunks
 
 
 def everySplit(wire: bytes) -> list[list[bytes]]:
@@ -595,3 +595,7 @@ class PropertyTests(SynchronousTestCase):
         else:
             self.assertEqual(long, [])
             self.assertEqual(out, frames)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

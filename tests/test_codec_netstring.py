@@ -25,7 +25,7 @@ from iocpsvc.errors import (
     FrameTooLong,
 )
 from iocpsvc.interfaces import IDecoder, IEncoder
-from tests.helpers import cutAt, decodeOnce, encodedBytes, feedChunks
+from tests.helpers import bothImplementations, cutAt, decodeOnce, encodedBytes, feedChunks
 
 
 def twistedVerdict(wire: bytes, maximum: int) -> tuple[list[bytes], bool]:
@@ -309,3 +309,7 @@ class PropertyTests(SynchronousTestCase):
     def test_agreesWithTwisted(self, wire: bytes) -> None:
         """On any stream of digits, colons and commas, we agree with Twisted."""
         self.assertEqual(ourVerdict(wire, 500), twistedVerdict(wire, 500))
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

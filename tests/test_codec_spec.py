@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import twisted.plugins
 from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.errors import CodecSpecError, CorruptFrame
-from tests.helpers import cutAt, encodeFrames, feedChunks
+from tests.helpers import bothImplementations, cutAt, encodeFrames, feedChunks
 from tests.netutil import temporaryDirectory
 
 
@@ -176,3 +176,7 @@ class ChunkingPropertyTests(SynchronousTestCase):
             self.assertEqual(json.dumps(decoded), json.dumps(objects))
         else:
             self.assertEqual(decoded, objects)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -36,11 +36,11 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from iocpsvc import errors
+from iocpsvc import accel, errors
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.codecs.length import LengthFieldPrepender, WholeFrameEncoder
 from iocpsvc.errors import DecodeError, EncodeError
-from tests.helpers import cutAt, encodedBytes
+from tests.helpers import bothImplementations, cutAt, encodedBytes
 from tests.netutil import connectRaw, echoMany, waitUntil
 from tests.test_tcp import ServerMixin
 
@@ -162,10 +162,16 @@ _payloads = st.one_of(
 
 # Parsed once per spec: a codec's encoder is shared anyway, and newDecoder()
 # gives each stream a fresh decoder.
-_codec = functools.cache(parseCodecSpec)
-
-
 @functools.cache
+def _codecOf(spec: str, implementation: str) -> Any:
+    return parseCodecSpec(spec)
+
+
+def _codec(spec: str) -> Any:
+    # Cached per implementation: the Pure twins build pure codecs.
+    return _codecOf(spec, accel.implementation())
+
+
 def _framerOf(spec: str) -> Any:
     """
     A function that frames a payload with C{spec}'s framer (the part before
@@ -256,7 +262,7 @@ _framesSettings = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.differing_executors],
 )
 
 
@@ -391,3 +397,7 @@ class EchoServerTests(ServerMixin, TestCase):
         self.assertEqual(factory.counters.decodeErrors, len(documents))
         self.assertEqual(factory.counters.handlerErrors, 0)
         self.assertEqual(factory.counters.closedTotal[errors.HANDLER_ERROR], 0)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -16,7 +16,7 @@ from iocpsvc.codecs import text as textmodule
 from iocpsvc.codecs.text import TextDecoder, TextEncoder, parseEncoding
 from iocpsvc.errors import CodecSpecError, CorruptFrame, EncodeError
 from iocpsvc.interfaces import IEncoder, IObjectDecoder
-from tests.helpers import cutAt, encodedBytes, feedChunks
+from tests.helpers import bothImplementations, cutAt, encodedBytes, feedChunks
 
 
 class DocExampleTests(SynchronousTestCase):
@@ -189,3 +189,7 @@ class PropertyTests(SynchronousTestCase):
         codec = parseCodecSpec("netstring+text")
         wire = b"".join(encodedBytes(codec.encoder.encode(t)) for t in texts)
         self.assertEqual(feedChunks(codec.newDecoder(), cutAt(wire, cuts)), texts)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -16,7 +16,7 @@ from iocpsvc import errors
 from iocpsvc.apps import EchoContext
 from iocpsvc.context import ConnectionContext
 from iocpsvc.testing import EmbeddedConnection
-from tests.helpers import frame
+from tests.helpers import bothImplementations, frame
 
 
 class Recorder(ConnectionContext):
@@ -385,3 +385,7 @@ class HookErrorTests(SynchronousTestCase):
         clock.advance(61)
         EmbeddedConnection(factory=factory, clock=clock).disconnect()
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)  # a minute on: the traceback again
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -20,7 +20,7 @@ from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
 from iocpsvc.testing import EmbeddedConnection
 from tests.certs import issueCertificates
-from tests.helpers import frame
+from tests.helpers import bothImplementations, frame
 from tests.netutil import connectRaw, echoMany, temporaryDirectory, waitUntil
 
 
@@ -129,3 +129,7 @@ class UnknownTransportTests(SynchronousTestCase):
         self.assertFalse(connection.context._direct)
         self.assertEqual(connection.factory.counters.directSends, 0)
         self.assertEqual(struct.unpack(">I", frame(b"ab")[:4])[0], 2)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

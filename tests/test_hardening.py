@@ -26,7 +26,7 @@ from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.testing import EmbeddedConnection
 from iocpsvc.threads import inThreadPool
-from tests.helpers import frame
+from tests.helpers import bothImplementations, frame
 
 
 def makeFactory(contextClass: Any = EchoContext, **limits: Any) -> ConnectionContextFactory:
@@ -637,3 +637,7 @@ class KeepReadingTests(SynchronousTestCase):
         self.assertIsNone(context.closeReason)
         context.writeObject(b"q" * 4000)
         self.assertEqual(context.closeReason, errors.SLOW_CLIENT)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -25,7 +25,7 @@ from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
-from tests.helpers import frame, startServer
+from tests.helpers import bothImplementations, frame, startServer
 from tests.netutil import connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
 
 GOOD = 20
@@ -332,3 +332,7 @@ class SigtermUnderLoadTests(TestCase):
         # The shutdown timeout is 3 s; allow generously for a loaded machine.
         self.assertLess(elapsed, 30, output.decode(errors="replace")[-2000:])
         self.assertIn(b"closing", output)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())

@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 from iocpsvc import errors
 from iocpsvc.apps import EchoContext
 from iocpsvc.factory import ConnectionContextFactory
-from tests.helpers import encodeFrames, startServer
+from tests.helpers import bothImplementations, encodeFrames, startServer
 from tests.netutil import echoMany
 
 CONNECTIONS = 200
@@ -275,3 +275,7 @@ class LargestFrameTests(EveryFramingCodec, ServerMixin, TestCase):
         self.assertEqual(len(received), len(wire))
         self.assertEqual(received, wire)
         self.assertEqual(factory.counters.closedTotal[errors.SLOW_CLIENT], 0)
+
+
+# Every test above, again on the pure-Python implementation (iocpsvc.accel).
+bothImplementations(globals())
