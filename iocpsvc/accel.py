@@ -93,6 +93,26 @@ def _loadIgnoringEnvironment() -> tuple[ModuleType | None, str]:
         return None, f"the compiled accelerator is not built ({e})"
 
 
+def isCompiled(obj: object) -> bool:
+    """Whether C{obj} is one of the accelerator's compiled decoders or encoders."""
+    return any(cls.__module__ == "iocpsvc._speedups" for cls in type(obj).__mro__)
+
+
+def describeHotPath(decoder: object, encoder: object) -> str:
+    """
+    For the start log: which implementation a factory's decoder (or, in a
+    chain, its framer) and encoder run.
+    """
+    framer = getattr(decoder, "_framer", decoder)
+    if isCompiled(framer):
+        if isCompiled(encoder):
+            return "compiled framing and batch encoding (iocpsvc._speedups)"
+        return "compiled framing (iocpsvc._speedups), per-object encoding"
+    if speedups is None:
+        return describe()
+    return "pure Python (this codec has no compiled twin)"
+
+
 def compiledAvailable() -> bool:
     """Whether the compiled accelerator can be imported (whatever the environment says)."""
     return _loadIgnoringEnvironment()[0] is not None

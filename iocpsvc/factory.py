@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from iocpsvc import errors
+from iocpsvc import accel, errors
 from iocpsvc.accept import Refuse
 from iocpsvc.addresses import addressAllowed, describePeer
 from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastContextId, nodeOfContext
@@ -208,12 +208,14 @@ class ConnectionContextFactory(ServerFactory):
 
     def describeCodec(self) -> str:
         """The codec in words, for logs: its spec, or the registered classes."""
-        if self.codec is not None:
-            return f"{self.codec.spec} (max frame {self.codec.maxFrameLength} bytes)"
         decoder = self._newDecoder()
+        hotPath = accel.describeHotPath(decoder, self._encoder)
+        if self.codec is not None:
+            return f"{self.codec.spec} (max frame {self.codec.maxFrameLength} bytes; {hotPath})"
         return (
             f"decoder {type(decoder).__name__} (max frame "
-            f"{getattr(decoder, 'maxFrameLength', '?')} bytes), encoder {type(self._encoder).__name__}"
+            f"{getattr(decoder, 'maxFrameLength', '?')} bytes), "
+            f"encoder {type(self._encoder).__name__}; {hotPath}"
         )
 
     @property

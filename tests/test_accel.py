@@ -369,3 +369,22 @@ class ImplementationSwitchTests(SynchronousTestCase):
         if accel.compiledAvailable():
             with accel.using("compiled"):
                 self.assertEqual(accel.describe(), "compiled (iocpsvc._speedups)")
+
+
+class StartLogTests(SynchronousTestCase):
+    """The start log says which implementation the hot path runs."""
+
+    def test_describeCodec(self) -> None:
+        from twisted.internet.task import Clock
+
+        from iocpsvc.factory import ConnectionContextFactory
+
+        with accel.using("python"):
+            pure = ConnectionContextFactory(reactor=Clock()).describeCodec()
+        self.assertIn("pure Python", pure)
+        if accel.compiledAvailable():
+            with accel.using("compiled"):
+                plain = ConnectionContextFactory(reactor=Clock()).describeCodec()
+                chain = ConnectionContextFactory(codec="line+text", reactor=Clock()).describeCodec()
+            self.assertIn("compiled framing and batch encoding", plain)
+            self.assertIn("compiled framing (iocpsvc._speedups), per-object encoding", chain)
