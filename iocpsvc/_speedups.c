@@ -66,6 +66,31 @@ slowDecode(PyObject *self, const char *buf, Py_ssize_t position, Py_ssize_t end,
     return position + consumed;
 }
 
+/* The ends of every decode: the count, after releasing the buffer. */
+static PyObject *
+decodeDone(Py_buffer *view, Py_ssize_t position)
+{
+    PyBuffer_Release(view);
+    return PyLong_FromSsize_t(position);
+}
+
+/* ... or after handing the rest of the read to the pure-Python decoder. */
+static PyObject *
+decodeRestSlowly(PyObject *self, Py_buffer *view, Py_ssize_t position, PyObject *out)
+{
+    position = slowDecode(self, (const char *)view->buf, position, view->len, out);
+    PyBuffer_Release(view);
+    return position < 0 ? NULL : PyLong_FromSsize_t(position);
+}
+
+/* ... or on an error already set. */
+static PyObject *
+decodeFailed(Py_buffer *view)
+{
+    PyBuffer_Release(view);
+    return NULL;
+}
+
 /* Read data and out, the arguments of every decode(data, out). */
 static int
 decodeArguments(PyObject *const *args, Py_ssize_t nargs, Py_buffer *view, PyObject **out)
@@ -244,17 +269,11 @@ HeaderDecoder_decode(HeaderDecoder *self, PyObject *const *args, Py_ssize_t narg
             position = stop;
         }
     }
-    PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(position);
+    return decodeDone(&view, position);
 slow:
-    position = slowDecode((PyObject *)self, (const char *)buf, position, end, out);
-    PyBuffer_Release(&view);
-    if (position < 0)
-        return NULL;
-    return PyLong_FromSsize_t(position);
+    return decodeRestSlowly((PyObject *)self, &view, position, out);
 error:
-    PyBuffer_Release(&view);
-    return NULL;
+    return decodeFailed(&view);
 }
 
 static PyMethodDef HeaderDecoder_methods[] = {
@@ -385,17 +404,11 @@ DelimitedDecoder_decode(DelimitedDecoder *self, PyObject *const *args, Py_ssize_
     self->scanned = end - position;
     if (end - position > maxFrameLength)
         goto slow; /* too long unless it may still end: the pure decoder says */
-    PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(position);
+    return decodeDone(&view, position);
 slow:
-    position = slowDecode((PyObject *)self, buf, position, end, out);
-    PyBuffer_Release(&view);
-    if (position < 0)
-        return NULL;
-    return PyLong_FromSsize_t(position);
+    return decodeRestSlowly((PyObject *)self, &view, position, out);
 error:
-    PyBuffer_Release(&view);
-    return NULL;
+    return decodeFailed(&view);
 }
 
 static PyMethodDef DelimitedDecoder_methods[] = {
@@ -522,19 +535,13 @@ NetstringDecoder_decode(NetstringDecoder *self, PyObject *const *args, Py_ssize_
         length = -1;
     }
     self->payloadLength = length;
-    PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(position);
+    return decodeDone(&view, position);
 slow:
     self->payloadLength = -1;
 slowAfterHeader:
-    position = slowDecode((PyObject *)self, buf, position, end, out);
-    PyBuffer_Release(&view);
-    if (position < 0)
-        return NULL;
-    return PyLong_FromSsize_t(position);
+    return decodeRestSlowly((PyObject *)self, &view, position, out);
 error:
-    PyBuffer_Release(&view);
-    return NULL;
+    return decodeFailed(&view);
 }
 
 static PyMethodDef NetstringDecoder_methods[] = {
@@ -595,13 +602,10 @@ FixedDecoder_decode(FixedDecoder *self, PyObject *const *args, Py_ssize_t nargs)
     const Py_ssize_t stop = view.len - view.len % size;
     Py_ssize_t position;
     for (position = 0; position < stop; position += size) {
-        if (appendFrame(out, buf, position, position + size) < 0) {
-            PyBuffer_Release(&view);
-            return NULL;
-        }
+        if (appendFrame(out, buf, position, position + size) < 0)
+            return decodeFailed(&view);
     }
-    PyBuffer_Release(&view);
-    return PyLong_FromSsize_t(stop);
+    return decodeDone(&view, stop);
 }
 
 static PyMethodDef FixedDecoder_methods[] = {

@@ -29,6 +29,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from iocpsvc import accel
 from iocpsvc.codecs import parseCodecSpec
 from iocpsvc.errors import DecodeError, EncodeError
+from tests import test_codec_symmetry as symmetry
 from tests.helpers import cutAt
 
 FRAMERS = (
@@ -70,22 +71,10 @@ FRAMERS = (
     "hpsocket:max=40",
 )
 
-EDGES = (
-    b"",
-    b"\r",
-    b"\n",
-    b"\r\n",
-    b"abc\r",
-    b"abc\r\r\n",
-    b"\x00",
-    b"\x00\x00",
-    b"x\x00",
-    b"aba",
-    b"ab",
-    b"5:hello,",
-    b"0:,",
+# The symmetry tests' edge payloads, and the headers and sizes that reach
+# the framers' error paths.
+EDGES = symmetry.EDGES + (
     b"05:",
-    b"\x10\x0d",
     b"\xff\xff\xff\xff",
     b"\x80",
     b"x" * 41,

@@ -7,12 +7,14 @@ framer encode an application's message class through an L{IEncoder} adapter.
 from __future__ import annotations
 
 import codecs as _stdcodecs
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
+from iocpsvc import accel
 from iocpsvc.errors import EncodeError
 from iocpsvc.interfaces import ICodecPlugin, IEncoder
 from iocpsvc.units import KiB
@@ -157,6 +159,23 @@ class CodecPlugin:
 
 
 # -- the compiled accelerator's side (iocpsvc.accel) -------------------------
+
+
+def withCompiledTwins(
+    decoderFactory: Callable[[], Any],
+    encoder: Any,
+    compiledClasses: Callable[[Any], tuple[type, type]],
+) -> tuple[Callable[[], Any], Any]:
+    """
+    A stateless framer's C{decoderFactory} and C{encoder}, or, when codecs
+    are built compiled (L{iocpsvc.accel}), their compiled twins: the classes
+    C{compiledClasses(speedups)} returns, each made from a pure instance.
+    """
+    speedups = accel.speedups
+    if speedups is None:
+        return decoderFactory, encoder
+    compiledDecoder, compiledEncoder = compiledClasses(speedups)
+    return functools.partial(compiledDecoder, decoderFactory()), compiledEncoder(encoder)
 
 
 class CompiledTwin:

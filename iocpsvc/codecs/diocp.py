@@ -90,8 +90,15 @@ from zlib import adler32
 
 from zope.interface import implementer
 
-from iocpsvc import accel
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, parseBool, payloadBytes
+from iocpsvc.codecs._base import (
+    JOIN_LIMIT,
+    CodecPlugin,
+    CompiledTwin,
+    copyFrame,
+    parseBool,
+    payloadBytes,
+    withCompiledTwins,
+)
 from iocpsvc.errors import ChecksumMismatch, CorruptFrame, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
@@ -262,11 +269,7 @@ def _build(
     decoderFactory: Callable[[], Any] = functools.partial(
         DiocpStreamDecoder, maxFrameLength=max, verifyChecksum=checksum
     )
-    if accel.speedups is not None:
-        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
-        decoderFactory = functools.partial(compiledDecoder, decoderFactory())
-        encoder = compiledEncoder(encoder)
-    return decoderFactory, encoder
+    return withCompiledTwins(decoderFactory, encoder, _compiledClasses)
 
 
 @functools.cache

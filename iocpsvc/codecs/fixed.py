@@ -35,8 +35,7 @@ from typing import Any
 
 from zope.interface import implementer
 
-from iocpsvc import accel
-from iocpsvc.codecs._base import CodecPlugin, CompiledTwin, payloadBytes
+from iocpsvc.codecs._base import CodecPlugin, CompiledTwin, payloadBytes, withCompiledTwins
 from iocpsvc.errors import EncodeError
 from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import parseSize
@@ -125,11 +124,7 @@ def _build(defaultMaxFrameLength: int | None, size: int | None = None) -> tuple[
         raise ValueError(f"size must be > 0, not {size}")
     decoderFactory: Callable[[], Any] = functools.partial(FixedLengthDecoder, size)
     encoder: Any = FixedLengthEncoder(size)
-    if accel.speedups is not None:
-        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
-        decoderFactory = functools.partial(compiledDecoder, decoderFactory())
-        encoder = compiledEncoder(encoder)
-    return decoderFactory, encoder
+    return withCompiledTwins(decoderFactory, encoder, _compiledClasses)
 
 
 @functools.cache

@@ -72,8 +72,14 @@ from typing import Any
 
 from zope.interface import implementer
 
-from iocpsvc import accel
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, payloadBytes
+from iocpsvc.codecs._base import (
+    JOIN_LIMIT,
+    CodecPlugin,
+    CompiledTwin,
+    copyFrame,
+    payloadBytes,
+    withCompiledTwins,
+)
 from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
 from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
 from iocpsvc.units import KiB, parseInt, parseSize
@@ -214,11 +220,7 @@ def _build(
     decoderFactory: Callable[[], Any] = functools.partial(
         HPSocketPackDecoder, maxFrameLength=max, headerFlag=flag
     )
-    if accel.speedups is not None:
-        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
-        decoderFactory = functools.partial(compiledDecoder, decoderFactory())
-        encoder = compiledEncoder(encoder)
-    return decoderFactory, encoder
+    return withCompiledTwins(decoderFactory, encoder, _compiledClasses)
 
 
 @functools.cache
