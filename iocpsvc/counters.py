@@ -33,7 +33,8 @@ class Counters:
 
     @ivar acceptedTotal: connections accepted (that got a context).
     @ivar refusedTotal: connections refused at accept (limit, filter,
-        C{acceptPeer}), or closed there for want of a descriptor; behind
+        C{acceptPeer}, or making the context raised), or closed there for
+        want of a descriptor; behind
         C{haproxy:}, also those whose PROXY header names a client the
         filter refuses.  With C{acceptedTotal}: every connection that
         reached the listening socket.

@@ -142,6 +142,9 @@ class ConnectionContextFactory(ServerFactory):
         # Connections behind haproxy: whose PROXY header is not in yet; made
         # with the first such connection (see proxyGate).
         self._proxyGate: ProxyHeaderGate | None = None
+        # The address admit() just let in: the port builds its protocol next,
+        # and buildProtocol does not judge it again (see admit).
+        self._admitted: IAddress | None = None
         self._sweeper: LoopingCall | None = None
         # Totals of closed connections; online ones are summed on demand,
         # so the hot path updates only the context's own counters.
@@ -244,10 +247,13 @@ class ConnectionContextFactory(ServerFactory):
         (C{limits.allow} / C{limits.deny}).  Override it to refuse peers by
         your own rule; a refused peer is closed before any data is read.
 
-        Behind C{haproxy:} it is asked again once the PROXY header is in,
-        with the client the header names, and that answer decides; the
-        answer given for the proxy's own address when the TCP connection
-        arrived is not used.  A header that names no client (C{LOCAL},
+        Asked once per connection.  Behind C{haproxy:} it is asked about
+        the client the header names, once the header is in; on a port that
+        does not judge at accept (the IOCP reactor's), it is first asked
+        about the proxy's own address as well, and that answer is not used.
+        Should it raise, the connection is closed as a C{handler-error}
+        (counted in C{handlerErrors} and C{refusedTotal}).
+        A header that names no client (C{LOCAL},
         C{UNKNOWN}) or one that is not an IP address (C{AF_UNIX}) leaves the
         proxy's own address to be judged; but with C{limits.allow} or
         C{limits.deny} in force, a header naming a non-IP client is refused
@@ -259,6 +265,15 @@ class ConnectionContextFactory(ServerFactory):
         return addressAllowed(address, limits.allow, limits.deny)
 
     def buildProtocol(self, addr: IAddress) -> Protocol:  # type: ignore[override]
+        if addr is not None and addr is self._admitted:
+            # Judged a moment ago by admit(), for the port that now builds
+            # it: asking acceptPeer again would call application code twice.
+            self._admitted = None
+            try:
+                return self._newContext()
+            except Exception:
+                self.failedAtAccept(addr, Failure())
+                return Refuse()
         maxConnections = self.limits.maxConnections
         # Connections waiting for their PROXY header hold a descriptor too.
         if maxConnections is not None and len(self.online) + self.awaitingProxyHeader >= maxConnections:
@@ -272,7 +287,7 @@ class ConnectionContextFactory(ServerFactory):
         except Exception:
             # The application's acceptPeer, context class or decoder factory
             # raised: Twisted would log a traceback per connection.
-            self._failedAtAccept(addr, Failure())
+            self.failedAtAccept(addr, Failure())
             return Refuse()
 
     # -- IAcceptGate: judged by the listening port (iocpsvc.accept) ------------
@@ -283,23 +298,26 @@ class ConnectionContextFactory(ServerFactory):
         limit and, unless it comes through C{haproxy:} (the client is judged
         once its PROXY header is in), let in by L{acceptPeer}.  A refusal is
         counted and logged here; the port closes the socket in the same
-        reactor turn.
+        reactor turn.  An admitted C{address} is remembered until the port
+        asks L{buildProtocol} for it, which then judges it no more.
         """
+        self._admitted = None
         maxConnections = self.limits.maxConnections
         # Connections waiting for their PROXY header hold a descriptor too.
         if maxConnections is not None and len(self.online) + self.awaitingProxyHeader >= maxConnections:
             self.countRefusal(address, f"max-connections ({maxConnections}) reached")
             return False
-        if proxied:
-            return True
-        try:
-            allowed = self.acceptPeer(address)
-        except Exception:
-            self._failedAtAccept(address, Failure())
-            return False
-        if not allowed:
-            self.countRefusal(address, "address filtered")
-        return bool(allowed)
+        if not proxied:
+            try:
+                allowed = self.acceptPeer(address)
+            except Exception:
+                self.failedAtAccept(address, Failure())
+                return False
+            if not allowed:
+                self.countRefusal(address, "address filtered")
+                return False
+        self._admitted = address
+        return True
 
     def acceptFailed(self, error: str, closed: int) -> None:
         """
@@ -318,13 +336,16 @@ class ConnectionContextFactory(ServerFactory):
             closeReason=errors.NO_DESCRIPTORS,
         )
 
-    def _failedAtAccept(self, address: IAddress, failure: Failure) -> None:
+    def failedAtAccept(self, address: IAddress, failure: Failure) -> None:
         """
         Judging C{address} or making its context failed in application
-        code: count it as a handler error and log it (the traceback once,
-        then one rate-limited line); the connection is closed at once.
+        code (C{acceptPeer}, the context class, the decoder factory): count
+        it as a handler error and as refused (it never got a context), and
+        log it (the traceback once, then one rate-limited line); the caller
+        closes the connection at once.
         """
         self.counters.handlerErrors += 1
+        self.counters.refusedTotal += 1
         self.counters.closedTotal[errors.HANDLER_ERROR] += 1
         self.rateLimitedLog.failure(
             "closing {peer}: handler-error making its context ({context})",

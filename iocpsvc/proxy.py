@@ -252,6 +252,9 @@ class GateHost(TypingProtocol):
     def countRefusal(self, address: Any, why: str) -> None:
         """Count and log a connection refused for C{why}."""
 
+    def failedAtAccept(self, address: Any, failure: Failure) -> None:
+        """Count and log C{acceptPeer} raising for C{address} (a handler error)."""
+
 
 class ProxyHeaderGate:
     """
@@ -315,6 +318,9 @@ class ProxyHeaderGate:
         is configured; with C{limits.allow} or C{limits.deny}, the
         connection is refused: the filter names IP networks, and judging the
         balancer instead would let whatever it relays in under its name.
+
+        An C{acceptPeer} that raises closes the connection as a handler
+        error (counted and logged by the host), its context still held.
         """
         self._waiting.pop(wrapper, None)
         host = self._host
@@ -323,8 +329,18 @@ class ProxyHeaderGate:
         why: str | None = None
         if wrapper.nonIPClient is not None and (limits.allow or limits.deny):
             why = f"PROXY header names {wrapper.nonIPClient}, which the accept filter cannot judge"
-        elif not host.acceptPeer(peer):
-            why = "address filtered (client named in the PROXY header)"
+        else:
+            try:
+                allowed = host.acceptPeer(peer)
+            except Exception:
+                # Application code, called from the wrapper's dataReceived:
+                # left to escape, Twisted would log a traceback per connection
+                # and close it uncounted.
+                host.failedAtAccept(peer, Failure())
+                wrapper.close()
+                return
+            if not allowed:
+                why = "address filtered (client named in the PROXY header)"
         if why is not None:
             host.countRefusal(peer, why)
             # The wrapper goes on holding the context, which never connected:

@@ -6,6 +6,7 @@ descriptor limit that counts every connection it closes.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from typing import Any
@@ -293,3 +294,160 @@ class DescriptorLimitTests(TestCase):
         self.assertNotIn(b"EMFILE recovery", output)  # Twisted's own, uncounted, recovery never ran
         # One rate-limited line for many shed connections, not one each.
         self.assertLess(output.count(b"accept failed"), 12)
+
+
+class Judging(ConnectionContextFactory):
+    """
+    A context factory whose C{acceptPeer} records every address it is asked
+    about and lets in the even ports (a rule that gives the same answer
+    however often it is asked, so that only the count of calls can tell).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.asked: list[Any] = []
+
+    def acceptPeer(self, address: Any) -> bool:
+        self.asked.append(address)
+        return address.port % 2 == 0
+
+
+class AcceptPeerOnceTests(TestCase):
+    """
+    An application's C{acceptPeer} is asked once per connection, about the
+    client, and every connection is counted once, as accepted or refused,
+    on every accept path: a guarded port (plain and behind C{haproxy:}), a
+    worker's adopted socket, and Twisted's own port (the IOCP reactor's
+    way: the factory judges in C{buildProtocol}).
+    """
+
+    if platform.isWindows():
+        skip = "guarded ports are Twisted's POSIX ports"
+
+    timeout = 30
+    CLIENTS = 12
+
+    def listen(self, how: str) -> tuple[Judging, int]:
+        from twisted.internet import endpoints, reactor
+        from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+
+        factory = Judging(EchoContext, reactor=reactor)
+        factory.doStart()
+        self.addCleanup(factory.doStop)
+        if how == "guarded":
+            port = guardedReactor(reactor).listenTCP(0, factory, interface="127.0.0.1")
+        elif how == "guarded haproxy":
+            endpoint = endpoints.serverFromString(
+                guardedReactor(reactor), "haproxy:tcp:0:interface=127.0.0.1"
+            )
+            port = self.successResultOf(endpoint.listen(factory))
+        elif how == "worker":
+            from iocpsvc.workers import SocketAdoptingReactor
+
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(50)
+            listener.setblocking(False)  # as a worker's parent hands it down
+            self.addCleanup(listener.close)
+            adopting = SocketAdoptingReactor(
+                guardedReactor(reactor), ["shared:50"], firstDescriptor=os.dup(listener.fileno())
+            )
+            port = adopting.listenTCP(0, factory)
+        elif how == "twisted":
+            port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        else:
+            port = reactor.listenTCP(0, HAProxyWrappingFactory(factory), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return factory, port.getHost().port
+
+    @defer.inlineCallbacks
+    def judgedOnce(self, how: str, proxied: bool, balancerToo: bool = False) -> Any:
+        """
+        Connect C{CLIENTS} clients through C{how}; check that C{acceptPeer}
+        was asked once about each client (and, with C{balancerToo}, once
+        about the balancer's address of each connection) and that each
+        connection was counted once.
+        """
+        from twisted.internet import reactor
+
+        factory, number = self.listen(how)
+        clients = yield connectRaw(reactor, number, self.CLIENTS)
+        self.addCleanup(self.closeClients, clients)
+        self.assertEqual(len(clients), self.CLIENTS)
+        balancers = sorted(client.transport.getHost().port for client in clients)
+        if proxied:
+            # The header names the client: ports 2000, 2001, ... (half even).
+            for index, client in enumerate(clients):
+                client.transport.write(f"PROXY TCP4 203.0.113.7 192.0.2.1 {2000 + index} 9983\r\n".encode())
+            clientPorts = [2000 + index for index in range(self.CLIENTS)]
+        else:
+            clientPorts = [client.transport.getHost().port for client in clients]
+        counters = factory.counters
+        yield waitUntil(reactor, lambda: counters.acceptedTotal + counters.refusedTotal >= self.CLIENTS)
+        evens = sum(1 for port in clientPorts if port % 2 == 0)
+        asked = factory.asked
+        if balancerToo:
+            self.assertEqual(sorted(a.port for a in asked if a.host == "127.0.0.1"), balancers)
+            asked = [a for a in asked if a.host != "127.0.0.1"]
+        if proxied:
+            self.assertEqual([a.host for a in asked], ["203.0.113.7"] * self.CLIENTS)
+        self.assertEqual(sorted(a.port for a in asked), sorted(clientPorts))
+        self.assertEqual((counters.acceptedTotal, counters.refusedTotal), (evens, self.CLIENTS - evens))
+        self.assertEqual(counters.closedTotal[errors.REFUSED], self.CLIENTS - evens)
+
+    @defer.inlineCallbacks
+    def closeClients(self, clients: list[Any]) -> Any:
+        for client in clients:
+            if not client.lost.called:
+                client.transport.abortConnection()
+        yield defer.gatherResults([c.lost for c in clients])
+
+    def test_guardedPort(self) -> Any:
+        """A guarded port (the default on POSIX): asked once, at accept."""
+        return self.judgedOnce("guarded", proxied=False)
+
+    def test_guardedPortBehindHAProxy(self) -> Any:
+        """haproxy: on a guarded port: asked once, about the header's client."""
+        return self.judgedOnce("guarded haproxy", proxied=True)
+
+    def test_workerAdoptedSocket(self) -> Any:
+        """A worker's port (an adopted socket, guarded): asked once."""
+        return self.judgedOnce("worker", proxied=False)
+
+    def test_twistedPort(self) -> Any:
+        """Twisted's own port (as on the IOCP reactor): asked once, in buildProtocol."""
+        return self.judgedOnce("twisted", proxied=False)
+
+    def test_twistedPortBehindHAProxy(self) -> Any:
+        """
+        haproxy: on Twisted's own port: asked once about the header's
+        client, and (as documented: the factory cannot tell yet that the
+        connection is proxied) once about the balancer, whose answer is not
+        used; each connection is still counted once.
+        """
+        return self.judgedOnce("twisted haproxy", proxied=True, balancerToo=True)
+
+    @defer.inlineCallbacks
+    def test_raisingAcceptPeerCountedOnce(self) -> Any:
+        """
+        An acceptPeer that raises refuses the connection as a handler error:
+        counted once, as refused (refused + accepted == attempted), logged.
+        """
+        from twisted.internet import reactor
+
+        class Raising(Judging):
+            def acceptPeer(self, address: Any) -> bool:
+                super().acceptPeer(address)
+                raise KeyError("bug")
+
+        factory = Raising(EchoContext, reactor=reactor)
+        port = guardedReactor(reactor).listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        clients = yield connectRaw(reactor, port.getHost().port, 3)
+        yield defer.gatherResults([c.lost for c in clients])
+        counters = factory.counters
+        yield waitUntil(reactor, lambda: len(factory.asked) == 3)
+        self.assertEqual((counters.acceptedTotal, counters.refusedTotal), (0, 3))
+        self.assertEqual((counters.handlerErrors, counters.closedTotal[errors.HANDLER_ERROR]), (3, 3))
+        self.assertEqual(counters.closedTotal[errors.REFUSED], 0)
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)  # the traceback once, then lines

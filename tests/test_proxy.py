@@ -1293,3 +1293,159 @@ class HAProxyTests(TestCase):
         wires = self.wires(8)
         echoed = yield echoMany(reactor, self.port, wires)
         self.assertEqual(echoed, wires)
+
+
+class HeaderFaultTests(TestCase):
+    """
+    Over real loopback TCP behind C{haproxy:}: application code that raises
+    while a connection is released from the PROXY-header gate, and headers
+    that are truncated or malformed, each close their own connection with a
+    counted reason and a rate-limited log line; nothing escapes into
+    Twisted, nothing is left in the gate, and a good client beside them is
+    echoed.
+    """
+
+    timeout = 30
+
+    def startServer(
+        self, factoryClass: Any = ConnectionContextFactory, contextClass: Any = EchoContext
+    ) -> Any:
+        from twisted.internet import reactor
+
+        factory = factoryClass(contextClass, reactor=reactor)
+        service = SocketServerService(
+            factory, ["haproxy:tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.wrapping = service.ports[0].factory  # type: ignore[attr-defined]
+        return factory, service.ports[0].getHost().port
+
+    @defer.inlineCallbacks
+    def goodClientBeside(self, port: int) -> Any:
+        """A well-behaved client is echoed; it then leaves."""
+        from twisted.internet import reactor
+
+        [good] = yield connectRaw(reactor, port, 1)
+        good.transport.write(v1Header("198.51.100.9", 4000) + frames(b"fine"))
+        yield waitUntil(reactor, lambda: bytes(good.received) == frames(b"fine"))
+        good.transport.loseConnection()
+        yield good.lost
+
+    @defer.inlineCallbacks
+    def test_acceptPeerRaisingOnHeader(self) -> Any:
+        """
+        An acceptPeer that raises for the header's client closes each such
+        connection as a handler-error (handlerErrors, refusedTotal,
+        closedTotal), logged rate-limited; its context hears nothing.
+        """
+        from twisted.internet import reactor
+
+        class Raising(ConnectionContextFactory):
+            def acceptPeer(self, address: Any) -> bool:
+                if address.host == "203.0.113.66":
+                    raise KeyError("bug")
+                return True
+
+        contextClass, calls = callRecorder()
+        factory, port = self.startServer(Raising, contextClass)
+        events = captureLog(factory)
+        count = 15
+        bad = yield connectRaw(reactor, port, count)
+        for index, client in enumerate(bad):
+            client.transport.write(v1Header("203.0.113.66", 1000 + index) + frames(b"never"))
+        received = yield defer.gatherResults([c.lost for c in bad])
+        self.assertEqual(received, [b""] * count)
+        yield self.goodClientBeside(port)
+        counters = factory.counters
+        yield waitUntil(reactor, lambda: len(self.wrapping.protocols) == 0)
+        self.assertEqual(
+            (counters.handlerErrors, counters.refusedTotal, counters.closedTotal[errors.HANDLER_ERROR]),
+            (count, count, count),
+        )
+        self.assertEqual(
+            (counters.acceptedTotal, factory.awaitingProxyHeader, factory.onlineCount), (1, 0, 0)
+        )
+        self.assertEqual(len([c for c in calls if c[0] == "made"]), 1)  # the good client's only
+        self.assertEqual(len(events), factory.rateLimitedLog.burst)
+        self.assertEqual({e["closeReason"] for e in events}, {errors.HANDLER_ERROR})
+
+    @defer.inlineCallbacks
+    def test_hooksRaisingOnRelease(self) -> Any:
+        """
+        A context whose connectionMade raises once released, or whose
+        objectReceived raises on the bytes that came with the header, is
+        closed as a handler-error by the context, counted and logged.
+        """
+        from twisted.internet import reactor
+
+        class Faulty(EchoContext):
+            def connectionMade(self) -> None:
+                if self.peer.port == 1:
+                    raise KeyError("connectionMade")
+
+            def objectReceived(self, obj: Any) -> None:
+                if self.peer.port == 2:
+                    raise KeyError("objectReceived")
+                super().objectReceived(obj)
+
+        factory, port = self.startServer(contextClass=Faulty)
+        events = captureLog(factory)
+        made, received = yield connectRaw(reactor, port, 2)
+        made.transport.write(v2Header("203.0.113.7", 1) + frames(b"one"))
+        received.transport.write(v1Header("203.0.113.7", 2) + frames(b"two"))
+        lost = yield defer.gatherResults([made.lost, received.lost])
+        self.assertEqual(lost, [b"", b""])
+        yield self.goodClientBeside(port)
+        counters = factory.counters
+        yield waitUntil(reactor, lambda: len(self.wrapping.protocols) == 0)
+        self.assertEqual((counters.handlerErrors, counters.closedTotal[errors.HANDLER_ERROR]), (2, 2))
+        self.assertEqual((counters.acceptedTotal, counters.refusedTotal), (3, 0))
+        self.assertEqual(sorted(e["hook"] for e in events), ["connectionMade", "objectReceived"])
+
+    @defer.inlineCallbacks
+    def test_malformedHeadersOverTCP(self) -> Any:
+        """
+        Truncated and malformed v1 and v2 headers, sent as real bytes: each
+        connection closed at once as a protocol-error, counted and logged
+        (rate-limited), or, when the client leaves mid-header, counted as
+        closed by the peer; the gate is empty after.
+        """
+        from twisted.internet import reactor
+
+        bad = [
+            v2Raw(0x41, b"\0" * 12),  # unknown address family
+            v2Raw(0x11, b"\0" * 4),  # IPv4 with a 4-byte block
+            v2Raw(0x21, b"\0" * 12),  # IPv6 with an IPv4-sized block
+            v2Raw(0x11, b"\0" * 12, versionCommand=0x2F),  # unknown command
+            v2Raw(0x11, b"\0" * 12 + b"\x01\x00\x09ab"),  # a TLV past the end
+            b"PROXY TCP4 203.0.113.7 192.0.2.1 99999 9983\r\n",  # bad port
+            b"PROXY TCP4 203.0.113.7 192.0.2.1 8x 9983\r\n",  # bad port
+            b"PROXY TCP4 203.0.113.\xff 192.0.2.1 80 9983\r\n",  # not ASCII
+            b"PROXY TCP4 " + b"1" * 120,  # over 107 bytes, no CRLF
+        ]
+        factory, port = self.startServer()
+        events = captureLog(factory)
+        clients = yield connectRaw(reactor, port, len(bad))
+        for client, header in zip(clients, bad, strict=True):
+            client.transport.write(header + frames(b"never"))
+        received = yield defer.gatherResults([c.lost for c in clients])
+        self.assertEqual(received, [b""] * len(bad))
+        # Truncated v2 headers, the client leaving before the rest.
+        truncated = yield connectRaw(reactor, port, 2)
+        truncated[0].transport.write(v2Header("203.0.113.7", 1)[:20])
+        truncated[1].transport.write(V2_SIGNATURE[:7])
+        yield waitUntil(reactor, lambda: factory.awaitingProxyHeader == 2)
+        for client in truncated:
+            client.transport.loseConnection()
+        yield defer.gatherResults([c.lost for c in truncated])
+        yield self.goodClientBeside(port)
+        counters = factory.counters
+        yield waitUntil(reactor, lambda: len(self.wrapping.protocols) == 0)
+        self.assertEqual(
+            (counters.proxyHeaderErrors, counters.closedTotal[errors.PROTOCOL_ERROR]), (len(bad), len(bad))
+        )
+        self.assertEqual(counters.closedTotal[errors.PEER], 2 + 1)  # the truncated ones, the good one
+        self.assertEqual((counters.acceptedTotal, factory.awaitingProxyHeader), (1, 0))
+        self.assertEqual(len(events), min(len(bad), factory.rateLimitedLog.burst))
+        self.assertEqual({e["closeReason"] for e in events}, {errors.PROTOCOL_ERROR})
