@@ -834,6 +834,23 @@ def frames(*payloads: bytes) -> bytes:
     return b"".join(frame(p) for p in payloads)
 
 
+def serveBehindHAProxy(testCase: Any, factory: Any) -> tuple[int, Any]:
+    """
+    Serve C{factory} on C{haproxy:tcp:0} on loopback until C{testCase}
+    ends: its port, and Twisted's C{haproxy:} wrapping factory, which holds
+    each connection's wrapper until the wrapper's connectionLost has run.
+    """
+    from twisted.internet import reactor
+
+    service = SocketServerService(
+        factory, ["haproxy:tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
+    )
+    service.startService()
+    testCase.addCleanup(service.stopService)
+    listening = service.ports[0]
+    return listening.getHost().port, listening.factory  # type: ignore[attr-defined]
+
+
 class LoopbackTests(TestCase):
     """A haproxy: listener over real TCP on 127.0.0.1, with hand-built headers."""
 
@@ -843,15 +860,8 @@ class LoopbackTests(TestCase):
         from twisted.internet import reactor
 
         factory = ConnectionContextFactory(contextClass, reactor=reactor, limits=ServerLimits(**limits))
-        service = SocketServerService(
-            factory, ["haproxy:tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
-        )
-        service.startService()
-        self.addCleanup(service.stopService)
-        # Twisted's haproxy: wrapping factory: it holds each connection's
-        # wrapper until the wrapper's connectionLost has run.
-        self.wrapping = service.ports[0].factory  # type: ignore[attr-defined]
-        return factory, service.ports[0].getHost().port
+        port, self.wrapping = serveBehindHAProxy(self, factory)
+        return factory, port
 
     @defer.inlineCallbacks
     def test_echoAndRealAddress(self) -> Any:
@@ -1313,13 +1323,8 @@ class HeaderFaultTests(TestCase):
         from twisted.internet import reactor
 
         factory = factoryClass(contextClass, reactor=reactor)
-        service = SocketServerService(
-            factory, ["haproxy:tcp:0:interface=127.0.0.1"], reactor=reactor, shutdownTimeout=5
-        )
-        service.startService()
-        self.addCleanup(service.stopService)
-        self.wrapping = service.ports[0].factory  # type: ignore[attr-defined]
-        return factory, service.ports[0].getHost().port
+        port, self.wrapping = serveBehindHAProxy(self, factory)
+        return factory, port
 
     @defer.inlineCallbacks
     def goodClientBeside(self, port: int) -> Any:
