@@ -31,14 +31,18 @@ def _disabled() -> bool:
     return os.environ.get(ENVIRONMENT_VARIABLE, "") not in ("", "0")
 
 
-def _load() -> tuple[ModuleType | None, str]:
-    """The accelerator module, or None and why it is not used."""
-    if _disabled():
-        return None, f"{ENVIRONMENT_VARIABLE} is set"
+def _loadIgnoringEnvironment() -> tuple[ModuleType | None, str]:
     try:
         return importlib.import_module("iocpsvc._speedups"), ""
     except ImportError as e:
         return None, f"the compiled accelerator is not built ({e})"
+
+
+def _load() -> tuple[ModuleType | None, str]:
+    """The accelerator module, or None and why it is not used."""
+    if _disabled():
+        return None, f"{ENVIRONMENT_VARIABLE} is set"
+    return _loadIgnoringEnvironment()
 
 
 speedups, unavailableReason = _load()
@@ -84,13 +88,6 @@ def using(name: str) -> Iterator[None]:
         yield
     finally:
         speedups = saved
-
-
-def _loadIgnoringEnvironment() -> tuple[ModuleType | None, str]:
-    try:
-        return importlib.import_module("iocpsvc._speedups"), ""
-    except ImportError as e:
-        return None, f"the compiled accelerator is not built ({e})"
 
 
 def isCompiled(obj: object) -> bool:

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.plugin import IPlugin
-from zope.interface import implementer
+from zope.interface import classImplements, implementedBy, implementer
 
 from iocpsvc import accel
 from iocpsvc.errors import EncodeError
-from iocpsvc.interfaces import ICodecPlugin, IEncoder
+from iocpsvc.interfaces import IBatchEncoder, ICodecPlugin, IDecoder, IEncoder
 from iocpsvc.units import KiB
 
 JOIN_LIMIT = 4 * KiB
@@ -209,3 +209,33 @@ class CompiledTwin:
 
     def __repr__(self) -> str:
         return f"<compiled {self._twin!r}>"
+
+
+def compiledTwinClass(base: type, pure: type, arguments: Callable[[Any], dict[str, Any]]) -> type:
+    """
+    The compiled twin class of the pure decoder or encoder class C{pure}: a
+    subclass of C{base}, a type of C{iocpsvc._speedups}, made from a pure
+    instance (its C{_twin}), whose C{base} is initialised with
+    C{arguments(twin)}.  It provides what C{pure} provides (a decoder) or
+    L{IBatchEncoder} (an encoder), and is C{stateless} if C{pure} is.
+    """
+
+    compiledBase: Any = base
+
+    class Compiled(CompiledTwin, compiledBase):
+        __slots__ = ("_twin",)
+        stateless = getattr(pure, "stateless", False)
+
+        def __init__(self, twin: Any) -> None:
+            super().__init__(**arguments(twin))
+            self._twin = twin
+
+    # Through Any: mypy-zope checks classImplements only with a literal interface.
+    declare: Any = classImplements
+    declare(Compiled, IDecoder if IDecoder in implementedBy(pure) else IBatchEncoder)
+
+    Compiled.__name__ = Compiled.__qualname__ = f"Compiled{pure.__name__}"
+    Compiled.__doc__ = (
+        f"L{{{pure.__name__}}}, compiled (iocpsvc.accel); its errors and refusals are the pure one's."
+    )
+    return Compiled

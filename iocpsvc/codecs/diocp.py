@@ -93,14 +93,14 @@ from zope.interface import implementer
 from iocpsvc.codecs._base import (
     JOIN_LIMIT,
     CodecPlugin,
-    CompiledTwin,
+    compiledTwinClass,
     copyFrame,
     parseBool,
     payloadBytes,
     withCompiledTwins,
 )
 from iocpsvc.errors import ChecksumMismatch, CorruptFrame, EncodeError, FrameTooLong
-from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
+from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
 
 PACK_FLAG = 0x0D10
@@ -275,32 +275,23 @@ def _build(
 @functools.cache
 def _compiledClasses(speedups: Any) -> tuple[type, type]:
     """The compiled twins of this module's decoder and encoder (iocpsvc.accel)."""
-
-    @implementer(IDecoder)
-    class CompiledDiocpStreamDecoder(CompiledTwin, speedups.HeaderDecoder):
-        """L{DiocpStreamDecoder}'s loop, compiled; errors are the pure decoder's."""
-
-        stateless = True
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: DiocpStreamDecoder) -> None:
-            super().__init__(
-                speedups.KIND_DIOCP, twin.maxFrameLength, HEADER_LENGTH, verify=twin.verifyChecksum
-            )
-            self._twin = twin
-
-    @implementer(IBatchEncoder)
-    class CompiledDiocpStreamEncoder(CompiledTwin, speedups.FrameEncoder):
-        """L{DiocpStreamEncoder}, compiled, with batches; refusals are the pure one's."""
-
-        __slots__ = ("_twin",)
-        keepAliveFrame = DiocpStreamEncoder.keepAliveFrame
-
-        def __init__(self, twin: DiocpStreamEncoder) -> None:
-            super().__init__(speedups.ENC_DIOCP, maxLength=twin.maxFrameLength)
-            self._twin = twin
-
-    return CompiledDiocpStreamDecoder, CompiledDiocpStreamEncoder
+    return (
+        compiledTwinClass(
+            speedups.HeaderDecoder,
+            DiocpStreamDecoder,
+            lambda twin: dict(
+                kind=speedups.KIND_DIOCP,
+                maxFrameLength=twin.maxFrameLength,
+                headerLength=HEADER_LENGTH,
+                verify=twin.verifyChecksum,
+            ),
+        ),
+        compiledTwinClass(
+            speedups.FrameEncoder,
+            DiocpStreamEncoder,
+            lambda twin: dict(kind=speedups.ENC_DIOCP, maxLength=twin.maxFrameLength),
+        ),
+    )
 
 
 plugin = CodecPlugin(

@@ -35,9 +35,9 @@ from typing import Any
 
 from zope.interface import implementer
 
-from iocpsvc.codecs._base import CodecPlugin, CompiledTwin, payloadBytes, withCompiledTwins
+from iocpsvc.codecs._base import CodecPlugin, compiledTwinClass, payloadBytes, withCompiledTwins
 from iocpsvc.errors import EncodeError
-from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
+from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import parseSize
 
 _first = itemgetter(0)
@@ -130,29 +130,16 @@ def _build(defaultMaxFrameLength: int | None, size: int | None = None) -> tuple[
 @functools.cache
 def _compiledClasses(speedups: Any) -> tuple[type, type]:
     """The compiled twins of this module's decoder and encoder (iocpsvc.accel)."""
-
-    @implementer(IDecoder)
-    class CompiledFixedLengthDecoder(CompiledTwin, speedups.FixedDecoder):
-        """L{FixedLengthDecoder}'s loop, compiled."""
-
-        stateless = True
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: FixedLengthDecoder) -> None:
-            super().__init__(twin.frameLength)
-            self._twin = twin
-
-    @implementer(IBatchEncoder)
-    class CompiledFixedLengthEncoder(CompiledTwin, speedups.FrameEncoder):
-        """L{FixedLengthEncoder}, compiled, with batches; refusals are the pure one's."""
-
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: FixedLengthEncoder) -> None:
-            super().__init__(speedups.ENC_FIXED, maxLength=twin.frameLength)
-            self._twin = twin
-
-    return CompiledFixedLengthDecoder, CompiledFixedLengthEncoder
+    return (
+        compiledTwinClass(
+            speedups.FixedDecoder, FixedLengthDecoder, lambda twin: dict(frameLength=twin.frameLength)
+        ),
+        compiledTwinClass(
+            speedups.FrameEncoder,
+            FixedLengthEncoder,
+            lambda twin: dict(kind=speedups.ENC_FIXED, maxLength=twin.frameLength),
+        ),
+    )
 
 
 plugin = CodecPlugin(

@@ -75,13 +75,13 @@ from zope.interface import implementer
 from iocpsvc.codecs._base import (
     JOIN_LIMIT,
     CodecPlugin,
-    CompiledTwin,
+    compiledTwinClass,
     copyFrame,
     payloadBytes,
     withCompiledTwins,
 )
 from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
-from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
+from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import KiB, parseInt, parseSize
 
 LENGTH_BITS = 22
@@ -226,33 +226,27 @@ def _build(
 @functools.cache
 def _compiledClasses(speedups: Any) -> tuple[type, type]:
     """The compiled twins of this module's decoder and encoder (iocpsvc.accel)."""
-
-    @implementer(IDecoder)
-    class CompiledHPSocketPackDecoder(CompiledTwin, speedups.HeaderDecoder):
-        """L{HPSocketPackDecoder}'s loop, compiled; errors are the pure decoder's."""
-
-        stateless = True
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: HPSocketPackDecoder) -> None:
-            super().__init__(
-                speedups.KIND_HPSOCKET, twin.maxFrameLength, HEADER_LENGTH, headerFlag=twin.headerFlag
-            )
-            self._twin = twin
-
-    @implementer(IBatchEncoder)
-    class CompiledHPSocketPackEncoder(CompiledTwin, speedups.FrameEncoder):
-        """L{HPSocketPackEncoder}, compiled, with batches; refusals are the pure one's."""
-
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: HPSocketPackEncoder) -> None:
-            super().__init__(
-                speedups.ENC_HPSOCKET, maxLength=twin.maxFrameLength, flagBits=twin.headerFlag << LENGTH_BITS
-            )
-            self._twin = twin
-
-    return CompiledHPSocketPackDecoder, CompiledHPSocketPackEncoder
+    return (
+        compiledTwinClass(
+            speedups.HeaderDecoder,
+            HPSocketPackDecoder,
+            lambda twin: dict(
+                kind=speedups.KIND_HPSOCKET,
+                maxFrameLength=twin.maxFrameLength,
+                headerLength=HEADER_LENGTH,
+                headerFlag=twin.headerFlag,
+            ),
+        ),
+        compiledTwinClass(
+            speedups.FrameEncoder,
+            HPSocketPackEncoder,
+            lambda twin: dict(
+                kind=speedups.ENC_HPSOCKET,
+                maxLength=twin.maxFrameLength,
+                flagBits=twin.headerFlag << LENGTH_BITS,
+            ),
+        ),
+    )
 
 
 def _flag(text: str) -> int:

@@ -75,13 +75,13 @@ from iocpsvc import accel
 from iocpsvc.codecs._base import (
     JOIN_LIMIT,
     CodecPlugin,
-    CompiledTwin,
+    compiledTwinClass,
     parseBool,
     parseByteOrder,
     payloadBytes,
 )
 from iocpsvc.errors import CorruptFrame, EncodeError, FrameTooLong
-from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
+from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import MiB, parseInt, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
@@ -318,45 +318,34 @@ class WholeFrameEncoder:
 @functools.cache
 def _compiledClasses(speedups: Any) -> tuple[type, type]:
     """The compiled twins of this module's decoder and prepender (iocpsvc.accel)."""
-
-    @implementer(IDecoder)
-    class CompiledLengthFieldDecoder(CompiledTwin, speedups.HeaderDecoder):
-        """L{LengthFieldDecoder}'s loop, compiled; errors are the pure decoder's."""
-
-        stateless = True
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: LengthFieldDecoder) -> None:
-            super().__init__(
-                speedups.KIND_LENGTH,
-                twin.maxFrameLength,
-                twin._headerEnd,
-                twin.lengthFieldOffset,
-                twin.lengthFieldLength,
-                twin.byteOrder == "big",
-                twin.signed,
-                twin.lengthAdjustment,
-                twin.initialBytesToStrip,
-            )
-            self._twin = twin
-
-    @implementer(IBatchEncoder)
-    class CompiledLengthFieldPrepender(CompiledTwin, speedups.FrameEncoder):
-        """L{LengthFieldPrepender}, compiled, with batches; refusals are the pure one's."""
-
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: LengthFieldPrepender) -> None:
-            super().__init__(
-                speedups.ENC_LENGTH,
-                twin.lengthFieldLength,
-                twin.byteOrder == "big",
-                twin.lengthAdjustment,
-                twin.limit,
-            )
-            self._twin = twin
-
-    return CompiledLengthFieldDecoder, CompiledLengthFieldPrepender
+    return (
+        compiledTwinClass(
+            speedups.HeaderDecoder,
+            LengthFieldDecoder,
+            lambda twin: dict(
+                kind=speedups.KIND_LENGTH,
+                maxFrameLength=twin.maxFrameLength,
+                headerLength=twin._headerEnd,
+                fieldOffset=twin.lengthFieldOffset,
+                fieldSize=twin.lengthFieldLength,
+                bigEndian=twin.byteOrder == "big",
+                signed=twin.signed,
+                adjust=twin.lengthAdjustment,
+                strip=twin.initialBytesToStrip,
+            ),
+        ),
+        compiledTwinClass(
+            speedups.FrameEncoder,
+            LengthFieldPrepender,
+            lambda twin: dict(
+                kind=speedups.ENC_LENGTH,
+                fieldSize=twin.lengthFieldLength,
+                bigEndian=twin.byteOrder == "big",
+                adjust=twin.lengthAdjustment,
+                limit=twin.limit,
+            ),
+        ),
+    )
 
 
 def _build(

@@ -101,14 +101,14 @@ from iocpsvc import accel
 from iocpsvc.codecs._base import (
     JOIN_LIMIT,
     CodecPlugin,
-    CompiledTwin,
+    compiledTwinClass,
     copyFrame,
     parseBool,
     parseBytes,
     payloadBytes,
 )
 from iocpsvc.errors import EncodeError, FrameTooLong
-from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
+from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
@@ -379,10 +379,10 @@ def _buildLine(
 ) -> tuple[Callable[[], Any], Any]:
     maxFrameLength = _maximum(defaultMaxFrameLength, max)
     if accel.speedups is not None:
-        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
+        compiledDecoder, compiledEncoder, _ = _compiledClasses(accel.speedups)
         return (
             functools.partial(compiledDecoder, b"\n", maxFrameLength, discard, True),
-            compiledEncoder(LineEncoder(eol), accel.speedups.ENC_LINE, eol),
+            compiledEncoder(LineEncoder(eol)),
         )
     decoderFactory = functools.partial(LineDecoder, maxFrameLength=maxFrameLength, discard=discard)
     return decoderFactory, LineEncoder(eol)
@@ -399,10 +399,10 @@ def _buildDelimiter(
     maxFrameLength = _maximum(defaultMaxFrameLength, max)
     encoder = DelimiterEncoder(delim)  # validates delim
     if accel.speedups is not None:
-        compiledDecoder, compiledEncoder = _compiledClasses(accel.speedups)
+        compiledDecoder, _, compiledEncoder = _compiledClasses(accel.speedups)
         return (
             functools.partial(compiledDecoder, delim, maxFrameLength, discard, False),
-            compiledEncoder(encoder, accel.speedups.ENC_DELIMITER, delim),
+            compiledEncoder(encoder),
         )
     decoderFactory = functools.partial(
         DelimiterDecoder, delim, maxFrameLength=maxFrameLength, discard=discard
@@ -411,7 +411,7 @@ def _buildDelimiter(
 
 
 @functools.cache
-def _compiledClasses(speedups: Any) -> tuple[type, type]:
+def _compiledClasses(speedups: Any) -> tuple[type, type, type]:
     """The compiled twins of this module's decoders and encoders (iocpsvc.accel)."""
 
     @implementer(IDecoder)
@@ -429,17 +429,15 @@ def _compiledClasses(speedups: Any) -> tuple[type, type]:
         _mayEnd = _DelimitedDecoder._mayEnd
         decodeLast = _DelimitedDecoder.decodeLast
 
-    @implementer(IBatchEncoder)
-    class CompiledDelimitedEncoder(CompiledTwin, speedups.FrameEncoder):
-        """L{LineEncoder} or L{DelimiterEncoder}, compiled, with batches; refusals are the pure one's."""
-
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: Any, kind: int, trailer: bytes) -> None:
-            super().__init__(kind, trailer=trailer)
-            self._twin = twin
-
-    return CompiledDelimitedDecoder, CompiledDelimitedEncoder
+    lineEncoder = compiledTwinClass(
+        speedups.FrameEncoder, LineEncoder, lambda twin: dict(kind=speedups.ENC_LINE, trailer=twin.eol)
+    )
+    delimiterEncoder = compiledTwinClass(
+        speedups.FrameEncoder,
+        DelimiterEncoder,
+        lambda twin: dict(kind=speedups.ENC_DELIMITER, trailer=twin.delimiter),
+    )
+    return CompiledDelimitedDecoder, lineEncoder, delimiterEncoder
 
 
 def _eol(text: str) -> bytes:

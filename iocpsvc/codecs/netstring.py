@@ -58,9 +58,9 @@ from typing import Any
 from zope.interface import implementer
 
 from iocpsvc import accel
-from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, CompiledTwin, copyFrame, payloadBytes
+from iocpsvc.codecs._base import JOIN_LIMIT, CodecPlugin, compiledTwinClass, copyFrame, payloadBytes
 from iocpsvc.errors import CorruptFrame, FrameTooLong
-from iocpsvc.interfaces import IBatchEncoder, IDecoder, IEncoder
+from iocpsvc.interfaces import IDecoder, IEncoder
 from iocpsvc.units import MiB, parseSize
 
 DEFAULT_MAX_FRAME_LENGTH = 1 * MiB
@@ -200,17 +200,10 @@ def _compiledClasses(speedups: Any) -> tuple[type, type]:
         _checkPartialHeader = NetstringDecoder._checkPartialHeader
         decodeLast = NetstringDecoder.decodeLast
 
-    @implementer(IBatchEncoder)
-    class CompiledNetstringEncoder(CompiledTwin, speedups.FrameEncoder):
-        """L{NetstringEncoder}, compiled, with batches."""
-
-        __slots__ = ("_twin",)
-
-        def __init__(self, twin: NetstringEncoder) -> None:
-            super().__init__(speedups.ENC_NETSTRING)
-            self._twin = twin
-
-    return CompiledNetstringDecoder, CompiledNetstringEncoder
+    encoder = compiledTwinClass(
+        speedups.FrameEncoder, NetstringEncoder, lambda twin: dict(kind=speedups.ENC_NETSTRING)
+    )
+    return CompiledNetstringDecoder, encoder
 
 
 plugin = CodecPlugin(
