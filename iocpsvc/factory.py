@@ -45,6 +45,7 @@ from iocpsvc.interfaces import (
 )
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
+from iocpsvc.machine import reactorOrGlobal
 from iocpsvc.transports import enableKeepAlive, isProxyWrapper, setWriteHighWater
 
 if TYPE_CHECKING:
@@ -119,11 +120,7 @@ class ConnectionContextFactory(ServerFactory):
         @param limits: the limits to enforce; L{ServerLimits}'s defaults
             when not given.
         """
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
-        self.reactor = reactor
+        self.reactor = reactor = reactorOrGlobal(reactor)
         self.seconds = reactor.seconds
         self.limits = limits if limits is not None else ServerLimits()
         self.contextClass: type[ConnectionContext] = ConnectionContext

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 
 def availableCores(root: str = "/") -> int:
@@ -90,3 +91,18 @@ def raiseOpenFilesLimit() -> tuple[int, int] | None:
     except (ValueError, OSError):
         return (soft, soft)
     return (soft, target)
+
+
+def reactorOrGlobal(reactor: Any = None) -> Any:
+    """
+    C{reactor}, or Twisted's global reactor when it is C{None}: the
+    C{reactor=None} convention of every class that takes one.  The global
+    reactor is imported only here and only then, since importing it installs
+    the default reactor, which must not happen before twistd has installed
+    the chosen one.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    return reactor

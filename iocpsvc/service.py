@@ -23,6 +23,7 @@ from iocpsvc.accept import guardedReactor
 from iocpsvc.addresses import describeAddress, withDefaultBacklog
 from iocpsvc.apps import BUILTIN_CONTEXTS
 from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.machine import reactorOrGlobal
 
 _log = Logger(namespace="iocpsvc.service")
 
@@ -74,11 +75,7 @@ class SocketServerService(MultiService):
     ) -> None:
         super().__init__()
         self.startNotes = list(startNotes or [])
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
-        self.reactor = reactor
+        self.reactor = reactor = reactorOrGlobal(reactor)
         self.factory = factory
         self.shutdownTimeout = shutdownTimeout
         self.descriptions = descriptions or [

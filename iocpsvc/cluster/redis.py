@@ -80,6 +80,7 @@ from iocpsvc.cluster.resp import RedisConnection, RedisConnectionLost, RedisErro
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver
 from iocpsvc.limits import DEFAULT_MAX_PENDING_WRITE
 from iocpsvc.logs import RateLimitedLog, Reminders
+from iocpsvc.machine import reactorOrGlobal
 
 _log = Logger(namespace="iocpsvc.cluster.redis")
 
@@ -258,11 +259,7 @@ class RedisBus:
         """
         if maxPendingBytes < 1:
             raise ValueError(f"maxPendingBytes must be at least 1, not {maxPendingBytes}")
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
-        self.reactor = reactor
+        self.reactor = reactor = reactorOrGlobal(reactor)
         self.url = url
         self.host, self.port, self.db, self.prefix = parseRedisURL(url)
         self.nodeId = checkNodeId(nodeId)

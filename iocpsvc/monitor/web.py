@@ -31,6 +31,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from iocpsvc.accept import guardedReactor
+from iocpsvc.machine import reactorOrGlobal
 from iocpsvc.monitor.site import MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
 from iocpsvc.service import listenOrRaise
@@ -262,11 +263,7 @@ class MonitorService(MultiService):
             given.
         """
         super().__init__()
-        if reactor is None:
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
-        self.reactor = reactor
+        self.reactor = reactor = reactorOrGlobal(reactor)
         self.factory = factory
         self.description = description
         self.statsInterval = statsInterval

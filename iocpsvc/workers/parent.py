@@ -37,6 +37,7 @@ from iocpsvc.config import workerOfArgument
 from iocpsvc.counters import FIGURES
 from iocpsvc.interfaces import IWorkerPool
 from iocpsvc.logs import RateLimitedLog, Reminders
+from iocpsvc.machine import reactorOrGlobal
 from iocpsvc.transports import unsentBytes
 from iocpsvc.workers.channel import ControlChannel
 from iocpsvc.workers.handover import (
@@ -177,13 +178,7 @@ class WorkerPoolService(MultiService):
         environment: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
-        if reactor is None:
-            # Imported here: importing it installs the default reactor, which
-            # must not happen before twistd has installed the chosen one.
-            from twisted.internet import reactor as globalReactor
-
-            reactor = globalReactor
-        self.reactor = reactor
+        self.reactor = reactor = reactorOrGlobal(reactor)
         self.descriptions = descriptions
         self.workerArgs = workerArgs
         self.count = count
