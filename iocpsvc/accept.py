@@ -271,12 +271,24 @@ class GuardedReactor:
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
+        # Twisted's asyncio reactor: the context factory's listeners are
+        # served by its event loop (iocpsvc.native).
+        self._native = getattr(reactor, "_asyncioEventloop", None) is not None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
 
+    def _portClass(self, factory: Any, unixSocket: bool = False) -> Any:
+        """The port class for C{factory}: native on the asyncio reactor, where it can be."""
+        if self._native:
+            from iocpsvc import native
+
+            if native.servesNatively(factory):
+                return native.nativeUNIXPort() if unixSocket else native.nativeTCPPort()
+        return _guardedUNIXPort() if unixSocket else GuardedTCPPort
+
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
-        listening = GuardedTCPPort(port, factory, backlog, interface, self._reactor)
+        listening = self._portClass(factory)(port, factory, backlog, interface, self._reactor)
         listening.startListening()
         return listening
 
@@ -295,15 +307,17 @@ class GuardedReactor:
     def listenUNIX(
         self, address: str, factory: Any, backlog: int = 50, mode: int = 0o666, wantPID: int = 0
     ) -> Any:
-        listening = _guardedUNIXPort()(address, factory, backlog, mode, self._reactor, wantPID)
+        listening = self._portClass(factory, True)(address, factory, backlog, mode, self._reactor, wantPID)
         listening.startListening()
         return listening
 
     def adoptStreamPort(self, fileDescriptor: int, addressFamily: Any, factory: Any) -> Any:
         if addressFamily == getattr(socket, "AF_UNIX", None):
-            listening = _guardedUNIXPort()._fromListeningDescriptor(self._reactor, fileDescriptor, factory)
+            listening = self._portClass(factory, True)._fromListeningDescriptor(
+                self._reactor, fileDescriptor, factory
+            )
         elif addressFamily in (socket.AF_INET, socket.AF_INET6):
-            listening = GuardedTCPPort._fromListeningDescriptor(
+            listening = self._portClass(factory)._fromListeningDescriptor(
                 self._reactor, fileDescriptor, addressFamily, factory
             )
         else:

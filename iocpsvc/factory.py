@@ -105,6 +105,15 @@ class ConnectionContextFactory(ServerFactory):
     C{transport.write}.
     """
 
+    nativeTransports = True
+    """
+    Under Twisted's asyncio reactor (C{twistd -r uvloop}, C{-r asyncio}),
+    serve this factory's plain stream listeners (C{tcp:}, C{tcp6:},
+    C{unix:}, C{systemd:}, a worker's sockets) with the event loop's own
+    transports (L{iocpsvc.native}).  Off: Twisted's transports, on any
+    reactor.
+    """
+
     def __init__(
         self,
         contextClass: type[ConnectionContext] = ConnectionContext,

@@ -52,6 +52,31 @@ def listenOrRaise(
     return gatherResults(waiting)
 
 
+def describeReactor(reactor: Any) -> str:
+    """The reactor's short name: C{epollreactor}, C{asyncioreactor on uvloop}."""
+    name = type(reactor).__module__.rsplit(".", 1)[-1]
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None:
+        name += " on " + type(loop).__module__.split(".", 1)[0]
+    return name
+
+
+def describeTransports(reactor: Any, ports: list[Any]) -> str:
+    """
+    Which transports serve each listener, for the start log: said on the
+    asyncio reactor (where a listener takes the event loop's own transports
+    or Twisted's), and nothing on other reactors (always Twisted's).
+    """
+    if getattr(reactor, "_asyncioEventloop", None) is None:
+        return ""
+    kinds = [getattr(port, "describeTransport", "Twisted") for port in ports]
+    if len(set(kinds)) <= 1:
+        return f"; transports={kinds[0] if kinds else 'none'}"
+    return "; transports=" + ", ".join(
+        f"{describeAddress(port.getHost())}: {kind}" for port, kind in zip(ports, kinds, strict=True)
+    )
+
+
 class SocketServerService(MultiService):
     """
     Listens on each endpoint with one L{ConnectionContextFactory}, and on
@@ -114,11 +139,13 @@ class SocketServerService(MultiService):
         contextName = names.get(contextClass, f"{contextClass.__module__}.{contextClass.__qualname__}")
         limits = self.factory.limits
         _log.info(
-            "iocpsvc listening on {addresses}; codec={codec}; context={context}; reactor={reactor}",
+            "iocpsvc listening on {addresses}; codec={codec}; context={context}; reactor={reactor}"
+            "{transports}",
             addresses=", ".join(describeAddress(p.getHost()) for p in self.ports),
+            transports=describeTransports(self.reactor, self.ports),
             codec=self.factory.describeCodec(),
             context=contextName,
-            reactor=type(self.reactor).__module__.rsplit(".", 1)[-1],
+            reactor=describeReactor(self.reactor),
         )
         _log.info(
             "iocpsvc limits: max connections {maxConnections}; idle timeout {idleTimeout}s; "

@@ -67,7 +67,8 @@ def unsentBytes(transport: Any) -> int | None:
         return _wrappedUnsent(transport)
     data = getattr(transport, "dataBuffer", None)
     if data is None:
-        return None
+        native = getattr(transport, "unsentBytes", None)  # iocpsvc.native's connections
+        return native() if native is not None else None
     return len(data) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
@@ -301,15 +302,14 @@ def enableKeepAlive(transport: Any, idle: int, interval: int, count: int) -> Non
     import socket
 
     transport = lowestTransport(transport)
-    setKeepAlive = getattr(transport, "setTcpKeepAlive", None)
-    if setKeepAlive is None:
-        return
+    if getattr(transport, "setTcpKeepAlive", None) is None:
+        return  # not a TCP transport
     try:
-        setKeepAlive(1)
+        # A socket, or an event loop's socket-like object (iocpsvc.native):
+        # asked for once, and every option set on it.
         handle = transport.getHandle()
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     except Exception:
-        return
-    if not isinstance(handle, socket.socket):
         return
     for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
         constant = getattr(socket, option, None)

@@ -55,6 +55,26 @@ class EchoChecker(protocol.Protocol):
             self.done.callback(bytes(self.received))
 
 
+def servedNatively(reactor: Any) -> bool:
+    """
+    Whether C{reactor} serves a context factory's plain listeners on
+    native transports (L{iocpsvc.native}): Twisted's asyncio reactor, as
+    under C{trial --reactor=uvloop}.
+    """
+    return getattr(reactor, "_asyncioEventloop", None) is not None
+
+
+def twistdReactorName(reactor: Any) -> str | None:
+    """
+    The C{twistd --reactor} name for C{reactor} when it is Twisted's
+    asyncio reactor (C{uvloop} or C{asyncio}); C{None} for the default.
+    """
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is None:
+        return None
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
 def echoMany(reactor: Any, port: int, wires: list[bytes]) -> Deferred[list[bytes]]:
     """
     Open one connection per entry of C{wires} to 127.0.0.1:C{port}, all at
@@ -114,13 +134,16 @@ def spawnTwistd(
     """
     process = TwistdProcess()
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The server runs on the reactor the tests run on: under trial
+    # --reactor=uvloop, twistd -r uvloop (native transports).
+    reactorArgs = [f"--reactor={name}"] if (name := twistdReactorName(reactor)) else []
     if "iocpsvc" in args and "--monitor" not in args:
         args = (*args, "--monitor", "none")  # no fixed port 9984 in tests
     code = TWISTD
     if openFiles is not None:
         limit = f"({openFiles}, {openFiles})"
         code = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, {limit}); {TWISTD}"
-    argv = [sys.executable, "-c", code, "-n", "--pidfile=", *args]
+    argv = [sys.executable, "-c", code, "-n", "--pidfile=", *reactorArgs, *args]
     transport = reactor.spawnProcess(process, sys.executable, argv, env=env, path=workdir)
     return process, transport
 

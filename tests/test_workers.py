@@ -22,7 +22,15 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 
 from iocpsvc import workers
-from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
+from tests.netutil import (
+    RawClient,
+    connectRaw,
+    echoMany,
+    spawnTwistd,
+    temporaryDirectory,
+    twistdReactorName,
+    waitUntil,
+)
 
 
 def frame(payload: bytes) -> bytes:
@@ -292,6 +300,7 @@ class SocketActivationTests(TestCase):
             TWISTD,
             "-n",
             "--pidfile=",
+            *([f"--reactor={name}"] if (name := twistdReactorName(reactor)) else []),
             "iocpsvc",
             "--port",
             "systemd:domain=INET:index=0",
