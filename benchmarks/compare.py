@@ -5,6 +5,9 @@ one run, in interleaved rounds on the same machine:
 - iocpsvc: C{twistd iocpsvc} with its default options (length codec, echo),
   on the compiled hot path when it is built (C{iocpsvc.accel});
 - iocpsvc-pure: the same, forced to pure Python (C{IOCPSVC_NO_EXTENSIONS=1});
+- iocpsvc-uvloop: iocpsvc with its default options on the uvloop reactor
+  (C{twistd -r uvloop iocpsvc}: Twisted's asyncio reactor on uvloop's
+  event loop), with whatever transports iocpsvc uses under it;
 - int32: an echo on Twisted's own C{Int32StringReceiver};
 - raw: a raw Twisted C{Protocol} echoing bytes (no framing: the ceiling);
 - asyncio: a hand-written length-framed C{asyncio.Protocol} echo on the
@@ -28,9 +31,12 @@ absolute rates do not.
     python -m benchmarks.compare --against ../before --no-peers --rounds 6
     python -m benchmarks.compare --servers iocpsvc,iocpsvc-pure,uvloop --scenario pipelined
 
-The pipelined scenario is followed by a "targets" table: iocpsvc's CPU per
-frame and throughput as fractions of int32's, asyncio's and uvloop's,
-beside the goals of issue 12.
+The results are followed by "targets" tables: issue 12's (pipelined: each
+iocpsvc server's CPU per frame and throughput as fractions of int32's,
+asyncio's and uvloop's) and issue 13's (iocpsvc-uvloop beside the uvloop
+peer and raw Twisted in request-response, and beside iocpsvc on the
+default reactor in pipelined and large-frames), each from the scenarios
+that ran.
 
 With C{--against DIR}, the same rounds also run iocpsvc from the checkout
 in DIR (as C{iocpsvc@DIR}), interleaved with this one, and a last table
@@ -49,7 +55,10 @@ import sys
 import time
 from typing import Any
 
-SERVERS = ("iocpsvc", "iocpsvc-pure", "int32", "raw", "asyncio", "uvloop")
+SERVERS = ("iocpsvc", "iocpsvc-pure", "iocpsvc-uvloop", "int32", "raw", "asyncio", "uvloop")
+
+# Server kind -> the reactor its child installs (C{twistd -r NAME}); the others use the default.
+REACTORS = {"iocpsvc-uvloop": "uvloop"}
 
 NO_EXTENSIONS = "IOCPSVC_NO_EXTENSIONS"
 """Set to 1 in iocpsvc-pure's environment: iocpsvc.accel then runs pure Python."""
@@ -57,6 +66,7 @@ NO_EXTENSIONS = "IOCPSVC_NO_EXTENSIONS"
 # The ratio columns of the table: peer -> whether its CPU ratio is shown too.
 RATIO_PEERS = {"int32": True, "asyncio": True, "uvloop": True, "raw": False}
 
+# Issue 12's goals, pipelined, for every iocpsvc server:
 # (measure, the peer it is relative to, target, True when the ratio must be at most the target)
 TARGETS = [
     ("server CPU per frame", "int32", 0.333, True),
@@ -65,6 +75,24 @@ TARGETS = [
     ("throughput", "asyncio", 1.2, False),
 ]
 TARGET_SCENARIO = "pipelined"
+
+UVLOOP_KIND = "iocpsvc-uvloop"
+EITHER = "throughput or server CPU per frame"
+"""
+A measure met when the throughput ratio is at least the target or the CPU
+per frame ratio at most it: "not slower" on a machine where one of the two
+is noise.
+"""
+
+# Issue 13's goals for iocpsvc on the uvloop reactor: (scenario, measure,
+# relative to, target, True when at most / False when at least / None for EITHER).
+UVLOOP_TARGETS: list[tuple[str, str, str, float, bool | None]] = [
+    ("request-response", "throughput", "uvloop", 1.0, False),
+    ("request-response", "throughput", "raw", 2.0, False),
+    ("request-response", "server CPU per frame", "uvloop", 1.1, True),
+    ("pipelined", EITHER, "iocpsvc", 1.0, None),
+    ("large-frames", EITHER, "iocpsvc", 1.0, None),
+]
 
 # name -> (bench arguments, description)
 SCENARIOS: dict[str, tuple[list[str], str]] = {
@@ -145,6 +173,16 @@ def implementationOf(kind: str) -> str:
 
 
 def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
+    """Start a server of this kind on a free loopback port; its process and port."""
+    process, port, _ = startServerWithReactor(kind)
+    return process, port
+
+
+def startServerWithReactor(kind: str) -> tuple[subprocess.Popen[str], int, str]:
+    """
+    L{startServer}, and the reactor the child says it runs (its C{REACTOR}
+    line: the reactor's module and its event loop's), or '' for a peer.
+    """
     env, tree = serverEnvironment(kind)
     if kind.startswith("iocpsvc"):
         # twistd iocpsvc's own options and service, default options but for
@@ -159,15 +197,20 @@ def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
             "--monitor",
             "none",
         ]
+        if kind in REACTORS:
+            argv[4:4] = ["--reactor", REACTORS[kind]]  # installed before the child imports the reactor
     else:
         argv = [sys.executable, "-m", "benchmarks.peers", kind, "0"]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tree
     )
     assert process.stdout is not None
+    reactor = ""
     for line in process.stdout:
+        if line.startswith("REACTOR "):
+            reactor = line.split(" ", 1)[1].strip()
         if line.startswith("PORT "):
-            return process, int(line.split()[1])
+            return process, int(line.split()[1]), reactor
     raise RuntimeError(f"{kind} server did not start")
 
 
@@ -197,7 +240,7 @@ def runLoad(port: int, benchArgs: list[str], duration: float, processes: int = 1
 
 
 def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> dict[str, Any]:
-    server, port = startServer(kind)
+    server, port, reactor = startServerWithReactor(kind)
     try:
         before = cpuSeconds(server.pid)
         load = runLoad(port, benchArgs, duration, processes)
@@ -213,6 +256,8 @@ def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> 
     return {
         "server": kind,
         "implementation": implementationOf(kind),
+        "reactor": reactor,
+        "connected": load.get("connected"),
         "frames_per_second": load["frames_per_second"],
         "mb_per_second": load["mb_per_second"],
         "latency_ms": load["latency_ms"],
@@ -257,8 +302,15 @@ def ratio(row: dict[str, float], base: dict[str, float] | None, metric: str) -> 
 
 
 def implementations(runs: list[dict[str, Any]]) -> dict[str, str]:
-    """Server -> the hot path it ran (only servers that report one)."""
-    return {r["server"]: r["implementation"] for r in runs if r.get("implementation")}
+    """
+    Server -> the hot path it ran, and on which reactor when it said (only
+    servers that report a hot path: iocpsvc's).
+    """
+    return {
+        r["server"]: r["implementation"] + (f" on {r['reactor']}" if r.get("reactor") else "")
+        for r in runs
+        if r.get("implementation")
+    }
 
 
 def markdown(
@@ -304,7 +356,25 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def verdict(value: float, target: float, atMost: bool) -> str:
+    """C{value} to three places and whether it is on the target's side of C{target}."""
+    met = value <= target if atMost else value >= target
+    return f"{value:.3f} {'met' if met else 'not met'}"
+
+
+def metricOf(measure: str) -> str:
+    return "server_cpu_us_per_frame" if measure.startswith("server CPU") else "frames_per_second"
+
+
 def targets(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """
+    The goals of issues 12 and 13 that the run can judge, from the medians
+    (L{targetsOfIssue12}, L{targetsOfIssue13}); empty when it can judge none.
+    """
+    return "\n".join(text for text in (targetsOfIssue12(results), targetsOfIssue13(results)) if text)
+
+
+def targetsOfIssue12(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """
     The goals of issue 12 for the pipelined scenario, from the medians: each
     iocpsvc server's ratio to a peer, the target, and whether it is met.
@@ -317,25 +387,70 @@ def targets(results: dict[str, dict[str, dict[str, float]]]) -> str:
     if not mine:
         return ""
     lines = [
-        f"Targets ({TARGET_SCENARIO}, from the medians above; met = the ratio is on the right side):",
+        f"Targets of issue 12 ({TARGET_SCENARIO}, from the medians above; "
+        "met = the ratio is on the right side):",
         "",
         "| ratio | target | " + " | ".join(mine) + " |",
         "|---|---|" + "---|" * len(mine),
     ]
     for measure, peer, target, atMost in TARGETS:
-        metric = "server_cpu_us_per_frame" if measure.startswith("server CPU") else "frames_per_second"
         cells = []
         for kind in mine:
-            value = ratio(table[kind], table.get(peer), metric)
+            value = ratio(table[kind], table.get(peer), metricOf(measure))
             if value != value:  # NaN: the peer did not run
                 cells.append(f"({peer} not run)")
             else:
-                met = value <= target if atMost else value >= target
-                cells.append(f"{value:.3f} {'met' if met else 'not met'}")
+                cells.append(verdict(value, target, atMost))
         lines.append(
             f"| {measure} ÷ {peer}'s | {'≤' if atMost else '≥'} {target:g} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def targetsOfIssue13(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """
+    The goals of issue 13 for iocpsvc on the uvloop reactor, per scenario,
+    from the medians: its ratio to the server named, the target, and whether
+    it is met.  Only the scenarios it ran in; empty when it ran in none.
+    """
+    rows = []
+    for scenario, measure, peer, target, atMost in UVLOOP_TARGETS:
+        table = results.get(scenario) or {}
+        row = table.get(UVLOOP_KIND)
+        if row is None:
+            continue
+        base = table.get(peer)
+        if atMost is None:
+            condition = f"≥ {target:g} or ≤ {target:g}"
+            ratioText = f"throughput ÷ {peer}'s, or server CPU per frame ÷ {peer}'s"
+        else:
+            condition = f"{'≤' if atMost else '≥'} {target:g}"
+            ratioText = f"{measure} ÷ {peer}'s"
+        if not base:
+            cell = f"({peer} not run)"
+        elif atMost is None:
+            throughput = ratio(row, base, "frames_per_second")
+            cpu = ratio(row, base, "server_cpu_us_per_frame")
+            met = throughput >= target or cpu <= target
+            cell = f"{throughput:.3f}, {cpu:.3f} {'met' if met else 'not met'}"
+        else:
+            cell = verdict(ratio(row, base, metricOf(measure)), target, atMost)
+        rows.append(f"| {scenario} | {ratioText} | {condition} | {cell} |")
+    if not rows:
+        return ""
+    return (
+        "\n".join(
+            [
+                f"Targets of issue 13 ({UVLOOP_KIND}, from the medians above; "
+                "met = the ratio is on the right side):",
+                "",
+                f"| scenario | ratio | target | {UVLOOP_KIND} |",
+                "|---|---|---|---|",
+                *rows,
+            ]
+        )
+        + "\n"
+    )
 
 
 def sideBySide(results: dict[str, dict[str, dict[str, float]]], other: str) -> str:
@@ -401,6 +516,7 @@ def writeOutputs(
 COLORS = {
     "iocpsvc": "#2e7d32",
     "iocpsvc-pure": "#81c784",
+    "iocpsvc-uvloop": "#00838f",
     "int32": "#c62828",
     "raw": "#1565c0",
     "asyncio": "#6a1b9a",
