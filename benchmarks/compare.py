@@ -38,6 +38,16 @@ peer and raw Twisted in request-response, and beside iocpsvc on the
 default reactor in pipelined and large-frames), each from the scenarios
 that ran.
 
+With C{--memory}, instead of the scenarios: each server's memory per
+connection (issue 13), its peak RSS with 15,000 echoing connections (1
+frame in flight, 64 bytes) minus its peak RSS with 100, over the 14,900
+connections between, in fresh server processes, interleaved like the
+scenarios; beside whole-process peak RSS, the ratio to the asyncio peer
+and issue 13's target for iocpsvc-uvloop (at most 1.1x asyncio's):
+
+    python -m benchmarks.compare --memory --rounds 1 --duration 3
+    python -m benchmarks.compare --memory --out docs/benchmarks   # writes docs/benchmarks-memory.md
+
 With C{--against DIR}, the same rounds also run iocpsvc from the checkout
 in DIR (as C{iocpsvc@DIR}), interleaved with this one, and a last table
 gives this checkout's figures relative to it: a change on the hot path
@@ -113,6 +123,13 @@ SCENARIOS: dict[str, tuple[list[str], str]] = {
         "15,000 concurrent echoing connections (memory)",
     ),
 }
+
+# The memory measurement (--memory): connections at the two ends, the load at each.
+MEMORY_FEW, MEMORY_MANY = 100, 15_000
+MEMORY_LOAD = ["--in-flight", "1", "--size", "64"]
+MEMORY_SERVERS = ("iocpsvc", "iocpsvc-uvloop", "raw", "asyncio", "uvloop")
+MEMORY_BASE = "asyncio"
+MEMORY_TARGET = (UVLOOP_KIND, 1.1)  # its KiB per connection at most this times MEMORY_BASE's
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -268,6 +285,90 @@ def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> 
         "client_cpu_us_per_frame": load.get("client_cpu_us_per_frame"),
         "peak_rss_mb": round(rss, 1),
     }
+
+
+def runMemory(
+    servers: list[str], rounds: int, duration: float, processes: int, log: Any = None
+) -> list[dict[str, Any]]:
+    """
+    Each server's peak RSS with L{MEMORY_FEW} and with L{MEMORY_MANY}
+    echoing connections, each in a fresh server process, interleaved over
+    C{rounds}; every run as L{runOne} reports it, with C{connections_asked}.
+    """
+    runs = []
+    for round in range(rounds):
+        order = servers[round % len(servers) :] + servers[: round % len(servers)]
+        for kind in order:
+            for count in (MEMORY_FEW, MEMORY_MANY):
+                started = time.monotonic()
+                run = runOne(kind, ["--connections", str(count), *MEMORY_LOAD], duration, processes)
+                run.update(scenario="memory", round=round, connections_asked=count)
+                runs.append(run)
+                if log is not None:
+                    log(
+                        f"  memory round {round + 1} {kind} {count:,} connections: {run['connected']} up, "
+                        f"peak RSS {run['peak_rss_mb']} MB ({time.monotonic() - started:.0f} s)"
+                    )
+    return runs
+
+
+def summariseMemory(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """
+    Server -> medians of its peak RSS (MB) and connections up at each end,
+    and its KiB per connection: the difference of the two peak RSS medians
+    over the difference of the connections up (14,900 when all came up).
+    """
+    table: dict[str, dict[str, float]] = {}
+    for kind in dict.fromkeys(r["server"] for r in runs):
+        row: dict[str, float] = {}
+        for count, name in ((MEMORY_FEW, "few"), (MEMORY_MANY, "many")):
+            mine = [r for r in runs if r["server"] == kind and r["connections_asked"] == count]
+            row[f"{name}_rss_mb"] = median([r["peak_rss_mb"] for r in mine])
+            row[f"{name}_connected"] = median([r.get("connected") or count for r in mine])
+        between = row["many_connected"] - row["few_connected"]
+        row["kib_per_connection"] = (
+            (row["many_rss_mb"] - row["few_rss_mb"]) * 1024 / between if between > 0 else float("nan")
+        )
+        table[kind] = row
+    return table
+
+
+def memoryMarkdown(table: dict[str, dict[str, float]], rounds: int, duration: float) -> str:
+    """The memory-per-connection table, and issue 13's target for it."""
+    base = table.get(MEMORY_BASE)
+    lines = [
+        f"Memory per connection: peak RSS (VmHWM) with {MEMORY_MANY:,} echoing connections minus peak RSS "
+        f"with {MEMORY_FEW:,}, over the connections between; fresh server processes, medians of {rounds} "
+        f"interleaved rounds of {duration:g} s of echoes (1 frame in flight, 64-byte frames).  "
+        "Produced by `python -m benchmarks.compare --memory`.",
+        "",
+        f"| server | connections up ({MEMORY_FEW:,} / {MEMORY_MANY:,}) | peak RSS MB, {MEMORY_FEW:,} "
+        f"| peak RSS MB, {MEMORY_MANY:,} | KiB per connection | vs {MEMORY_BASE} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, row in table.items():
+        versus = (
+            f"{row['kib_per_connection'] / base['kib_per_connection']:.2f}x"
+            if base and kind != MEMORY_BASE and base["kib_per_connection"] > 0
+            else ""
+        )
+        lines.append(
+            f"| {kind} | {row['few_connected']:,.0f} / {row['many_connected']:,.0f} "
+            f"| {row['few_rss_mb']:.1f} | {row['many_rss_mb']:.1f} | {row['kib_per_connection']:.2f} "
+            f"| {versus} |"
+        )
+    kind, target = MEMORY_TARGET
+    if kind in table:
+        lines.append("")
+        if base and base["kib_per_connection"] > 0:
+            value = table[kind]["kib_per_connection"] / base["kib_per_connection"]
+            outcome = verdict(value, target, True)
+        else:
+            outcome = f"({MEMORY_BASE} not run)"
+        lines.append(
+            f"Target of issue 13: {kind}'s KiB per connection ÷ {MEMORY_BASE}'s ≤ {target:g}: {outcome}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def median(values: list[float]) -> float:
@@ -572,6 +673,19 @@ def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def printProgress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def writeMemory(runs: list[dict[str, Any]], rounds: int, duration: float, out: str | None) -> None:
+    """Print the memory table; with C{out}, also write it to OUT-memory.md."""
+    text = memoryMarkdown(summariseMemory(runs), rounds, duration)
+    print(text)
+    if out:
+        with open(out + "-memory.md", "w") as f:
+            f.write("# Benchmarks: memory per connection\n\n" + text)
+
+
 def parseServers(text: str) -> list[str]:
     """C{--servers}: a comma-separated subset of L{SERVERS}, in the order given."""
     chosen = [name.strip() for name in text.split(",") if name.strip()]
@@ -601,7 +715,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-peers", action="store_true", help="with --against: only the two iocpsvc servers, more rounds"
     )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help=f"measure memory per connection ({MEMORY_FEW:,} and {MEMORY_MANY:,} connections) instead "
+        f"of the scenarios (default servers: {','.join(MEMORY_SERVERS)})",
+    )
     args = parser.parse_args(argv)
+    if args.memory and not args.from_json:
+        servers = args.servers or list(MEMORY_SERVERS)
+        runs = runMemory(servers, args.rounds, args.duration, args.processes, log=printProgress)
+        writeMemory(runs, args.rounds, args.duration, args.out)
+        if args.raw_json:
+            with open(args.raw_json, "w") as f:
+                json.dump(runs, f, indent=1)
+        return
     servers = args.servers or list(SERVERS)
     if args.against:
         servers = (
@@ -611,6 +739,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_json:
         with open(args.from_json) as f:
             runs = json.load(f)
+        memory = [r for r in runs if r["scenario"] == "memory"]
+        if memory:
+            writeMemory(memory, 1 + max(r["round"] for r in memory), args.duration, args.out)
+            runs = [r for r in runs if r["scenario"] != "memory"]
+            if not runs:
+                return
         scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in runs)]
         rendered = {s: summarise([r for r in runs if r["scenario"] == s]) for s in scenarios}
         rounds = 1 + max(r["round"] for r in runs)
