@@ -191,18 +191,19 @@ def reactorOf(row: dict[str, Any]) -> str:
 
 
 def restructuredText(spreads: list[dict[str, Any]], scales: list[dict[str, Any]], rounds: int) -> str:
-    lines = [
-        ".. Written by python -m benchmarks.workers; do not edit.",
-        "",
-        ".. list-table:: Connections per worker (2 workers)",
-        "   :header-rows: 1",
-        "",
-        "   * - sharing",
-        "     - kept open",
-        "     - largest share",
-        "     - each echoes once and closes",
-        "     - largest share",
-    ]
+    lines = [".. Written by python -m benchmarks.workers; do not edit."]
+    if spreads:  # none with --no-spread
+        lines += [
+            "",
+            ".. list-table:: Connections per worker (2 workers)",
+            "   :header-rows: 1",
+            "",
+            "   * - sharing",
+            "     - kept open",
+            "     - largest share",
+            "     - each echoes once and closes",
+            "     - largest share",
+        ]
     for row in spreads:
         lines += [
             f"   * - ``{row['mode']}``",
