@@ -5,6 +5,9 @@ one run, in interleaved rounds on the same machine:
 - iocpsvc: C{twistd iocpsvc} with its default options (length codec, echo),
   on the compiled hot path when it is built (C{iocpsvc.accel});
 - iocpsvc-pure: the same, forced to pure Python (C{IOCPSVC_NO_EXTENSIONS=1});
+- iocpsvc-uvloop: iocpsvc with its default options on the uvloop reactor
+  (C{twistd -r uvloop iocpsvc}: Twisted's asyncio reactor on uvloop's
+  event loop), with whatever transports iocpsvc uses under it;
 - int32: an echo on Twisted's own C{Int32StringReceiver};
 - raw: a raw Twisted C{Protocol} echoing bytes (no framing: the ceiling);
 - asyncio: a hand-written length-framed C{asyncio.Protocol} echo on the
@@ -28,9 +31,22 @@ absolute rates do not.
     python -m benchmarks.compare --against ../before --no-peers --rounds 6
     python -m benchmarks.compare --servers iocpsvc,iocpsvc-pure,uvloop --scenario pipelined
 
-The pipelined scenario is followed by a "targets" table: iocpsvc's CPU per
-frame and throughput as fractions of int32's, asyncio's and uvloop's,
-beside the goals of issue 12.
+The results are followed by "targets" tables: issue 12's (pipelined: each
+iocpsvc server's CPU per frame and throughput as fractions of int32's,
+asyncio's and uvloop's) and issue 13's (iocpsvc-uvloop beside the uvloop
+peer and raw Twisted in request-response, and beside iocpsvc on the
+default reactor in pipelined and large-frames), each from the scenarios
+that ran.
+
+With C{--memory}, instead of the scenarios: each server's memory per
+connection (issue 13), its peak RSS with 15,000 echoing connections (1
+frame in flight, 64 bytes) minus its peak RSS with 100, over the 14,900
+connections between, in fresh server processes, interleaved like the
+scenarios; beside whole-process peak RSS, the ratio to the asyncio peer
+and issue 13's target for iocpsvc-uvloop (at most 1.1x asyncio's):
+
+    python -m benchmarks.compare --memory --rounds 1 --duration 3
+    python -m benchmarks.compare --memory --out docs/benchmarks   # writes docs/benchmarks-memory.md
 
 With C{--against DIR}, the same rounds also run iocpsvc from the checkout
 in DIR (as C{iocpsvc@DIR}), interleaved with this one, and a last table
@@ -49,7 +65,10 @@ import sys
 import time
 from typing import Any
 
-SERVERS = ("iocpsvc", "iocpsvc-pure", "int32", "raw", "asyncio", "uvloop")
+SERVERS = ("iocpsvc", "iocpsvc-pure", "iocpsvc-uvloop", "int32", "raw", "asyncio", "uvloop")
+
+# Server kind -> the reactor its child installs (C{twistd -r NAME}); the others use the default.
+REACTORS = {"iocpsvc-uvloop": "uvloop"}
 
 NO_EXTENSIONS = "IOCPSVC_NO_EXTENSIONS"
 """Set to 1 in iocpsvc-pure's environment: iocpsvc.accel then runs pure Python."""
@@ -57,6 +76,7 @@ NO_EXTENSIONS = "IOCPSVC_NO_EXTENSIONS"
 # The ratio columns of the table: peer -> whether its CPU ratio is shown too.
 RATIO_PEERS = {"int32": True, "asyncio": True, "uvloop": True, "raw": False}
 
+# Issue 12's goals, pipelined, for every iocpsvc server:
 # (measure, the peer it is relative to, target, True when the ratio must be at most the target)
 TARGETS = [
     ("server CPU per frame", "int32", 0.333, True),
@@ -65,6 +85,24 @@ TARGETS = [
     ("throughput", "asyncio", 1.2, False),
 ]
 TARGET_SCENARIO = "pipelined"
+
+UVLOOP_KIND = "iocpsvc-uvloop"
+EITHER = "throughput or server CPU per frame"
+"""
+A measure met when the throughput ratio is at least the target or the CPU
+per frame ratio at most it: "not slower" on a machine where one of the two
+is noise.
+"""
+
+# Issue 13's goals for iocpsvc on the uvloop reactor: (scenario, measure,
+# relative to, target, True when at most / False when at least / None for EITHER).
+UVLOOP_TARGETS: list[tuple[str, str, str, float, bool | None]] = [
+    ("request-response", "throughput", "uvloop", 1.0, False),
+    ("request-response", "throughput", "raw", 2.0, False),
+    ("request-response", "server CPU per frame", "uvloop", 1.1, True),
+    ("pipelined", EITHER, "iocpsvc", 1.0, None),
+    ("large-frames", EITHER, "iocpsvc", 1.0, None),
+]
 
 # name -> (bench arguments, description)
 SCENARIOS: dict[str, tuple[list[str], str]] = {
@@ -85,6 +123,13 @@ SCENARIOS: dict[str, tuple[list[str], str]] = {
         "15,000 concurrent echoing connections (memory)",
     ),
 }
+
+# The memory measurement (--memory): connections at the two ends, the load at each.
+MEMORY_FEW, MEMORY_MANY = 100, 15_000
+MEMORY_LOAD = ["--in-flight", "1", "--size", "64"]
+MEMORY_SERVERS = ("iocpsvc", "iocpsvc-uvloop", "raw", "asyncio", "uvloop")
+MEMORY_BASE = "asyncio"
+MEMORY_TARGET = (UVLOOP_KIND, 1.1)  # its KiB per connection at most this times MEMORY_BASE's
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -145,6 +190,16 @@ def implementationOf(kind: str) -> str:
 
 
 def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
+    """Start a server of this kind on a free loopback port; its process and port."""
+    process, port, _ = startServerWithReactor(kind)
+    return process, port
+
+
+def startServerWithReactor(kind: str) -> tuple[subprocess.Popen[str], int, str]:
+    """
+    L{startServer}, and the reactor the child says it runs (its C{REACTOR}
+    line: the reactor's module and its event loop's), or '' for a peer.
+    """
     env, tree = serverEnvironment(kind)
     if kind.startswith("iocpsvc"):
         # twistd iocpsvc's own options and service, default options but for
@@ -159,15 +214,20 @@ def startServer(kind: str) -> tuple[subprocess.Popen[str], int]:
             "--monitor",
             "none",
         ]
+        if kind in REACTORS:
+            argv[4:4] = ["--reactor", REACTORS[kind]]  # installed before the child imports the reactor
     else:
         argv = [sys.executable, "-m", "benchmarks.peers", kind, "0"]
     process = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=tree
     )
     assert process.stdout is not None
+    reactor = ""
     for line in process.stdout:
+        if line.startswith("REACTOR "):
+            reactor = line.split(" ", 1)[1].strip()
         if line.startswith("PORT "):
-            return process, int(line.split()[1])
+            return process, int(line.split()[1]), reactor
     raise RuntimeError(f"{kind} server did not start")
 
 
@@ -197,7 +257,7 @@ def runLoad(port: int, benchArgs: list[str], duration: float, processes: int = 1
 
 
 def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> dict[str, Any]:
-    server, port = startServer(kind)
+    server, port, reactor = startServerWithReactor(kind)
     try:
         before = cpuSeconds(server.pid)
         load = runLoad(port, benchArgs, duration, processes)
@@ -213,6 +273,8 @@ def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> 
     return {
         "server": kind,
         "implementation": implementationOf(kind),
+        "reactor": reactor,
+        "connected": load.get("connected"),
         "frames_per_second": load["frames_per_second"],
         "mb_per_second": load["mb_per_second"],
         "latency_ms": load["latency_ms"],
@@ -223,6 +285,90 @@ def runOne(kind: str, benchArgs: list[str], duration: float, processes: int) -> 
         "client_cpu_us_per_frame": load.get("client_cpu_us_per_frame"),
         "peak_rss_mb": round(rss, 1),
     }
+
+
+def runMemory(
+    servers: list[str], rounds: int, duration: float, processes: int, log: Any = None
+) -> list[dict[str, Any]]:
+    """
+    Each server's peak RSS with L{MEMORY_FEW} and with L{MEMORY_MANY}
+    echoing connections, each in a fresh server process, interleaved over
+    C{rounds}; every run as L{runOne} reports it, with C{connections_asked}.
+    """
+    runs = []
+    for round in range(rounds):
+        order = servers[round % len(servers) :] + servers[: round % len(servers)]
+        for kind in order:
+            for count in (MEMORY_FEW, MEMORY_MANY):
+                started = time.monotonic()
+                run = runOne(kind, ["--connections", str(count), *MEMORY_LOAD], duration, processes)
+                run.update(scenario="memory", round=round, connections_asked=count)
+                runs.append(run)
+                if log is not None:
+                    log(
+                        f"  memory round {round + 1} {kind} {count:,} connections: {run['connected']} up, "
+                        f"peak RSS {run['peak_rss_mb']} MB ({time.monotonic() - started:.0f} s)"
+                    )
+    return runs
+
+
+def summariseMemory(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """
+    Server -> medians of its peak RSS (MB) and connections up at each end,
+    and its KiB per connection: the difference of the two peak RSS medians
+    over the difference of the connections up (14,900 when all came up).
+    """
+    table: dict[str, dict[str, float]] = {}
+    for kind in dict.fromkeys(r["server"] for r in runs):
+        row: dict[str, float] = {}
+        for count, name in ((MEMORY_FEW, "few"), (MEMORY_MANY, "many")):
+            mine = [r for r in runs if r["server"] == kind and r["connections_asked"] == count]
+            row[f"{name}_rss_mb"] = median([r["peak_rss_mb"] for r in mine])
+            row[f"{name}_connected"] = median([r.get("connected") or count for r in mine])
+        between = row["many_connected"] - row["few_connected"]
+        row["kib_per_connection"] = (
+            (row["many_rss_mb"] - row["few_rss_mb"]) * 1024 / between if between > 0 else float("nan")
+        )
+        table[kind] = row
+    return table
+
+
+def memoryMarkdown(table: dict[str, dict[str, float]], rounds: int, duration: float) -> str:
+    """The memory-per-connection table, and issue 13's target for it."""
+    base = table.get(MEMORY_BASE)
+    lines = [
+        f"Memory per connection: peak RSS (VmHWM) with {MEMORY_MANY:,} echoing connections minus peak RSS "
+        f"with {MEMORY_FEW:,}, over the connections between; fresh server processes, medians of {rounds} "
+        f"interleaved rounds of {duration:g} s of echoes (1 frame in flight, 64-byte frames).  "
+        "Produced by `python -m benchmarks.compare --memory`.",
+        "",
+        f"| server | connections up ({MEMORY_FEW:,} / {MEMORY_MANY:,}) | peak RSS MB, {MEMORY_FEW:,} "
+        f"| peak RSS MB, {MEMORY_MANY:,} | KiB per connection | vs {MEMORY_BASE} |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind, row in table.items():
+        versus = (
+            f"{row['kib_per_connection'] / base['kib_per_connection']:.2f}x"
+            if base and kind != MEMORY_BASE and base["kib_per_connection"] > 0
+            else ""
+        )
+        lines.append(
+            f"| {kind} | {row['few_connected']:,.0f} / {row['many_connected']:,.0f} "
+            f"| {row['few_rss_mb']:.1f} | {row['many_rss_mb']:.1f} | {row['kib_per_connection']:.2f} "
+            f"| {versus} |"
+        )
+    kind, target = MEMORY_TARGET
+    if kind in table:
+        lines.append("")
+        if base and base["kib_per_connection"] > 0:
+            value = table[kind]["kib_per_connection"] / base["kib_per_connection"]
+            outcome = verdict(value, target, True)
+        else:
+            outcome = f"({MEMORY_BASE} not run)"
+        lines.append(
+            f"Target of issue 13: {kind}'s KiB per connection ÷ {MEMORY_BASE}'s ≤ {target:g}: {outcome}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def median(values: list[float]) -> float:
@@ -257,8 +403,15 @@ def ratio(row: dict[str, float], base: dict[str, float] | None, metric: str) -> 
 
 
 def implementations(runs: list[dict[str, Any]]) -> dict[str, str]:
-    """Server -> the hot path it ran (only servers that report one)."""
-    return {r["server"]: r["implementation"] for r in runs if r.get("implementation")}
+    """
+    Server -> the hot path it ran, and on which reactor when it said (only
+    servers that report a hot path: iocpsvc's).
+    """
+    return {
+        r["server"]: r["implementation"] + (f" on {r['reactor']}" if r.get("reactor") else "")
+        for r in runs
+        if r.get("implementation")
+    }
 
 
 def markdown(
@@ -304,7 +457,25 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def verdict(value: float, target: float, atMost: bool) -> str:
+    """C{value} to three places and whether it is on the target's side of C{target}."""
+    met = value <= target if atMost else value >= target
+    return f"{value:.3f} {'met' if met else 'not met'}"
+
+
+def metricOf(measure: str) -> str:
+    return "server_cpu_us_per_frame" if measure.startswith("server CPU") else "frames_per_second"
+
+
 def targets(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """
+    The goals of issues 12 and 13 that the run can judge, from the medians
+    (L{targetsOfIssue12}, L{targetsOfIssue13}); empty when it can judge none.
+    """
+    return "\n".join(text for text in (targetsOfIssue12(results), targetsOfIssue13(results)) if text)
+
+
+def targetsOfIssue12(results: dict[str, dict[str, dict[str, float]]]) -> str:
     """
     The goals of issue 12 for the pipelined scenario, from the medians: each
     iocpsvc server's ratio to a peer, the target, and whether it is met.
@@ -317,25 +488,70 @@ def targets(results: dict[str, dict[str, dict[str, float]]]) -> str:
     if not mine:
         return ""
     lines = [
-        f"Targets ({TARGET_SCENARIO}, from the medians above; met = the ratio is on the right side):",
+        f"Targets of issue 12 ({TARGET_SCENARIO}, from the medians above; "
+        "met = the ratio is on the right side):",
         "",
         "| ratio | target | " + " | ".join(mine) + " |",
         "|---|---|" + "---|" * len(mine),
     ]
     for measure, peer, target, atMost in TARGETS:
-        metric = "server_cpu_us_per_frame" if measure.startswith("server CPU") else "frames_per_second"
         cells = []
         for kind in mine:
-            value = ratio(table[kind], table.get(peer), metric)
+            value = ratio(table[kind], table.get(peer), metricOf(measure))
             if value != value:  # NaN: the peer did not run
                 cells.append(f"({peer} not run)")
             else:
-                met = value <= target if atMost else value >= target
-                cells.append(f"{value:.3f} {'met' if met else 'not met'}")
+                cells.append(verdict(value, target, atMost))
         lines.append(
             f"| {measure} ÷ {peer}'s | {'≤' if atMost else '≥'} {target:g} | " + " | ".join(cells) + " |"
         )
     return "\n".join(lines) + "\n"
+
+
+def targetsOfIssue13(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """
+    The goals of issue 13 for iocpsvc on the uvloop reactor, per scenario,
+    from the medians: its ratio to the server named, the target, and whether
+    it is met.  Only the scenarios it ran in; empty when it ran in none.
+    """
+    rows = []
+    for scenario, measure, peer, target, atMost in UVLOOP_TARGETS:
+        table = results.get(scenario) or {}
+        row = table.get(UVLOOP_KIND)
+        if row is None:
+            continue
+        base = table.get(peer)
+        if atMost is None:
+            condition = f"≥ {target:g} or ≤ {target:g}"
+            ratioText = f"throughput ÷ {peer}'s, or server CPU per frame ÷ {peer}'s"
+        else:
+            condition = f"{'≤' if atMost else '≥'} {target:g}"
+            ratioText = f"{measure} ÷ {peer}'s"
+        if not base:
+            cell = f"({peer} not run)"
+        elif atMost is None:
+            throughput = ratio(row, base, "frames_per_second")
+            cpu = ratio(row, base, "server_cpu_us_per_frame")
+            met = throughput >= target or cpu <= target
+            cell = f"{throughput:.3f}, {cpu:.3f} {'met' if met else 'not met'}"
+        else:
+            cell = verdict(ratio(row, base, metricOf(measure)), target, atMost)
+        rows.append(f"| {scenario} | {ratioText} | {condition} | {cell} |")
+    if not rows:
+        return ""
+    return (
+        "\n".join(
+            [
+                f"Targets of issue 13 ({UVLOOP_KIND}, from the medians above; "
+                "met = the ratio is on the right side):",
+                "",
+                f"| scenario | ratio | target | {UVLOOP_KIND} |",
+                "|---|---|---|---|",
+                *rows,
+            ]
+        )
+        + "\n"
+    )
 
 
 def sideBySide(results: dict[str, dict[str, dict[str, float]]], other: str) -> str:
@@ -401,6 +617,7 @@ def writeOutputs(
 COLORS = {
     "iocpsvc": "#2e7d32",
     "iocpsvc-pure": "#81c784",
+    "iocpsvc-uvloop": "#00838f",
     "int32": "#c62828",
     "raw": "#1565c0",
     "asyncio": "#6a1b9a",
@@ -456,6 +673,19 @@ def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def printProgress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def writeMemory(runs: list[dict[str, Any]], rounds: int, duration: float, out: str | None) -> None:
+    """Print the memory table; with C{out}, also write it to OUT-memory.md."""
+    text = memoryMarkdown(summariseMemory(runs), rounds, duration)
+    print(text)
+    if out:
+        with open(out + "-memory.md", "w") as f:
+            f.write("# Benchmarks: memory per connection\n\n" + text)
+
+
 def parseServers(text: str) -> list[str]:
     """C{--servers}: a comma-separated subset of L{SERVERS}, in the order given."""
     chosen = [name.strip() for name in text.split(",") if name.strip()]
@@ -485,7 +715,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-peers", action="store_true", help="with --against: only the two iocpsvc servers, more rounds"
     )
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help=f"measure memory per connection ({MEMORY_FEW:,} and {MEMORY_MANY:,} connections) instead "
+        f"of the scenarios (default servers: {','.join(MEMORY_SERVERS)})",
+    )
     args = parser.parse_args(argv)
+    if args.memory and not args.from_json:
+        servers = args.servers or list(MEMORY_SERVERS)
+        runs = runMemory(servers, args.rounds, args.duration, args.processes, log=printProgress)
+        writeMemory(runs, args.rounds, args.duration, args.out)
+        if args.raw_json:
+            with open(args.raw_json, "w") as f:
+                json.dump(runs, f, indent=1)
+        return
     servers = args.servers or list(SERVERS)
     if args.against:
         servers = (
@@ -495,6 +739,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.from_json:
         with open(args.from_json) as f:
             runs = json.load(f)
+        memory = [r for r in runs if r["scenario"] == "memory"]
+        if memory:
+            writeMemory(memory, 1 + max(r["round"] for r in memory), args.duration, args.out)
+            runs = [r for r in runs if r["scenario"] != "memory"]
+            if not runs:
+                return
         scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in runs)]
         rendered = {s: summarise([r for r in runs if r["scenario"] == s]) for s in scenarios}
         rounds = 1 + max(r["round"] for r in runs)

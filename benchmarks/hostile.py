@@ -10,8 +10,10 @@ Loopback only; every loop is bounded.
     python -m benchmarks.hostile --attack slowloris --scale 2
 
 The server child is this module run with C{--serve [--open-files N]
-OPTIONS...} (the same options as C{twistd iocpsvc}); on SIGTERM it stops
-gracefully and prints its counters as one JSON line.  The monitor-flood
+[--reactor NAME] OPTIONS...} (the same options as C{twistd iocpsvc}; NAME
+as C{twistd -r NAME}, e.g. uvloop); it prints C{REACTOR ...} and C{PORT n}
+once listening, and on SIGTERM it stops gracefully and prints its counters
+as one JSON line.  The monitor-flood
 attack also runs C{--flood URL RATE SECONDS} children that send paced
 requests from their own processes.
 """
@@ -101,13 +103,48 @@ def directoryBytes(path: str) -> int:
     return total
 
 
+def serveOptions(argv: list[str]) -> tuple[int | None, str | None, list[str]]:
+    """
+    The server child's own leading options, in any order: C{--open-files N}
+    and C{--reactor NAME}; then the C{twistd iocpsvc} options.
+
+    @return: C{(open files or None, reactor name or None, the rest)}.
+    """
+    openFiles: int | None = None
+    reactorName: str | None = None
+    while argv[:1] in (["--open-files"], ["--reactor"]):
+        if len(argv) < 2:
+            raise SystemExit(f"{argv[0]} needs a value")
+        if argv[0] == "--open-files":
+            openFiles = int(argv[1])
+        else:
+            reactorName = argv[1]
+        argv = argv[2:]
+    return openFiles, reactorName, argv
+
+
+def installReactor(name: str) -> None:
+    """Install the reactor C{twistd -r NAME} would (uvloop's is iocpsvc's own plugin)."""
+    from twisted.application.reactors import installReactor as install
+
+    install(name)
+
+
+def describeReactor(reactor: Any) -> str:
+    """The reactor's module, and its asyncio event loop's module when it has one."""
+    name = type(reactor).__module__
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    return f"{name} ({type(loop).__module__})" if loop is not None else name
+
+
 def serve(argv: list[str]) -> None:
-    if argv[:1] == ["--open-files"]:
+    openFiles, reactorName, argv = serveOptions(argv)
+    if openFiles is not None:
         import resource
 
-        limit = int(argv[1])
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-        argv = argv[2:]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (openFiles, openFiles))
+    if reactorName is not None:  # before anything imports the global reactor
+        installReactor(reactorName)
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
@@ -125,6 +162,7 @@ def serve(argv: list[str]) -> None:
         monitors = [child for child in service if isinstance(child, MonitorService)]
     if monitors:  # before PORT, which the driver waits for
         print("MONITOR", monitors[0].port.getHost().port, flush=True)
+    print("REACTOR", describeReactor(reactor), flush=True)
     print("PORT", service.ports[0].getHost().port, flush=True)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
 

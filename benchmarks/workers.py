@@ -8,9 +8,13 @@ socket spreads connections, and what a second worker buys on this machine.
    and each worker's accepted count is read from the parent's monitor.
 2. Scaling: the pipelined and request/response loads of
    C{benchmarks.compare}, with C{--workers 1} and C{--workers 2}: frames
-   per second and server CPU per frame (the parent and every worker).
+   per second and server CPU per frame (the parent and every worker), on
+   the default reactor and on the uvloop one (C{twistd -r uvloop}; a
+   parent on uvloop starts its workers on uvloop too, and the table says
+   which reactor each worker's command line asked for).
 
     python -m benchmarks.workers                      # both parts
+    python -m benchmarks.workers --reactor uvloop --rounds 1 --duration 3 --no-spread
     python -m benchmarks.workers --out docs/workers   # writes docs/workers-results.rst and .json
 """
 
@@ -36,10 +40,15 @@ SINGLE = re.compile(r"iocpsvc listening on tcp:127\.0\.0\.1:(\d+);")
 MONITOR = re.compile(r"monitor on http://127\.0\.0\.1:(\d+)/")
 
 
+DEFAULT_REACTOR = "default"
+REACTORS = (DEFAULT_REACTOR, "uvloop")
+"""The scaling part's reactors: twistd's default, and C{twistd -r uvloop}."""
+
+
 class Server:
     """A C{twistd -n iocpsvc} with a monitor on a free loopback port."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, reactor: str = DEFAULT_REACTOR) -> None:
         env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
         argv = [
             sys.executable,
@@ -47,6 +56,7 @@ class Server:
             "from twisted.scripts.twistd import run; run()",
             "-n",
             "--pidfile=",
+            *([] if reactor == DEFAULT_REACTOR else [f"--reactor={reactor}"]),
             "iocpsvc",
             "--port",
             "tcp:0:interface=127.0.0.1",
@@ -80,6 +90,20 @@ class Server:
 
     def pids(self) -> list[int]:
         return [self.process.pid] + [row["pid"] for row in self.stats().get("workers", [])]
+
+    def workerReactors(self) -> list[str]:
+        """Each worker's C{--reactor=} from its command line ('default' when none)."""
+        names = []
+        for row in self.stats().get("workers", []):
+            try:
+                with open(f"/proc/{row['pid']}/cmdline", "rb") as f:
+                    argv = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                names.append("?")
+                continue
+            given = [arg.partition("=")[2] for arg in argv if arg.startswith("--reactor=")]
+            names.append(given[0] if given else DEFAULT_REACTOR)
+        return names
 
     def stop(self) -> None:
         self.process.terminate()
@@ -135,12 +159,13 @@ def spread(mode: str, burst: int, sequential: int) -> dict[str, Any]:
     }
 
 
-def scaling(workers: int, scenario: str, duration: float) -> dict[str, Any]:
-    """Throughput and server CPU per frame with C{workers} processes."""
-    server = Server("--workers", str(workers))
+def scaling(workers: int, scenario: str, duration: float, reactor: str = DEFAULT_REACTOR) -> dict[str, Any]:
+    """Throughput and server CPU per frame with C{workers} processes on C{reactor}."""
+    server = Server("--workers", str(workers), reactor=reactor)
     try:
         time.sleep(1.0)  # let the workers settle before measuring CPU
         pids = server.pids()
+        workerReactors = server.workerReactors()
         before = sum(cpuSeconds(pid) for pid in pids)
         benchArgs, _ = SCENARIOS[scenario]
         load = runLoad(server.port, benchArgs, duration)
@@ -150,6 +175,8 @@ def scaling(workers: int, scenario: str, duration: float) -> dict[str, Any]:
     frames = load["frames"]
     return {
         "workers": workers,
+        "reactor": reactor,
+        "worker_reactors": workerReactors,
         "scenario": scenario,
         "frames_per_second": load["frames_per_second"],
         "errors": load["errors"],
@@ -158,19 +185,25 @@ def scaling(workers: int, scenario: str, duration: float) -> dict[str, Any]:
     }
 
 
+def reactorOf(row: dict[str, Any]) -> str:
+    """A scaling row's reactor (rows from before there was a choice ran the default)."""
+    return row.get("reactor") or DEFAULT_REACTOR
+
+
 def restructuredText(spreads: list[dict[str, Any]], scales: list[dict[str, Any]], rounds: int) -> str:
-    lines = [
-        ".. Written by python -m benchmarks.workers; do not edit.",
-        "",
-        ".. list-table:: Connections per worker (2 workers)",
-        "   :header-rows: 1",
-        "",
-        "   * - sharing",
-        "     - kept open",
-        "     - largest share",
-        "     - each echoes once and closes",
-        "     - largest share",
-    ]
+    lines = [".. Written by python -m benchmarks.workers; do not edit."]
+    if spreads:  # none with --no-spread
+        lines += [
+            "",
+            ".. list-table:: Connections per worker (2 workers)",
+            "   :header-rows: 1",
+            "",
+            "   * - sharing",
+            "     - kept open",
+            "     - largest share",
+            "     - each echoes once and closes",
+            "     - largest share",
+        ]
     for row in spreads:
         lines += [
             f"   * - ``{row['mode']}``",
@@ -185,28 +218,40 @@ def restructuredText(spreads: list[dict[str, Any]], scales: list[dict[str, Any]]
         "   :header-rows: 1",
         "",
         "   * - load",
+        "     - reactor (workers')",
         "     - workers",
         "     - frames/s",
         "     - vs 1 worker",
         "     - server CPU µs/frame",
         "     - load tool CPU µs/frame",
     ]
+    reactors = [r for r in REACTORS if any(reactorOf(s) == r for s in scales)]
+    reactors += sorted({reactorOf(s) for s in scales} - set(reactors))
     for scenario in sorted({s["scenario"] for s in scales}):
-        base = None
-        for workers in (1, 2):
-            runs = [s for s in scales if s["scenario"] == scenario and s["workers"] == workers]
-            fps = statistics.median(r["frames_per_second"] for r in runs)
-            cpu = statistics.median(r["server_cpu_us_per_frame"] for r in runs)
-            client = statistics.median(r["client_cpu_us_per_frame"] or 0 for r in runs)
-            base = base or fps
-            lines += [
-                f"   * - {scenario}",
-                f"     - {workers}",
-                f"     - {fps:,.0f}",
-                f"     - {fps / base:.2f}×",
-                f"     - {cpu:.2f}",
-                f"     - {client:.2f}",
-            ]
+        for reactor in reactors:
+            base = None
+            for workers in (1, 2):
+                runs = [
+                    s
+                    for s in scales
+                    if s["scenario"] == scenario and s["workers"] == workers and reactorOf(s) == reactor
+                ]
+                if not runs:
+                    continue
+                fps = statistics.median(r["frames_per_second"] for r in runs)
+                cpu = statistics.median(r["server_cpu_us_per_frame"] for r in runs)
+                client = statistics.median(r["client_cpu_us_per_frame"] or 0 for r in runs)
+                base = base or fps
+                theirs = sorted({name for r in runs for name in r.get("worker_reactors", [])})
+                lines += [
+                    f"   * - {scenario}",
+                    f"     - {reactor}" + (f" ({', '.join(theirs)})" if theirs else ""),
+                    f"     - {workers}",
+                    f"     - {fps:,.0f}",
+                    f"     - {fps / base:.2f}×",
+                    f"     - {cpu:.2f}",
+                    f"     - {client:.2f}",
+                ]
     return "\n".join(lines) + "\n"
 
 
@@ -217,29 +262,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--sequential", type=int, default=300)
     parser.add_argument("--scenario", action="append", choices=["pipelined", "request-response"])
+    parser.add_argument(
+        "--reactor",
+        action="append",
+        choices=list(REACTORS),
+        help=f"the scaling part's reactors (default: all of {','.join(REACTORS)})",
+    )
+    parser.add_argument("--no-spread", action="store_true", help="only the scaling part")
     parser.add_argument("--out", help="write OUT-results.rst and OUT-raw.json (e.g. docs/workers)")
     parser.add_argument("--from-json", help="render OUT-results.rst from an OUT-raw.json instead of running")
     args = parser.parse_args(argv)
     if args.from_json:
         with open(args.from_json) as f:
             raw = json.load(f)
-        rounds = max(1, len(raw["scaling"]) // 4)
+        combinations = {(s["scenario"], s["workers"], reactorOf(s)) for s in raw["scaling"]}
+        rounds = max(1, len(raw["scaling"]) // max(1, len(combinations)))
         text = restructuredText(raw["spread"], raw["scaling"], rounds)
         print(text)
         if args.out:
             with open(f"{args.out}-results.rst", "w") as f:
                 f.write(text)
         return
-    spreads = [spread(mode, args.burst, args.sequential) for mode in ("reuseport", "shared")]
+    spreads = (
+        []
+        if args.no_spread
+        else [spread(mode, args.burst, args.sequential) for mode in ("reuseport", "shared")]
+    )
     for row in spreads:
         print(json.dumps(row), flush=True)
     scales = []
     for _ in range(args.rounds):
         for scenario in args.scenario or ["pipelined", "request-response"]:
-            for workers in (1, 2):
-                row = scaling(workers, scenario, args.duration)
-                print(json.dumps(row), flush=True)
-                scales.append(row)
+            for reactor in args.reactor or REACTORS:
+                for workers in (1, 2):
+                    row = scaling(workers, scenario, args.duration, reactor)
+                    print(json.dumps(row), flush=True)
+                    scales.append(row)
     text = restructuredText(spreads, scales, args.rounds)
     print(text)
     if args.out:

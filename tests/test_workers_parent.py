@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from iocpsvc.cluster import BROADCAST, TO_CONTEXT, firstContextId, packMessage
 from iocpsvc.monitor.pool import PoolSource
-from iocpsvc.workers.parent import WorkerPoolService, _WorkerProcess
+from iocpsvc.workers.parent import WorkerPoolService, _WorkerProcess, reactorName
 from tests.fakeworkers import FakeWorker, clockedPool
 
 
@@ -261,3 +261,25 @@ class WorkerPoolTests(SynchronousTestCase):
         pool.reactor.advance(pool.answerTimeout)
         self.assertEqual(results[0], {"online": 0})
         self.assertIsInstance(results[1], Failure)
+
+
+class ReactorNameTests(SynchronousTestCase):
+    """reactorName: the --reactor a parent gives its workers."""
+
+    def test_uvloop(self) -> None:
+        """The asyncio reactor on a uvloop event loop is named uvloop."""
+        loop = type("Loop", (), {"__module__": "uvloop.Loop"})()
+        reactor = type("AsyncioSelectorReactor", (), {"__module__": "twisted.internet.asyncioreactor"})()
+        reactor._asyncioEventloop = loop
+        self.assertEqual(reactorName(reactor), "uvloop")
+
+    def test_asyncio(self) -> None:
+        """The asyncio reactor on the standard library's loop stays asyncio."""
+        loop = type("Loop", (), {"__module__": "asyncio.unix_events"})()
+        reactor = type("AsyncioSelectorReactor", (), {"__module__": "twisted.internet.asyncioreactor"})()
+        reactor._asyncioEventloop = loop
+        self.assertEqual(reactorName(reactor), "asyncio")
+
+    def test_epoll(self) -> None:
+        reactor = type("EPollReactor", (), {"__module__": "twisted.internet.epollreactor"})()
+        self.assertEqual(reactorName(reactor), "epoll")

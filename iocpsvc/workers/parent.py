@@ -82,7 +82,14 @@ def workersAvailable(reactor: Any) -> str | None:
 
 
 def reactorName(reactor: Any) -> str | None:
-    """The C{twistd -r} name of C{reactor}, if it has one."""
+    """
+    The C{twistd -r} name of C{reactor}, if it has one: "uvloop" for the
+    asyncio reactor on uvloop's event loop (iocpsvc's uvloop reactor), so
+    that workers run on the reactor their parent does.
+    """
+    loop = getattr(reactor, "_asyncioEventloop", None)
+    if loop is not None and type(loop).__module__.startswith("uvloop"):
+        return "uvloop"
     return _REACTOR_NAMES.get(type(reactor).__module__.rsplit(".", 1)[-1])
 
 
