@@ -381,9 +381,9 @@ class _NativeServing:
     backlog: int
 
     def startListening(self) -> None:
-        from iocpsvc.accept import findGate
-
-        self._gate = findGate(self.factory)
+        # Served natively only when the factory is itself the gate
+        # (servesNatively): no wrapper to look past.
+        self._gate = self.factory if IAcceptGate.providedBy(self.factory) else None
         self._loop = eventLoopOf(self.reactor)
         super().startListening()  # type: ignore[misc]
 

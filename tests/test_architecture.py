@@ -33,7 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 1: wire formats, limits, the machine
     ("iocpsvc.codecs", "iocpsvc.limits", "iocpsvc.machine", "iocpsvc.proxyheader"),
     # 2: one connection
-    ("iocpsvc.context", "iocpsvc.proxy"),
+    ("iocpsvc.context", "iocpsvc.proxy", "iocpsvc.native"),
     # 3: what builds on a connection
     ("iocpsvc.accept", "iocpsvc.apps", "iocpsvc.threads", "iocpsvc.config", "iocpsvc.request"),
     # 4: the context factory
