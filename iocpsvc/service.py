@@ -54,11 +54,10 @@ def listenOrRaise(
 
 def describeReactor(reactor: Any) -> str:
     """The reactor's short name: C{epollreactor}, C{asyncioreactor on uvloop}."""
-    name = type(reactor).__module__.rsplit(".", 1)[-1]
     loop = getattr(reactor, "_asyncioEventloop", None)
-    if loop is not None:
-        name += " on " + type(loop).__module__.split(".", 1)[0]
-    return name
+    if loop is not None:  # Twisted's asyncio reactor (or iocpsvc's uvloop subclass of it)
+        return "asyncioreactor on " + type(loop).__module__.split(".", 1)[0]
+    return type(reactor).__module__.rsplit(".", 1)[-1]
 
 
 def describeTransports(reactor: Any, ports: list[Any]) -> str:

@@ -14,7 +14,9 @@ import struct
 import subprocess
 import sys
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.internet import defer, protocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from iocpsvc import uvloopreactor
 from tests.netutil import REPO
@@ -96,3 +98,61 @@ class UvloopReactorTests(SynchronousTestCase):
         finally:
             process.terminate()
             process.communicate(timeout=60)
+
+
+# A child that closes its pipes, then exits a moment later: Twisted's reap
+# when the pipes close finds it still running, so only SIGCHLD can tell.
+_EARLY_CLOSER = ["/bin/sh", "-c", "exec 0<&- 1>&- 2>&-; sleep 0.3"]
+
+_REAP_UNDER_UVLOOP = """
+import sys
+from iocpsvc import uvloopreactor
+uvloopreactor.install()
+from twisted.internet import reactor, protocol
+
+class Child(protocol.ProcessProtocol):
+    def processEnded(self, reason):
+        print("ended", flush=True)
+        reactor.stop()
+
+reactor.spawnProcess(Child(), "/bin/sh", EARLY_CLOSER)
+reactor.callLater(20, reactor.stop)
+reactor.run()
+""".replace("EARLY_CLOSER", repr(_EARLY_CLOSER))
+
+
+class ChildProcessTests(TestCase):
+    """
+    Children are reaped on the uvloop reactor, whose loop takes the signal
+    wake-up descriptor Twisted set for SIGCHLD (see L{iocpsvc.uvloopreactor}).
+    """
+
+    timeout = 60
+
+    def test_reapedUnderUvloop(self) -> None:
+        """In a process of its own on the uvloop reactor: the child's end is seen."""
+        requireUvloop()
+        if not os.path.exists("/bin/sh"):
+            raise SkipTest("needs /bin/sh")
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        result = subprocess.run(
+            [sys.executable, "-c", _REAP_UNDER_UVLOOP], capture_output=True, text=True, env=env, timeout=50
+        )
+        self.assertIn("ended", result.stdout, result.stderr[-2000:])
+
+    @defer.inlineCallbacks
+    def test_reapedOnThisReactor(self) -> object:
+        """On whatever reactor the suite runs (CI runs it on uvloop too)."""
+        from twisted.internet import reactor
+
+        if not os.path.exists("/bin/sh"):
+            raise SkipTest("needs /bin/sh")
+        ended: defer.Deferred[BaseException] = defer.Deferred()
+
+        class Child(protocol.ProcessProtocol):
+            def processEnded(self, reason: Failure) -> None:
+                ended.callback(reason.value)
+
+        reactor.spawnProcess(Child(), _EARLY_CLOSER[0], _EARLY_CLOSER)  # type: ignore[attr-defined]
+        value = yield ended
+        self.assertEqual(value.exitCode, 0)
