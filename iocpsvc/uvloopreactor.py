@@ -43,6 +43,8 @@ class UvloopReactor(AsyncioSelectorReactor):
             # instead.  Twisted puts its own back when the reactor stops.
             signal.signal(sigchld, self._childSignal)
             signal.siginterrupt(sigchld, False)
+            # Children that exited while no handler was there (between runs).
+            self.callFromThread(_reapChildren)
 
     def _childSignal(self, signum: int, frame: Any) -> None:
         # A signal handler: only hand the work to the reactor's next turn.
