@@ -44,6 +44,7 @@ those connections are not counted in C{acceptErrors}.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any
 
 from twisted.internet import address as _address
@@ -54,6 +55,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from iocpsvc.interfaces import IAcceptGate
+from iocpsvc.transports import setKeepAlive
 
 _log = Logger(namespace="iocpsvc.native")
 
@@ -275,6 +277,11 @@ class NativeConnection:
     def bufferSize(self, size: int) -> None:
         self._transport.set_write_buffer_limits(high=size, low=0)
 
+    @property
+    def keepAliveInherited(self) -> bool:
+        """Whether this socket took keep-alive from its listening socket (see C{enableKeepAlive})."""
+        return bool(getattr(self._port, "keepAliveInherited", False))
+
     def unsentBytes(self) -> int:
         """Bytes written and not yet taken by the socket (libuv's queue included)."""
         transport = self._transport
@@ -372,7 +379,8 @@ class _NativeServing:
     _server: Any = None
     _starting: Any = None
     _loop: Any = None
-    transportKind = "native"
+    keepAliveInherited = False
+    """Whether accepted sockets take keep-alive from the listening socket."""
 
     # Twisted's port attributes, for the type checker.
     factory: Any
@@ -395,6 +403,7 @@ class _NativeServing:
         import functools
 
         loop = self._loop
+        self._inheritKeepAlive()
         listening = self.socket.dup()
         # The loop listens again on the socket it is given: with the
         # port's backlog, or, for an adopted socket (which has none), the
@@ -407,6 +416,25 @@ class _NativeServing:
             coroutine = loop.create_server(protocolFactory, sock=listening, backlog=backlog)
         task = self._starting = loop.create_task(coroutine)
         task.add_done_callback(self._serving)
+
+    def _inheritKeepAlive(self) -> None:
+        """
+        On Linux an accepted TCP socket takes keep-alive and its timing
+        from the listening socket: set them there, once, rather than on
+        each connection (four system calls and a socket object fewer per
+        connection).
+        """
+        limits = getattr(self.factory, "limits", None)
+        if (
+            limits is None
+            or not limits.keepAlive
+            or not sys.platform.startswith("linux")
+            or self.socket.family not in (socket.AF_INET, socket.AF_INET6)
+        ):
+            return
+        self.keepAliveInherited = setKeepAlive(
+            self.socket, limits.keepAliveIdle, limits.keepAliveInterval, limits.keepAliveCount
+        )
 
     def _serving(self, task: Any) -> None:
         self._starting = None

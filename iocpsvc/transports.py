@@ -16,7 +16,8 @@ ask.
                          Twisted's PROXY-protocol wrapper (haproxy:), without
                          importing it
     setWriteHighWater    the mark past which a transport pauses its producer
-    enableKeepAlive      TCP keep-alive and its probe timing
+    enableKeepAlive, setKeepAlive
+                         TCP keep-alive and its probe timing
     isTlsError, tlsHandshakeDone, describeTlsError
                          what a TLS failure was, for one log line
 
@@ -297,20 +298,37 @@ def enableKeepAlive(transport: Any, idle: int, interval: int, count: int) -> Non
     """
     TCP keep-alive on the socket beneath C{transport}, with the probe
     timing (seconds of silence, seconds between probes, probes) where the
-    platform lets it be set.  Transports that are not TCP are left alone.
+    platform lets it be set.  Transports that are not TCP are left alone,
+    and so are those whose socket took it from its listening socket
+    (C{keepAliveInherited}: L{iocpsvc.native} on Linux).
     """
-    import socket
-
     transport = lowestTransport(transport)
     if getattr(transport, "setTcpKeepAlive", None) is None:
         return  # not a TCP transport
+    if getattr(transport, "keepAliveInherited", False):
+        return
     try:
         # A socket, or an event loop's socket-like object (iocpsvc.native):
         # asked for once, and every option set on it.
         handle = transport.getHandle()
-        handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     except Exception:
         return
+    setKeepAlive(handle, idle, interval, count)
+
+
+def setKeepAlive(handle: Any, idle: int, interval: int, count: int) -> bool:
+    """
+    Turn TCP keep-alive on for the socket (or socket-like object)
+    C{handle}, with its probe timing where the platform has the options.
+
+    @return: whether keep-alive itself could be turned on.
+    """
+    import socket
+
+    try:
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    except Exception:
+        return False
     for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
         constant = getattr(socket, option, None)
         if constant is not None:
@@ -318,6 +336,7 @@ def enableKeepAlive(transport: Any, idle: int, interval: int, count: int) -> Non
                 handle.setsockopt(socket.IPPROTO_TCP, constant, value)
             except OSError:
                 pass
+    return True
 
 
 # -- TLS diagnostics --------------------------------------------------------------

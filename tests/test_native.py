@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 from typing import Any
 
 from twisted.internet import defer, error
@@ -397,6 +398,9 @@ class RealNativeTests(TestCase):
         yield waitUntil(reactor, lambda: bytes(client.received) == frame(b"hello"))
         [context] = list(factory.contexts())
         self.assertIsInstance(context.transport, NativeConnection)
+        if sys.platform.startswith("linux"):
+            # Keep-alive set once on the listening socket, and inherited.
+            self.assertTrue(context.transport.keepAliveInherited)
         self.assertEqual(context.peer, client.transport.getHost())
         self.assertEqual(context.host, client.transport.getPeer())
         self.assertEqual(
