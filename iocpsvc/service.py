@@ -14,6 +14,7 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,6 +51,22 @@ def listenOrRaise(
         del ports[:]
         failures[0].raiseException()
     return gatherResults(waiting)
+
+
+def exitOneLine(option: str, descriptions: list[str], error: CannotListenError) -> SystemExit:
+    """
+    The one-line exit for a listener that cannot listen: the option, the
+    value given (the description whose port failed, when it can be told)
+    and the system's reason, e.g. C{iocpsvc: --port tcp:9983: cannot listen
+    on port 9983: address already in use}.
+    """
+    reason = error.socketError
+    why = getattr(reason, "strerror", None) or str(reason)
+    port = error.port
+    matching = [d for d in descriptions if str(port) in d.split(":")]
+    given = matching[0] if len(matching) == 1 else " / ".join(descriptions)
+    where = f"{error.interface}:{port}" if error.interface else f"port {port}"
+    return SystemExit(f"iocpsvc: {option} {given}: cannot listen on {where}: {str(why).lower()}")
 
 
 def describeReactor(reactor: Any) -> str:
@@ -128,8 +145,20 @@ class SocketServerService(MultiService):
             self._listen()
         super().startService()
 
+    exitOnListenError = False
+    """
+    Set by C{twistd iocpsvc} (L{iocpsvc.tap.makeService}): a listener that
+    cannot listen stops the process with one line naming the option and
+    the value (L{exitOneLine}) instead of a traceback.
+    """
+
     def _listen(self) -> None:
-        self._listening = listenOrRaise(self.endpoints, self.factory, self.ports)
+        try:
+            self._listening = listenOrRaise(self.endpoints, self.factory, self.ports)
+        except CannotListenError as e:
+            if not self.exitOnListenError:
+                raise
+            raise exitOneLine("--port", self.descriptions, e) from None
         self._listening.addCallback(lambda _: self._started())
 
     def _started(self) -> None:

@@ -415,4 +415,14 @@ def makeService(options: Options) -> MultiService:
     """The server the parsed C{options} describe (built by L{iocpsvc.assembly})."""
     from twisted.internet import reactor  # twistd has installed its reactor by now
 
-    return buildService(options.config, reactor)
+    service = buildService(options.config, reactor)
+    # Under twistd a listener that cannot listen is one line, not a traceback.
+    _exitOnListenError(service)
+    return service
+
+
+def _exitOnListenError(service: Any) -> None:
+    if hasattr(service, "exitOnListenError"):
+        service.exitOnListenError = True
+    for child in getattr(service, "services", ()):
+        _exitOnListenError(child)

@@ -25,6 +25,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.error import CannotListenError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
@@ -34,7 +35,7 @@ from iocpsvc.accept import guardedReactor
 from iocpsvc.machine import reactorOrGlobal
 from iocpsvc.monitor.site import MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
-from iocpsvc.service import listenOrRaise
+from iocpsvc.service import exitOneLine, listenOrRaise
 
 DEFAULT_MONITOR = "tcp:9984:interface=127.0.0.1"
 MAX_CONNECTIONS_LISTED = 1000
@@ -292,10 +293,18 @@ class MonitorService(MultiService):
             self._summary.clock = self.reactor
             self._summary.start(self.statsInterval, now=False)
 
+    exitOnListenError = False
+    """Set by C{twistd iocpsvc}: a busy monitor port is one line, not a traceback."""
+
     def _listen(self) -> None:
         if self.ports:
             return
-        listening = listenOrRaise([self.endpoint], self.site, self.ports)
+        try:
+            listening = listenOrRaise([self.endpoint], self.site, self.ports)
+        except CannotListenError as e:
+            if not self.exitOnListenError:
+                raise
+            raise exitOneLine("--monitor", [self.description], e) from None
         listening.addCallback(
             lambda _: _log.info(
                 "iocpsvc monitor on {url} (dashboard), {url}stats.json, {url}metrics, {url}connections.json",
