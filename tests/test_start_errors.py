@@ -6,26 +6,17 @@ traceback; the process exits non-zero.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.netutil import REPO, TWISTD
+from tests.test_plugin import runTwistd as runTwistdCommand
 
 
 def runTwistd(*arguments: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run(
-        [sys.executable, "-c", TWISTD, "-n", "--pidfile=", *arguments],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-    )
+    """C{twistd -n --pidfile= ARGUMENTS} as a subprocess, to its end."""
+    return runTwistdCommand("-n", "--pidfile=", *arguments)
 
 
 class BusyPortTests(SynchronousTestCase):
