@@ -39,7 +39,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import struct
 from typing import Any
 
 from twisted.internet import tcp
@@ -47,7 +46,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from iocpsvc.interfaces import IAcceptGate
-from iocpsvc.transports import abortOrClose, proxyWrapperClass
+from iocpsvc.transports import RESET_LINGER, abortOrClose, proxyWrapperClass
 
 _log = Logger(namespace="iocpsvc.accept")
 
@@ -58,10 +57,6 @@ _TRANSIENT = (errno.ENOBUFS, errno.ENOMEM)
 # accept() errors about one connection only: go on with the next.
 _SKIP = (errno.EPERM, errno.ECONNABORTED, errno.EPROTO)
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
-
-# SO_LINGER on, 0 seconds: close() resets the connection at once, leaving
-# no TIME_WAIT behind on this side (a refusal is not a conversation).
-_RESET = struct.pack("ii", 1, 0)
 
 
 def findGate(factory: Any) -> Any:
@@ -132,7 +127,7 @@ RESERVE = DescriptorReserve()
 def closeNow(skt: socket.socket) -> None:
     """Close an accepted socket at once, with a reset."""
     try:
-        skt.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
     except OSError:
         pass
     skt.close()
@@ -284,7 +279,7 @@ class GuardedReactor:
             from iocpsvc import native
 
             if native.servesNatively(factory):
-                return native.nativeUNIXPort() if unixSocket else native.nativeTCPPort()
+                return native.nativeUNIXPort() if unixSocket else native.NativeTCPPort
         return _guardedUNIXPort() if unixSocket else GuardedTCPPort
 
     def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:

@@ -50,19 +50,15 @@ from typing import Any
 from twisted.internet import address as _address
 from twisted.internet import error, tcp
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from iocpsvc.interfaces import IAcceptGate
-from iocpsvc.transports import setKeepAlive
+from iocpsvc.transports import RESET_LINGER, setKeepAlive
 
 _log = Logger(namespace="iocpsvc.native")
-
-# SO_LINGER on, 0 seconds: a refused connection is reset, not kept in TIME_WAIT.
-_RESET = (1, 0)
-
-_DONE = Failure(error.ConnectionDone())
 
 
 def eventLoopOf(reactor: Any) -> Any:
@@ -177,7 +173,7 @@ class NativeConnection:
         if self._aborted:
             reason = Failure(error.ConnectionAborted())
         elif exc is None:
-            reason = _DONE
+            reason = connectionDone
         else:
             reason = Failure(error.ConnectionLost(str(exc) or type(exc).__name__))
         if producer is not None:
@@ -211,7 +207,7 @@ class NativeConnection:
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _lingerReset())
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
             except OSError:
                 pass
         transport.abort()
@@ -255,7 +251,7 @@ class NativeConnection:
     def getHost(self) -> Any:
         host = self._host
         if host is None:
-            host = self._host = self._port._hostAddress(self._transport.get_extra_info("sockname"))
+            host = self._host = self._port._peerAddress(self._transport.get_extra_info("sockname"))
         return host
 
     def getHandle(self) -> Any:
@@ -361,12 +357,6 @@ class NativeConnection:
         return f"<NativeConnection peer={self.getPeer()}>"
 
 
-def _lingerReset() -> bytes:
-    import struct
-
-    return struct.pack("ii", *_RESET)
-
-
 class _NativeServing:
     """
     Mixed into Twisted's TCP and UNIX port classes: the socket Twisted's
@@ -467,17 +457,9 @@ class _NativeServing:
             name = (host, *name[1:])
         return self._buildAddr(name)  # type: ignore[attr-defined]
 
-    def _hostAddress(self, name: Any) -> Any:
-        return self._peerAddress(name)
-
 
 class NativeTCPPort(_NativeServing, tcp.Port):
     """Twisted's TCP port, served by the asyncio event loop's own server."""
-
-
-def nativeTCPPort() -> type:
-    """Twisted's TCP port, served by the event loop (see the module docstring)."""
-    return NativeTCPPort
 
 
 def nativeUNIXPort() -> type:
@@ -490,9 +472,6 @@ def nativeUNIXPort() -> type:
             """Twisted's UNIX-socket port, served by the asyncio event loop's own server."""
 
             def _peerAddress(self, name: Any) -> Any:
-                return _address.UNIXAddress(name or None)
-
-            def _hostAddress(self, name: Any) -> Any:
                 return _address.UNIXAddress(name or None)
 
         _NativeUNIXPort = NativeUNIXPort

@@ -25,6 +25,7 @@ from iocpsvc.addresses import describeAddress, withDefaultBacklog
 from iocpsvc.apps import BUILTIN_CONTEXTS
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.machine import reactorOrGlobal
+from iocpsvc.native import eventLoopOf, loopName
 
 _log = Logger(namespace="iocpsvc.service")
 
@@ -71,9 +72,9 @@ def exitOneLine(option: str, descriptions: list[str], error: CannotListenError) 
 
 def describeReactor(reactor: Any) -> str:
     """The reactor's short name: C{epollreactor}, C{asyncioreactor on uvloop}."""
-    loop = getattr(reactor, "_asyncioEventloop", None)
+    loop = eventLoopOf(reactor)
     if loop is not None:  # Twisted's asyncio reactor (or iocpsvc's uvloop subclass of it)
-        return "asyncioreactor on " + type(loop).__module__.split(".", 1)[0]
+        return "asyncioreactor on " + loopName(loop)
     return type(reactor).__module__.rsplit(".", 1)[-1]
 
 
@@ -83,7 +84,7 @@ def describeTransports(reactor: Any, ports: list[Any]) -> str:
     asyncio reactor (where a listener takes the event loop's own transports
     or Twisted's), and nothing on other reactors (always Twisted's).
     """
-    if getattr(reactor, "_asyncioEventloop", None) is None:
+    if eventLoopOf(reactor) is None:
         return ""
     kinds = [getattr(port, "describeTransport", "Twisted") for port in ports]
     if len(set(kinds)) <= 1:

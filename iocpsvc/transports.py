@@ -43,6 +43,7 @@ Over plain TCP only the TCP transport's buffer is there.
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -229,6 +230,14 @@ def writingTransport(transport: Any) -> Any:
     I/O's writer (which keeps its writing end apart), else C{transport}.
     """
     return getattr(transport, "_writer", transport)
+
+
+RESET_LINGER = struct.pack("ii", 1, 0)
+"""
+SO_LINGER on, 0 seconds: closing the socket resets the connection at once,
+leaving no TIME_WAIT on this side (a refusal at accept is not a
+conversation).
+"""
 
 
 def abortOrClose(transport: Any) -> None:

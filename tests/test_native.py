@@ -116,8 +116,6 @@ class FakePort:
     def _peerAddress(self, name: Any) -> Any:
         return IPv4Address("TCP", *name)
 
-    _hostAddress = _peerAddress
-
 
 class Producer:
     def __init__(self) -> None:

@@ -38,6 +38,7 @@ from iocpsvc.counters import FIGURES
 from iocpsvc.interfaces import IWorkerPool
 from iocpsvc.logs import RateLimitedLog, Reminders
 from iocpsvc.machine import reactorOrGlobal
+from iocpsvc.native import eventLoopOf, loopName
 from iocpsvc.transports import unsentBytes
 from iocpsvc.workers.channel import ControlChannel
 from iocpsvc.workers.handover import (
@@ -87,8 +88,8 @@ def reactorName(reactor: Any) -> str | None:
     asyncio reactor on uvloop's event loop (iocpsvc's uvloop reactor), so
     that workers run on the reactor their parent does.
     """
-    loop = getattr(reactor, "_asyncioEventloop", None)
-    if loop is not None and type(loop).__module__.startswith("uvloop"):
+    loop = eventLoopOf(reactor)
+    if loop is not None and loopName(loop) == "uvloop":
         return "uvloop"
     return _REACTOR_NAMES.get(type(reactor).__module__.rsplit(".", 1)[-1])
 
