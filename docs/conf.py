@@ -6,16 +6,23 @@ Sphinx itself is needed: no extension imports iocpsvc or Twisted, so the
 pages build on a machine where neither is installed.
 """
 
-import configparser
+import ast
 import os
 
-_setup = configparser.ConfigParser(interpolation=None)
-_setup.read(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "setup.cfg"))
+# The version's one source is iocpsvc/_version.py; read, not imported.
+_versionFile = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "iocpsvc", "_version.py")
+with open(_versionFile, encoding="utf-8") as _f:
+    _versionTree = ast.parse(_f.read())
 
 project = "iocpsvc"
 author = "the iocpsvc contributors"
 copyright = "the iocpsvc contributors"
-release = _setup.get("metadata", "version", fallback="")
+release = next(
+    node.value.value
+    for node in _versionTree.body
+    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "__version__"
+    and isinstance(node.value, ast.Constant)
+)
 version = release
 
 extensions = []

@@ -15,6 +15,7 @@ TIocpDecoder/TIocpEncoder L{iocpsvc.interfaces.IDecoder} / L{IEncoder}
 import importlib
 from typing import Any
 
+from iocpsvc._version import __version__ as __version__
 from iocpsvc.codecs import Codec, parseCodecSpec
 from iocpsvc.context import ConnectionContext
 from iocpsvc.errors import (
@@ -40,8 +41,6 @@ from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.interfaces import ICodecPlugin, IContextHost, IDecoder, IEncoder, IObjectDecoder
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
-
-__version__ = "0.1.0"
 
 # Loaded on first use, so that a server pays only for what it uses (the
 # client side, the test helpers, the thread pool, twisted.web).
