@@ -34,6 +34,7 @@ from iocpsvc.cluster import (
     nodeOfContext,
     packMessage,
     randomNodeId,
+    redactURL,
     unpackMessage,
 )
 from iocpsvc.cluster.redis import RedisBus, parseRedisURL
@@ -537,3 +538,20 @@ class ClusterMonitorTests(SynchronousTestCase):
         factory = ConnectionContextFactory(RelayContext, reactor=Clock())
         self.assertNotIn("cluster", collect(factory))
         self.assertEqual(self.metrics(factory), {})
+
+
+class RedactURLTests(SynchronousTestCase):
+    """L{redactURL} hides a URL's password and keeps the rest."""
+
+    def test_noPassword(self) -> None:
+        self.assertEqual(redactURL("redis://cache:6379/2?prefix=a"), "redis://cache:6379/2?prefix=a")
+        self.assertEqual(redactURL("redis://app@cache"), "redis://app@cache")
+
+    def test_password(self) -> None:
+        self.assertEqual(
+            redactURL("redis://app:s%40cret@cache:1/2?prefix=a"), "redis://app:***@cache:1/2?prefix=a"
+        )
+        self.assertEqual(redactURL("rediss://:secret@[::1]:6380"), "rediss://:***@[::1]:6380")
+
+    def test_unparsable(self) -> None:
+        self.assertEqual(redactURL("redis://app:secret@[broken"), "redis://***@[broken")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 import struct
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 NODE_SHIFT = 32
 """Bits of a context id below its node id."""
@@ -116,3 +117,21 @@ def deliver(receiver: Any, nodeId: int, message: bytes) -> bool:
         return False
     receiver.deliverTo(contextId, payload)
     return True
+
+
+def redactURL(url: str) -> str:
+    """
+    C{url} fit for a log line or a page: a password in it becomes C{***}
+    (C{rediss://app:***@cache:6380/2}); the rest is kept.  A URL that does
+    not parse is returned with everything before its last C{@} cut.
+    """
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}" if "@" in rest else url
