@@ -49,6 +49,30 @@ def listenerKind(description: str) -> str:
     return fields[1] if fields[0] == "haproxy" and len(fields) > 1 else fields[0]
 
 
+def splitDescription(description: str) -> list[str]:
+    """
+    The colon-separated fields of an endpoint description, with Twisted's
+    escapes undone: C{unix:/tmp/a\\:b:mode=600} is C{["unix", "/tmp/a:b",
+    "mode=600"]}.
+    """
+    fields: list[str] = []
+    current: list[str] = []
+    escaped = False
+    for char in description:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    fields.append("".join(current))
+    return fields
+
+
 def withDefaultBacklog(description: str, backlog: int | None = None) -> str:
     """
     Add C{:backlog=N} to a C{tcp:}, C{tcp6:}, C{ssl:} or C{tls:} description

@@ -33,12 +33,15 @@ class ChatContext(ConnectionContext):
     line shows each user's id).  In a cluster (C{--cluster}) the room spans
     every node, and C{/msg} reaches users on any node.
 
-    Its own codec is C{line+text} (used unless C{--codec} says otherwise).
+    Its own codec is C{line+text} (used unless C{--codec} says otherwise);
+    any framer followed by C{+text} works (C{length+text}); a framer alone
+    is completed with C{+text} at start.
     """
 
     __slots__ = ("nick",)
 
     defaultCodec = "line+text"
+    objectType = str  # it writes text, and reads lines as text
 
     def connectionMade(self) -> None:
         self.nick = f"user{self.contextId}"

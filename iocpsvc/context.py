@@ -177,6 +177,16 @@ class ConnectionContext(Protocol):
     C{None} until the context is bound.
     """
 
+    objectType: type | None = None
+    """
+    The kind of object this context writes and expects to receive, e.g.
+    C{str} for a context that works in text; C{None} (the default) for one
+    that takes whatever its codec carries.  C{twistd iocpsvc} checks it
+    against the codec at start (L{iocpsvc.codecs.agreeWithContext}): a
+    framer alone, which carries bytes, is completed with C{+text} for a
+    C{str} context; any other mismatch is refused with one line.
+    """
+
     pauseReadingWhenWriteBlocked = True
     """
     Whether reading (and dispatch) stops while more than the high water

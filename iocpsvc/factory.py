@@ -220,7 +220,8 @@ class ConnectionContextFactory(ServerFactory):
         decoder = self._newDecoder()
         hotPath = accel.describeHotPath(decoder, self._encoder)
         if self.codec is not None:
-            return f"{self.codec.spec} (max frame {self.codec.maxFrameLength} bytes; {hotPath})"
+            note = f"{self.codec.note}; " if self.codec.note else ""
+            return f"{self.codec.spec} ({note}max frame {self.codec.maxFrameLength} bytes; {hotPath})"
         return (
             f"decoder {type(decoder).__name__} (max frame "
             f"{getattr(decoder, 'maxFrameLength', '?')} bytes), "

@@ -54,20 +54,27 @@ def listenOrRaise(
     return gatherResults(waiting)
 
 
-def exitOneLine(option: str, descriptions: list[str], error: CannotListenError) -> SystemExit:
+def exitOneLine(option: str, descriptions: list[str], error: BaseException) -> SystemExit:
     """
     The one-line exit for a listener that cannot listen: the option, the
     value given (the description whose port failed, when it can be told)
-    and the system's reason, e.g. C{iocpsvc: --port tcp:9983: cannot listen
-    on port 9983: address already in use}.
+    and the system's reason, e.g. C{iocpsvc: --listen tcp:9983: cannot
+    listen on port 9983: address already in use}.
+
+    @param error: a L{CannotListenError}, or what else a listener raised
+        when it started (an C{OSError} of a UNIX socket's lock file, say).
     """
-    reason = error.socketError
-    why = getattr(reason, "strerror", None) or str(reason)
-    port = error.port
-    matching = [d for d in descriptions if str(port) in d.split(":")]
+    if isinstance(error, CannotListenError):
+        reason = error.socketError
+        port = error.port
+        matching = [d for d in descriptions if str(port) in d.split(":")]
+        where = f"{error.interface}:{port}" if error.interface else f"port {port}"
+    else:
+        reason, matching, where = error, [], ""
+    why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
     given = matching[0] if len(matching) == 1 else " / ".join(descriptions)
-    where = f"{error.interface}:{port}" if error.interface else f"port {port}"
-    return SystemExit(f"iocpsvc: {option} {given}: cannot listen on {where}: {str(why).lower()}")
+    on = f" on {where}" if where else ""
+    return SystemExit(f"iocpsvc: {option} {given}: cannot listen{on}: {str(why).lower()}")
 
 
 def describeReactor(reactor: Any) -> str:
@@ -153,13 +160,16 @@ class SocketServerService(MultiService):
     the value (L{exitOneLine}) instead of a traceback.
     """
 
+    listenOption = "--listen"
+    """The option the listeners were given with, for that line."""
+
     def _listen(self) -> None:
         try:
             self._listening = listenOrRaise(self.endpoints, self.factory, self.ports)
-        except CannotListenError as e:
+        except (CannotListenError, OSError) as e:
             if not self.exitOnListenError:
                 raise
-            raise exitOneLine("--port", self.descriptions, e) from None
+            raise exitOneLine(self.listenOption, self.descriptions, e) from None
         self._listening.addCallback(lambda _: self._started())
 
     def _started(self) -> None:

@@ -8,6 +8,10 @@ that to the assembly (L{iocpsvc.assembly}), which builds the services.
 
 from __future__ import annotations
 
+import os
+import platform
+import re
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -15,16 +19,19 @@ from twisted.application.service import MultiService
 from twisted.internet import endpoints
 from twisted.python import reflect, usage
 
-from iocpsvc.addresses import listenerKind
+import twisted
+from iocpsvc._version import __version__
+from iocpsvc.addresses import listenerKind, parseNetwork, splitDescription
 from iocpsvc.apps import BUILTIN_CONTEXTS
 from iocpsvc.assembly import buildService
-from iocpsvc.cluster import checkNodeId
-from iocpsvc.codecs import availableCodecs, parseCodecSpec
+from iocpsvc.cluster import checkNodeId, redactURL
+from iocpsvc.codecs import agreeWithContext, availableCodecs, parseCodecSpec
 from iocpsvc.config import WORKER_SOCKET_MODES, ServerConfig, parseWorkerOf
 from iocpsvc.context import ConnectionContext
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.limits import ServerLimits
 from iocpsvc.machine import availableCores
+from iocpsvc.transports import describeTlsError
 from iocpsvc.units import parseDuration, parseSize
 
 DEFAULT_PORT = "tcp:9983"
@@ -56,6 +63,61 @@ def resolveContext(name: str) -> type[ConnectionContext]:
     return found
 
 
+# The option groups of --help, in order; every option is in one of them
+# (tests.test_tap checks), except the hidden ones.
+HELP_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Listen", ("listen", "port", "no-keepalive", "proxy-header-timeout")),
+    ("Codec and context", ("codec", "context", "max-frame-length", "codecs")),
+    (
+        "Limits",
+        (
+            "max-connections",
+            "allow",
+            "deny",
+            "idle-timeout",
+            "write-high-water",
+            "max-pending-write",
+            "max-pending-objects",
+            "max-pending-object-bytes",
+            "close-timeout",
+            "shutdown-timeout",
+        ),
+    ),
+    ("Workers", ("workers", "worker-sockets", "worker-timeout")),
+    ("Monitor", ("monitor", "monitor-max-connections", "monitor-timeout", "stats-interval")),
+    ("Cluster", ("cluster", "node-id")),
+    ("Other", ("version", "help")),
+)
+
+HIDDEN_OPTIONS = ("worker-of",)
+"""Options set by iocpsvc itself (the parent for its workers), not in --help."""
+
+# What each option's value is, in --help (--listen=DESC).
+_METAVARS = {
+    "listen": "DESC",
+    "port": "DESC",
+    "codec": "SPEC",
+    "context": "NAME",
+    "monitor": "DESC",
+    "cluster": "URL",
+    "allow": "CIDR",
+    "deny": "CIDR",
+    "worker-sockets": "MODE",
+    "workers": "N",
+    "node-id": "ID",
+}
+_SIZES = ("max-frame-length", "write-high-water", "max-pending-write", "max-pending-object-bytes")
+_DURATIONS = (
+    "shutdown-timeout",
+    "idle-timeout",
+    "monitor-timeout",
+    "stats-interval",
+    "close-timeout",
+    "proxy-header-timeout",
+    "worker-timeout",
+)
+
+
 class Options(usage.Options):
     """Options of C{twistd iocpsvc}."""
 
@@ -64,19 +126,18 @@ class Options(usage.Options):
         "Run an IOCP-style socket server: each connection gets a context, a "
         "decoder splits the stream into objects, an encoder turns replies "
         "back into bytes.  With no options: an echo server on tcp:9983 with "
-        "the length codec (4-byte big-endian length prefix)."
+        "the length codec (4-byte big-endian length prefix).  Sizes take "
+        "units (65536, 64KiB, 1MiB), durations too (30, 1.5s, 250ms, 5m, 1h)."
     )
 
-    # Durations take units (30, 1.5s, 250ms, 5m, 1h); sizes too (65536, 64KiB, 1MiB).
     optParameters: list[list[Any]] = [
         [
             "codec",
             "c",
             None,
-            "Codec spec: a framer and optional object codecs joined by '+', "
-            "e.g. length, length:size=2:order=little+json, line:max=8192+text, "
-            "netstring, fixed:size=16, diocp, hpsocket:flag=0x155 "
-            "[default: length, or the context's own].",
+            "A framer and optional object codecs joined by '+', e.g. length, "
+            "length:size=2:order=little+json, line:max=8192+text, netstring, fixed:size=16, "
+            "diocp, hpsocket:flag=0x155; --codecs lists them [default: length, or the context's own].",
         ],
         [
             "context",
@@ -88,15 +149,14 @@ class Options(usage.Options):
             "max-frame-length",
             None,
             None,
-            "Largest frame accepted, e.g. 65536, 64KiB, 1MiB; a codec spec's "
-            "own max= wins [default: the codec's own: 1MiB for length, line, "
-            "netstring; 10MiB diocp; 256KiB hpsocket].",
+            "Largest frame accepted; a codec spec's own max= wins [default: the codec's own: "
+            "1MiB for length, line, netstring; 10MiB diocp; 256KiB hpsocket].",
         ],
         [
             "shutdown-timeout",
             None,
-            "10",
-            "Seconds to let connections flush on stop before aborting them.",
+            "10s",
+            "How long connections may flush on stop before they are aborted.",
         ],
         [
             "max-connections",
@@ -108,14 +168,14 @@ class Options(usage.Options):
         [
             "idle-timeout",
             None,
-            "300",
-            "Close a connection that has received nothing for this many seconds (0 = off).",
+            "5m",
+            "Close a connection that has received nothing for this long (0 = off).",
         ],
         [
             "write-high-water",
             None,
             "64KiB",
-            "Stop reading from a client while more than this is waiting to be sent to it.",
+            "Stop reading from a client while more than this waits to be sent to it.",
         ],
         [
             "max-pending-write",
@@ -153,27 +213,27 @@ class Options(usage.Options):
         [
             "monitor-timeout",
             None,
-            "10",
-            "Seconds a monitor request may take to arrive in whole; slower ones are closed.",
+            "10s",
+            "How long a monitor request may take to arrive in whole; slower ones are closed.",
         ],
         [
             "stats-interval",
             None,
-            "60",
-            "Log a one-line stats summary every this many seconds (0 = off).",
+            "1m",
+            "Log a one-line stats summary this often (0 = off).",
         ],
         [
             "close-timeout",
             None,
-            "10",
-            "Abort a closing connection that has not sent what it owes after this many seconds.",
+            "10s",
+            "Abort a closing connection that has not sent what it owes after this long.",
         ],
         [
             "proxy-header-timeout",
             None,
-            "10",
+            "10s",
             "Behind haproxy: close a connection that has not sent its PROXY header after "
-            "this many seconds (0 = the idle timeout applies).",
+            "this long (0 = the idle timeout applies).",
         ],
         [
             "workers",
@@ -199,8 +259,8 @@ class Options(usage.Options):
         [
             "worker-timeout",
             None,
-            "30",
-            "Kill and replace a worker that has not answered its parent for this many seconds (0 = never).",
+            "30s",
+            "Kill and replace a worker that has not answered its parent for this long (0 = never).",
         ],
         [
             "worker-of",
@@ -223,9 +283,11 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        self["port"] = []
+        self["listen"] = []
         self["allow"] = []
         self["deny"] = []
+        # Which option gave each listener, to name it in error messages.
+        self.listenOptions: dict[str, str] = {}
 
     def opt_allow(self, network: str) -> None:
         """
@@ -252,13 +314,20 @@ class Options(usage.Options):
                 raise
             raise SystemExit(f"twistd iocpsvc: {e}") from None
 
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on this endpoint (a Twisted endpoint description, e.g.
+        tcp:9983:interface=127.0.0.1, tcp6:9983, ssl:9993:privateKey=KEY:certKey=CERT,
+        unix:/run/app.sock, systemd:domain=INET:index=0, haproxy:tcp:9983); repeatable
+        [default: tcp:9983].
+        """
+        self["listen"].append(description)
+        self.listenOptions.setdefault(description, "--listen")
+
     def opt_port(self, description: str) -> None:
-        """
-        Listen on this endpoint (Twisted endpoint description, e.g.
-        tcp:9983:interface=127.0.0.1, ssl:..., unix:..., systemd:...);
-        repeatable [default: tcp:9983].
-        """
-        self["port"].append(description)
+        """The same as --listen (the older name, kept)."""
+        self["listen"].append(description)
+        self.listenOptions.setdefault(description, "--port")
 
     opt_p = opt_port
 
@@ -269,36 +338,61 @@ class Options(usage.Options):
             print(f"{name:12} {plugin.kind:7} {plugin.description}  [{params}]")
         raise SystemExit(0)
 
+    def opt_version(self) -> None:
+        """Print iocpsvc's version (and Twisted's and Python's) and exit."""
+        print(f"iocpsvc {__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})")
+        raise SystemExit(0)
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The options grouped by concern (L{HELP_GROUPS}), each with its
+        default, the internal ones left out; then the long description.
+        """
+        width = width or int(os.environ.get("COLUMNS", "80"))
+        shortOf = {long: short for short, long in self.synonyms.items() if len(short) == 1}
+        parameters = {opt[:-1] for opt in self.longOpt if opt.endswith("=")}
+        column = 34
+        docWidth = max(30, width - column)
+        lines = textwrap.wrap(self.longdesc, width)
+        for title, names in HELP_GROUPS:
+            lines.append(f"\n{title}:")
+            for name in names:
+                short = f"-{shortOf[name]}, " if name in shortOf else "    "
+                flag = f"  {short}--{name}"
+                doc = " ".join(str(self.docs.get(name) or "").split())
+                if name in parameters:
+                    flag += "=" + _METAVARS.get(
+                        name, "SIZE" if name in _SIZES else "DURATION" if name in _DURATIONS else "N"
+                    )
+                    default = self.defaults.get(name)
+                    if default is not None and "[default:" not in doc:
+                        doc += f" [default: {default}]"
+                wrapped = textwrap.wrap(doc, docWidth, break_on_hyphens=False) or [""]
+                if len(flag) + 2 > column:  # a long option: its text starts on the next line
+                    lines.append(flag)
+                    flag = ""
+                lines.append(f"{flag:<{column}}{wrapped[0]}")
+                lines.extend(" " * column + more for more in wrapped[1:])
+        return "\n" + "\n".join(lines) + "\n"
+
     def postOptions(self) -> None:
         """Check every option and freeze them into C{self.config} (a L{ServerConfig})."""
         from twisted.internet import reactor  # twistd has chosen the reactor by now
 
-        if not self["port"]:
-            self["port"] = [DEFAULT_PORT]
-        for description in self["port"]:
+        if not self["listen"]:
+            self["listen"] = [DEFAULT_PORT]
+        for description in self["listen"]:
             if description.startswith("systemd:") and self["worker-of"] is not None:
                 continue  # a worker gets its parent's socket, not systemd's
-            try:
-                endpoints.serverFromString(reactor, description)
-            except Exception as e:
-                if description.startswith("systemd:"):
-                    # Twisted reads (and clears) LISTEN_FDS when it loads:
-                    # no socket at that index means no socket activation.
-                    raise usage.UsageError(
-                        f"--port {description!r}: no such socket from systemd ({e}); systemd "
-                        f"endpoints need socket activation: start through a systemd .socket unit"
-                    ) from None
-                raise usage.UsageError(f"--port {description!r}: {e}") from None
+            option = self.listenOptions.get(description, "--listen")
+            problem = endpointProblem(reactor, description)
+            if problem is not None:
+                raise usage.UsageError(f"{option} {description!r}: {problem}")
 
         contextClass = resolveContext(self["context"])
         maxFrameLength = None
         if self["max-frame-length"] is not None:
-            try:
-                maxFrameLength = parseSize(self["max-frame-length"])
-            except ValueError as e:
-                raise usage.UsageError(f"--max-frame-length: {e}") from None
-            if maxFrameLength <= 0:
-                raise usage.UsageError("--max-frame-length must be > 0")
+            maxFrameLength = _number(self, "max-frame-length", parseSize, minimum=1)
         spec = self["codec"] or getattr(contextClass, "defaultCodec", None) or DEFAULT_CODEC
         try:
             codec = parseCodecSpec(spec, maxFrameLength)
@@ -309,22 +403,28 @@ class Options(usage.Options):
                 f"--max-frame-length: the context {self['context']} brings its own codec "
                 f"({spec.spec}); set its limit there"
             )
+        try:
+            codec = agreeWithContext(codec, contextClass, self["context"], maxFrameLength)
+        except CodecSpecError as e:
+            raise usage.UsageError(f"--codec {codec.spec!r}: {e}") from None
 
         monitor: str | None = self["monitor"]
         if monitor is not None and monitor.strip().lower() == "none":
             monitor = None
         elif monitor is not None:
-            try:
-                endpoints.serverFromString(reactor, monitor)
-            except Exception as e:
-                raise usage.UsageError(f"--monitor {monitor!r}: {e}") from None
+            problem = endpointProblem(reactor, monitor)
+            if problem is not None:
+                raise usage.UsageError(f"--monitor {monitor!r}: {problem}")
 
         if self["workers"].strip().lower() == "auto":
             workerCount = availableCores()
         else:
             workerCount = _number(self, "workers", int, minimum=1)
         if self["worker-sockets"] not in (None, *WORKER_SOCKET_MODES):
-            raise usage.UsageError(f"--worker-sockets must be one of {', '.join(WORKER_SOCKET_MODES)}")
+            raise usage.UsageError(
+                f"--worker-sockets {self['worker-sockets']!r}: must be one of "
+                f"{', '.join(WORKER_SOCKET_MODES)}"
+            )
         workerOf = None
         if self["worker-of"] is not None:
             try:
@@ -333,10 +433,11 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--worker-of {self['worker-of']!r}: not set by a parent") from None
             workerOf = (index, nodeOfWorker, tuple(modes))
         if workerCount > 1 and workerOf is None:
-            for description in self["port"]:
+            for description in self["listen"]:
                 if listenerKind(description) not in ("tcp", "tcp6", "ssl", "systemd"):
+                    option = self.listenOptions.get(description, "--listen")
                     raise usage.UsageError(
-                        f"--port {description!r}: worker processes share tcp, tcp6, ssl, haproxy "
+                        f"{option} {description!r}: worker processes share tcp, tcp6, ssl, haproxy "
                         f"and systemd listeners only"
                     )
         nodeId = None
@@ -351,10 +452,19 @@ class Options(usage.Options):
             try:
                 parseRedisURL(self["cluster"])
             except ValueError as e:
-                raise usage.UsageError(f"--cluster {self['cluster']!r}: {e}") from None
+                raise usage.UsageError(f"--cluster {redactURL(self['cluster'])!r}: {e}") from None
+        for option in ("allow", "deny"):
+            for network in self[option]:
+                try:
+                    parseNetwork(network)
+                except ValueError:
+                    raise usage.UsageError(
+                        f"--{option} {network!r}: not an IP address or CIDR network "
+                        f"(e.g. 10.0.0.0/8, 192.168.1.7, 2001:db8::/32)"
+                    ) from None
 
         self.config = ServerConfig(
-            ports=tuple(self["port"]),
+            ports=tuple(self["listen"]),
             contextClass=contextClass,
             codec=codec,
             limits=self._limits(),
@@ -404,11 +514,77 @@ def _number(options: Options, name: str, parse: Callable[[str], Any], minimum: f
     raw = options[name]
     try:
         value = parse(raw)
-    except ValueError:
-        raise usage.UsageError(f"--{name}: {raw!r} is not a valid value") from None
+    except ValueError as e:
+        if str(raw).strip().startswith("-"):
+            raise usage.UsageError(f"--{name} {raw!r}: must be at least {minimum:g}") from None
+        reason = "not a whole number" if parse is int else str(e).replace(f"{raw!r} is ", "")
+        raise usage.UsageError(f"--{name} {raw!r}: {reason}") from None
     if value < minimum:
-        raise usage.UsageError(f"--{name} must be at least {minimum:g}")
+        raise usage.UsageError(f"--{name} {raw!r}: must be at least {minimum:g}")
     return value
+
+
+# Endpoint kinds of Twisted itself, and how each is written; plugins (such
+# as haproxy:) add theirs.
+_ENDPOINT_EXAMPLES = {
+    "tcp": "tcp:9983[:interface=127.0.0.1]",
+    "tcp6": "tcp6:9983[:interface=::1]",
+    "ssl": "ssl:9993:privateKey=KEY.pem:certKey=CERT.pem",
+    "unix": "unix:/run/app.sock",
+    "systemd": "systemd:domain=INET:index=0",
+}
+_PORT_KINDS = ("tcp", "tcp6", "ssl")
+_UNKNOWN_PARAMETER = re.compile(r"unexpected keyword argument '([^']*)'")
+
+
+def endpointProblem(reactor: Any, description: str) -> str | None:
+    """
+    What is wrong with a server endpoint description, in words fit for a
+    one-line error, or C{None} if Twisted can build its endpoint.  The
+    common mistakes are told plainly (a port that is not a number from 0
+    to 65535, an unknown kind or parameter, a missing directory or key
+    file); anything else is Twisted's own message.
+    """
+    fields = splitDescription(description)
+    inner = fields[1:] if fields[0] == "haproxy" else fields
+    kind = inner[0] if inner else ""
+    positional = [f for f in inner[1:] if "=" not in f]
+    named = dict(f.split("=", 1) for f in inner[1:] if "=" in f)
+    if kind in _PORT_KINDS:
+        port = named.get("port", positional[0] if positional else None)
+        if port is None:
+            return f"no port (e.g. {_ENDPOINT_EXAMPLES[kind]})"
+        if not port.strip().isdigit() or int(port) > 65535:
+            return f"the port must be a number from 0 to 65535, not {port!r}"
+    if kind == "unix":
+        path = named.get("address", positional[0] if positional else "")
+        if not path:
+            return f"no socket path (e.g. {_ENDPOINT_EXAMPLES['unix']})"
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            return f"no such directory for the socket: {directory}"
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as e:  # Twisted's parsers raise what their arguments make them raise
+        return _endpointError(kind, e)
+    return None
+
+
+def _endpointError(kind: str, error: Exception) -> str:
+    """Twisted's error building an endpoint, as a reason for a person."""
+    text = str(error)
+    unknown = _UNKNOWN_PARAMETER.search(text)
+    if isinstance(error, TypeError) and unknown:
+        return f"unknown parameter {unknown.group(1)!r} for {kind}: endpoints"
+    if text.startswith("Unknown endpoint type"):
+        examples = ", ".join(_ENDPOINT_EXAMPLES.values())
+        return f"unknown endpoint type {kind!r} (examples: {examples}, haproxy:tcp:9983)"
+    if isinstance(error, OSError) and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot read{where}: {error.strerror.lower()}"
+    if type(error).__module__.startswith("OpenSSL"):
+        return f"cannot load the TLS key or certificate: {describeTlsError(error)}"
+    return text or type(error).__name__
 
 
 def makeService(options: Options) -> MultiService:
@@ -416,13 +592,17 @@ def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor  # twistd has installed its reactor by now
 
     service = buildService(options.config, reactor)
-    # Under twistd a listener that cannot listen is one line, not a traceback.
-    _exitOnListenError(service)
+    # Under twistd a listener that cannot listen is one line, not a traceback,
+    # naming the option it was given with.
+    names = set(options.listenOptions.values())
+    _exitOnListenError(service, names.pop() if len(names) == 1 else "--listen")
     return service
 
 
-def _exitOnListenError(service: Any) -> None:
+def _exitOnListenError(service: Any, listenOption: str) -> None:
     if hasattr(service, "exitOnListenError"):
         service.exitOnListenError = True
+        if hasattr(service, "listenOption"):
+            service.listenOption = listenOption
     for child in getattr(service, "services", ()):
-        _exitOnListenError(child)
+        _exitOnListenError(child, listenOption)

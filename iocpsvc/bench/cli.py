@@ -27,17 +27,26 @@ from iocpsvc.bench.settings import DEFAULT_HOST, DEFAULT_PORT, LoadSettings
 from iocpsvc.codecs import parseSize
 from iocpsvc.limits import RESERVED_FILES
 from iocpsvc.machine import raiseOpenFilesLimit
+from iocpsvc.units import parseDuration
 
 
-def _positiveFloat(text: str) -> float:
-    value = float(text)
+def _positiveDuration(text: str) -> float:
+    """Seconds, with or without a unit (C{10}, C{1.5s}, C{500ms}, C{2m})."""
+    try:
+        value = parseDuration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
     return value
 
 
-def _nonNegativeFloat(text: str) -> float:
-    value = float(text)
+def _nonNegativeDuration(text: str) -> float:
+    """Seconds, with or without a unit; 0 allowed."""
+    try:
+        value = parseDuration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
     return value
@@ -95,11 +104,17 @@ def makeParser() -> argparse.ArgumentParser:
         default="length",
         help="the framing codec spec, as the server's --codec (default %(default)s)",
     )
-    add("-d", "--duration", type=_positiveFloat, default=10.0, help="seconds measured (default %(default)s)")
+    add(
+        "-d",
+        "--duration",
+        type=_positiveDuration,
+        default=10.0,
+        help="how long to measure: seconds or with a unit (10, 1.5s, 2m) (default %(default)s)",
+    )
     add(
         "-w",
         "--warmup",
-        type=_nonNegativeFloat,
+        type=_nonNegativeDuration,
         default=1.0,
         help="seconds before measuring, not counted (default %(default)s)",
     )
@@ -118,17 +133,17 @@ def makeParser() -> argparse.ArgumentParser:
     )
     add(
         "--connect-timeout",
-        type=_positiveFloat,
+        type=_positiveDuration,
         default=30.0,
         help="seconds to open every connection (default %(default)s)",
     )
     add(
         "--drain-timeout",
-        type=_nonNegativeFloat,
+        type=_nonNegativeDuration,
         default=5.0,
         help="seconds to wait for outstanding echoes at the end (default %(default)s)",
     )
-    add("--progress-interval", type=_positiveFloat, default=1.0, help=argparse.SUPPRESS)
+    add("--progress-interval", type=_positiveDuration, default=1.0, help=argparse.SUPPRESS)
     add("--json", action="store_true", help="print the result as one JSON object")
     add("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     # A load process of --processes (see bench/child.py; the options keep their old names).

@@ -217,6 +217,11 @@ class Codec:
     @ivar names: the stage names, framer first.
     @ivar encoder: the shared L{IEncoder}.
     @ivar maxFrameLength: the framer's maximum frame length.
+    @ivar objectType: what the chain hands to the context and takes from
+        it: C{bytes} (a framer alone), C{str} (C{+text}), C{object} (any
+        value, C{+json}), or C{None} when its last stage does not say.
+    @ivar note: how the spec was changed to suit the context
+        (L{agreeWithContext}), for the start log; C{None} if it was not.
     """
 
     def __init__(
@@ -225,6 +230,7 @@ class Codec:
         names: list[str],
         decoderFactory: Callable[[], Any],
         encoder: Any,
+        objectType: type | None = None,
     ) -> None:
         """
         Build a codec directly (spec strings are parsed by
@@ -237,6 +243,8 @@ class Codec:
         self.newDecoder = sharedIfStateless(decoderFactory)
         self.encoder = encoder
         self.maxFrameLength: int = self.newDecoder().maxFrameLength
+        self.objectType = objectType
+        self.note: str | None = None
 
     def __repr__(self) -> str:
         return f"<Codec {self.spec}>"
@@ -296,12 +304,13 @@ def parseCodecSpec(spec: str | Codec, defaultMaxFrameLength: int | None = None) 
         except ValueError as e:
             raise CodecSpecError(f"{name}: {e}") from None
         names.append(name)
+        objectType = getattr(plugin, "objectType", bytes if plugin.kind == "framer" else None)
 
     framerDecoderFactory, framerEncoder = built[0]
     if len(built) == 1:
         # No object stages: the framer's own decoder and encoder, unwrapped,
         # so the hot path pays for no chain.
-        return Codec(spec, names, framerDecoderFactory, IEncoder(framerEncoder))
+        return Codec(spec, names, framerDecoderFactory, IEncoder(framerEncoder), objectType)
     stageDecoders = [decoder for decoder, _ in built[1:]]
     stageEncoders = [encoder for _, encoder in built[1:]]
     encoder = ChainEncoder(framerEncoder, stageEncoders)
@@ -309,11 +318,53 @@ def parseCodecSpec(spec: str | Codec, defaultMaxFrameLength: int | None = None) 
     def decoderFactory() -> IDecoder:
         return ChainDecoder(framerDecoderFactory(), stageDecoders)
 
-    return Codec(spec, names, decoderFactory, encoder)
+    return Codec(spec, names, decoderFactory, encoder, objectType)
+
+
+def _carries(objectType: type) -> str:
+    """What a codec's objects are, in words."""
+    return {bytes: "bytes", str: "text (str)", object: "any JSON value"}.get(
+        objectType, objectType.__name__
+    )
+
+
+def agreeWithContext(
+    codec: Codec, contextClass: type, contextName: str, defaultMaxFrameLength: int | None = None
+) -> Codec:
+    """
+    The codec to serve C{contextClass} with, given the one asked for.
+
+    A context that declares the objects it writes and reads (its
+    C{objectType}, e.g. C{str} for the chat context) gets a codec that
+    carries them: a framer alone, which carries bytes, is completed with
+    C{+text} for a C{str} context (the returned codec's C{note} says so);
+    a codec that already fits is returned as it is.
+
+    @param contextName: how the context is named in messages (C{chat}).
+    @param defaultMaxFrameLength: as given to L{parseCodecSpec} for C{codec}.
+
+    @raise CodecSpecError: the codec cannot carry the context's objects,
+        saying what would.
+    """
+    wanted = getattr(contextClass, "objectType", None)
+    carried = codec.objectType
+    if wanted is None or carried is None or issubclass(carried, wanted):
+        return codec
+    if wanted is str and carried is bytes and len(codec.names) == 1:
+        completed = parseCodecSpec(f"{codec.spec}+text", defaultMaxFrameLength)
+        completed.note = f"+text added: the {contextName} context works in text"
+        return completed
+    framer = codec.names[0]
+    suggestion = f"; use e.g. {framer}+text" if wanted is str else ""
+    raise CodecSpecError(
+        f"the {contextName} context writes and reads {_carries(wanted)}, and {codec.spec} "
+        f"carries {_carries(carried)}{suggestion}"
+    )
 
 
 __all__ = [
     "Codec",
+    "agreeWithContext",
     "CodecPlugin",
     "CodecSpecError",
     "KiB",

@@ -133,6 +133,9 @@ class CodecPlugin:
     @ivar description: one line for help text.
     @ivar parameters: parameter name -> converter from the spec string.
     @ivar builder: called as C{builder(defaultMaxFrameLength, **params)}.
+    @ivar objectType: what the stage hands to the context and takes from it
+        when it is the last of a chain: C{bytes} for a framer (the default),
+        C{str} for text, C{object} for any value (JSON), C{None} if unknown.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class CodecPlugin:
         description: str,
         parameters: Mapping[str, Callable[[str], Any]],
         builder: Callable[..., tuple[Any, Any]],
+        objectType: type | None = None,
     ) -> None:
         if kind not in ("framer", "object"):
             raise ValueError(f"kind must be 'framer' or 'object', not {kind!r}")
@@ -150,6 +154,7 @@ class CodecPlugin:
         self.description = description
         self.parameters = dict(parameters)
         self.builder = builder
+        self.objectType = bytes if objectType is None and kind == "framer" else objectType
 
     def build(self, defaultMaxFrameLength: int | None, **params: Any) -> tuple[Any, Any]:
         return self.builder(defaultMaxFrameLength, **params)

@@ -395,4 +395,5 @@ plugin = CodecPlugin(
     description="frames as compact UTF-8 JSON documents",
     parameters={},
     builder=_build,
+    objectType=object,  # any JSON value: objects, arrays, strings, numbers
 )

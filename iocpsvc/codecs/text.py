@@ -136,4 +136,5 @@ plugin = CodecPlugin(
     description="frames as str in a text encoding (encoding=utf-8 by default)",
     parameters={"encoding": parseEncoding},
     builder=_build,
+    objectType=str,
 )

@@ -23,7 +23,7 @@ from typing import Any
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.error import CannotListenError, ProcessExitedAlready
 from twisted.internet.interfaces import IReactorSocket
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import LoopingCall
@@ -39,6 +39,7 @@ from iocpsvc.interfaces import IWorkerPool
 from iocpsvc.logs import RateLimitedLog, Reminders
 from iocpsvc.machine import reactorOrGlobal
 from iocpsvc.native import eventLoopOf, loopName
+from iocpsvc.service import exitOneLine
 from iocpsvc.transports import unsentBytes
 from iocpsvc.workers.channel import ControlChannel
 from iocpsvc.workers.handover import (
@@ -220,10 +221,24 @@ class WorkerPoolService(MultiService):
         super().privilegedStartService()
         self._openSockets()
 
+    exitOnListenError = False
+    """
+    Set by C{twistd iocpsvc}: a socket that cannot be opened stops the
+    process with one line (L{iocpsvc.service.exitOneLine}), not a traceback.
+    """
+
+    listenOption = "--listen"
+    """The option the listeners were given with, for that line."""
+
     def _openSockets(self) -> None:
         if self._opener is not None:
             return
-        self._opener = openListeningSockets(self.reactor, self.descriptions, self.mode, self.count)
+        try:
+            self._opener = openListeningSockets(self.reactor, self.descriptions, self.mode, self.count)
+        except (CannotListenError, OSError) as e:
+            if not self.exitOnListenError:
+                raise
+            raise exitOneLine(self.listenOption, self.descriptions, e) from None
         self._addressText = ", ".join(describeAddress(address) for address in self.addresses)
         _log.info(
             "iocpsvc: sockets open on {addresses}; starting {count} worker processes ({mode})",
