@@ -487,17 +487,22 @@ class Options(usage.Options):
         maxConnections = None
         if self["max-connections"] is not None:
             maxConnections = _number(self, "max-connections", int, minimum=1)
+        writeHighWater = _number(self, "write-high-water", parseSize, minimum=1)
+        maxPendingWrite = None
+        if self["max-pending-write"] is not None:
+            maxPendingWrite = _number(self, "max-pending-write", parseSize, minimum=1)
+            if maxPendingWrite < writeHighWater:
+                raise usage.UsageError(
+                    f"--max-pending-write {self['max-pending-write']!r}: must be at least "
+                    f"--write-high-water ({self['write-high-water']})"
+                )
         try:
             return ServerLimits(
                 maxConnections=maxConnections,
                 idleTimeout=_number(self, "idle-timeout", parseDuration, minimum=0),
                 keepAlive=not self["no-keepalive"],
-                writeHighWater=_number(self, "write-high-water", parseSize, minimum=1),
-                maxPendingWrite=(
-                    None
-                    if self["max-pending-write"] is None
-                    else _number(self, "max-pending-write", parseSize, minimum=1)
-                ),
+                writeHighWater=writeHighWater,
+                maxPendingWrite=maxPendingWrite,
                 maxPendingObjects=_number(self, "max-pending-objects", int, minimum=1),
                 maxPendingObjectBytes=_number(self, "max-pending-object-bytes", parseSize, minimum=1),
                 closeTimeout=_number(self, "close-timeout", parseDuration, minimum=0),

@@ -1,16 +1,22 @@
 """
-A listener that cannot listen stops C{twistd iocpsvc} with one line naming
-the option and the value (issue 14, point 1, for busy ports), not a
-traceback; the process exits non-zero.
+Every start failure of C{twistd iocpsvc} is one line naming the option and
+the value, not a traceback, and the process exits non-zero: busy ports and
+duplicate listeners, bad endpoint descriptions, CIDRs, sizes, durations,
+numbers, codecs and contexts, a context and codec that do not agree, and
+the workers' sockets.  Each bad input runs as a real subprocess.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
+import tempfile
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.netutil import REPO, TWISTD
 from tests.test_plugin import runTwistd as runTwistdCommand
 
 
@@ -54,3 +60,74 @@ class BusyPortTests(SynchronousTestCase):
         description = f"tcp:{self.port}:interface=127.0.0.1"
         result = runTwistd("iocpsvc", "--port", description, "--port", description, "--monitor", "none")
         self.assertOneLine(result, f"--port {description}")
+
+
+# (arguments, what the one line must say).  Each runs as its own twistd.
+BAD_INPUTS: list[tuple[list[str], str]] = [
+    (["--listen", "tcp:notaport"], "--listen 'tcp:notaport': the port must be a number from 0 to 65535"),
+    (["--port", "tcp:70000"], "--port 'tcp:70000': the port must be a number from 0 to 65535"),
+    (["--listen", "tcp"], "--listen 'tcp': no port"),
+    (["--listen", "nosuch:1"], "--listen 'nosuch:1': unknown endpoint type 'nosuch'"),
+    (["--listen", "tcp:0:bogus=1"], "--listen 'tcp:0:bogus=1': unknown parameter 'bogus'"),
+    (["--listen", "unix:/nonexistent/dir/iocpsvc.sock"], "no such directory for the socket: /nonexistent"),
+    (["--listen", "ssl:0:privateKey=/nonexistent.pem"], "cannot read /nonexistent.pem: no such file"),
+    (["--listen", "haproxy:tcp:x"], "--listen 'haproxy:tcp:x': the port must be a number"),
+    (["--monitor", "tcp:x"], "--monitor 'tcp:x': the port must be a number"),
+    (["--allow", "300.1.1.1/8"], "--allow '300.1.1.1/8': not an IP address or CIDR network"),
+    (["--deny", "10.0.0.0/33"], "--deny '10.0.0.0/33': not an IP address or CIDR network"),
+    (["--idle-timeout", "5x"], "--idle-timeout '5x': not a duration"),
+    (["--close-timeout", "-1s"], "--close-timeout '-1s': must be at least 0"),
+    (["--write-high-water", "64q"], "--write-high-water '64q': not a size"),
+    (["--max-frame-length", "0"], "--max-frame-length '0': must be at least 1"),
+    (["--max-connections", "1.5"], "--max-connections '1.5': not a whole number"),
+    (["--write-high-water", "2MiB", "--max-pending-write", "1MiB"], "--max-pending-write '1MiB': must be"),
+    (["--workers", "none"], "--workers 'none': not a whole number"),
+    (["--worker-sockets", "every"], "--worker-sockets 'every': must be one of"),
+    (["--codec", "nosuch"], "--codec 'nosuch': unknown codec"),
+    (["--context", "nosuch"], "--context: unknown context 'nosuch'"),
+    (["--context", "chat", "--codec", "length+json"], "the chat context writes and reads text"),
+    (["--cluster", "redis://app:s3cret@cache:port"], "--cluster 'redis://app:***@cache:port'"),
+]
+
+
+class BadInputTests(SynchronousTestCase):
+    """Each bad input: one line naming the option and the value, exit status 1."""
+
+    def test_eachBadInput(self) -> None:
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        running = []
+        with tempfile.TemporaryDirectory() as directory:
+            # All at once: each is a whole twistd start, most of it imports.
+            for arguments, expected in BAD_INPUTS:
+                command = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "iocpsvc", *arguments]
+                process = subprocess.Popen(
+                    command, cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                )
+                running.append((arguments, expected, process))
+            for arguments, expected, process in running:
+                stdout, stderr = process.communicate(timeout=120)
+                output = (stdout + stderr).strip()
+                said = f"{arguments}: {output}"
+                self.assertEqual(process.returncode, 1, said)
+                self.assertEqual(len(output.splitlines()), 1, said)
+                self.assertIn(expected, output, said)
+                self.assertNotIn("s3cret", output)
+
+
+class WorkerSocketTests(SynchronousTestCase):
+    """The workers' parent opens the sockets: a busy port there is one line too."""
+
+    def test_busyPortUnderWorkers(self) -> None:
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        description = f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1"
+        result = runTwistd("iocpsvc", "--workers", "2", "--listen", description, "--monitor", "none")
+        output = result.stdout + result.stderr
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertNotIn("Traceback", output)
+        errors = [line for line in output.splitlines() if "iocpsvc: --" in line]
+        self.assertEqual(len(errors), 1, output)
+        self.assertIn(f"--listen {description}: cannot listen on 127.0.0.1:", errors[0])
+        self.assertIn("address already in use", errors[0])

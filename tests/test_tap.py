@@ -175,7 +175,7 @@ class LimitOptionsTests(SynchronousTestCase):
         for argv, words in [
             (["--max-connections=0"], "max-connections"),
             (["--idle-timeout=soon"], "idle-timeout"),
-            (["--write-high-water=2MiB", "--max-pending-write=1MiB"], "maxPendingWrite"),
+            (["--write-high-water=2MiB", "--max-pending-write=1MiB"], "--max-pending-write '1MiB'"),
             (["--deny=300.1.1.1"], "300.1.1.1"),
         ]:
             with self.assertRaises(UsageError) as caught:
