@@ -6,12 +6,17 @@ errors of bad values.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import tempfile
 
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from iocpsvc.addresses import splitDescription
 from iocpsvc.machine import availableCores
-from iocpsvc.tap import Options
+from iocpsvc.tap import HELP_GROUPS, HIDDEN_OPTIONS, Options, endpointProblem
 
 
 class ServerOptionsTests(SynchronousTestCase):
@@ -246,3 +251,167 @@ class UnitTests(SynchronousTestCase):
 
         error = self.assertRaises(UsageError, Options().parseOptions, ["--idle-timeout", "5 weeks"])
         self.assertIn("--idle-timeout", str(error))
+
+
+class ListenOptionTests(SynchronousTestCase):
+    """--listen, Twisted's name for the endpoint option, and --port/-p, its alias."""
+
+    def test_listenAndPortTogether(self) -> None:
+        options = Options()
+        options.parseOptions(["--listen", "tcp:1", "--port", "tcp:2", "-p", "tcp:3"])
+        self.assertEqual(options.config.ports, ("tcp:1", "tcp:2", "tcp:3"))
+        self.assertEqual(options.listenOptions, {"tcp:1": "--listen", "tcp:2": "--port", "tcp:3": "--port"})
+
+    def test_errorsNameTheOptionGiven(self) -> None:
+        """A bad description is reported under the name it was given with."""
+        for option in ("--listen", "--port"):
+            with self.assertRaises(UsageError) as caught:
+                Options().parseOptions([option, "tcp:x"])
+            self.assertTrue(str(caught.exception).startswith(f"{option} 'tcp:x': "), caught.exception)
+
+
+class HelpTests(SynchronousTestCase):
+    """--help: grouped by concern, with defaults; internal options hidden; --version."""
+
+    def test_everyOptionInOneGroup(self) -> None:
+        """A new option cannot be left out of --help: each is in exactly one group."""
+        options = Options()
+        every = {opt.rstrip("=") for opt in options.longOpt}
+        grouped = [name for _, names in HELP_GROUPS for name in names]
+        self.assertEqual(len(grouped), len(set(grouped)))
+        self.assertEqual(set(grouped) | set(HIDDEN_OPTIONS), every)
+
+    def test_text(self) -> None:
+        text = Options().getUsage(width=100)
+        titles = [line[:-1] for line in text.splitlines() if line.endswith(":") and not line.startswith(" ")]
+        self.assertEqual(titles, [title for title, _ in HELP_GROUPS])
+        self.assertNotIn("worker-of", text)
+        self.assertIn("-p, --port=DESC", text)
+        self.assertIn("--listen=DESC", text)
+        self.assertIn("--idle-timeout=DURATION", text)
+        self.assertIn("--write-high-water=SIZE", text)
+        flat = " ".join(text.split())
+        # Docstrings and help texts read as one paragraph each, defaults at the end.
+        self.assertIn("Refuse peers in this network (CIDR); repeatable; wins over --allow.", flat)
+        self.assertIn("nothing for this long (0 = off). [default: 5m]", flat)
+        self.assertNotIn("--no-keepalive Do not turn TCP keep-alive on for each connection. [default", flat)
+        for line in text.splitlines():
+            self.assertLessEqual(len(line), 100, line)
+
+    def test_version(self) -> None:
+        """--version prints iocpsvc's version (from iocpsvc/_version.py), not Twisted's."""
+        import iocpsvc
+
+        output = io.StringIO()
+        with contextlib.redirect_stdout(output), self.assertRaises(SystemExit) as caught:
+            Options().parseOptions(["--version"])
+        self.assertEqual(caught.exception.code, 0)
+        self.assertTrue(output.getvalue().startswith(f"iocpsvc {iocpsvc.__version__} (Twisted "))
+
+    def test_oneVersionSource(self) -> None:
+        """The package's metadata has the version of iocpsvc/_version.py."""
+        from importlib.metadata import version
+
+        import iocpsvc
+
+        self.assertEqual(version("iocpsvc"), iocpsvc.__version__)
+
+
+class DurationOptionTests(SynchronousTestCase):
+    """Every duration option takes units."""
+
+    def test_units(self) -> None:
+        for option, field in [
+            ("idle-timeout", lambda c: c.limits.idleTimeout),
+            ("close-timeout", lambda c: c.limits.closeTimeout),
+            ("proxy-header-timeout", lambda c: c.limits.proxyHeaderTimeout),
+            ("shutdown-timeout", lambda c: c.shutdownTimeout),
+            ("stats-interval", lambda c: c.statsInterval),
+            ("monitor-timeout", lambda c: c.monitorTimeout),
+            ("worker-timeout", lambda c: c.workerTimeout),
+        ]:
+            for given, seconds in [("5m", 300), ("500ms", 0.5), ("1h", 3600), ("30", 30), ("1.5s", 1.5)]:
+                options = Options()
+                options.parseOptions([f"--{option}", given])
+                self.assertEqual(field(options.config), seconds, (option, given))
+
+    def test_defaultsUnchanged(self) -> None:
+        """The defaults written with units are the same seconds as before."""
+        config = Options()
+        config.parseOptions([])
+        c = config.config
+        self.assertEqual(
+            (
+                c.limits.idleTimeout,
+                c.limits.closeTimeout,
+                c.shutdownTimeout,
+                c.statsInterval,
+                c.workerTimeout,
+            ),
+            (300, 10, 10, 60, 30),
+        )
+
+
+class EndpointProblemTests(SynchronousTestCase):
+    """L{endpointProblem}: what is wrong with a description, plainly."""
+
+    def test_fine(self) -> None:
+        from twisted.internet.task import Clock
+
+        with tempfile.TemporaryDirectory() as directory:
+            for description in [
+                "tcp:0",
+                "tcp:9983:interface=127.0.0.1",
+                "tcp6:0:interface=\\:\\:1",
+                "tcp:port=0:backlog=10",
+                f"unix:{directory}/a.sock",
+                "haproxy:tcp:0",
+            ]:
+                self.assertIsNone(endpointProblem(Clock(), description), description)
+
+    def test_problems(self) -> None:
+        from twisted.internet.task import Clock
+
+        for description, expected in [
+            ("tcp:x", "the port must be a number from 0 to 65535, not 'x'"),
+            ("tcp:65536", "not '65536'"),
+            ("tcp:-1", "not '-1'"),
+            ("tcp6:port=x", "not 'x'"),
+            ("tcp", "no port (e.g. tcp:9983"),
+            ("ssl:x", "not 'x'"),
+            ("unix:", "no socket path"),
+            ("unix:/nonexistent/a/b.sock", "no such directory for the socket: /nonexistent/a"),
+            ("tcp:0:bogus=1", "unknown parameter 'bogus' for tcp: endpoints"),
+            ("nosuch:0", "unknown endpoint type 'nosuch' (examples: tcp:9983"),
+            ("ssl:0:privateKey=/nonexistent/key.pem", "cannot read /nonexistent/key.pem: no such file"),
+        ]:
+            problem = endpointProblem(Clock(), description)
+            self.assertIsNotNone(problem, description)
+            self.assertIn(expected, str(problem), description)
+
+    def test_splitDescription(self) -> None:
+        self.assertEqual(splitDescription("unix:/tmp/a\\:b:mode=600"), ["unix", "/tmp/a:b", "mode=600"])
+        self.assertEqual(splitDescription("tcp:0"), ["tcp", "0"])
+
+
+class ContextCodecTests(SynchronousTestCase):
+    """The context and the codec agree at start."""
+
+    def test_chatWithAFramerIsCompleted(self) -> None:
+        options = Options()
+        options.parseOptions(["--context", "chat", "--codec", "line:max=100"])
+        codec = options.config.codec
+        self.assertEqual((codec.spec, codec.maxFrameLength), ("line:max=100+text", 100))
+        self.assertEqual(codec.note, "+text added: the chat context works in text")
+
+    def test_chatWithJsonRefused(self) -> None:
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--context", "chat", "--codec", "length+json"])
+        self.assertIn("use e.g. length+text", str(caught.exception))
+
+    def test_echoTakesAnything(self) -> None:
+        for spec in ("line", "length+json", "netstring+text"):
+            options = Options()
+            options.parseOptions(["--codec", spec])
+            self.assertEqual(options.config.codec.spec, spec)
+            self.assertIsNone(options.config.codec.note)
