@@ -16,6 +16,11 @@ command line (twistd does not put the current directory on the path)::
     PYTHONPATH=. twistd -n iocpsvc --context examples.commands.CommandContext
 
 then C{nc 127.0.0.1 9983} and type C{PING hello} or C{ADD 2 3}.
+
+A bad command is answered, not punished: C{ADD x y}, an unknown name or a
+line that is not UTF-8 gets an C{ERROR ...} line and the connection stays
+open.  Only a line longer than 4 KiB closes it (C{frame-too-long}): the
+limit that keeps one client from filling the server's memory.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from zope.interface import implementer
 
 from iocpsvc import Codec, ConnectionContext, ConnectionContextFactory, IDecoder, IEncoder, parseCodecSpec
 from iocpsvc.codecs.line import LineDecoder
-from iocpsvc.errors import CorruptFrame
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,13 @@ class Command:
 
     name: str
     argument: str = ""
+
+
+@dataclass(frozen=True)
+class BadCommand:
+    """A line that is not a command: C{reason} says why; answered with an error."""
+
+    reason: str
 
 
 @implementer(IEncoder)
@@ -55,7 +66,10 @@ registerAdapter(CommandEncoder, Command, IEncoder)
 
 @implementer(IDecoder)
 class CommandDecoder:
-    """Lines (at most 4 KiB) become C{Command}s; bad UTF-8 is a protocol error."""
+    """
+    Lines (at most 4 KiB) become C{Command}s; a line that is not UTF-8
+    becomes a C{BadCommand}, for the context to answer.
+    """
 
     def __init__(self) -> None:
         self._lines = LineDecoder(maxFrameLength=4096)
@@ -70,9 +84,10 @@ class CommandDecoder:
                 try:
                     text = bytes(line).decode("utf-8")  # type: ignore[call-overload]
                 except UnicodeDecodeError:
-                    raise CorruptFrame("a command is not valid UTF-8") from None
+                    out.append(BadCommand("a command must be UTF-8 text"))
+                    continue
                 name, _, argument = text.strip().partition(" ")
-                out.append(Command(name.upper(), argument))
+                out.append(Command(name.upper(), argument.strip()))
 
     def decodeLast(self, data: bytes) -> list[object]:
         return []
@@ -87,7 +102,10 @@ COMMANDS_CODEC = Codec(
 
 
 class CommandContext(ConnectionContext):
-    """Answers C{PING x} with C{PONG x} and C{ADD a b} with C{SUM a+b}."""
+    """
+    Answers C{PING x} with C{PONG x} and C{ADD a b ...} with C{SUM a+b+...};
+    anything else with C{ERROR why}, keeping the connection.
+    """
 
     __slots__ = ()
 
@@ -96,14 +114,27 @@ class CommandContext(ConnectionContext):
     defaultCodec = COMMANDS_CODEC
 
     def objectReceived(self, obj: object) -> None:
-        assert isinstance(obj, Command)
-        if obj.name == "PING":
+        if isinstance(obj, BadCommand):
+            self.writeObject(Command("ERROR", obj.reason))
+        elif not isinstance(obj, Command) or not obj.name:
+            self.writeObject(Command("ERROR", "empty line; try PING hello or ADD 2 3"))
+        elif obj.name == "PING":
             self.writeObject(Command("PONG", obj.argument))
         elif obj.name == "ADD":
-            total = sum(int(part) for part in obj.argument.split())
-            self.writeObject(Command("SUM", str(total)))
+            self.add(obj.argument)
         else:
-            self.writeObject(Command("ERROR", f"unknown command {obj.name}"))
+            self.writeObject(Command("ERROR", f"unknown command {obj.name}; known: PING, ADD"))
+
+    def add(self, argument: str) -> None:
+        """C{ADD 2 3}: the sum of whole numbers, or an error saying which one is not."""
+        total = 0
+        for part in argument.split():
+            try:
+                total += int(part)
+            except ValueError:
+                self.writeObject(Command("ERROR", f"ADD takes whole numbers, not {part[:32]!r}"))
+                return
+        self.writeObject(Command("SUM", str(total)))
 
 
 def makeFactory(reactor: object = None) -> ConnectionContextFactory:

@@ -142,10 +142,33 @@ class AdapterTests(SynchronousTestCase):
         connection = EmbeddedConnection(factory=makeFactory(Clock()))
         self.assertIsInstance(connection.context, CommandContext)
         connection.feed(b"ping hello\r\nADD 2 3\nnope\n", chunkSize=4)
-        self.assertEqual(connection.readBytes(), b"PONG hello\nSUM 5\nERROR unknown command NOPE\n")
-        connection.feed(b"\xff\xfe\n")
-        self.assertEqual(connection.context.closeReason, errors.PROTOCOL_ERROR)
+        self.assertEqual(
+            connection.readBytes(), b"PONG hello\nSUM 5\nERROR unknown command NOPE; known: PING, ADD\n"
+        )
         self.assertEqual(Command("A", "b"), Command("A", "b"))
+
+    def test_commandExampleAnswersBadInput(self) -> None:
+        """A typo, bad UTF-8 or an empty line is answered with ERROR; the connection stays."""
+        connection = EmbeddedConnection(factory=makeFactory(Clock()))
+        connection.feed(b"ADD x y\n\xff\xfe\n\nADD 1 2 3\n")
+        self.assertEqual(
+            connection.readBytes().split(b"\n"),
+            [
+                b"ERROR ADD takes whole numbers, not 'x'",
+                b"ERROR a command must be UTF-8 text",
+                b"ERROR empty line; try PING hello or ADD 2 3",
+                b"SUM 6",
+                b"",
+            ],
+        )
+        self.assertIsNone(connection.context.closeReason)
+        self.assertEqual(connection.context.factory.counters.handlerErrors, 0)
+
+    def test_commandExampleLongLine(self) -> None:
+        """Only a line past the 4 KiB limit closes the connection."""
+        connection = EmbeddedConnection(factory=makeFactory(Clock()))
+        connection.feed(b"PING " + b"x" * 5000)
+        self.assertEqual(connection.context.closeReason, errors.FRAME_TOO_LONG)
 
 
 class RegistryTests(SynchronousTestCase):
