@@ -4,12 +4,15 @@ everywhere: a peer in a log line (L{describePeer}), a listening address
 (L{describeAddress}), the IP of a Twisted address and the CIDR accept
 filter (L{peerIP}, L{parseNetwork}, L{addressAllowed}), and the kind and
 default backlog of an endpoint description (L{listenerKind},
-L{withDefaultBacklog}).
+L{withDefaultBacklog}), and what is wrong with one, in words
+(L{endpointProblem}).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -145,3 +148,70 @@ def addressAllowed(address: Any, allow: Iterable[Network], deny: Iterable[Networ
     if allow:
         return any(ip in network for network in allow if network.version == ip.version)
     return True
+
+
+# Endpoint kinds of Twisted itself, and how each is written; plugins (such
+# as haproxy:) add theirs.
+_ENDPOINT_EXAMPLES = {
+    "tcp": "tcp:9983[:interface=127.0.0.1]",
+    "tcp6": "tcp6:9983[:interface=::1]",
+    "ssl": "ssl:9993:privateKey=KEY.pem:certKey=CERT.pem",
+    "unix": "unix:/run/app.sock",
+    "systemd": "systemd:domain=INET:index=0",
+}
+_PORT_KINDS = ("tcp", "tcp6", "ssl")
+_UNKNOWN_PARAMETER = re.compile(r"unexpected keyword argument '([^']*)'")
+
+
+def endpointProblem(reactor: Any, description: str) -> str | None:
+    """
+    What is wrong with a server endpoint description, in words fit for a
+    one-line error, or C{None} if Twisted can build its endpoint.  The
+    common mistakes are told plainly (a port that is not a number from 0
+    to 65535, an unknown kind or parameter, a missing directory or key
+    file); anything else is Twisted's own message.
+    """
+    fields = splitDescription(description)
+    inner = fields[1:] if fields[0] == "haproxy" else fields
+    kind = inner[0] if inner else ""
+    positional = [f for f in inner[1:] if "=" not in f]
+    named = dict(f.split("=", 1) for f in inner[1:] if "=" in f)
+    if kind in _PORT_KINDS:
+        port = named.get("port", positional[0] if positional else None)
+        if port is None:
+            return f"no port (e.g. {_ENDPOINT_EXAMPLES[kind]})"
+        if not port.strip().isdigit() or int(port) > 65535:
+            return f"the port must be a number from 0 to 65535, not {port!r}"
+    if kind == "unix":
+        path = named.get("address", positional[0] if positional else "")
+        if not path:
+            return f"no socket path (e.g. {_ENDPOINT_EXAMPLES['unix']})"
+        directory = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            return f"no such directory for the socket: {directory}"
+    from twisted.internet import endpoints  # Twisted's parsers, only to check a description
+
+    try:
+        endpoints.serverFromString(reactor, description)
+    except Exception as e:  # Twisted's parsers raise what their arguments make them raise
+        return _endpointError(kind, e)
+    return None
+
+
+def _endpointError(kind: str, error: Exception) -> str:
+    """Twisted's error building an endpoint, as a reason for a person."""
+    text = str(error)
+    unknown = _UNKNOWN_PARAMETER.search(text)
+    if isinstance(error, TypeError) and unknown:
+        return f"unknown parameter {unknown.group(1)!r} for {kind}: endpoints"
+    if text.startswith("Unknown endpoint type"):
+        examples = ", ".join(_ENDPOINT_EXAMPLES.values())
+        return f"unknown endpoint type {kind!r} (examples: {examples}, haproxy:tcp:9983)"
+    if isinstance(error, OSError) and error.strerror:
+        where = f" {error.filename}" if error.filename else ""
+        return f"cannot read{where}: {error.strerror.lower()}"
+    if type(error).__module__.startswith("OpenSSL"):
+        from iocpsvc.transports import describeTlsError
+
+        return f"cannot load the TLS key or certificate: {describeTlsError(error)}"
+    return text or type(error).__name__

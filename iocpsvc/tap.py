@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import textwrap
 from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
-from twisted.internet import endpoints
 from twisted.python import reflect, usage
 
 import twisted
 from iocpsvc._version import __version__
-from iocpsvc.addresses import listenerKind, parseNetwork, splitDescription
+from iocpsvc.addresses import endpointProblem, listenerKind, parseNetwork
 from iocpsvc.apps import BUILTIN_CONTEXTS
 from iocpsvc.assembly import buildService
 from iocpsvc.cluster import checkNodeId, redactURL
@@ -31,7 +29,6 @@ from iocpsvc.context import ConnectionContext
 from iocpsvc.errors import CodecSpecError
 from iocpsvc.limits import ServerLimits
 from iocpsvc.machine import availableCores
-from iocpsvc.transports import describeTlsError
 from iocpsvc.units import parseDuration, parseSize
 
 DEFAULT_PORT = "tcp:9983"
@@ -527,69 +524,6 @@ def _number(options: Options, name: str, parse: Callable[[str], Any], minimum: f
     if value < minimum:
         raise usage.UsageError(f"--{name} {raw!r}: must be at least {minimum:g}")
     return value
-
-
-# Endpoint kinds of Twisted itself, and how each is written; plugins (such
-# as haproxy:) add theirs.
-_ENDPOINT_EXAMPLES = {
-    "tcp": "tcp:9983[:interface=127.0.0.1]",
-    "tcp6": "tcp6:9983[:interface=::1]",
-    "ssl": "ssl:9993:privateKey=KEY.pem:certKey=CERT.pem",
-    "unix": "unix:/run/app.sock",
-    "systemd": "systemd:domain=INET:index=0",
-}
-_PORT_KINDS = ("tcp", "tcp6", "ssl")
-_UNKNOWN_PARAMETER = re.compile(r"unexpected keyword argument '([^']*)'")
-
-
-def endpointProblem(reactor: Any, description: str) -> str | None:
-    """
-    What is wrong with a server endpoint description, in words fit for a
-    one-line error, or C{None} if Twisted can build its endpoint.  The
-    common mistakes are told plainly (a port that is not a number from 0
-    to 65535, an unknown kind or parameter, a missing directory or key
-    file); anything else is Twisted's own message.
-    """
-    fields = splitDescription(description)
-    inner = fields[1:] if fields[0] == "haproxy" else fields
-    kind = inner[0] if inner else ""
-    positional = [f for f in inner[1:] if "=" not in f]
-    named = dict(f.split("=", 1) for f in inner[1:] if "=" in f)
-    if kind in _PORT_KINDS:
-        port = named.get("port", positional[0] if positional else None)
-        if port is None:
-            return f"no port (e.g. {_ENDPOINT_EXAMPLES[kind]})"
-        if not port.strip().isdigit() or int(port) > 65535:
-            return f"the port must be a number from 0 to 65535, not {port!r}"
-    if kind == "unix":
-        path = named.get("address", positional[0] if positional else "")
-        if not path:
-            return f"no socket path (e.g. {_ENDPOINT_EXAMPLES['unix']})"
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            return f"no such directory for the socket: {directory}"
-    try:
-        endpoints.serverFromString(reactor, description)
-    except Exception as e:  # Twisted's parsers raise what their arguments make them raise
-        return _endpointError(kind, e)
-    return None
-
-
-def _endpointError(kind: str, error: Exception) -> str:
-    """Twisted's error building an endpoint, as a reason for a person."""
-    text = str(error)
-    unknown = _UNKNOWN_PARAMETER.search(text)
-    if isinstance(error, TypeError) and unknown:
-        return f"unknown parameter {unknown.group(1)!r} for {kind}: endpoints"
-    if text.startswith("Unknown endpoint type"):
-        examples = ", ".join(_ENDPOINT_EXAMPLES.values())
-        return f"unknown endpoint type {kind!r} (examples: {examples}, haproxy:tcp:9983)"
-    if isinstance(error, OSError) and error.strerror:
-        where = f" {error.filename}" if error.filename else ""
-        return f"cannot read{where}: {error.strerror.lower()}"
-    if type(error).__module__.startswith("OpenSSL"):
-        return f"cannot load the TLS key or certificate: {describeTlsError(error)}"
-    return text or type(error).__name__
 
 
 def makeService(options: Options) -> MultiService:

@@ -14,9 +14,9 @@ import tempfile
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
-from iocpsvc.addresses import splitDescription
+from iocpsvc.addresses import endpointProblem, splitDescription
 from iocpsvc.machine import availableCores
-from iocpsvc.tap import HELP_GROUPS, HIDDEN_OPTIONS, Options, endpointProblem
+from iocpsvc.tap import HELP_GROUPS, HIDDEN_OPTIONS, Options
 
 
 class ServerOptionsTests(SynchronousTestCase):
