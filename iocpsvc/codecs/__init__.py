@@ -323,9 +323,7 @@ def parseCodecSpec(spec: str | Codec, defaultMaxFrameLength: int | None = None) 
 
 def _carries(objectType: type) -> str:
     """What a codec's objects are, in words."""
-    return {bytes: "bytes", str: "text (str)", object: "any JSON value"}.get(
-        objectType, objectType.__name__
-    )
+    return {bytes: "bytes", str: "text (str)", object: "any JSON value"}.get(objectType, objectType.__name__)
 
 
 def agreeWithContext(
