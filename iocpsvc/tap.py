@@ -186,7 +186,9 @@ class Options(usage.Options):
             "cluster",
             None,
             None,
-            "Join the nodes publishing to this Redis (redis://HOST:PORT[/DB][?prefix=NAME]): "
+            "Join the nodes publishing to this Redis (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]"
+            "[?prefix=NAME]; rediss is TLS, with ca=, cert=, key=, sni=; the password may come from "
+            "password_file=PATH or $IOCPSVC_CLUSTER_PASSWORD instead, off the command line): "
             "broadcasts and sendTo reach clients on every node [default: off].",
         ],
         [
@@ -346,12 +348,12 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--node-id: {e}") from None
         if self["cluster"] is not None:
-            from iocpsvc.cluster.redis import parseRedisURL  # the Redis client: only for --cluster
+            from iocpsvc.cluster.redisurl import parseRedisURL, showURL  # only for --cluster
 
             try:
                 parseRedisURL(self["cluster"])
             except ValueError as e:
-                raise usage.UsageError(f"--cluster {self['cluster']!r}: {e}") from None
+                raise usage.UsageError(f"--cluster {showURL(self['cluster'])!r}: {e}") from None
 
         self.config = ServerConfig(
             ports=tuple(self["port"]),

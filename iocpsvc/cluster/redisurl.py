@@ -32,7 +32,8 @@ system's trust store, and must name C{HOST} (or C{sni=}): there is no
 option to turn verification off.
 
 A password never appears in an error message, a log line or a C{repr}:
-messages about the URL show it through L{iocpsvc.cluster.redactURL}, and
+messages about the URL show it through L{iocpsvc.cluster.redactURL} (or
+L{showURL} when it does not parse), and
 echo no part of the URL that may hold a piece of a password (a part with an
 C{@} in it: an unescaped C{/}, C{?} or C{#} in a password splits the URL
 there).
@@ -127,7 +128,6 @@ def parseRedisURL(url: str, environ: Mapping[str, str] | None = None) -> RedisUR
     @raise ValueError: anything wrong, in one line that never contains the
         password.
     """
-    shown = redactURL(url)
     if url.startswith("rediss://"):
         tls = True
     elif url.startswith("redis://"):
@@ -182,11 +182,31 @@ def parseRedisURL(url: str, environ: Mapping[str, str] | None = None) -> RedisUR
         cert=options.get("cert"),
         key=options.get("key"),
         sni=sni,
-        shown=shown,
+        # Parsed: any password is in the user info, which redactURL hides.
+        shown=redactURL(url),
     )
     if tls:
         object.__setattr__(parsed, "tlsOptions", clientTLSOptions(parsed))
     return parsed
+
+
+def showURL(url: str) -> str:
+    """
+    C{url} fit for a message about it, even when it does not parse:
+    L{redactURL}'s, except that a URL with an C{@} outside its user info
+    (a password with an unescaped C{/}, C{?} or C{#} ends the host part
+    before its C{@}, so that L{redactURL} sees no password) is cut before
+    its last C{@}.
+    """
+    shown = redactURL(url)
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return shown  # redactURL has cut it already
+    if "@" in url and "@" not in netloc:
+        scheme, sep, rest = url.partition("://")
+        return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
+    return shown
 
 
 def _hint(url: str) -> str:
@@ -204,6 +224,11 @@ def _safe(text: str) -> str:
     if "@" in text:
         return "(not shown: it has an @, maybe of a password" + _hint(text) + ")"
     return repr(text)
+
+
+def _path(path: str) -> str:
+    """A file path for a message: as it is, unless it has an C{@} (see L{_safe})."""
+    return path if "@" not in path else _safe(path)
 
 
 def _options(query: str) -> dict[str, str]:
@@ -242,15 +267,15 @@ def _password(
             with open(passwordFile, "rb") as f:
                 content = f.read(64 * 1024 + 1)
         except OSError as e:
-            raise ValueError(f"password_file={passwordFile}: cannot read it ({e.strerror})") from None
+            raise ValueError(f"password_file={_path(passwordFile)}: cannot read it ({e.strerror})") from None
         if len(content) > 64 * 1024:
-            raise ValueError(f"password_file={passwordFile}: longer than 64 KiB, not a password")
+            raise ValueError(f"password_file={_path(passwordFile)}: longer than 64 KiB, not a password")
         if content.endswith(b"\r\n"):
             content = content[:-2]
         elif content.endswith(b"\n"):
             content = content[:-1]
         if not content:
-            raise ValueError(f"password_file={passwordFile}: empty")
+            raise ValueError(f"password_file={_path(passwordFile)}: empty")
         return content, f"password_file={passwordFile}"
     value = (os.environ if environ is None else environ).get(PASSWORD_VARIABLE)
     if value:
@@ -286,7 +311,7 @@ def clientTLSOptions(url: RedisURL) -> Any:
             clientCertificate = ssl.PrivateCertificate.loadPEM(own.dumpPEM() + keyPEM)
         except Exception as e:  # OpenSSL's errors: not a key, not this certificate's
             raise ValueError(
-                f"cert={url.cert} and key={url.key}: not a PEM private key of that certificate "
+                f"cert={_path(url.cert)} and key={_path(url.key)}: not a PEM private key of that certificate "
                 f"({tlsErrorMessage(e)})"
             ) from None
         if chain:
@@ -304,7 +329,7 @@ def _read(option: str, path: str) -> bytes:
         with open(path, "rb") as f:
             return f.read()
     except OSError as e:
-        raise ValueError(f"{option}={path}: cannot read it ({e.strerror})") from None
+        raise ValueError(f"{option}={_path(path)}: cannot read it ({e.strerror})") from None
 
 
 def _certificates(option: str, path: str) -> list[Any]:
@@ -319,7 +344,7 @@ def _certificates(option: str, path: str) -> list[Any]:
     except ValueError:
         found = []
     if not found:
-        raise ValueError(f"{option}={path}: no PEM certificate in it")
+        raise ValueError(f"{option}={_path(path)}: no PEM certificate in it")
     return [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in found]
 
 
