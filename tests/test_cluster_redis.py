@@ -28,13 +28,14 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from iocpsvc.cluster import BROADCAST, nodeOfContext, packMessage
 from iocpsvc.cluster.redis import DEFAULT_MAX_PENDING_BYTES, RedisBus
 from iocpsvc.cluster.resp import RedisConnection
 from iocpsvc.context import ConnectionContext
 from iocpsvc.factory import ConnectionContextFactory
+from tests.certs import CertificateFiles, issueCertificates
 from tests.netutil import spawnTwistd, temporaryDirectory, waitUntil
 from tests.test_cluster import RelayContext
 
@@ -89,13 +90,44 @@ class RedisServer:
     an outage on the same port.
     """
 
-    def __init__(self, test: TestCase) -> None:
+    def __init__(self, test: TestCase, *options: str, tls: CertificateFiles | None = None) -> None:
+        """
+        @param options: more of redis-server's options (C{--requirepass}, ...).
+        @param tls: serve TLS only (no plain port), with this certificate,
+            its chain, and its root as the CA of client certificates
+            (which it does not ask for).
+        """
         self.port = freePort()
-        self.url = f"redis://127.0.0.1:{self.port}"
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}"
         self.directory = temporaryDirectory(test)
+        self.options = options
+        self.tls = tls
         self.process: _RedisProcess | None = None
         self.transport: Any = None
         test.addCleanup(self.kill)
+
+    def urlWith(self, userInfo: str = "", path: str = "", query: str = "") -> str:
+        """Its URL, with C{userInfo@} (a password), a path and a query."""
+        scheme = "rediss" if self.tls else "redis"
+        at = "@" if userInfo else ""
+        return f"{scheme}://{userInfo}{at}127.0.0.1:{self.port}{path}{'?' if query else ''}{query}"
+
+    def _tlsOptions(self) -> list[str]:
+        if self.tls is None:
+            return []
+        fullChain = os.path.join(self.directory, "fullchain.pem")
+        with open(fullChain, "wb") as out:
+            for path in (self.tls.cert, self.tls.chain):
+                with open(path, "rb") as part:
+                    out.write(part.read())
+        return [
+            "--port", "0",
+            "--tls-port", str(self.port),
+            "--tls-cert-file", fullChain,
+            "--tls-key-file", self.tls.key,
+            "--tls-ca-cert-file", self.tls.root,
+            "--tls-auth-clients", "no",
+        ]  # fmt: skip
 
     def start(self) -> defer.Deferred[None]:
         """Start it; fires once it accepts connections."""
@@ -109,6 +141,8 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", self.directory,
             "--daemonize", "no",
+            *self._tlsOptions(),
+            *self.options,
         ]  # fmt: skip
         self.transport = reactor.spawnProcess(self.process, REDIS_SERVER, argv, env={}, path=self.directory)
         return self.process.ready
@@ -130,17 +164,22 @@ class RedisServer:
         if self.process is not None and not self.process.ended.called:
             self.transport.signalProcess(signal.SIGCONT)
 
-    def connect(self, test: TestCase) -> defer.Deferred[RedisConnection]:
-        """A raw connection to it, closed when the test ends."""
+    def connect(self, test: TestCase, *auth: bytes) -> defer.Deferred[RedisConnection]:
+        """
+        A raw connection to it (plain TCP), logged in with C{AUTH *auth} if
+        given, closed when the test ends.
+        """
         connection = RedisConnection()
 
-        def closeLater(connected: RedisConnection) -> RedisConnection:
+        def closeLater(connected: RedisConnection) -> Any:
             def close() -> defer.Deferred[None]:
                 lost = connected.notifyLost()
                 connected.abort()
                 return lost
 
             test.addCleanup(close)
+            if auth:
+                return connected.execute(b"AUTH", *auth).addCallback(lambda _: connected)
             return connected
 
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
@@ -688,3 +727,310 @@ class TwistdClusterTests(TestCase):
         self.assertRegex(second.lines[-1], r"^user\d+: hello from the first node$")
         for process in servers:
             self.assertNotIn(b"Traceback", bytes(process.output))
+
+
+PASSWORD = "c0rrect-h0rse"
+WRONG_PASSWORD = "wr0ng-battery"
+
+
+def captureAllLogs(test: SynchronousTestCase) -> list[dict[str, Any]]:
+    """Every log event while the test runs, whatever its namespace."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    test.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
+def startBus(test: TestCase, url: str, nodeId: int, **busArgs: Any) -> tuple[RedisBus, Recorder]:
+    """A started bus delivering to a Recorder, stopped when the test ends."""
+    bus = RedisBus(url, nodeId, reactor=reactor, **{**FAST, **busArgs})
+    received = Recorder()
+    bus.start(received)
+    test.addCleanup(bus.stop)
+    return bus, received
+
+
+class RedisLoginTests(TestCase):
+    """
+    Buses logging in to a real redis-server: a password (C{requirepass}), an
+    ACL user, a database, a password kept off the command line; a wrong
+    password said once, counted, retried, and never logged.
+    """
+
+    if REDIS_SERVER is None:
+        skip = NO_REDIS
+
+    def setUp(self) -> None:
+        self.events = captureAllLogs(self)
+
+    def assertNoSecret(self, *secrets: str) -> None:
+        """No log event, formatted or raw, holds any of C{secrets}."""
+        self.assertTrue(self.events)
+        for event in self.events:
+            text = formatEvent(event) + repr(event)
+            for secret in secrets:
+                self.assertNotIn(secret, text)
+
+    def busEvents(self, level: LogLevel) -> list[str]:
+        return [
+            formatEvent(e)
+            for e in self.events
+            if e.get("log_namespace") == "iocpsvc.cluster.redis" and e["log_level"] is level
+        ]
+
+    @defer.inlineCallbacks
+    def test_password(self) -> Any:
+        """
+        With the server's requirepass password (C{redis://:PASSWORD@}) a
+        broadcast crosses; the URL is shown with ***.
+        """
+        redis = RedisServer(self, "--requirepass", PASSWORD)
+        yield redis.start()
+        url = redis.urlWith(f":{PASSWORD}")
+        sender, _ = startBus(self, url, 1)
+        other, received = startBus(self, url, 2)
+        yield waitUntil(reactor, lambda: sender.connected and other.connected, timeout=10)
+        sender.publishBroadcast(b"hello\n", 0)
+        yield waitUntil(reactor, lambda: received.delivered, timeout=5)
+        self.assertEqual(received.delivered, [("broadcast", b"hello\n", 0)])
+        self.assertEqual(sender.stats()["redis"], f"redis://:***@127.0.0.1:{redis.port}")
+        self.assertEqual((sender.stats()["auth_failures_total"], sender.stats()["auth_refused"]), (0, False))
+        (joined,) = [text for text in self.busEvents(LogLevel.info) if "node 1" in text]
+        self.assertIn(f"joined the cluster at Redis redis://:***@127.0.0.1:{redis.port}", joined)
+        self.assertNoSecret(PASSWORD)
+
+    @defer.inlineCallbacks
+    def test_wrongPassword(self) -> Any:
+        """
+        A wrong password is one error line naming the URL (password as ***)
+        and Redis's answer; the bus counts its refused attempts, keeps
+        retrying with backoff, delivers nothing and drops its publishes;
+        once the server takes that password, it joins by itself.  Neither
+        password is ever logged.
+        """
+        redis = RedisServer(self, "--requirepass", PASSWORD)
+        yield redis.start()
+        sender, _ = startBus(self, redis.urlWith(f":{PASSWORD}"), 1)
+        other, otherReceived = startBus(self, redis.urlWith(f":{PASSWORD}"), 2)
+        refused, refusedReceived = startBus(self, redis.urlWith(f":{WRONG_PASSWORD}"), 3)
+        yield waitUntil(
+            reactor,
+            lambda: sender.connected and other.connected and refused.authFailuresTotal >= 4,
+            timeout=10,
+        )
+        self.assertFalse(refused.connected)
+        stats = refused.stats()
+        self.assertTrue(stats["auth_refused"])
+        self.assertIn("WRONGPASS", str(stats["last_error"]))
+        self.assertEqual(refused._failedAttempts, refused.authFailuresTotal)
+
+        sender.publishBroadcast(b"members only\n", 0)
+        yield waitUntil(reactor, lambda: otherReceived.delivered, timeout=5)
+        refused.publishBroadcast(b"let me in\n", 0)
+        self.assertEqual(refusedReceived.delivered, [])
+        self.assertEqual((refused.publishedTotal, refused.droppedTotal), (0, 1))
+        self.assertEqual(otherReceived.delivered, [("broadcast", b"members only\n", 0)])
+
+        (line,) = self.busEvents(LogLevel.error)
+        self.assertIn(f"cluster: Redis at redis://:***@127.0.0.1:{redis.port} refused AUTH (WRONGPASS", line)
+        self.assertIn("(given by the URL)", line)
+        self.assertEqual(self.busEvents(LogLevel.warn), [])
+
+        # The server's password is changed to the one the bus has: it joins by itself.
+        raw = yield redis.connect(self, PASSWORD.encode())
+        yield raw.execute(b"CONFIG", b"SET", b"requirepass", WRONG_PASSWORD)
+        yield waitUntil(reactor, lambda: refused.connected, timeout=10)
+        self.assertEqual(refused.stats()["auth_refused"], False)
+        self.assertIsNone(refused.stats()["last_error"])
+        self.assertEqual(len(self.busEvents(LogLevel.error)), 1)
+        self.assertNoSecret(PASSWORD, WRONG_PASSWORD)
+
+    @defer.inlineCallbacks
+    def test_aclUser(self) -> Any:
+        """
+        C{redis://USER:PASSWORD@} logs in as that ACL user (AUTH USER
+        PASSWORD); a wrong password or an unknown user is refused.
+        """
+        redis = RedisServer(
+            self, "--requirepass", PASSWORD, "--user", "app", "on", ">app-s3cret", "~*", "&*", "+@all"
+        )
+        yield redis.start()
+        sender, _ = startBus(self, redis.urlWith("app:app-s3cret"), 1)
+        other, received = startBus(self, redis.urlWith("app:app-s3cret"), 2)
+        wrong, _ = startBus(self, redis.urlWith(f"app:{PASSWORD}"), 3)
+        unknown, _ = startBus(self, redis.urlWith("nobody:app-s3cret"), 4)
+        yield waitUntil(
+            reactor,
+            lambda: sender.connected and other.connected and wrong.authRefused and unknown.authRefused,
+            timeout=10,
+        )
+        sender.publishBroadcast(b"as app\n", 0)
+        yield waitUntil(reactor, lambda: received.delivered, timeout=5)
+        raw = yield redis.connect(self, PASSWORD.encode())
+        clients = yield raw.execute(b"CLIENT", b"LIST")
+        # Both connections of both buses are app's; the raw one is default's.
+        self.assertEqual(clients.count(b" user=app "), 4, clients)
+        refusals = self.busEvents(LogLevel.error)
+        self.assertEqual(len(refusals), 2)
+        self.assertTrue(any(f"redis://app:***@127.0.0.1:{redis.port}" in line for line in refusals))
+        self.assertTrue(any(f"redis://nobody:***@127.0.0.1:{redis.port}" in line for line in refusals))
+        self.assertNoSecret("app-s3cret", PASSWORD)
+
+    @defer.inlineCallbacks
+    def test_database(self) -> Any:
+        """
+        C{/DB} selects that database (after AUTH): the node-id key is there,
+        not in database 0; pub/sub crosses databases (the prefix keeps
+        clusters apart).
+        """
+        redis = RedisServer(self, "--requirepass", PASSWORD)
+        yield redis.start()
+        inFive, _ = startBus(self, redis.urlWith(f":{PASSWORD}", "/5"), 1)
+        inZero, received = startBus(self, redis.urlWith(f":{PASSWORD}"), 2)
+        yield waitUntil(reactor, lambda: inFive.nodeIdClaimed and inZero.nodeIdClaimed, timeout=10)
+        raw = yield redis.connect(self, PASSWORD.encode())
+        self.assertIsNone((yield raw.execute(b"GET", b"iocpsvc:nodes:1")))
+        self.assertEqual((yield raw.execute(b"GET", b"iocpsvc:nodes:2")), inZero.identity)
+        yield raw.execute(b"SELECT", 5)
+        self.assertEqual((yield raw.execute(b"GET", b"iocpsvc:nodes:1")), inFive.identity)
+        self.assertIsNone((yield raw.execute(b"GET", b"iocpsvc:nodes:2")))
+        self.assertEqual(inFive.stats()["redis"], f"redis://:***@127.0.0.1:{redis.port}/5")
+        inFive.publishBroadcast(b"from five\n", 0)
+        yield waitUntil(reactor, lambda: received.delivered, timeout=5)
+
+    @defer.inlineCallbacks
+    def test_databaseOutOfRange(self) -> Any:
+        """A database the server does not have is a failed attempt, said once, retried."""
+        redis = RedisServer(self, "--databases", "4")
+        yield redis.start()
+        bus, _ = startBus(self, redis.urlWith(path="/4"), 1)
+        yield waitUntil(reactor, lambda: bus._failedAttempts >= 3, timeout=10)
+        self.assertFalse(bus.connected)
+        (line,) = self.busEvents(LogLevel.warn)
+        self.assertIn("DB index is out of range", line)
+        self.assertEqual(bus.authFailuresTotal, 0)
+
+    @defer.inlineCallbacks
+    def test_passwordOffTheCommandLine(self) -> Any:
+        """The password from password_file= or from $IOCPSVC_CLUSTER_PASSWORD logs in as well."""
+        redis = RedisServer(self, "--requirepass", PASSWORD)
+        yield redis.start()
+        passwordFile = os.path.join(temporaryDirectory(self), "redis-password")
+        with open(passwordFile, "w") as f:
+            f.write(PASSWORD + "\n")
+        fromFile, _ = startBus(self, redis.urlWith(query=f"password_file={passwordFile}"), 1)
+        fromEnvironment, received = startBus(
+            self, redis.urlWith(), 2, environ={"IOCPSVC_CLUSTER_PASSWORD": PASSWORD}
+        )
+        wrongFromEnvironment, _ = startBus(
+            self, redis.urlWith(), 3, environ={"IOCPSVC_CLUSTER_PASSWORD": WRONG_PASSWORD}
+        )
+        yield waitUntil(
+            reactor,
+            lambda: fromFile.connected and fromEnvironment.connected and wrongFromEnvironment.authRefused,
+            timeout=10,
+        )
+        fromFile.publishBroadcast(b"from the file\n", 0)
+        yield waitUntil(reactor, lambda: received.delivered, timeout=5)
+        (line,) = self.busEvents(LogLevel.error)
+        self.assertIn("(given by $IOCPSVC_CLUSTER_PASSWORD)", line)
+        self.assertNoSecret(PASSWORD, WRONG_PASSWORD)
+
+
+class RedisTLSTests(TestCase):
+    """
+    Buses over TLS (C{rediss://}) to a real redis-server serving TLS only,
+    with the certificates of L{tests.certs}: verified against C{ca=}, by
+    host name or address; a wrong CA, a wrong name or the system's trust
+    store (which does not know the test CA) is a failed handshake, said
+    once, and nothing is delivered.
+    """
+
+    if REDIS_SERVER is None:
+        skip = NO_REDIS
+
+    @defer.inlineCallbacks
+    def setUp(self) -> Any:
+        self.events = captureAllLogs(self)
+        self.certs = issueCertificates(temporaryDirectory(self))
+        self.redis = RedisServer(self, "--requirepass", PASSWORD, tls=self.certs)
+        try:
+            yield self.redis.start()
+        except RuntimeError as e:
+            if "tls" in str(e).lower() and "not" in str(e).lower():
+                raise SkipTest(f"this redis-server is built without TLS: {e}") from None
+            raise
+
+    def busWarnings(self) -> list[str]:
+        return [
+            formatEvent(e)
+            for e in self.events
+            if e.get("log_namespace") == "iocpsvc.cluster.redis" and e["log_level"] is LogLevel.warn
+        ]
+
+    @defer.inlineCallbacks
+    def test_tls(self) -> Any:
+        """
+        rediss:// with ca= reaches the TLS-only server, by address and by
+        host name (both in the certificate), with AUTH over TLS.
+        """
+        byAddress, addressReceived = startBus(
+            self, self.redis.urlWith(f":{PASSWORD}", query=f"ca={self.certs.root}"), 1
+        )
+        byName, nameReceived = startBus(
+            self, f"rediss://:{PASSWORD}@localhost:{self.redis.port}?ca={self.certs.root}", 2
+        )
+        bySNI, _ = startBus(
+            self, self.redis.urlWith(f":{PASSWORD}", query=f"ca={self.certs.root}&sni=localhost"), 3
+        )
+        yield waitUntil(
+            reactor, lambda: byAddress.connected and byName.connected and bySNI.connected, timeout=10
+        )
+        byAddress.publishBroadcast(b"over tls\n", 0)
+        byName.publishBroadcast(b"back\n", 0)
+        yield waitUntil(
+            reactor, lambda: addressReceived.delivered and len(nameReceived.delivered) == 1, timeout=5
+        )
+        self.assertEqual(nameReceived.delivered, [("broadcast", b"over tls\n", 0)])
+        self.assertEqual(addressReceived.delivered, [("broadcast", b"back\n", 0)])
+        self.assertTrue(byAddress.stats()["tls"])
+        self.assertEqual(byAddress.stats()["dropped_total"], 0)
+        for event in self.events:
+            self.assertNotIn(PASSWORD, formatEvent(event) + repr(event))
+
+    @defer.inlineCallbacks
+    def assertHandshakeFails(self, query: str, why: str) -> Any:
+        """
+        A bus with C{query} never joins: one warning with C{why}; a good
+        bus's broadcast does not reach it.
+        """
+        good, _ = startBus(self, self.redis.urlWith(f":{PASSWORD}", query=f"ca={self.certs.root}"), 1)
+        bad, badReceived = startBus(self, self.redis.urlWith(f":{PASSWORD}", query=query), 2)
+        yield waitUntil(reactor, lambda: good.connected and bad._failedAttempts >= 3, timeout=10)
+        good.publishBroadcast(b"not for you\n", 0)
+        bad.publishBroadcast(b"nor this\n", 0)
+        self.assertFalse(bad.connected)
+        self.assertEqual(badReceived.delivered, [])
+        self.assertEqual((bad.publishedTotal, bad.droppedTotal, bad.authFailuresTotal), (0, 1, 0))
+        (warning,) = self.busWarnings()
+        self.assertIn(f"cannot reach Redis rediss://:***@127.0.0.1:{self.redis.port}", warning)
+        self.assertIn(f"TLS handshake failed: {why}", warning)
+        self.assertIn(why, str(bad.stats()["last_error"]))
+        for event in self.events:
+            self.assertNotIn(PASSWORD, formatEvent(event) + repr(event))
+
+    def test_wrongCA(self) -> Any:
+        """A server whose certificate the given CA did not issue."""
+        other = issueCertificates(temporaryDirectory(self))
+        return self.assertHandshakeFails(f"ca={other.root}", "certificate verify failed")
+
+    def test_systemTrust(self) -> Any:
+        """Without ca=, the system's trust store, which does not know the test CA."""
+        return self.assertHandshakeFails("", "certificate verify failed")
+
+    def test_wrongName(self) -> Any:
+        """A certificate that does not name sni= (or the host)."""
+        return self.assertHandshakeFails(
+            f"ca={self.certs.root}&sni=redis.example.com",
+            "the server's certificate is not for redis.example.com",
+        )

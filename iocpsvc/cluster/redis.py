@@ -857,7 +857,16 @@ def _reason(failure: Failure) -> str:
         return "Redis closed the connection"
     if isinstance(value, ConnectionRefusedError):
         return "connection refused"
-    if type(value).__module__.startswith("OpenSSL"):
+    module = type(value).__module__
+    if module.startswith("OpenSSL"):
         # The TLS handshake failed: OpenSSL's reasons, not its nested list.
         return f"TLS handshake failed: {tlsErrorMessage(value)}"
+    if module.startswith("service_identity"):
+        # A valid certificate, for another name.
+        names = []
+        for error in getattr(value, "errors", ()):
+            wanted = getattr(error, "mismatched_id", None)
+            name = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None)
+            names.append(name.decode("ascii", "replace") if isinstance(name, bytes) else str(name))
+        return f"TLS handshake failed: the server's certificate is not for {' or '.join(names) or '?'}"
     return failure.getErrorMessage() or type(value).__name__
