@@ -32,7 +32,7 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from iocpsvc.cluster import BROADCAST, nodeOfContext, packMessage
 from iocpsvc.cluster.redis import DEFAULT_MAX_PENDING_BYTES, RedisBus
-from iocpsvc.cluster.resp import RedisConnection
+from iocpsvc.cluster.resp import RedisConnection, encodeCommand
 from iocpsvc.context import ConnectionContext
 from iocpsvc.factory import ConnectionContextFactory
 from tests.certs import CertificateFiles, issueCertificates
@@ -462,6 +462,70 @@ class PlayedRedisTests(SynchronousTestCase):
         last = formatEvent(self.events[-1])
         self.assertIn("over its buffer", last)
         self.assertNotIn("still", last)
+        bus.stop()
+
+    def test_authOnTheWire(self) -> None:
+        """
+        On each connection AUTH goes first (C{AUTH USER PASSWORD} for an ACL
+        user); on the command connection SELECT follows, before the claim;
+        the subscriber subscribes after its AUTH.
+        """
+        bus = RedisBus("redis://app:s%40cret@127.0.0.1:6379/3", 1, reactor=self.reactor)
+        bus.start(Recorder())
+        link = PlayedLink(self.reactor)
+        auth = encodeCommand((b"AUTH", b"app", b"s@cret"))
+        subscriber = link.subscriberWrapper.transport.value()
+        commands = link.commandsWrapper.transport.value()
+        self.assertEqual(
+            subscriber,
+            auth
+            + encodeCommand((b"SUBSCRIBE", b"iocpsvc:all"))
+            + encodeCommand((b"SUBSCRIBE", b"iocpsvc:node:1")),
+        )
+        self.assertTrue(commands.startswith(auth + encodeCommand((b"SELECT", b"3")) + b"*6\r\n$3\r\nSET\r\n"))
+        # A password alone: AUTH PASSWORD; none: no AUTH, no SELECT for database 0.
+        RedisBus("redis://:pw@127.0.0.1:6379", 2, reactor=self.reactor).start(Recorder())
+        link = PlayedLink(self.reactor)
+        self.assertTrue(
+            link.commandsWrapper.transport.value().startswith(encodeCommand((b"AUTH", b"pw")) + b"*6")
+        )
+        RedisBus("redis://127.0.0.1:6379", 3, reactor=self.reactor).start(Recorder())
+        link = PlayedLink(self.reactor)
+        self.assertTrue(link.commandsWrapper.transport.value().startswith(b"*6\r\n$3\r\nSET\r\n"))
+        bus.stop()
+
+    def test_authRefusedRepeatedly(self) -> None:
+        """
+        A lasting refusal is said once, then reminded once a minute with how
+        long it has lasted; every attempt is counted and retried with the
+        backoff (at most maxRetryDelay apart, never a tight loop).
+        """
+        bus = RedisBus("redis://:wrong@127.0.0.1:6379", 1, reactor=self.reactor, maxRetryDelay=10.0)
+        bus.start(Recorder())
+        refusal = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+        noauth = b"-NOAUTH Authentication required.\r\n"
+        answered = 0
+        for _second in range(150):
+            if len(self.reactor.tcpClients) == answered + 2:  # a new attempt's two connections
+                link = PlayedLink(self.reactor)
+                link.subscriberWrapper.dataReceived(refusal + noauth * 2)
+                link.commandsWrapper.dataReceived(refusal + noauth)
+                answered += 2
+            self.reactor.advance(1)
+        attempts = answered // 2
+        self.assertEqual(bus.authFailuresTotal, attempts)
+        self.assertGreaterEqual(attempts, 15)  # 10 s apart (+-20%) once backed off
+        self.assertLessEqual(attempts, 25)
+        self.assertTrue(bus.authRefused)
+        self.assertFalse(bus.connected)
+        errors = [formatEvent(e) for e in self.events if e["log_level"] is LogLevel.error]
+        self.assertEqual(len(errors), 3)  # at 0 s, then about 60 s and 120 s
+        self.assertIn("cluster: Redis at redis://:***@127.0.0.1:6379 refused AUTH (WRONGPASS", errors[0])
+        self.assertIn(
+            "cluster bus still down: Redis at redis://:***@127.0.0.1:6379 refuses AUTH for 6", errors[1]
+        )
+        self.assertIn("refuses AUTH for 1", errors[2])
+        self.assertEqual([e for e in self.events if e["log_level"] is LogLevel.warn], [])
         bus.stop()
 
     def test_defaultCap(self) -> None:

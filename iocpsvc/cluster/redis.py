@@ -707,7 +707,7 @@ class RedisBus:
                     "cluster bus still down: Redis at {redis} refuses AUTH for {downSeconds:.0f}s "
                     "({error}); publishes dropped so far: {dropped}",
                     redis=self.address,
-                    downSeconds=now - (self._downSince or now),
+                    downSeconds=now - (now if self._downSince is None else self._downSince),
                     error=why,
                     dropped=self.droppedTotal - self._droppedWhenLost,
                 )
@@ -726,7 +726,7 @@ class RedisBus:
                 "cluster bus still down: Redis {redis} unreachable for {downSeconds:.0f}s ({error}); "
                 "publishes dropped so far: {dropped}",
                 redis=self.address,
-                downSeconds=now - (self._downSince or now),
+                downSeconds=now - (now if self._downSince is None else self._downSince),
                 error=why,
                 dropped=self.droppedTotal - self._droppedWhenLost,
             )
