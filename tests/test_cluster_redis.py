@@ -750,12 +750,15 @@ class TwistdClusterTests(TestCase):
         skip = NO_REDIS
 
     @defer.inlineCallbacks
-    def test_chatAcrossProcesses(self) -> Any:
-        """A line said to one twistd chat server reaches a client of the other."""
-        redis = RedisServer(self)
-        yield redis.start()
+    def chatAcross(self, *clusters: tuple[str, dict[str, str]]) -> Any:
+        """
+        Start a twistd chat server per C{(--cluster URL, environment
+        variables)}, and check that a line said to the first reaches a
+        client of the second; the servers' output, without a traceback.
+        """
         servers = []
-        for _ in range(2):
+        for url, variables in clusters:
+            self.patch(os, "environ", {**os.environ, **variables})  # spawnTwistd passes it on
             process, transport = spawnTwistd(
                 reactor,
                 temporaryDirectory(self),
@@ -765,7 +768,7 @@ class TwistdClusterTests(TestCase):
                 "--port",
                 "tcp:0:interface=127.0.0.1",
                 "--cluster",
-                redis.url,
+                url,
                 "--monitor",
                 "none",
             )
@@ -789,8 +792,38 @@ class TwistdClusterTests(TestCase):
         first.say("hello from the first node")
         yield waitUntil(reactor, lambda: any("hello from" in line for line in second.lines), timeout=10)
         self.assertRegex(second.lines[-1], r"^user\d+: hello from the first node$")
-        for process in servers:
-            self.assertNotIn(b"Traceback", bytes(process.output))
+        outputs = [bytes(process.output) for process in servers]
+        for output in outputs:
+            self.assertNotIn(b"Traceback", output)
+        return outputs
+
+    @defer.inlineCallbacks
+    def test_chatAcrossProcesses(self) -> Any:
+        """A line said to one twistd chat server reaches a client of the other."""
+        redis = RedisServer(self)
+        yield redis.start()
+        yield self.chatAcross((redis.url, {}), (redis.url, {}))
+
+    @defer.inlineCallbacks
+    def test_chatOverTLSWithPassword(self) -> Any:
+        """
+        The same through a TLS-only Redis that wants a password: one server
+        reads it from password_file=, the other from
+        $IOCPSVC_CLUSTER_PASSWORD; neither writes it anywhere.
+        """
+        certs = issueCertificates(temporaryDirectory(self))
+        redis = RedisServer(self, "--requirepass", PASSWORD, tls=certs)
+        yield redis.start()
+        passwordFile = os.path.join(temporaryDirectory(self), "password")
+        with open(passwordFile, "w") as f:
+            f.write(PASSWORD + "\n")
+        outputs = yield self.chatAcross(
+            (redis.urlWith(query=f"ca={certs.root}&password_file={passwordFile}"), {}),
+            (redis.urlWith(query=f"ca={certs.root}"), {"IOCPSVC_CLUSTER_PASSWORD": PASSWORD}),
+        )
+        for output in outputs:
+            self.assertIn(f"joined the cluster at Redis rediss://127.0.0.1:{redis.port}".encode(), output)
+            self.assertNotIn(PASSWORD.encode(), output)
 
 
 PASSWORD = "c0rrect-h0rse"
@@ -1001,6 +1034,48 @@ class RedisLoginTests(TestCase):
         self.assertNoSecret(PASSWORD, WRONG_PASSWORD)
 
 
+def clientCertificate(directory: str) -> tuple[str, str]:
+    """
+    A self-signed certificate for TLS clients (extended key usage
+    clientAuth, which a server checks; those of L{tests.certs} are for
+    servers) and its key, as PEM files in C{directory}.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "iocpsvc test node")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certPath = os.path.join(directory, "node.pem")
+    keyPath = os.path.join(directory, "node.key")
+    with open(certPath, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    with open(keyPath, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return certPath, keyPath
+
+
 class RedisTLSTests(TestCase):
     """
     Buses over TLS (C{rediss://}) to a real redis-server serving TLS only,
@@ -1082,6 +1157,39 @@ class RedisTLSTests(TestCase):
         self.assertIn(why, str(bad.stats()["last_error"]))
         for event in self.events:
             self.assertNotIn(PASSWORD, formatEvent(event) + repr(event))
+
+    @defer.inlineCallbacks
+    def test_clientCertificate(self) -> Any:
+        """
+        Mutual TLS: to a server that asks every client for a certificate,
+        a bus with cert= and key= gets in; one without is turned away.
+        """
+        directory = temporaryDirectory(self)
+        cert, key = clientCertificate(directory)
+        trusted = os.path.join(directory, "clients.pem")
+        with open(trusted, "wb") as out:
+            for path in (self.certs.root, cert):
+                with open(path, "rb") as part:
+                    out.write(part.read())
+        yield self.redis.kill()
+        self.redis.options = ("--tls-auth-clients", "yes", "--tls-ca-cert-file", trusted)
+        yield self.redis.start()
+        withCertificate, received = startBus(
+            self, self.redis.urlWith(query=f"ca={self.certs.root}&cert={cert}&key={key}"), 1
+        )
+        other, _ = startBus(self, self.redis.urlWith(query=f"ca={self.certs.root}&cert={cert}&key={key}"), 2)
+        without, _ = startBus(self, self.redis.urlWith(query=f"ca={self.certs.root}"), 3)
+        yield waitUntil(
+            reactor,
+            lambda: withCertificate.connected and other.connected and without._failedAttempts >= 3,
+            timeout=10,
+        )
+        other.publishBroadcast(b"mutual\n", 0)
+        yield waitUntil(reactor, lambda: received.delivered, timeout=5)
+        self.assertFalse(without.connected)
+        (warning,) = self.busWarnings()
+        self.assertIn(f"cannot reach Redis rediss://127.0.0.1:{self.redis.port}?ca=", warning)
+        self.assertIn("(TLS handshake failed: tlsv13 alert certificate required)", warning)
 
     def test_wrongCA(self) -> Any:
         """A server whose certificate the given CA did not issue."""
