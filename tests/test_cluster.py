@@ -8,6 +8,7 @@ the cluster figures in the monitor.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import struct
 from typing import Any
@@ -481,6 +482,32 @@ class ClusterMonitorTests(SynchronousTestCase):
                 "iocpsvc_cluster_unrouted_total": 0.0,
             },
         )
+
+    def test_loginFigures(self) -> None:
+        """
+        /stats.json's cluster section says whether the bus uses TLS, how
+        often Redis refused its AUTH and whether it does now, and why it
+        last failed; the URL with its password as ***.
+        """
+        bus = RedisBus("rediss://app:s3cret@127.0.0.1:1/2", 5, reactor=Clock())
+        factory = ConnectionContextFactory(RelayContext, reactor=Clock())
+        factory.joinCluster(bus)
+        cluster = collect(factory)["cluster"]
+        self.assertEqual(
+            {
+                key: cluster[key]
+                for key in ("redis", "tls", "auth_failures_total", "auth_refused", "last_error")
+            },
+            {
+                "redis": "rediss://app:***@127.0.0.1:1/2",
+                "tls": True,
+                "auth_failures_total": 0,
+                "auth_refused": False,
+                "last_error": None,
+            },
+        )
+        self.assertNotIn("s3cret", json.dumps(cluster))
+        self.assertNotIn("s3cret", repr(bus.target))
 
     def test_otherBus(self) -> None:
         """A bus reporting only the interface's figures exports only those."""
