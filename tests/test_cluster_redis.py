@@ -946,27 +946,61 @@ class RedisLoginTests(TestCase):
     def test_aclUser(self) -> Any:
         """
         C{redis://USER:PASSWORD@} logs in as that ACL user (AUTH USER
-        PASSWORD); a wrong password or an unknown user is refused.
+        PASSWORD), one with only the commands, channels and keys the bus
+        needs (as docs/cluster.rst lists them); a wrong password or an
+        unknown user is refused.
         """
         redis = RedisServer(
-            self, "--requirepass", PASSWORD, "--user", "app", "on", ">app-s3cret", "~*", "&*", "+@all"
-        )
+            self,
+            "--requirepass", PASSWORD,
+            "--user", "app", "on", ">app-s3cret", "resetchannels", "~iocpsvc:nodes:*", "&iocpsvc:*",
+            "+subscribe", "+publish", "+set", "+get", "+expire", "+ttl", "+eval", "+del", "+select", "+ping",
+        )  # fmt: skip
         yield redis.start()
-        sender, _ = startBus(self, redis.urlWith("app:app-s3cret"), 1)
-        other, received = startBus(self, redis.urlWith("app:app-s3cret"), 2)
+        sender, _ = startBus(self, redis.urlWith("app:app-s3cret", "/1"), 1, claimInterval=0.05)
+        other, received = startBus(self, redis.urlWith("app:app-s3cret", "/1"), 2)
         wrong, _ = startBus(self, redis.urlWith(f"app:{PASSWORD}"), 3)
         unknown, _ = startBus(self, redis.urlWith("nobody:app-s3cret"), 4)
         yield waitUntil(
             reactor,
-            lambda: sender.connected and other.connected and wrong.authRefused and unknown.authRefused,
+            lambda: (
+                sender.nodeIdClaimed and other.nodeIdClaimed and wrong.authRefused and unknown.authRefused
+            ),
             timeout=10,
         )
         sender.publishBroadcast(b"as app\n", 0)
-        yield waitUntil(reactor, lambda: received.delivered, timeout=5)
+        other.publishTo((1 << 32) + 1, b"to node 1\n")
+        yield waitUntil(reactor, lambda: received.delivered and sender.receivedTotal == 1, timeout=5)
         raw = yield redis.connect(self, PASSWORD.encode())
         clients = yield raw.execute(b"CLIENT", b"LIST")
         # Both connections of both buses are app's; the raw one is default's.
         self.assertEqual(clients.count(b" user=app "), 4, clients)
+
+        # The refreshes (SET or GET and EXPIRE; PING on the subscriber, all
+        # it is sent once subscribed) are allowed too: still connected.
+        link = sender._link
+        assert link is not None and link.subscriber is not None
+        pings: list[Any] = []
+        execute = link.subscriber.execute
+
+        def recordPings(*args: Any) -> defer.Deferred[Any]:
+            replied = execute(*args)
+            if args[0] == b"PING":
+                replied.addBoth(lambda reply: pings.append(reply) or reply)
+            return replied
+
+        self.patch(link.subscriber, "execute", recordPings)
+        yield waitUntil(reactor, lambda: len(pings) >= 2, timeout=5)
+        self.assertEqual(pings[:2], [[b"pong", b""]] * 2)
+        self.assertTrue(sender.connected)
+        self.assertIs(sender._link, link)
+
+        # Stopping releases the node id (EVAL, with GET and DEL).
+        yield raw.execute(b"SELECT", 1)
+        self.assertEqual((yield raw.execute(b"GET", b"iocpsvc:nodes:1")), sender.identity)
+        yield sender.stop()
+        self.assertIsNone((yield raw.execute(b"GET", b"iocpsvc:nodes:1")))
+        self.assertEqual(self.busEvents(LogLevel.warn), [])
         refusals = self.busEvents(LogLevel.error)
         self.assertEqual(len(refusals), 2)
         self.assertTrue(any(f"redis://app:***@127.0.0.1:{redis.port}" in line for line in refusals))
