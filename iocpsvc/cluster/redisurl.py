@@ -293,7 +293,7 @@ def clientTLSOptions(url: RedisURL) -> Any:
     @raise ValueError: a file that cannot be read or holds no PEM
         certificate (or key), in one line.
     """
-    # Only a TLS node pays for pyOpenSSL.
+    # Only for rediss:// (Twisted's endpoints load pyOpenSSL anyway, when installed).
     from twisted.internet import ssl
 
     trustRoot: Any
