@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.error import ConnectionAborted, ConnectionLost
+from twisted.internet.error import ConnectionAborted, ConnectionLost, ConnectionRefusedError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -529,6 +529,38 @@ class PlayedRedisTests(SynchronousTestCase):
         self.assertEqual(len(lasted), 2)
         self.assertTrue(60 <= lasted[0] <= 73, lasted)
         self.assertTrue(120 <= lasted[1] <= 146, lasted)
+        self.assertEqual([e for e in self.events if e["log_level"] is LogLevel.warn], [])
+        bus.stop()
+
+    def test_authRefusalComesAndGoes(self) -> None:
+        """
+        A refusal, then an attempt that cannot connect, then a refusal
+        again within the minute: one line, not one per refusal; each
+        refusal counted; auth_refused says what the last attempt met.
+        """
+        bus = RedisBus("redis://:wrong@127.0.0.1:6379", 1, reactor=self.reactor, retryDelay=1.0)
+        bus.start(Recorder())
+        refusal = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+        noauth = b"-NOAUTH Authentication required.\r\n"
+
+        def refuse() -> None:
+            link = PlayedLink(self.reactor)
+            link.subscriberWrapper.dataReceived(refusal + noauth * 2)
+            link.commandsWrapper.dataReceived(refusal + noauth)
+
+        refuse()
+        self.assertEqual((bus.authFailuresTotal, bus.authRefused), (1, True))
+        self.reactor.advance(1.5)  # the retry: Redis cannot be reached this time
+        for _, _, factory, _, _ in self.reactor.tcpClients[-2:]:
+            factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual((bus.authFailuresTotal, bus.authRefused), (1, False))
+        self.assertEqual(bus.lastError, "connection refused")
+        self.reactor.advance(3)  # the next retry: refused again
+        refuse()
+        self.assertEqual((bus.authFailuresTotal, bus.authRefused), (2, True))
+        self.assertEqual(len(self.reactor.tcpClients), 6)
+        (error,) = [formatEvent(e) for e in self.events if e["log_level"] is LogLevel.error]
+        self.assertIn("refused AUTH (WRONGPASS", error)
         self.assertEqual([e for e in self.events if e["log_level"] is LogLevel.warn], [])
         bus.stop()
 

@@ -675,18 +675,31 @@ class RedisBus:
         if not self._running:
             return
         refusedBefore, self.authRefused = self.authRefused, authRefused
-        if authRefused and not refusedBefore:
-            self._downSince = self._downSince if self._downSince is not None else now
-            if not wasConnected:
+        if authRefused:
+            if self._downSince is None:
+                self._downSince = now
                 self._droppedWhenLost = self.droppedTotal
-            self._reminders.said("down", now)
-            _log.error(
-                "cluster: Redis at {redis} refused AUTH ({error}); check the user name and password "
-                "(given by {passwordSource}); this node serves its own clients only; retrying",
-                redis=self.address,
-                error=why,
-                passwordSource=self.target.passwordSource,
-            )
+            # Said when it starts (at most once a minute, should it come and
+            # go), then reminded once a minute while it lasts.
+            if not refusedBefore and self._reminders.due("auth", now):
+                self._reminders.said("down", now)
+                _log.error(
+                    "cluster: Redis at {redis} refused AUTH ({error}); check the user name and "
+                    "password (given by {passwordSource}); this node serves its own clients only; "
+                    "retrying",
+                    redis=self.address,
+                    error=why,
+                    passwordSource=self.target.passwordSource,
+                )
+            elif self._reminders.due("down", now):
+                _log.error(
+                    "cluster bus still down: Redis at {redis} refuses AUTH for {downSeconds:.0f}s "
+                    "({error}); publishes dropped so far: {dropped}",
+                    redis=self.address,
+                    downSeconds=now - self._downSince,
+                    error=why,
+                    dropped=self.droppedTotal - self._droppedWhenLost,
+                )
         elif wasConnected:
             self._downSince = lastAnswer if lastAnswer is not None else now
             # The publishes lost with the link belong to this outage.
@@ -701,16 +714,6 @@ class RedisBus:
                 silentSeconds=now - self._downSince,
                 unanswered=unanswered,
             )
-        elif authRefused:  # refused again
-            if self._reminders.due("down", now):
-                _log.error(
-                    "cluster bus still down: Redis at {redis} refuses AUTH for {downSeconds:.0f}s "
-                    "({error}); publishes dropped so far: {dropped}",
-                    redis=self.address,
-                    downSeconds=now - (now if self._downSince is None else self._downSince),
-                    error=why,
-                    dropped=self.droppedTotal - self._droppedWhenLost,
-                )
         elif self._failedAttempts == 0 and self._downSince is None:
             self._downSince = now
             self._droppedWhenLost = self.droppedTotal
