@@ -28,6 +28,10 @@ L{iocpsvc.cluster.redis}).
 
 Like the codecs, L{ReplyParser} is pure (bytes in, values out) and is tested
 without sockets.
+
+Why iocpsvc has its own client rather than txredisapi: see
+L{iocpsvc.cluster.redis}.  Logging in (C{AUTH}, C{SELECT}) and TLS are the
+bus's: to this module they are commands and a transport like any other.
 """
 
 from __future__ import annotations
