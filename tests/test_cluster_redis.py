@@ -36,7 +36,7 @@ from iocpsvc.cluster.resp import RedisConnection, encodeCommand
 from iocpsvc.context import ConnectionContext
 from iocpsvc.factory import ConnectionContextFactory
 from tests.certs import CertificateFiles, issueCertificates
-from tests.netutil import spawnTwistd, temporaryDirectory, waitUntil
+from tests.netutil import getJSON, spawnTwistd, temporaryDirectory, waitUntil
 from tests.test_cluster import RelayContext
 
 
@@ -860,6 +860,50 @@ class TwistdClusterTests(TestCase):
         for output in outputs:
             self.assertIn(f"joined the cluster at Redis rediss://127.0.0.1:{redis.port}".encode(), output)
             self.assertNotIn(PASSWORD.encode(), output)
+
+    @defer.inlineCallbacks
+    def test_workersWithPasswordInEnvironment(self) -> Any:
+        """
+        With --workers, the workers take the password from the environment
+        they inherit (it is in no process's arguments); a wrong one is said
+        by each worker once, and the pool's /stats.json sums their refused
+        attempts.
+        """
+        redis = RedisServer(self, "--requirepass", PASSWORD)
+        yield redis.start()
+        self.patch(os, "environ", {**os.environ, "IOCPSVC_CLUSTER_PASSWORD": WRONG_PASSWORD})
+        process, transport = spawnTwistd(
+            reactor,
+            temporaryDirectory(self),
+            "iocpsvc",
+            "--workers", "2",
+            "--port", "tcp:0:interface=127.0.0.1",
+            "--cluster", redis.url,
+            "--monitor", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        self.addCleanup(lambda: process.ended)
+        self.addCleanup(lambda: process.ended.called or transport.signalProcess("TERM"))
+        yield process.listening
+        yield waitUntil(reactor, lambda: process.output.count(b"refused AUTH") == 2, timeout=20)
+        # The parent's figures are up to a second old: ask until they show it.
+        deadline = reactor.seconds() + 20
+        while True:
+            stats = yield getJSON(reactor, process.monitorURL() + "stats.json")
+            if stats.get("cluster", {}).get("auth_failures_total", 0) >= 4:
+                break
+            self.assertLess(reactor.seconds(), deadline, stats.get("cluster"))
+            yield deferLater(reactor, 0.2, lambda: None)
+        self.assertFalse(stats["cluster"]["connected"])
+        self.assertEqual(len(stats["workers"]), 2)
+        for row in stats["workers"]:
+            with open(f"/proc/{row['pid']}/cmdline", "rb") as f:
+                arguments = f.read()
+            self.assertIn(redis.url.encode(), arguments)
+            self.assertNotIn(WRONG_PASSWORD.encode(), arguments)
+        output = bytes(process.output)
+        self.assertEqual(output.count(b"refused AUTH (WRONGPASS"), 2)
+        self.assertNotIn(WRONG_PASSWORD.encode(), output)
+        self.assertNotIn(b"Traceback", output)
 
 
 PASSWORD = "c0rrect-h0rse"
