@@ -170,7 +170,7 @@ class PasswordSourcesTests(SynchronousTestCase):
             (f"redis://h?password_file={self.write(b'x' * 70000)}", "longer than 64 KiB"),
             (f"redis://:pw@h?password_file={self.write(b'pw')}", "two passwords"),
             ("redis://h?password_file=", "needs a value"),
-            ("redis://app@h", "user 'app' has no password"),
+            ("redis://app@h", "a user name without a password"),
         ):
             with self.assertRaises(ValueError, msg=url) as caught:
                 parse(url)
@@ -274,6 +274,7 @@ class ErrorTests(SynchronousTestCase):
 
     def test_usageError(self) -> None:
         """C{twistd iocpsvc --cluster} says what is wrong with the URL, with its password as ***."""
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != PASSWORD_VARIABLE})
         with self.assertRaises(UsageError) as caught:
             Options().parseOptions(["--cluster", f"redis://app:{SECRET}@h:0"])
         message = str(caught.exception)
@@ -283,6 +284,14 @@ class ErrorTests(SynchronousTestCase):
             Options().parseOptions(["--cluster", "redis://:Hunter#2Pass@h"])
         message = str(caught.exception)
         self.assertIn("--cluster 'redis://***@h': port must be a number", message)
+        # A password written without its ":" is taken for a user name: not shown either.
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--cluster", f"redis://{SECRET}@h"])
+        self.assertEqual(
+            str(caught.exception).split(": ")[:2],
+            ["--cluster 'redis://***@h'", "a user name without a password"],
+        )
+        self.assertNotIn(SECRET, str(caught.exception))
         self.assertNotIn("2Pass", message)
         self.assertNotIn("Hunter", message)
 
@@ -293,7 +302,7 @@ class ErrorTests(SynchronousTestCase):
         """
         for url, shown in (
             ("redis://h:1/2?prefix=p", "redis://h:1/2?prefix=p"),
-            ("redis://app@h", "redis://app@h"),
+            ("redis://app@h", "redis://***@h"),  # maybe a password without its ":"
             ("redis://app:pw@h:1/2", "redis://app:***@h:1/2"),
             ("redis://:Hunter#2Pass@h:1", "redis://***@h:1"),
             ("redis://:Hunter/2Pass@h", "redis://***@h"),

@@ -165,9 +165,10 @@ def parseRedisURL(url: str, environ: Mapping[str, str] | None = None) -> RedisUR
     username = unquote_to_bytes(parts.username).decode("utf-8", "replace") if parts.username else None
     password, source = _password(parts.password, options.get("password_file"), environ)
     if username is not None and password is None:
+        # Not the user name in the message: it may be a password without its ":".
         raise ValueError(
-            f"user {username!r} has no password: give redis://{username}:PASSWORD@..., "
-            f"password_file=PATH or ${PASSWORD_VARIABLE}"
+            "a user name without a password: give redis://USER:PASSWORD@..., password_file=PATH or "
+            f"${PASSWORD_VARIABLE} (a password alone is redis://:PASSWORD@...)"
         )
     parsed = RedisURL(
         host=parts.hostname,
@@ -193,20 +194,22 @@ def parseRedisURL(url: str, environ: Mapping[str, str] | None = None) -> RedisUR
 def showURL(url: str) -> str:
     """
     C{url} fit for a message about it, even when it does not parse:
-    L{redactURL}'s, except that a URL with an C{@} outside its user info
-    (a password with an unescaped C{/}, C{?} or C{#} ends the host part
-    before its C{@}, so that L{redactURL} sees no password) is cut before
-    its last C{@}.
+    L{redactURL}'s when it has a password where L{redactURL} finds one;
+    otherwise, when it has an C{@}, cut before its last C{@}: a user name
+    alone may be a password that lacks its C{:} (C{redis://s3cret@host}),
+    and an C{@} outside the user info may end a password with an unescaped
+    C{/}, C{?} or C{#} in it, which ends the host part before its C{@}.
     """
     shown = redactURL(url)
     try:
-        netloc = urlsplit(url).netloc
+        if urlsplit(url).password is not None:
+            return shown
     except ValueError:
         return shown  # redactURL has cut it already
-    if "@" in url and "@" not in netloc:
+    if "@" in url:
         scheme, sep, rest = url.partition("://")
         return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
-    return shown
+    return url
 
 
 def _hint(url: str) -> str:
