@@ -18,6 +18,7 @@ from iocpsvc.cluster.redis import RedisBus
 from iocpsvc.cluster.redisurl import PASSWORD_VARIABLE, RedisURL, parseRedisURL, showURL
 from iocpsvc.tap import Options
 from tests.certs import issueCertificates
+from tests.netutil import temporaryDirectory
 
 NEWLINE = b"\n"
 
@@ -108,16 +109,14 @@ class FormsTests(SynchronousTestCase):
         parse(f"rediss://h?ca={bundle}&cert={bundle}&key={certs.key}")
 
     def temporaryDirectory(self) -> str:
-        path = self.mktemp()
-        os.makedirs(path)
-        return path
+        return temporaryDirectory(self)
 
 
 class PasswordSourcesTests(SynchronousTestCase):
     """A password kept off the command line: a file, or the environment."""
 
     def write(self, content: bytes) -> str:
-        path = self.mktemp()
+        path = os.path.join(temporaryDirectory(self), "password")
         with open(path, "wb") as f:
             f.write(content)
         return path
@@ -162,7 +161,7 @@ class PasswordSourcesTests(SynchronousTestCase):
 
     def test_errors(self) -> None:
         """A file that cannot be read, is empty, or comes with a password in the URL."""
-        missing = os.path.abspath(self.mktemp())
+        missing = os.path.join(temporaryDirectory(self), "missing")
         for url, words in (
             (f"redis://h?password_file={missing}", f"password_file={missing}: cannot read it (No such file"),
             (f"redis://h?password_file={self.write(b'')}", "empty"),
@@ -230,9 +229,7 @@ class ErrorTests(SynchronousTestCase):
             self.assertRefused(url, words)
 
     def temporaryDirectory(self) -> str:
-        path = self.mktemp()
-        os.makedirs(path)
-        return path
+        return temporaryDirectory(self)
 
     def test_neverThePassword(self) -> None:
         """
