@@ -22,7 +22,7 @@ from iocpsvc._version import __version__
 from iocpsvc.addresses import endpointProblem, listenerKind, parseNetwork
 from iocpsvc.apps import BUILTIN_CONTEXTS
 from iocpsvc.assembly import buildService
-from iocpsvc.cluster import checkNodeId, redactURL
+from iocpsvc.cluster import checkNodeId
 from iocpsvc.codecs import agreeWithContext, availableCodecs, parseCodecSpec
 from iocpsvc.config import WORKER_SOCKET_MODES, ServerConfig, parseWorkerOf
 from iocpsvc.context import ConnectionContext
@@ -243,7 +243,9 @@ class Options(usage.Options):
             "cluster",
             None,
             None,
-            "Join the nodes publishing to this Redis (redis://HOST:PORT[/DB][?prefix=NAME]): "
+            "Join the nodes publishing to this Redis (redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]"
+            "[?prefix=NAME]; rediss is TLS, with ca=, cert=, key=, sni=; the password may come from "
+            "password_file=PATH or $IOCPSVC_CLUSTER_PASSWORD instead, off the command line): "
             "broadcasts and sendTo reach clients on every node [default: off].",
         ],
         [
@@ -444,12 +446,12 @@ class Options(usage.Options):
             except ValueError as e:
                 raise usage.UsageError(f"--node-id: {e}") from None
         if self["cluster"] is not None:
-            from iocpsvc.cluster.redis import parseRedisURL  # the Redis client: only for --cluster
+            from iocpsvc.cluster.redisurl import parseRedisURL, showURL  # only for --cluster
 
             try:
                 parseRedisURL(self["cluster"])
             except ValueError as e:
-                raise usage.UsageError(f"--cluster {redactURL(self['cluster'])!r}: {e}") from None
+                raise usage.UsageError(f"--cluster {showURL(self['cluster'])!r}: {e}") from None
         for option in ("allow", "deny"):
             for network in self[option]:
                 try:

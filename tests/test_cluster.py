@@ -1,6 +1,6 @@
 """
 Tests for L{iocpsvc.cluster}: the bus message format, node ids in context
-ids, C{--cluster} URLs, and the factory's broadcast and sendTo across two
+ids, the Redis bus's channel names, and the factory's broadcast and sendTo across two
 nodes joined by an in-memory bus (no Redis); the chat example across nodes;
 the cluster figures in the monitor.
 """
@@ -8,6 +8,7 @@ the cluster figures in the monitor.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import struct
 from typing import Any
@@ -37,7 +38,7 @@ from iocpsvc.cluster import (
     redactURL,
     unpackMessage,
 )
-from iocpsvc.cluster.redis import RedisBus, parseRedisURL
+from iocpsvc.cluster.redis import RedisBus
 from iocpsvc.context import ConnectionContext
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver
@@ -325,45 +326,8 @@ class NodeIdTests(SynchronousTestCase):
             self.assertFalse(factory.sendTo(contextId, "x"), contextId)
 
 
-class ParseRedisURLTests(SynchronousTestCase):
-    """The C{--cluster redis://...} URL."""
-
-    def test_defaults(self) -> None:
-        """Port 6379, database 0 and prefix iocpsvc unless given."""
-        self.assertEqual(parseRedisURL("redis://127.0.0.1"), ("127.0.0.1", 6379, 0, "iocpsvc"))
-        self.assertEqual(parseRedisURL("redis://redis.internal:7000"), ("redis.internal", 7000, 0, "iocpsvc"))
-
-    def test_everything(self) -> None:
-        """Host, port, database and prefix; IPv6 addresses in brackets."""
-        self.assertEqual(
-            parseRedisURL("redis://127.0.0.1:6380/3?prefix=chat-1"), ("127.0.0.1", 6380, 3, "chat-1")
-        )
-        self.assertEqual(parseRedisURL("redis://[::1]:6380/"), ("::1", 6380, 0, "iocpsvc"))
-
-    def test_bad(self) -> None:
-        """Anything else is a ValueError that says what is wrong."""
-        for url, words in (
-            ("http://127.0.0.1:6379", "redis://"),
-            ("127.0.0.1:6379", "redis://"),
-            ("REDIS://h", "redis://"),
-            ("redis://", "no host"),
-            ("redis://:6379", "no host"),
-            ("redis://h:0", "port"),
-            ("redis://h:99999", "port"),
-            ("redis://h:port", "port"),
-            ("redis://h/db1", "database"),
-            ("redis://h/1/2", "database"),
-            ("redis://h?db=1", "unknown parameter"),
-            ("redis://h?prefix=", "prefix"),
-            ("redis://h?prefix=a&prefix=b", "more than once"),
-            ("redis://h?prefix", "query"),
-            ("redis://h?prefix=a%20b", "prefix"),
-            ("redis://user:secret@h", "passwords"),
-            ("redis://h#x", "unexpected"),
-        ):
-            with self.assertRaises(ValueError, msg=url) as caught:
-                parseRedisURL(url)
-            self.assertIn(words, str(caught.exception).lower(), url)
+class RedisBusNamesTests(SynchronousTestCase):
+    """A Redis bus's channels and key (its URL: L{tests.test_cluster_url})."""
 
     def test_busChannels(self) -> None:
         """A bus provides IClusterBus; its channels and key are named after the prefix and node id."""
@@ -518,6 +482,32 @@ class ClusterMonitorTests(SynchronousTestCase):
                 "iocpsvc_cluster_unrouted_total": 0.0,
             },
         )
+
+    def test_loginFigures(self) -> None:
+        """
+        /stats.json's cluster section says whether the bus uses TLS, how
+        often Redis refused its AUTH and whether it does now, and why it
+        last failed; the URL with its password as ***.
+        """
+        bus = RedisBus("rediss://app:s3cret@127.0.0.1:1/2", 5, reactor=Clock())
+        factory = ConnectionContextFactory(RelayContext, reactor=Clock())
+        factory.joinCluster(bus)
+        cluster = collect(factory)["cluster"]
+        self.assertEqual(
+            {
+                key: cluster[key]
+                for key in ("redis", "tls", "auth_failures_total", "auth_refused", "last_error")
+            },
+            {
+                "redis": "rediss://app:***@127.0.0.1:1/2",
+                "tls": True,
+                "auth_failures_total": 0,
+                "auth_refused": False,
+                "last_error": None,
+            },
+        )
+        self.assertNotIn("s3cret", json.dumps(cluster))
+        self.assertNotIn("s3cret", repr(bus.target))
 
     def test_otherBus(self) -> None:
         """A bus reporting only the interface's figures exports only those."""

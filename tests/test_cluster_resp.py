@@ -149,8 +149,10 @@ class ConnectionTests(SynchronousTestCase):
         connection, _ = self.connect(onLost=reasons.append)
         waiting = connection.execute(b"PING")
         lost = connection.notifyLost()
-        connection.connectionLost(Failure(ConnectionLost()))
-        self.failureResultOf(waiting, RedisConnectionLost)
+        reason = Failure(ConnectionLost())
+        connection.connectionLost(reason)
+        # Why it ended goes with it (a failed TLS handshake, say, for the bus's log line).
+        self.assertIs(self.failureResultOf(waiting, RedisConnectionLost).value.reason, reason)
         self.successResultOf(lost)
         self.successResultOf(connection.notifyLost())
         self.assertEqual(len(reasons), 1)

@@ -2,7 +2,7 @@
 The Redis cluster bus: nodes publish broadcasts and directed messages to
 Redis pub/sub channels and deliver what the others publish.
 
-Channels, for C{--cluster redis://HOST:PORT[/DB][?prefix=NAME]}::
+Channels, for C{--cluster redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB][?prefix=NAME]}::
 
     {prefix}:all              every node subscribes; broadcasts
     {prefix}:node:{nodeId}    only that node subscribes; messages to its contexts
@@ -29,17 +29,50 @@ unresponsive and the link is given up.  The publishes still awaiting a
 reply when the link fails are counted as dropped too: nothing confirms that
 they reached Redis.
 
-Why not txredisapi (1.6): checked on Python 3.11 and
-Twisted 26.10, it connects and reconnects, but (1) it imports and uses the
-global reactor at import time, for its endpoints and timers, so a bus could
-not honour its C{reactor} argument; (2) it converts replies by their
-content, so the same binary message arrives as C{str}, C{int} or C{bytes}
-unless private factory attributes are overridden; (3) a command issued
-while disconnected waits and is sent after the reconnection, where the bus
-must drop it and count it; (4) it does not resubscribe, and the subscriber
-and command pools reconnect independently.  The part of RESP needed here
-(L{iocpsvc.cluster.resp}) is short, and this way the reconnection, the
-resubscription and the outage counters are all in one place.
+Logging in and TLS (see L{iocpsvc.cluster.redisurl} for the URL): on
+every connection and every reconnection, before anything else, the bus
+sends C{AUTH} (C{AUTH PASSWORD}, or C{AUTH USER PASSWORD} for a Redis 6 ACL
+user) when the URL has a password, then C{SELECT DB} on the command
+connection when C{DB} is not 0 (pub/sub ignores databases: the subscriber
+needs none).  A refused C{AUTH} (a wrong password, an unknown or disabled
+user) is a failed attempt like a refused connection: it is said in one
+line, counted (C{auth_failures_total}; C{auth_refused} while it lasts) and
+retried with the same backoff, so that a password fixed on the server
+side is picked up without a restart.  C{rediss://} puts TLS under both
+connections (Twisted's own, with the server's certificate verified); a
+failed handshake is a failed attempt too.  Nothing logged or shown shows
+the password: the URL appears as L{iocpsvc.cluster.redactURL} gives it.
+
+Why not txredisapi: version 1.6.0 (read on Python 3.11, Twisted 26.10)
+depends on Twisted alone (no C{six}; C{hiredis} only if installed) and is
+maintained, but it does not serve this bus:
+  1. it imports the global reactor when imported (installing the default
+     one as a side effect) and uses it for its endpoints and timers, so a
+     bus could not honour its C{reactor} argument, nor be tested on a
+     L{twisted.internet.task.Clock};
+  2. a refused C{AUTH} (or C{SELECT}) makes its factory stop trying for
+     good, where the bus must say it, count it and retry with backoff; and
+     its C{SubscriberFactory} takes no password or user name at all;
+  3. its TLS takes an old-style context factory (C{ssl_context_factory=True}
+     is C{ClientContextFactory()}: no certificate verification, no host
+     name check): the C{optionsForClientTLS} it needs is all the TLS code
+     there is here anyway;
+  4. it converts replies by their content (C{convertNumbers}, C{charset}),
+     so one binary message arrives as C{str}, C{int}, C{float} or C{bytes}
+     unless both are turned off, which its C{SubscriberFactory} does not
+     offer;
+  5. a command given while no connection is up waits in its pool for the
+     next one, unbounded, where the bus must drop it and count it, and bound
+     what waits by the socket's unsent bytes (C{maxPendingBytes}), which it
+     does not expose;
+  6. it does not resubscribe, and its subscriber and command pools
+     reconnect independently, where the bus treats its two connections as
+     one link;
+  7. it ships no type information (no C{py.typed}): mypy sees C{Any}.
+The part of RESP2 needed here (L{iocpsvc.cluster.resp}) is short, and this
+way the log-in, the reconnection, the resubscription and the outage
+counters are all in one place, and a server that does not use the cluster
+imports none of it.
 
 Long: one bus, L{RedisBus}, whose link (its two connections, the backoff,
 the heartbeat, the node-id claim) and publishing (the buffer cap, the
@@ -51,15 +84,19 @@ from __future__ import annotations
 
 import os
 import random
-import re
 import socket
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults, succeed
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -76,6 +113,7 @@ from iocpsvc.cluster import (
     nodeOfContext,
     packMessage,
 )
+from iocpsvc.cluster.redisurl import DEFAULT_PORT, DEFAULT_PREFIX, RedisURL, parseRedisURL, tlsErrorMessage
 from iocpsvc.cluster.resp import RedisConnection, RedisConnectionLost, RedisError, Waiter, encodeCommand
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver
 from iocpsvc.limits import DEFAULT_MAX_PENDING_WRITE
@@ -84,14 +122,12 @@ from iocpsvc.machine import reactorOrGlobal
 
 _log = Logger(namespace="iocpsvc.cluster.redis")
 
-DEFAULT_PORT = 6379
-DEFAULT_PREFIX = "iocpsvc"
 DEFAULT_MAX_PENDING_BYTES = DEFAULT_MAX_PENDING_WRITE
 """
 Bytes a bus lets wait for Redis to read them before it drops publishes: the
 same as the server's C{--max-pending-write} default for a client (4 MiB).
 """
-_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+__all__ = ["DEFAULT_PORT", "DEFAULT_PREFIX", "RedisBus", "RedisURL", "parseRedisURL"]
 
 # Deletes the node-id key only if this node still holds it (atomically).
 _RELEASE_SCRIPT = (
@@ -99,50 +135,8 @@ _RELEASE_SCRIPT = (
 )
 
 
-def parseRedisURL(url: str) -> tuple[str, int, int, str]:
-    """
-    C{(host, port, db, prefix)} of C{redis://HOST[:PORT][/DB][?prefix=NAME]}
-    (port 6379, database 0 and prefix C{iocpsvc} when not given).
-
-    @raise ValueError: anything else, saying what is wrong.
-    """
-    expected = "expected redis://HOST:PORT[/DB][?prefix=NAME]"
-    try:
-        parts = urlsplit(url)
-    except ValueError as e:  # e.g. an unclosed [ of an IPv6 address
-        raise ValueError(f"{e} ({expected})") from None
-    if parts.scheme != "redis" or not url.startswith("redis://"):
-        raise ValueError(f"the URL must start with redis:// ({expected})")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"port must be a number from 1 to 65535 ({expected})") from None
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("user names and passwords are not supported; keep Redis on a private network")
-    if not parts.hostname:
-        raise ValueError(f"no host ({expected})")
-    if parts.fragment:
-        raise ValueError(f"unexpected #{parts.fragment} ({expected})")
-    if port == 0:
-        raise ValueError(f"port must be a number from 1 to 65535 ({expected})")
-    path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise ValueError(f"database must be a number, not {path!r} ({expected})")
-    db = int(path) if path else 0
-    prefix = DEFAULT_PREFIX
-    try:
-        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
-    except ValueError:
-        raise ValueError(f"bad query {parts.query!r} ({expected})") from None
-    for index, (name, value) in enumerate(query):
-        if name != "prefix":
-            raise ValueError(f"unknown parameter {name!r} (only prefix=NAME is known)")
-        if index:
-            raise ValueError("prefix given more than once")
-        if not _PREFIX.match(value):
-            raise ValueError(f"prefix must be 1 to 64 of A-Z a-z 0-9 _ . : -, not {value!r}")
-        prefix = value
-    return parts.hostname, port if port is not None else DEFAULT_PORT, db, prefix
+class AuthRefused(RedisError):
+    """Redis refused the bus's C{AUTH} (a wrong password, an unknown or disabled user)."""
 
 
 class _OneConnection(Factory):
@@ -223,6 +217,14 @@ class RedisBus:
     @ivar malformedTotal: messages received that were not cluster messages.
     @ivar unroutedTotal: directed messages no node was subscribed to receive
         (the node that held the context is gone).
+    @ivar authFailuresTotal: connection attempts on which Redis refused the
+        bus's C{AUTH}.
+    @ivar authRefused: whether the last attempt was refused its C{AUTH}
+        (until one succeeds).
+    @ivar lastError: why the last attempt failed or the link was lost, in a
+        few words (never the password), or C{None} while connected.
+    @ivar target: the parsed URL (L{RedisURL}).
+    @ivar address: the URL as logs and C{stats()} show it (its password as C{***}).
     """
 
     def __init__(
@@ -237,9 +239,11 @@ class RedisBus:
         connectTimeout: float = 5.0,
         identity: str | None = None,
         maxPendingBytes: int = DEFAULT_MAX_PENDING_BYTES,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         """
-        @param url: C{redis://HOST:PORT[/DB][?prefix=NAME]}.
+        @param url: C{redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB][?OPTIONS]}
+            (see L{iocpsvc.cluster.redisurl}).
         @param nodeId: this node's id (1 to L{MAX_NODE_ID}).
         @param reactor: the reactor; the global one by default.
         @param retryDelay: seconds before the first reconnection attempt;
@@ -256,14 +260,17 @@ class RedisBus:
             bounded by the bytes of the publishes awaiting a reply instead.
             A single publish larger than this is still sent when nothing
             waits.
+        @param environ: where the URL's password may come from
+            (C{IOCPSVC_CLUSTER_PASSWORD}); C{os.environ} by default.
+        @raise ValueError: a bad URL (see L{parseRedisURL}).
         """
         if maxPendingBytes < 1:
             raise ValueError(f"maxPendingBytes must be at least 1, not {maxPendingBytes}")
         self.reactor = reactor = reactorOrGlobal(reactor)
-        self.url = url
-        self.host, self.port, self.db, self.prefix = parseRedisURL(url)
+        self.target = target = parseRedisURL(url, environ)
+        self.host, self.port, self.db, self.prefix = target.host, target.port, target.db, target.prefix
         self.nodeId = checkNodeId(nodeId)
-        self.address = f"{self.host}:{self.port}/{self.db}"
+        self.address = target.shown
         self.broadcastChannel = f"{self.prefix}:all".encode()
         self.nodeChannel = self.channelOf(self.nodeId)
         self.claimKey = f"{self.prefix}:nodes:{self.nodeId}".encode()
@@ -285,6 +292,9 @@ class RedisBus:
         self.reconnectsTotal = 0
         self.malformedTotal = 0
         self.unroutedTotal = 0
+        self.authFailuresTotal = 0
+        self.authRefused = False
+        self.lastError: str | None = None
 
         self._receiver: Any = None
         self._running = False
@@ -469,6 +479,10 @@ class RedisBus:
             "reconnects_total": self.reconnectsTotal,
             "malformed_total": self.malformedTotal,
             "unrouted_total": self.unroutedTotal,
+            "tls": self.target.tls,
+            "auth_failures_total": self.authFailuresTotal,
+            "auth_refused": self.authRefused,
+            "last_error": self.lastError,
         }
 
     # -- replies to publishes ----------------------------------------------------
@@ -528,12 +542,19 @@ class RedisBus:
     # -- the link: connect, set up, lose, retry ----------------------------------
 
     def _endpoint(self) -> Any:
+        endpoint: Any
         if isIPAddress(self.host):
-            return TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
-        if isIPv6Address(self.host):
-            return TCP6ClientEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
-        # Resolves without blocking the reactor (getaddrinfo in a thread).
-        return HostnameEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
+            endpoint = TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
+        elif isIPv6Address(self.host):
+            endpoint = TCP6ClientEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
+        else:
+            # Resolves without blocking the reactor (getaddrinfo in a thread).
+            endpoint = HostnameEndpoint(self.reactor, self.host, self.port, timeout=self.connectTimeout)
+        if self.target.tls:
+            # Connects with the RedisConnection itself, under TLS; what it
+            # writes before the handshake is done waits for it.
+            endpoint = wrapClientTLS(self.target.tlsOptions, endpoint)
+        return endpoint
 
     def _connect(self) -> None:
         self._retryCall = None
@@ -558,17 +579,28 @@ class RedisBus:
         )
         setUp = gatherResults(connecting, consumeErrors=True)
         setUp.addCallback(lambda _: self._setUp(link))
-        setUp.addCallbacks(lambda _: self._linkReady(link), lambda f: self._linkFailed(link, _reason(f)))
+        setUp.addCallbacks(lambda _: self._linkReady(link), lambda f: self._setUpFailed(link, f))
+
+    def _setUpFailed(self, link: _Link, failure: Failure) -> None:
+        """An attempt failed: to connect, to log in, to subscribe or to claim."""
+        refused = _cause(failure).check(AuthRefused) is not None
+        self._linkFailed(link, _reason(failure), authRefused=refused)
 
     def _setUp(self, link: _Link) -> Deferred[Any]:
         link.connecting = []
         if link.over:  # closed the moment both connected (stopped, or timed out)
             return succeed(None)
         assert link.subscriber is not None and link.commands is not None
-        steps = [
-            link.subscriber.execute(b"SUBSCRIBE", self.broadcastChannel),
-            link.subscriber.execute(b"SUBSCRIBE", self.nodeChannel),
-        ]
+        # Pipelined, in this order on each connection: AUTH first; if Redis
+        # refuses it, what follows is refused too (NOAUTH), and the link
+        # fails with the AUTH's refusal, which comes first.
+        steps = []
+        auth = self.target.authArguments()
+        if auth is not None:
+            for connection in (link.subscriber, link.commands):
+                steps.append(connection.execute(b"AUTH", *auth).addErrback(_authRefused))
+        steps.append(link.subscriber.execute(b"SUBSCRIBE", self.broadcastChannel))
+        steps.append(link.subscriber.execute(b"SUBSCRIBE", self.nodeChannel))
         if self.db:
             steps.append(link.commands.execute(b"SELECT", self.db))
         steps.append(self._claim(link.commands))
@@ -583,6 +615,8 @@ class RedisBus:
         link.ready = True
         self.connected = True
         self._failedAttempts = 0
+        self.authRefused = False
+        self.lastError = None
         if not self._everConnected:
             self._everConnected = True
             self._downSince = None
@@ -609,10 +643,19 @@ class RedisBus:
         self._refresher.clock = self.reactor
         self._refresher.start(self.claimInterval, now=False)
 
-    def _linkFailed(self, link: _Link, why: str) -> None:
-        """Any failure of C{link}, however it shows: close it, warn once, retry."""
+    def _linkFailed(self, link: _Link, why: str, authRefused: bool = False) -> None:
+        """
+        Any failure of C{link}, however it shows: close it, warn once, retry.
+
+        @param authRefused: whether it failed because Redis refused C{AUTH}
+            (said at once, once per outage, as an error: it will not pass
+            by itself).
+        """
         if link.over:
             return
+        self.lastError = why
+        if authRefused:
+            self.authFailuresTotal += 1
         wasConnected = self.connected and link.ready
         now = self.reactor.seconds()
         # Redis may have stopped answering well before this shows (a paused
@@ -631,7 +674,33 @@ class RedisBus:
             self._stopRefreshing()
         if not self._running:
             return
-        if wasConnected:
+        refusedBefore, self.authRefused = self.authRefused, authRefused
+        if authRefused:
+            if self._downSince is None:
+                self._downSince = now
+                self._droppedWhenLost = self.droppedTotal
+            # Said when it starts (at most once a minute, should it come and
+            # go), then reminded once a minute while it lasts.
+            if not refusedBefore and self._reminders.due("auth", now):
+                self._reminders.said("down", now)
+                _log.error(
+                    "cluster: Redis at {redis} refused AUTH ({error}); check the user name and "
+                    "password (given by {passwordSource}); this node serves its own clients only; "
+                    "retrying",
+                    redis=self.address,
+                    error=why,
+                    passwordSource=self.target.passwordSource,
+                )
+            elif self._reminders.due("down", now):
+                _log.error(
+                    "cluster bus still down: Redis at {redis} refuses AUTH for {downSeconds:.0f}s "
+                    "({error}); publishes dropped so far: {dropped}",
+                    redis=self.address,
+                    downSeconds=now - self._downSince,
+                    error=why,
+                    dropped=self.droppedTotal - self._droppedWhenLost,
+                )
+        elif wasConnected:
             self._downSince = lastAnswer if lastAnswer is not None else now
             # The publishes lost with the link belong to this outage.
             self._droppedWhenLost = droppedBefore
@@ -660,7 +729,7 @@ class RedisBus:
                 "cluster bus still down: Redis {redis} unreachable for {downSeconds:.0f}s ({error}); "
                 "publishes dropped so far: {dropped}",
                 redis=self.address,
-                downSeconds=now - (self._downSince or now),
+                downSeconds=now - (now if self._downSince is None else self._downSince),
                 error=why,
                 dropped=self.droppedTotal - self._droppedWhenLost,
             )
@@ -763,15 +832,44 @@ def _ignoreReply(reply: Any) -> None:
     """The waiter of a link's publishes until the bus sets its own."""
 
 
+def _authRefused(failure: Failure) -> Failure:
+    """An C{AUTH}'s error reply, as L{AuthRefused}; anything else (a lost connection) as it is."""
+    if failure.check(RedisError) and not failure.check(RedisConnectionLost):
+        return Failure(AuthRefused(str(failure.value)))
+    return failure
+
+
+def _cause(failure: Failure) -> Failure:
+    """The failure inside C{gatherResults}'s L{FirstError}s."""
+    while isinstance(failure.value, FirstError):
+        failure = failure.value.subFailure
+    return failure
+
+
 def _reason(failure: Failure) -> str:
-    """A failure in a few words, for a log line."""
-    if isinstance(failure.value, RedisError):
-        return f"Redis error: {failure.value}"
-    if isinstance(failure.value, ConnectionDone):
+    """A failure in a few words, for a log line (never the password: Redis does not echo it)."""
+    failure = _cause(failure)
+    value = failure.value
+    if isinstance(value, AuthRefused):
+        return str(value)
+    if isinstance(value, RedisConnectionLost) and value.reason is not None:
+        return _reason(value.reason)
+    if isinstance(value, RedisError):
+        return f"Redis error: {value}"
+    if isinstance(value, ConnectionDone):
         return "Redis closed the connection"
-    if isinstance(failure.value, ConnectionRefusedError):
+    if isinstance(value, ConnectionRefusedError):
         return "connection refused"
-    inner = getattr(failure.value, "subFailure", None)  # from gatherResults
-    if isinstance(inner, Failure):
-        return _reason(inner)
-    return failure.getErrorMessage() or type(failure.value).__name__
+    module = type(value).__module__
+    if module.startswith("OpenSSL"):
+        # The TLS handshake failed: OpenSSL's reasons, not its nested list.
+        return f"TLS handshake failed: {tlsErrorMessage(value)}"
+    if module.startswith("service_identity"):
+        # A valid certificate, for another name.
+        names = []
+        for error in getattr(value, "errors", ()):
+            wanted = getattr(error, "mismatched_id", None)
+            name = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None)
+            names.append(name.decode("ascii", "replace") if isinstance(name, bytes) else str(name))
+        return f"TLS handshake failed: the server's certificate is not for {' or '.join(names) or '?'}"
+    return failure.getErrorMessage() or type(value).__name__

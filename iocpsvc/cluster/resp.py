@@ -28,6 +28,10 @@ L{iocpsvc.cluster.redis}).
 
 Like the codecs, L{ReplyParser} is pure (bytes in, values out) and is tested
 without sockets.
+
+Why iocpsvc has its own client rather than txredisapi: see
+L{iocpsvc.cluster.redis}.  Logging in (C{AUTH}, C{SELECT}) and TLS are the
+bus's: to this module they are commands and a transport like any other.
 """
 
 from __future__ import annotations
@@ -62,7 +66,14 @@ class RedisConnectionLost(RedisError):
     """
     No reply will come: the connection ended (or never was) before it.
     Unlike an error reply, the command may or may not have reached Redis.
+
+    @ivar reason: why the connection ended (a failed TLS handshake, a
+        reset, ...), or C{None}: it never was.
     """
+
+    def __init__(self, message: str, reason: Failure | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class RespProtocolError(Exception):
@@ -293,7 +304,7 @@ class RedisConnection(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ended = True
         waiting, self._waiting = self._waiting, deque()
-        gone = RedisConnectionLost(f"connection lost before the reply: {reason.getErrorMessage()}")
+        gone = RedisConnectionLost(f"connection lost before the reply: {reason.getErrorMessage()}", reason)
         for waiter in waiting:
             waiter(gone)
         lostWaiters, self._lostWaiters = self._lostWaiters, []
