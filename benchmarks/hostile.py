@@ -958,7 +958,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for r in results:
         rss = r["stats"].get("vmhwmKiB", 0) / 1024
-        good = "-" if r["goodDuring"] is None else f"{r['goodDuring']}/{GOOD} / {r['goodAfter']}/{GOOD}"
+        good = "–" if r["goodDuring"] is None else f"{r['goodDuring']}/{GOOD} / {r['goodAfter']}/{GOOD}"
         rows.append((f"{r['attack']}: {r['description']}", describe(r), f"{rss:.1f}", good))
         print(f"| {rows[-1][0]} | {rows[-1][1]} | {rows[-1][2]} | {rows[-1][3]} |")
     if args.rst:
