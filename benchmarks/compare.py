@@ -30,6 +30,8 @@ absolute rates do not.
     python -m benchmarks.compare --against ../before    # also iocpsvc from another checkout
     python -m benchmarks.compare --against ../before --no-peers --rounds 6
     python -m benchmarks.compare --servers iocpsvc,iocpsvc-pure,uvloop --scenario pipelined
+    python -m benchmarks.compare --from-markdown docs/benchmarks.md --out docs/benchmarks
+                                        # the docs' tables and chart again, from the medians
 
 The results are followed by "targets" tables: issue 12's (pipelined: each
 iocpsvc server's CPU per frame and throughput as fractions of int32's,
@@ -573,25 +575,135 @@ def sideBySide(results: dict[str, dict[str, dict[str, float]]], other: str) -> s
     return "\n".join(lines) + "\n"
 
 
+Published = dict[str, dict[str, dict[str, str]]]
+"""A markdown results table's ratio cells: scenario -> server -> peer -> cell."""
+
+MISSING = "–"
+"""
+A table cell with nothing to show (a server's ratio to itself, a peer that
+did not run): an en dash, since a reST list-table cell that reads C{- -}
+would be a bullet list.
+"""
+
+
+def ratioCell(
+    row: dict[str, float], base: dict[str, float] | None, cpu: bool, published: str | None = None
+) -> str:
+    """
+    C{throughput / CPU} ratios to C{base} for the reST table, or L{MISSING};
+    C{published} is the markdown table's own cell for them (C{"3.74x, 0.27x"}),
+    used as it is when given.
+    """
+    if published is not None:
+        return published.replace("x, ", " / ").removesuffix("x") or MISSING
+    if not base or row is base:
+        return MISSING
+    text = f"{ratio(row, base, 'frames_per_second'):.2f}"
+    if cpu:
+        text += f" / {ratio(row, base, 'server_cpu_us_per_frame'):.2f}"
+    return text
+
+
 def restructuredText(
     results: dict[str, dict[str, dict[str, float]]],
     rounds: int,
     duration: float,
     ran: dict[str, str] | None = None,
+    published: Published | None = None,
 ) -> str:
-    """The same table as L{markdown}, as a reST list-table for the Sphinx docs."""
-    text = markdown(results, rounds, duration, ran).splitlines()
-    rows = [
-        [cell.strip() for cell in line.strip("|").split("|")] for line in text[2:] if line.startswith("|")
+    """
+    The results as reST for the Sphinx docs: one list-table per scenario,
+    narrower than L{markdown}'s one table (no MB/s, p50 and p99 in one
+    column, each ratio cell C{throughput / CPU}), so that it fits a page.
+    C{published}: the ratio cells of a markdown table (scenario -> server ->
+    peer -> cell, from L{resultsFromMarkdown}), shown instead of ratios of
+    its rounded figures.
+    """
+    note = markdown(results, rounds, duration, ran).splitlines()[0].replace("`", "``")
+    out = [
+        ".. Written by python -m benchmarks.compare; do not edit.",
+        "",
+        note,
+        "Each ratio cell is the server's throughput ÷ the peer's, then its server CPU per frame "
+        "÷ the peer's (below 1 is less CPU); the raw echo's is throughput only.  "
+        "MB/s is in ``docs/benchmarks.md``.",
     ]
-    del rows[1]  # the markdown separator line
-    out = [".. list-table::", "   :header-rows: 1", ""]
-    for row in rows:
-        out.append(f"   * - {row[0] or '-'}")
-        out.extend(f"     - {cell or '-'}" for cell in row[1:])
-    out.append("")
-    out.append(text[0])
+    for scenario, table in results.items():
+        description = SCENARIOS[scenario][1] if scenario in SCENARIOS else ""
+        caption = f"{scenario}: {description}" if description else scenario
+        out += [
+            "",
+            f".. list-table:: {caption}",
+            "   :header-rows: 1",
+            "   :class: figures bench-results",
+            f"   :widths: 15 12 10 15 8 {' '.join('11' if cpu else '7' for cpu in RATIO_PEERS.values())}",
+            "",
+            "   * - server",
+            "     - frames/s",
+            "     - CPU µs/frame",
+            "     - p50 / p99 ms",
+            "     - peak RSS MB",
+        ]
+        out += [f"     - ÷\u00a0{peer}" for peer in RATIO_PEERS]  # no break after the sign
+        for kind, row in table.items():
+            out += [
+                f"   * - {kind}",
+                f"     - {row['frames_per_second']:,.0f}",
+                f"     - {row['server_cpu_us_per_frame']:.2f}",
+                f"     - {row['p50_ms']:.1f} / {row['p99_ms']:.1f}",
+                f"     - {row['peak_rss_mb']:.1f}",
+            ]
+            cells = (published or {}).get(scenario, {}).get(kind, {})
+            out += [
+                f"     - {ratioCell(row, table.get(peer), cpu, cells.get(peer))}"
+                for peer, cpu in RATIO_PEERS.items()
+            ]
     return "\n".join(out) + "\n"
+
+
+def resultsFromMarkdown(
+    text: str,
+) -> tuple[dict[str, dict[str, dict[str, float]]], int, float, dict[str, str], Published]:
+    """
+    The medians, rounds, duration and hot paths back from a results table
+    that L{markdown} wrote (C{docs/benchmarks.md}), and its ratio cells
+    (scenario -> server -> peer -> cell): to draw the docs' table and chart
+    again where the raw runs are not kept.  Figures come back rounded as the
+    table prints them, which is why its ratio cells are kept as they are.
+    """
+    import re
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    published: Published = {}
+    rounds, duration, ran = 0, 0.0, {}
+    for line in text.splitlines():
+        found = re.match(r"Medians of (\d+) interleaved rounds of ([\d.]+) s each", line)
+        if found:
+            rounds, duration = int(found.group(1)), float(found.group(2))
+            hot = re.search(r"Hot path: (.*)\.$", line)
+            if hot:
+                for part in hot.group(1).split(", "):
+                    kind, _, how = part.partition(" ")
+                    ran[kind] = how
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) < 8 or cells[0] == "scenario":
+            continue
+        scenario, kind = cells[0], cells[1]
+        results.setdefault(scenario, {})[kind] = {
+            "frames_per_second": float(cells[2].replace(",", "")),
+            "mb_per_second": float(cells[3]),
+            "server_cpu_us_per_frame": float(cells[4]),
+            "client_cpu_us_per_frame": float("nan"),
+            "p50_ms": float(cells[5]),
+            "p99_ms": float(cells[6]),
+            "peak_rss_mb": float(cells[7]),
+            "errors": 0,
+        }
+        published.setdefault(scenario, {})[kind] = dict(zip(RATIO_PEERS, cells[8:], strict=False))
+    if not results or not rounds:
+        raise ValueError("no results table written by benchmarks.compare found")
+    return results, rounds, duration, ran, published
 
 
 def writeOutputs(
@@ -602,6 +714,7 @@ def writeOutputs(
     duration: float,
     ran: dict[str, str] | None = None,
 ) -> None:
+    """OUT.md (the full table and the targets), and the docs' views of it (L{writeViews})."""
     text = markdown(results, rounds, duration, ran)
     goals = targets(results)
     with open(out + ".md", "w") as f:
@@ -609,8 +722,20 @@ def writeOutputs(
         for scenario in scenarios:
             f.write(f"- **{scenario}**: {SCENARIOS[scenario][1]}\n")
         f.write("\n" + text + (f"\n{goals}" if goals else "") + f"\n![chart]({os.path.basename(out)}.png)\n")
-    with open(out + "-results.rst", "w") as f:
-        f.write(restructuredText(results, rounds, duration, ran))
+    writeViews(out, results, rounds, duration, ran)
+
+
+def writeViews(
+    out: str,
+    results: dict[str, Any],
+    rounds: int,
+    duration: float,
+    ran: dict[str, str] | None = None,
+    published: Published | None = None,
+) -> None:
+    """What the performance page shows: OUT-results.rst (the tables) and OUT.png (the chart)."""
+    with open(out + "-results.rst", "w", encoding="utf-8") as f:
+        f.write(restructuredText(results, rounds, duration, ran, published))
     chart(results, out + ".png")
 
 
@@ -625,7 +750,19 @@ COLORS = {
 }
 
 
+CHART_PANELS = [
+    ("frames_per_second", "Throughput relative to int32 (higher is better)"),
+    ("server_cpu_us_per_frame", "Server CPU per frame relative to int32 (lower is better)"),
+    ("peak_rss_mb", "Server peak RSS, MB"),
+]
+
+
 def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
+    """
+    The chart on the performance page: one panel per measure, stacked, each
+    with a group of bars per scenario (only the servers that ran in it), the
+    value on every bar, and one legend above; sized for a page's column.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -634,43 +771,42 @@ def chart(results: dict[str, dict[str, dict[str, float]]], path: str) -> None:
     scenarios = list(results)
     present = {kind for table in results.values() for kind in table}
     kinds = [kind for kind in SERVERS if kind in present] + sorted(present - set(SERVERS))
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    width = 0.8 / max(1, len(kinds))
-    for axis, (metric, title) in zip(
-        axes,
-        [
-            ("frames_per_second", "throughput (frames/s, relative to int32)"),
-            ("server_cpu_us_per_frame", "server CPU per frame (relative to int32)"),
-            ("peak_rss_mb", "server peak RSS (MB)"),
-        ],
-        strict=True,
-    ):
-        for index, kind in enumerate(kinds):
-            values: list[float] = []
-            for scenario in scenarios:
-                row = results[scenario].get(kind)
-                base = results[scenario].get("int32")
-                if row is None:
-                    values.append(0)
-                elif metric == "peak_rss_mb":
-                    values.append(row[metric])
+    fig, axes = plt.subplots(len(CHART_PANELS), 1, figsize=(7.5, 10.5))
+    group = 0.84
+    for axis, (metric, title) in zip(axes, CHART_PANELS, strict=True):
+        top = 0.0
+        for position, scenario in enumerate(scenarios):
+            table = results[scenario]
+            base = table.get("int32")
+            here = [kind for kind in kinds if kind in table]
+            width = group / max(1, len(here))
+            for index, kind in enumerate(here):
+                row = table[kind]
+                if metric == "peak_rss_mb":
+                    value, label = row[metric], f"{row[metric]:.0f}"
+                elif base and base[metric]:
+                    value = row[metric] / base[metric]
+                    label = f"{value:.2f}"
                 else:
-                    values.append(row[metric] / base[metric] if base and base[metric] else 0)
-            axis.bar(
-                [i + (index - (len(kinds) - 1) / 2) * width for i in range(len(scenarios))],
-                values,
-                width,
-                label=kind,
-                color=COLORS.get(kind, "#757575"),
-            )
+                    continue
+                x = position + (index - (len(here) - 1) / 2) * width
+                axis.bar(x, value, width * 0.92, color=COLORS.get(kind, "#757575"))
+                axis.text(x, value, label, ha="center", va="bottom", fontsize=9, rotation=90)
+                top = max(top, value)
+        axis.set_ylim(0, top * 1.25 or 1)
         axis.set_xticks(range(len(scenarios)))
-        axis.set_xticklabels(scenarios, rotation=15)
-        axis.set_title(title, fontsize=10)
+        axis.set_xticklabels(scenarios, fontsize=11)
+        axis.tick_params(axis="y", labelsize=10)
+        axis.set_title(title, fontsize=11.5, loc="left")
+        axis.spines[["top", "right"]].set_visible(False)
         if metric != "peak_rss_mb":
-            axis.axhline(1.0, color="#555", linewidth=0.8)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+            axis.axhline(1.0, color="#555", linewidth=0.8, linestyle="--")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS.get(kind, "#757575")) for kind in kinds]
+    columns = len(kinds) if len(kinds) <= 6 else 4
+    fig.legend(handles, kinds, loc="upper center", ncol=columns, fontsize=10.5, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.965 if columns == len(kinds) else 0.94), h_pad=2.0)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def printProgress(line: str) -> None:
@@ -711,6 +847,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="write OUT.md and OUT.png (e.g. docs/benchmarks)")
     parser.add_argument("--raw-json", help="also write every run to this JSON file")
     parser.add_argument("--from-json", help="render the outputs from a --raw-json file instead of running")
+    parser.add_argument(
+        "--from-markdown",
+        help="draw OUT-results.rst and OUT.png again from the medians of a results table written by "
+        "--out (e.g. docs/benchmarks.md), instead of running; the table itself is left as it is",
+    )
     parser.add_argument("--against", help="also run iocpsvc from the checkout in this directory")
     parser.add_argument(
         "--no-peers", action="store_true", help="with --against: only the two iocpsvc servers, more rounds"
@@ -736,6 +877,15 @@ def main(argv: list[str] | None = None) -> None:
             ["iocpsvc", f"iocpsvc@{args.against}"] if args.no_peers else [*servers, f"iocpsvc@{args.against}"]
         )
     scenarios = args.scenario or list(SCENARIOS)
+    if args.from_markdown:
+        with open(args.from_markdown, encoding="utf-8") as f:
+            rendered, rounds, duration, ran, published = resultsFromMarkdown(f.read())
+        if not args.out:
+            parser.error("--from-markdown needs --out")
+        # The markdown table is the record; only the views drawn from it are written.
+        writeViews(args.out, rendered, rounds, duration, ran, published)
+        print(f"wrote {args.out}-results.rst and {args.out}.png from {args.from_markdown}")
+        return
     if args.from_json:
         with open(args.from_json) as f:
             runs = json.load(f)

@@ -958,17 +958,21 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for r in results:
         rss = r["stats"].get("vmhwmKiB", 0) / 1024
-        good = "-" if r["goodDuring"] is None else f"{r['goodDuring']}/{GOOD} / {r['goodAfter']}/{GOOD}"
+        good = "–" if r["goodDuring"] is None else f"{r['goodDuring']}/{GOOD} / {r['goodAfter']}/{GOOD}"
         rows.append((f"{r['attack']}: {r['description']}", describe(r), f"{rss:.1f}", good))
         print(f"| {rows[-1][0]} | {rows[-1][1]} | {rows[-1][2]} | {rows[-1][3]} |")
     if args.rst:
+        import re
+
         with open(args.rst, "w") as f:
             f.write(".. list-table:: Hostile clients, one fresh server process each\n")
             f.write("   :header-rows: 1\n\n")
             f.write("   * - attack\n     - what the server did\n     - peak RSS (MB)\n")
             f.write("     - good clients during / after\n")
             for row in rows:
-                f.write(f"   * - {row[0]}\n     - {row[1]}\n     - {row[2]}\n     - {row[3]}\n")
+                # An option named in the text is a literal: Sphinx would print "--allow" as "–allow".
+                attack = re.sub(r"(?<![\w`])(--[a-z][\w-]*)", r"``\1``", row[0])
+                f.write(f"   * - {attack}\n     - {row[1]}\n     - {row[2]}\n     - {row[3]}\n")
             f.write(f"\nMeasured with ``python -m benchmarks.hostile --rst {args.rst}``.\n")
 
 

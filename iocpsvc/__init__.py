@@ -2,14 +2,12 @@
 iocpsvc: the architecture of the Delphi IOCP socket-server frameworks (DIOCP,
 HP-Socket) as a Twisted plugin package.
 
-========================  =================================================
-DIOCP                     iocpsvc
-========================  =================================================
-TIocpObject               L{iocpsvc.service.SocketServerService}
-TIocpClientContext        L{iocpsvc.context.ConnectionContext}
-TIocpClientContextFactory L{iocpsvc.factory.ConnectionContextFactory}
-TIocpDecoder/TIocpEncoder L{iocpsvc.interfaces.IDecoder} / L{IEncoder}
-========================  =================================================
+DIOCP's names, and iocpsvc's:
+
+  - TIocpObject: L{iocpsvc.service.SocketServerService}
+  - TIocpClientContext: L{iocpsvc.context.ConnectionContext}
+  - TIocpClientContextFactory: L{iocpsvc.factory.ConnectionContextFactory}
+  - TIocpDecoder/TIocpEncoder: L{iocpsvc.interfaces.IDecoder} / L{IEncoder}
 """
 
 import importlib

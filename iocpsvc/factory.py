@@ -264,7 +264,7 @@ class ConnectionContextFactory(ServerFactory):
         C{UNKNOWN}) or one that is not an IP address (C{AF_UNIX}) leaves the
         proxy's own address to be judged; but with C{limits.allow} or
         C{limits.deny} in force, a header naming a non-IP client is refused
-        before this is asked (see L{proxyHeaderReceived}).
+        before this is asked (see L{iocpsvc.proxy.ProxyHeaderGate.headerReceived}).
         """
         limits = self.limits
         if not limits.allow and not limits.deny:

@@ -1,6 +1,6 @@
 """
 Test your contexts and codecs without sockets (the role Netty's
-C{EmbeddedChannel} plays).
+C{EmbeddedChannel} plays)::
 
     from iocpsvc.testing import EmbeddedConnection
 

@@ -1,6 +1,6 @@
 """
 Run blocking handler code in a thread pool without losing per-connection
-order.
+order::
 
     from iocpsvc.threads import inThreadPool
 

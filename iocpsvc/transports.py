@@ -2,7 +2,7 @@
 The one seam between iocpsvc and the internals of Twisted's transports:
 everything that knows more of a transport than its public interfaces is
 here, so that the context (and the next transport kinds) have one place to
-ask.
+ask::
 
     unsentBytes          the bytes written and not yet sent (a connection,
                          a pipe to a worker process, a link to Redis)

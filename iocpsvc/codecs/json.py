@@ -58,7 +58,7 @@ unless the frame has an exponent of 3 digits or a long run of digits.  The
 bytes are decoded strictly, where C{json.loads} uses C{surrogatepass}.
 Surrogate escapes and the nesting depth are looked at again only in frames
 that hold a C{\\u} escape of C{D800}-C{DFFF}, or more than 256 C{[} and
-C{{}; that second look is also C-speed passes over the text, not a walk of
+C{E{lb}}; that second look is also C-speed passes over the text, not a walk of
 the parsed document.
 
 An object that C{json} cannot serialise is encoded by its L{IEncoder}

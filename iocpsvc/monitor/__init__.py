@@ -1,7 +1,7 @@
 """
 The data monitor (DIOCP's TIocpDataMonitor): a server's figures over HTTP
 (the dashboard, C{/stats.json}, C{/metrics}, C{/connections.json}) and in a
-summary line in the log.
+summary line in the log::
 
     stats.py       the figures: a factory's snapshot, rates, connections
     prometheus.py  the figures as Prometheus metrics

@@ -2,7 +2,7 @@
 The monitor's HTTP server, hardened like the socket service it watches.
 
 The monitor is an attack surface of its own (an operator may expose it for
-Prometheus), so it is held to the same rules as the service:
+Prometheus), so it is held to the same rules as the service::
 
     a connection cap         at most C{maxConnections} connections at once;
                              more are closed at accept, in the same reactor

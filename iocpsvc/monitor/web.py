@@ -1,5 +1,5 @@
 """
-The data monitor over HTTP (C{twisted.web}), on its own endpoint:
+The data monitor over HTTP (C{twisted.web}), on its own endpoint::
 
     GET /                  the live dashboard (a self-contained page)
     GET /stats.json        counters, rates, uptime

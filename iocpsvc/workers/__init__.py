@@ -26,7 +26,7 @@ L{iocpsvc.workers.sockets}.
 
 The modules, one role each:
 
-  - L{cores}: how many cores C{--workers auto} counts;
+  - L{iocpsvc.machine} (outside this package): how many cores C{--workers auto} counts;
   - L{handover}: what a worker inherits, and its C{--worker-of} argument;
   - L{channel}: the control channel (length-prefixed JSON over the pipes);
   - L{sockets}: the parent's listening sockets;
