@@ -336,7 +336,7 @@ def _read(option: str, path: str) -> bytes:
 
 
 def _certificates(option: str, path: str) -> list[Any]:
-    """The certificates of a PEM file, as Twisted's L{Certificate}s; at least one."""
+    """The certificates of a PEM file, as Twisted's L{twisted.internet.ssl.Certificate}s; at least one."""
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import Encoding
     from twisted.internet.ssl import Certificate
