@@ -37,6 +37,9 @@ class FakeWorker:
         self.signals: list[str] = []
         self.unresponsiveSince: float | None = None
         self.relayDropped = 0
+        self.answeredAt: float | None = None
+        self.restarts = 0
+        self.pollWaiters: list[Deferred[None]] = []
         self.control = self
 
     def call(self, op: str, timeout: float | None = None, clock: Any = None, **fields: Any) -> Deferred[Any]:

@@ -19,6 +19,7 @@ bodies); the endpoint binds to loopback by default.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -74,6 +75,31 @@ class _RenderedSnapshot:
         return self._body
 
 
+def _whenFresh(request: Request, sampler: StatsSampler, answer: Callable[[], bytes]) -> bytes:
+    """
+    C{answer()} now, or, when the sampler's source is being asked for
+    fresher figures (a worker pool's), once they have come.
+    """
+    waiting = sampler.refreshed()
+    if waiting is None:
+        return answer()
+    return _answerLater(request, waiting.addCallback(lambda _: answer()))
+
+
+def _answerLater(request: Request, body: Deferred[bytes]) -> bytes:
+    """Finish C{request} with C{body} when it comes, unless the client has gone."""
+    gone: list[object] = []
+    request.notifyFinish().addErrback(gone.append)
+
+    def answered(data: bytes) -> None:
+        if not gone:
+            request.write(data)
+            request.finish()
+
+    body.addCallback(answered)
+    return NOT_DONE_YET  # type: ignore[return-value]
+
+
 class StatsResource(Resource):
     isLeaf = True
 
@@ -85,7 +111,7 @@ class StatsResource(Resource):
         )
 
     def render_GET(self, request: Request) -> bytes:
-        return _jsonBody(request, self._rendered.body())
+        return _whenFresh(request, self.sampler, lambda: _jsonBody(request, self._rendered.body()))
 
 
 class HistoryResource(Resource):
@@ -116,7 +142,7 @@ class MetricsResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return self._rendered.body()
+        return _whenFresh(request, self.sampler, self._rendered.body)
 
 
 class ConnectionsResource(Resource):
@@ -177,18 +203,13 @@ class ConnectionsResource(Resource):
             return _jsonBody(request, listing)
 
         # Worker processes answer later: finish the request when they have.
-        def answered(value: Any) -> None:
-            if not request._disconnected:
-                request.write(_json(request, value))
-                request.finish()
-
-        def failed(failure: Any) -> None:
-            if not request._disconnected:
-                request.write(_json(request, {"error": str(failure.value)}, 500))
-                request.finish()
-
-        listing.addCallbacks(answered, failed)
-        return NOT_DONE_YET  # type: ignore[return-value]
+        return _answerLater(
+            request,
+            listing.addCallbacks(
+                lambda value: _json(request, value),
+                lambda failure: _json(request, {"error": str(failure.value)}, 500),
+            ),
+        )
 
 
 class DashboardResource(Resource):
