@@ -17,6 +17,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, protocol
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
@@ -453,6 +454,57 @@ class HardenedMonitorTests(TestCase):
         )
         site.log(object())
         self.assertEqual(site.requests, 1)
+
+    @defer.inlineCallbacks
+    def test_dashboardRequestsAreNotLogged(self) -> Any:
+        """
+        What an open dashboard asks, over kept-alive connections as a
+        browser asks it, and those connections closed when left idle,
+        write nothing to the log at any level (twistd writes debug events
+        too), while a request cut off half-way still is.
+        """
+        from twisted.internet import reactor
+        from twisted.web.client import HTTPConnectionPool
+
+        clock = Clock()
+        site, port = self.startSite(clock=clock, requestTimeout=10)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        agent = Agent(reactor, pool=pool)
+        paths = ["", "stats.json", "connections.json?sort=bytes_in&limit=10", "history.json", "metrics", "x"]
+        for _ in range(3):
+            for path in paths:
+                response = yield agent.request(b"GET", f"http://127.0.0.1:{port}/{path}".encode())
+                yield readBody(response)
+        self.assertEqual(site.requests, 3 * len(paths))
+        clock.advance(11)  # the kept-alive connections are closed, idle
+        yield waitUntil(reactor, lambda: site.online == 0)
+        self.assertEqual(site.timedOut, 1)
+        said = [formatEvent(event) for event in events if _fromMonitor(event)]
+        self.assertEqual(said, [])
+        # A request that stops half-way is still worth a line.
+        [client] = yield connectRaw(reactor, port, 1)
+        client.transport.write(b"GET /stats.json HTTP/1.1\r\n")
+        yield waitUntil(reactor, lambda: getattr(site, "readsTaken", 0) == 3 * len(paths) + 1)
+        clock.advance(11)
+        yield client.lost
+        said = [formatEvent(event) for event in events if _fromMonitor(event)]
+        self.assertEqual(len(said), 1, said)
+        self.assertIn("no whole request within 10", said[0])
+
+
+def _fromMonitor(event: dict[str, Any]) -> bool:
+    """Whether a log event is the monitor's, or an access log line of any web server."""
+    text = formatEvent(event) or ""
+    namespace = event.get("log_namespace", "")
+    if namespace.startswith("twisted.web.client"):
+        return False  # the test's own client
+    return namespace.startswith(("iocpsvc.monitor", "twisted.web")) or any(
+        marker in text for marker in ('"GET ', "stats.json", "connections.json", "history.json", "/metrics")
+    )
 
 
 class RequestTurnTests(SynchronousTestCase):

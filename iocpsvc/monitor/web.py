@@ -6,6 +6,8 @@ The data monitor over HTTP (C{twisted.web}), on its own endpoint:
     GET /metrics           Prometheus text exposition
     GET /connections.json  online connections (?sort=idle&limit=100&order=desc)
     GET /history.json      the last minutes of online and throughput, for charts
+    GET /about.json        what is running: version, reactor, listeners, codec,
+                           context, limits, workers, cluster node
 
 L{MonitorService} also logs a one-line summary every C{statsInterval}
 seconds.  Requests are answered from a snapshot of the counters taken at
@@ -34,6 +36,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from iocpsvc.accept import guardedReactor
 from iocpsvc.machine import reactorOrGlobal
+from iocpsvc.monitor.about import ServerDescription
 from iocpsvc.monitor.site import MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
 from iocpsvc.service import exitOneLine, listenOrRaise
@@ -212,6 +215,19 @@ class ConnectionsResource(Resource):
         )
 
 
+class AboutResource(Resource):
+    """C{/about.json}: what is running (L{iocpsvc.monitor.about.ServerDescription})."""
+
+    isLeaf = True
+
+    def __init__(self, describe: Callable[[], dict[str, Any]]) -> None:
+        super().__init__()
+        self.describe = describe
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, self.describe())
+
+
 class DashboardResource(Resource):
     isLeaf = True
 
@@ -233,9 +249,18 @@ class DashboardResource(Resource):
 class MonitorRoot(Resource):
     """The monitor's URL space."""
 
-    def __init__(self, source: Any, sampler: StatsSampler) -> None:
+    def __init__(
+        self, source: Any, sampler: StatsSampler, about: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
+        """
+        @param about: what is running, for C{/about.json} (the server's
+            description, L{iocpsvc.monitor.about.ServerDescription.describe});
+            C{/about.json} is 404 without it.
+        """
         super().__init__()
         self.dashboard = DashboardResource()
+        if about is not None:
+            self.putChild(b"about.json", AboutResource(about))
         self.putChild(b"stats.json", StatsResource(sampler))
         self.putChild(b"metrics", MetricsResource(sampler))
         self.putChild(b"connections.json", ConnectionsResource(statsSource(source), sampler.maxAge))
@@ -245,10 +270,20 @@ class MonitorRoot(Resource):
         return self.dashboard
 
 
-def makeSite(factory: Any, sampler: StatsSampler, limits: MonitorLimits | None = None) -> MonitorSite:
-    """The monitor's C{twisted.web} site; its own figures join every snapshot."""
-    site = MonitorSite(MonitorRoot(factory, sampler), sampler.reactor, limits)
+def makeSite(
+    factory: Any,
+    sampler: StatsSampler,
+    limits: MonitorLimits | None = None,
+    about: Callable[[], dict[str, Any]] | None = None,
+) -> MonitorSite:
+    """
+    The monitor's C{twisted.web} site; its own figures join every snapshot,
+    and so does C{about()} (what is running), under C{server}.
+    """
+    site = MonitorSite(MonitorRoot(factory, sampler, about), sampler.reactor, limits)
     sampler.addFigures("monitor", site.figures)
+    if about is not None:
+        sampler.addFigures("server", about)
     return site
 
 
@@ -278,11 +313,15 @@ class MonitorService(MultiService):
         statsInterval: float = 60.0,
         reactor: Any = None,
         limits: MonitorLimits | None = None,
+        about: ServerDescription | None = None,
     ) -> None:
         """
         @param limits: the monitor's own limits (its connection cap, request
             deadline and request rate); L{MonitorLimits}'s defaults when not
             given.
+        @param about: what is running, for C{/about.json}, the C{server}
+            part of C{/stats.json} and the dashboard's panel (the monitor's
+            own URL is added to it).
         """
         super().__init__()
         self.reactor = reactor = reactorOrGlobal(reactor)
@@ -290,11 +329,20 @@ class MonitorService(MultiService):
         self.description = description
         self.statsInterval = statsInterval
         self.sampler = StatsSampler(factory)
-        self.site = makeSite(factory, self.sampler, limits)
+        self.about = about
+        self.site = makeSite(factory, self.sampler, limits, self.describe if about is not None else None)
         # Listening ports that refuse past the cap in the accept's own turn.
         self.endpoint = endpoints.serverFromString(guardedReactor(reactor), description)
         self.ports: list[Any] = []
         self._summary: LoopingCall | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """What is running (C{about}'s description), with the monitor's URL once it listens."""
+        assert self.about is not None
+        description = self.about.describe()
+        if self.ports:
+            description["monitor"] = _url(self.ports[0].getHost())
+        return description
 
     @property
     def port(self) -> Any:
