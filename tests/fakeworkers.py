@@ -39,6 +39,7 @@ class FakeWorker:
         self.relayDropped = 0
         self.answeredAt: float | None = None
         self.restarts = 0
+        self.startedAt = 0.0
         self.pollWaiters: list[Deferred[None]] = []
         self.control = self
 

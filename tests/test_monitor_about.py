@@ -10,13 +10,13 @@ import json
 import os
 from typing import Any
 
-import twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 import iocpsvc
+import twisted
 from iocpsvc import assembly
 from iocpsvc.apps import ChatContext, EchoContext
 from iocpsvc.codecs import parseCodecSpec

@@ -97,8 +97,12 @@ class GrafanaDashboardTests(SynchronousTestCase):
     def test_everyMetricExists(self) -> None:
         """Every series a query names is in a real /metrics rendering, and so is each label a legend shows."""
         series = renderedSeries()
-        queries = [(p["title"], q["expr"], q.get("legendFormat", "")) for p in self.panels for q in p["targets"]]
-        queries += [("variable " + v["name"], v["definition"], "") for v in self.dashboard["templating"]["list"]]
+        queries = [
+            (p["title"], q["expr"], q.get("legendFormat", "")) for p in self.panels for q in p["targets"]
+        ]
+        queries += [
+            ("variable " + v["name"], v["definition"], "") for v in self.dashboard["templating"]["list"]
+        ]
         used: set[str] = set()
         for title, expression, legend in queries:
             names = METRIC_NAME.findall(expression)

@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import Any
 
 import twisted
-
 from iocpsvc._version import __version__
 from iocpsvc.addresses import describeAddress
 from iocpsvc.cluster import redactURL

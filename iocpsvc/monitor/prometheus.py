@@ -100,7 +100,9 @@ def serverMetrics(server: dict[str, Any]) -> Iterator[Metric]:
     """C{iocpsvc_build_info} (value 1, what is running in its labels) and the start time."""
     name, documentation = BUILD_INFO
     yield InfoMetricFamily(
-        name, documentation, value={label: str(server[label]) for label in BUILD_INFO_LABELS if label in server}
+        name,
+        documentation,
+        value={label: str(server[label]) for label in BUILD_INFO_LABELS if label in server},
     )
     if "started_at_seconds" in server:
         yield GaugeMetricFamily(START_TIME[0], START_TIME[1], value=server["started_at_seconds"])
