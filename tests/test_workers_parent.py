@@ -128,6 +128,26 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertFalse(slow.responsive)
         self.assertIsNone(slow.answeredAt)
 
+    def test_pollTickDoesNotWait(self) -> None:
+        """
+        The periodic poll asks a worker that answers every interval, while
+        another one stays silent (its question is asked once at a time).
+        """
+        from twisted.internet.task import LoopingCall
+
+        pool = clockedPool()
+        silent, fine = FakeWorker(1, 10), FakeWorker(2, 11)
+        silent.answers = False
+        pool.workers = {1: silent, 2: fine}  # type: ignore[dict-item]
+        loop = LoopingCall(pool.pollTick)
+        loop.clock = pool.reactor
+        loop.start(pool.pollInterval)
+        pool.reactor.pump([pool.pollInterval] * 4)
+        loop.stop()
+        self.assertEqual(len(fine.calls), 5)
+        self.assertEqual(len(silent.calls), 3)  # again each time its question timed out: at 0, 2, 4 s
+        pool.reactor.advance(pool.answerTimeout)
+
     def test_recordSnapshot(self) -> None:
         """A snapshot given with a worker's connections is kept as its figures; not for a dead slot."""
         pool = clockedPool()

@@ -256,7 +256,7 @@ class WorkerPoolService(MultiService):
         self._stopping = False
         for index in range(1, self.count + 1):
             self._spawn(index)
-        self._poller = LoopingCall(self.poll)
+        self._poller = LoopingCall(self.pollTick)
         self._poller.clock = self.reactor
         self._poller.start(self.pollInterval, now=False)
 
@@ -469,6 +469,13 @@ class WorkerPoolService(MultiService):
         )
 
     # -- the workers' figures -------------------------------------------------
+
+    def pollTick(self) -> None:
+        """
+        The poll of every C{pollInterval}: it does not wait for the
+        answers (a silent worker must not hold up the polls of the others).
+        """
+        self.poll()
 
     def poll(self) -> Deferred[Any]:
         """
