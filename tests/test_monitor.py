@@ -562,10 +562,13 @@ class HardenedMonitorTests(TestCase):
         self.addCleanup(pool.closeCachedConnections)
         agent = Agent(reactor, pool=pool)
         paths = ["", "stats.json", "connections.json?sort=bytes_in&limit=10", "history.json", "metrics", "x"]
-        for _ in range(3):
+        for method in (b"GET", b"HEAD", b"GET"):  # HEAD: a health check's
             for path in paths:
-                response = yield agent.request(b"GET", f"http://127.0.0.1:{port}/{path}".encode())
-                yield readBody(response)
+                response = yield agent.request(method, f"http://127.0.0.1:{port}/{path}".encode())
+                body = yield readBody(response)
+                if method == b"HEAD" and path != "x":
+                    self.assertEqual(body, b"")
+                    self.assertEqual(response.code, 200)
         self.assertEqual(site.requests, 3 * len(paths))
         clock.advance(11)  # the kept-alive connections are closed, idle
         yield waitUntil(reactor, lambda: site.online == 0)

@@ -15,8 +15,8 @@ so that the parent's figures are as fresh as one process's.
 
 The pool is read through L{iocpsvc.interfaces.IWorkerPool}: this module
 imports nothing of L{iocpsvc.workers}, and the pool nothing of the monitor.
-C{tap.py} hands the monitor a L{PoolSource} of the pool, as it hands it a
-factory in one process.
+The assembly (L{iocpsvc.assembly}) hands the monitor a L{PoolSource} of
+the pool, as it hands it a factory's figures in one process.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ Prometheus), so it is held to the same rules as the service:
     no access log            a request is counted, not logged, at any level
                              (an open dashboard would otherwise write two
                              lines a second, a flood one per request); a
-                             kept-alive connection closed idle likewise
+                             kept-alive connection closed idle likewise, and
+                             a HEAD request (the resources answer it
+                             themselves: L{iocpsvc.monitor.web})
     one request at a time    the requests a client sends without waiting
                              (pipelined) are handled one per reactor turn,
                              at most C{maxQueuedBytes} of them waiting; all

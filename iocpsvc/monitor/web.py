@@ -58,6 +58,24 @@ def _jsonBody(request: Request, body: bytes, code: int = 200) -> bytes:
     return body
 
 
+class _MonitorResource(Resource):
+    """
+    A leaf of the monitor whose C{HEAD} is its C{GET} without the body,
+    said in C{Content-Length}.  (Twisted's own way, C{GET} and the body
+    dropped by the request, writes an info line to the log each time: a
+    health check by C{HEAD} would fill the log.)
+    """
+
+    isLeaf = True
+
+    def render_HEAD(self, request: Request) -> bytes:
+        body = self.render_GET(request)  # type: ignore[attr-defined]
+        if body is NOT_DONE_YET:
+            return body  # type: ignore[no-any-return]  # the request drops what is written to a HEAD
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b""
+
+
 class _RenderedSnapshot:
     """
     The bytes of one rendering of the sampler's current snapshot, made again
@@ -103,9 +121,7 @@ def _answerLater(request: Request, body: Deferred[bytes]) -> bytes:
     return NOT_DONE_YET  # type: ignore[return-value]
 
 
-class StatsResource(Resource):
-    isLeaf = True
-
+class StatsResource(_MonitorResource):
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
@@ -117,9 +133,7 @@ class StatsResource(Resource):
         return _whenFresh(request, self.sampler, lambda: _jsonBody(request, self._rendered.body()))
 
 
-class HistoryResource(Resource):
-    isLeaf = True
-
+class HistoryResource(_MonitorResource):
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
@@ -135,9 +149,7 @@ def _metricsText(stats: dict[str, Any]) -> bytes:
     return metricsText(lambda: stats)
 
 
-class MetricsResource(Resource):
-    isLeaf = True
-
+class MetricsResource(_MonitorResource):
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
@@ -148,14 +160,13 @@ class MetricsResource(Resource):
         return _whenFresh(request, self.sampler, self._rendered.body)
 
 
-class ConnectionsResource(Resource):
+class ConnectionsResource(_MonitorResource):
     """
     C{/connections.json}.  A listing is kept for C{maxAge} seconds and
     served again to the same query (at most C{CACHED} queries at once), so
     a flood of requests does not sort the connections once each.
     """
 
-    isLeaf = True
     CACHED = 16
 
     def __init__(self, source: Any, maxAge: float = 0.5) -> None:
@@ -215,10 +226,8 @@ class ConnectionsResource(Resource):
         )
 
 
-class AboutResource(Resource):
+class AboutResource(_MonitorResource):
     """C{/about.json}: what is running (L{iocpsvc.monitor.about.ServerDescription})."""
-
-    isLeaf = True
 
     def __init__(self, describe: Callable[[], dict[str, Any]]) -> None:
         super().__init__()
@@ -228,9 +237,7 @@ class AboutResource(Resource):
         return _json(request, self.describe())
 
 
-class DashboardResource(Resource):
-    isLeaf = True
-
+class DashboardResource(_MonitorResource):
     def __init__(self) -> None:
         super().__init__()
         # The page ships in the package: no CDN, nothing fetched from outside.
