@@ -71,7 +71,7 @@ class _MonitorResource(Resource):
     def render_HEAD(self, request: Request) -> bytes:
         body = self.render_GET(request)  # type: ignore[attr-defined]
         if body is NOT_DONE_YET:
-            return NOT_DONE_YET  # type: ignore[return-value]  # what is written to a HEAD is dropped
+            return NOT_DONE_YET  # what is written to a HEAD is dropped
         request.setHeader(b"content-length", b"%d" % len(body))
         return b""
 
