@@ -115,9 +115,8 @@ class _WorkerProcess(ProcessProtocol):
         self.log = WorkerLogRelay(index)
         self.unresponsiveSince: float | None = None
         self.relayDropped = 0
-        # When it last answered a question (reactor seconds), how often
-        # its slot was restarted before it, and who waits for the answer
-        # to the figures asked of it now.
+        # When it last gave its figures, its slot's restarts before it, and
+        # who waits for the answer to the figures asked of it now.
         self.answeredAt: float | None = None
         self.restarts = pool.slotRestarts.get(index, 0)
         self.pollWaiters: list[Deferred[None]] = []
@@ -471,10 +470,7 @@ class WorkerPoolService(MultiService):
     # -- the workers' figures -------------------------------------------------
 
     def pollTick(self) -> None:
-        """
-        The poll of every C{pollInterval}: it does not wait for the
-        answers (a silent worker must not hold up the polls of the others).
-        """
+        """The poll of every C{pollInterval}, which does not wait for a silent worker's answer."""
         self.poll()
 
     def poll(self) -> Deferred[Any]:
@@ -487,8 +483,8 @@ class WorkerPoolService(MultiService):
         replacement serves the connections waiting in its slot's queue.
 
         @return: a Deferred that fires (with C{None}, never failing) once
-            every live worker has answered or missed this question, or the
-            one it was already being asked.
+            every live worker has answered or missed (this question, or the
+            one it was being asked already).
         """
         waiting: list[Deferred[None]] = []
         for index, worker in list(self.workers.items()):
@@ -516,20 +512,14 @@ class WorkerPoolService(MultiService):
                 answered(worker)
 
             def missed(failure: Failure, worker: _WorkerProcess = worker) -> None:
-                try:
-                    self._missed(worker, failure)
-                finally:
-                    answered(worker)
+                self._missed(worker, failure)
+                answered(worker)
 
             answer.addCallbacks(got, missed)
         return DeferredList(waiting).addCallback(lambda _: None)
 
     def recordSnapshot(self, index: int, snapshot: dict[str, Any]) -> None:
-        """
-        Keep C{snapshot} as the figures of the worker of slot C{index}, which
-        answered just now (to the poll, or with its connections: see
-        L{IWorkerPool.recordSnapshot}).
-        """
+        """Keep the figures the worker of slot C{index} gave just now (L{IWorkerPool.recordSnapshot})."""
         worker = self.workers.get(index)
         if worker is None or not worker.alive:
             return
