@@ -5,15 +5,22 @@ clients coming and going, a few bad ones), then have headless Chromium
 photograph the page.
 
     python -m benchmarks.dashboard_screenshot [--seconds 45] [--out docs/monitor.png]
+    python -m benchmarks.dashboard_screenshot --workers 2 --out dashboard-workers.png
+
+One process is built in this process by the assembly (as C{twistd iocpsvc}
+builds it); with C{--workers N}, C{twistd iocpsvc --workers N} runs as a
+child process on free loopback ports and is stopped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
 import shutil
+import socket
 import struct
 import sys
 import tempfile
@@ -22,11 +29,14 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import LoopingCall, deferLater
+from twisted.web.client import Agent, readBody
 
 from iocpsvc.apps import EchoContext
-from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.assembly import buildService
+from iocpsvc.codecs import parseCodecSpec
+from iocpsvc.config import ServerConfig
+from iocpsvc.limits import ServerLimits
 from iocpsvc.monitor import MonitorService
-from iocpsvc.service import SocketServerService
 
 FLAGS = [
     "--headless",
@@ -54,15 +64,81 @@ class Done(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
+def freePort() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @defer.inlineCallbacks
-def run(reactor: Any, seconds: float, out: str) -> Any:
-    factory = ConnectionContextFactory(EchoContext, reactor=reactor)
-    server = SocketServerService(factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor)
-    monitor = MonitorService(factory, "tcp:0:interface=127.0.0.1", statsInterval=0, reactor=reactor)
-    monitor.setServiceParent(server)
+def oneProcess(reactor: Any) -> Any:
+    """A server and its monitor in this process; fire with (port, monitor URL, stop)."""
+    config = ServerConfig(
+        ports=("tcp:0:interface=127.0.0.1",),
+        contextClass=EchoContext,
+        codec=parseCodecSpec("length"),
+        limits=ServerLimits(),
+        monitor="tcp:0:interface=127.0.0.1",
+        statsInterval=0,
+    )
+    server: Any = buildService(config, reactor)
     server.startService()
-    port = server.ports[0].getHost().port
+    yield deferLater(reactor, 0.1, lambda: None)
+    [monitor] = [child for child in server if isinstance(child, MonitorService)]
     url = f"http://127.0.0.1:{monitor.port.getHost().port}/"
+    return server.ports[0].getHost().port, url, server.stopService
+
+
+@defer.inlineCallbacks
+def workerProcesses(reactor: Any, count: int) -> Any:
+    """C{twistd iocpsvc --workers count} as a child; fire with (port, monitor URL, stop)."""
+    port, monitorPort = freePort(), freePort()
+    done = Done()
+    argv = [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        "-l",
+        os.devnull,
+        "iocpsvc",
+        "--workers",
+        str(count),
+        "--port",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--monitor",
+        f"tcp:{monitorPort}:interface=127.0.0.1",
+        "--stats-interval",
+        "0",
+    ]
+    process = reactor.spawnProcess(done, sys.executable, argv, env=dict(os.environ))
+    url = f"http://127.0.0.1:{monitorPort}/"
+    agent = Agent(reactor)
+    for _ in range(100):  # the workers listen within a few seconds
+        try:
+            response = yield agent.request(b"GET", (url + "stats.json").encode())
+            stats = json.loads((yield readBody(response)))
+            if all(row["state"] == "serving" for row in stats["workers"]) and stats["workers"]:
+                break
+        except Exception:
+            pass
+        yield deferLater(reactor, 0.2, lambda: None)
+
+    def stop() -> Any:
+        process.signalProcess("TERM")
+        return done.ended
+
+    return port, url, stop
+
+
+@defer.inlineCallbacks
+def run(reactor: Any, seconds: float, out: str, workers: int = 1, height: int = 1400) -> Any:
+    if workers > 1:
+        port, url, stop = yield workerProcesses(reactor, workers)
+    else:
+        port, url, stop = yield oneProcess(reactor)
     rng = random.Random(1)
     clients: list[Quiet] = []
     started = reactor.seconds()
@@ -99,7 +175,7 @@ def run(reactor: Any, seconds: float, out: str) -> Any:
         browser,
         *FLAGS,
         f"--user-data-dir={profile}",
-        "--window-size=1280,1150",
+        f"--window-size=1280,{height}",
         "--virtual-time-budget=4000",
         f"--screenshot={os.path.abspath(out)}",
         url,
@@ -109,7 +185,7 @@ def run(reactor: Any, seconds: float, out: str) -> Any:
     shutil.rmtree(profile, ignore_errors=True)
     for client in clients:
         client.transport.loseConnection()  # type: ignore[union-attr]
-    yield server.stopService()
+    yield stop()
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -117,11 +193,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=45)
     parser.add_argument("--out", default="docs/monitor.png")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: one process)")
+    parser.add_argument("--height", type=int, default=1400, help="the window's height in pixels")
     args = parser.parse_args()
     from twisted.internet import reactor
 
     def go() -> None:
-        d = run(reactor, args.seconds, args.out)
+        d = run(reactor, args.seconds, args.out, args.workers, args.height)
         d.addErrback(lambda f: f.printTraceback())
         d.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
 

@@ -110,9 +110,17 @@ def buildService(config: ServerConfig, reactor: Any) -> MultiService:
             FactorySource(factory), reactor, config.workerOf[0], parentBus
         ).setServiceParent(service)
     elif config.monitor is not None:
+        from iocpsvc.monitor.about import ServerDescription
         from iocpsvc.monitor.stats import FactorySource
 
-        monitorService(FactorySource(factory), config, reactor).setServiceParent(service)
+        about = ServerDescription(
+            config,
+            factory.limits,
+            reactor,
+            lambda: [port.getHost() for port in service.ports],
+            nodeIds=[bus.nodeId] if bus is not None else None,
+        )
+        monitorService(FactorySource(factory), config, reactor, about).setServiceParent(service)
     return service
 
 
@@ -159,9 +167,14 @@ def descriptorBudget(config: ServerConfig) -> tuple[ServerLimits, list[str]]:
 def buildWorkerPool(config: ServerConfig, reactor: Any) -> MultiService:
     """The parent of C{config.workerCount} worker processes, and the one monitor."""
     from iocpsvc import workers
+    from iocpsvc.monitor.about import ServerDescription
     from iocpsvc.monitor.pool import PoolSource
 
-    raiseOpenFilesLimit()
+    openFiles = raiseOpenFilesLimit()
+    # The limits each worker derives (on this machine's open-files limit), for the monitor.
+    workerLimits = config.limits
+    if workerLimits.maxConnections is None and openFiles is not None:
+        workerLimits = dataclasses.replace(workerLimits, maxConnections=defaultMaxConnections(openFiles[1]))
     nodeIdBase = min(config.nodeId or randomNodeId(), MAX_NODE_ID - config.workerCount + 1)
     pool = workers.WorkerPoolService(
         list(config.ports),
@@ -174,15 +187,27 @@ def buildWorkerPool(config: ServerConfig, reactor: Any) -> MultiService:
     )
     pool.unresponsiveTimeout = config.workerTimeout
     if config.monitor is not None:
-        monitorService(PoolSource(pool), config, reactor).setServiceParent(pool)
+        about = ServerDescription(
+            config,
+            workerLimits,
+            reactor,
+            lambda: pool.addresses,
+            nodeIds=[nodeIdBase + index for index in range(config.workerCount)],
+            workerMode=pool.mode,
+        )
+        monitorService(PoolSource(pool), config, reactor, about).setServiceParent(pool)
     return pool
 
 
-def monitorService(source: Any, config: ServerConfig, reactor: Any) -> Any:
-    """The monitor of C{source} (a factory's or the pool's figures), as C{config} says."""
+def monitorService(source: Any, config: ServerConfig, reactor: Any, about: Any = None) -> Any:
+    """
+    The monitor of C{source} (a factory's or the pool's figures), as
+    C{config} says; C{about} is what is running
+    (L{iocpsvc.monitor.about.ServerDescription}).
+    """
     from iocpsvc.monitor.site import MonitorLimits  # twisted.web: only with a monitor
     from iocpsvc.monitor.web import MonitorService
 
     assert config.monitor is not None
     limits = MonitorLimits(maxConnections=config.monitorMaxConnections, requestTimeout=config.monitorTimeout)
-    return MonitorService(source, config.monitor, config.statsInterval, reactor, limits)
+    return MonitorService(source, config.monitor, config.statsInterval, reactor, limits, about)

@@ -417,8 +417,11 @@ class IWorkerPool(Interface):
     )
     workers = Attribute(
         "Slot index -> the slot's current worker, with C{index}, C{pid}, C{nodeId}, C{alive} "
-        "(its process runs) and C{responsive} (it answered its last question in time)."
+        "(its process runs), C{ready} (it listens), C{responsive} (it answered its last question "
+        "in time), C{answeredAt} (when it last gave its figures, in C{reactor.seconds()}, or "
+        "C{None}) and C{restarts} (workers of its slot restarted before it)."
     )
+    generation = Attribute("A number that changes whenever a worker's figures in C{snapshots} do.")
     snapshots = Attribute(
         "Slot index -> the figures the slot's worker last answered: what C{/stats.json} shows "
         "of one process (L{iocpsvc.monitor.stats.collect})."
@@ -432,6 +435,21 @@ class IWorkerPool(Interface):
         workers there are, C{closed_total} per reason, and under
         C{cluster} the C{*_total} counters of the workers' cluster buses
         (empty without C{--cluster}).
+        """
+
+    def poll() -> Deferred[Any]:
+        """
+        Ask every live worker for its figures now (a worker already being
+        asked is not asked twice).
+
+        @return: a Deferred that fires with C{None}, never failing, once
+            each has answered (its figures are in C{snapshots}) or missed.
+        """
+
+    def recordSnapshot(index: int, snapshot: dict[str, Any]) -> None:
+        """
+        Keep C{snapshot} as the figures the worker of slot C{index} gave
+        just now (as the C{stats} of its C{connections} answer).
         """
 
     def ask(op: str, **fields: Any) -> list[tuple[int, Deferred[Any]]]:

@@ -85,6 +85,12 @@ def describeReactor(reactor: Any) -> str:
     return type(reactor).__module__.rsplit(".", 1)[-1]
 
 
+def describeContext(contextClass: type) -> str:
+    """A context class as C{--context} names it: C{echo}, or its dotted name."""
+    names = {cls: name for name, cls in BUILTIN_CONTEXTS.items()}
+    return names.get(contextClass, f"{contextClass.__module__}.{contextClass.__qualname__}")
+
+
 def describeTransports(reactor: Any, ports: list[Any]) -> str:
     """
     Which transports serve each listener, for the start log: said on the
@@ -173,9 +179,7 @@ class SocketServerService(MultiService):
         self._listening.addCallback(lambda _: self._started())
 
     def _started(self) -> None:
-        contextClass = self.factory.contextClass
-        names = {cls: name for name, cls in BUILTIN_CONTEXTS.items()}
-        contextName = names.get(contextClass, f"{contextClass.__module__}.{contextClass.__qualname__}")
+        contextName = describeContext(self.factory.contextClass)
         limits = self.factory.limits
         _log.info(
             "iocpsvc listening on {addresses}; codec={codec}; context={context}; reactor={reactor}"

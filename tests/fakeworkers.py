@@ -37,9 +37,15 @@ class FakeWorker:
         self.signals: list[str] = []
         self.unresponsiveSince: float | None = None
         self.relayDropped = 0
+        self.answeredAt: float | None = None
+        self.restarts = 0
+        self.startedAt = 0.0
+        self.calls: list[str] = []
+        self.pollWaiters: list[Deferred[None]] = []
         self.control = self
 
     def call(self, op: str, timeout: float | None = None, clock: Any = None, **fields: Any) -> Deferred[Any]:
+        self.calls.append(op)
         answer: Deferred[Any] = Deferred()
         if self.answers:
             answer.callback(self.answer)

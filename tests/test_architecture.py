@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # 0: the contracts and what knows the outside world, importing no
     # other layer
     (
+        "iocpsvc._version",
         "iocpsvc.errors",
         "iocpsvc.interfaces",
         "iocpsvc.accel",

@@ -17,14 +17,20 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, protocol
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, readBody
 
+import iocpsvc
 from iocpsvc import errors
 from iocpsvc.apps import EchoContext
+from iocpsvc.codecs import parseCodecSpec
+from iocpsvc.config import ServerConfig
 from iocpsvc.factory import ConnectionContextFactory
+from iocpsvc.limits import ServerLimits
 from iocpsvc.monitor import MonitorService, makeSite
+from iocpsvc.monitor.about import ServerDescription
 from iocpsvc.monitor.prometheus import metricsText
 from iocpsvc.monitor.site import MonitorChannel, MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import StatsSampler, collect, connections, summaryLine
@@ -213,8 +219,17 @@ class LiveMonitorTests(TestCase):
 
         factory = ConnectionContextFactory(EchoContext, reactor=reactor)
         server = SocketServerService(factory, ["tcp:0:interface=127.0.0.1"], reactor=reactor)
+        config = ServerConfig(
+            ports=("tcp:0:interface=127.0.0.1",),
+            contextClass=EchoContext,
+            codec=parseCodecSpec("length"),
+            limits=factory.limits,
+        )
+        about = ServerDescription(
+            config, factory.limits, reactor, lambda: [port.getHost() for port in server.ports]
+        )
         MonitorService(
-            factory, "tcp:0:interface=127.0.0.1", statsInterval=0, reactor=reactor
+            factory, "tcp:0:interface=127.0.0.1", statsInterval=0, reactor=reactor, about=about
         ).setServiceParent(server)
         server.startService()
         self.addCleanup(server.stopService)
@@ -299,6 +314,79 @@ class LiveMonitorTests(TestCase):
         self.assertIsNotNone(match, dom[-3000:])
         self.assertEqual(int(match.group(1)), 7)  # type: ignore[union-attr]
         self.assertIn(b'id="status" class="live"', dom)
+        # What is running: the version, the codec, the listener's address.
+        port = clients[0].transport.getPeer().port  # the server's listening port
+        self.assertIn(f"iocpsvc {iocpsvc.__version__} · Python".encode(), domText(dom, "about-version"))
+        self.assertTrue(domText(dom, "about-codec").startswith(b"length (largest frame 1.00 MiB)"))
+        self.assertEqual(domText(dom, "about-listeners"), f"tcp:127.0.0.1:{port}".encode())
+        self.assertEqual(domText(dom, "about-context"), b"echo")
+        self.assertEqual(domText(dom, "about-workers"), b"one process")
+        self.assertIn(b'id="workers-panel" hidden', dom)  # no workers: no table
+        # Even ticks at round numbers: 7 online is drawn on 0, 2, 4, 6, 8.
+        self.assertIn(b'data-y-ticks="0|2|4|6|8"', dom)
+        self.assertIn(b'data-x-ticks="now|-1 min|-2 min|-3 min|-4 min|-5 min"', dom)
+
+    @defer.inlineCallbacks
+    def test_workersInBrowser(self) -> Any:
+        """
+        Under --workers (a pool of fake workers here), the dashboard has a
+        row per worker: its pid, state, figures and restarts.
+        """
+        from twisted.internet import reactor
+
+        from iocpsvc.monitor.pool import PoolSource
+        from tests.fakeworkers import FakeWorker, clockedPool
+
+        if chromium() is None:
+            if os.environ.get("CI") and sys.platform.startswith("linux"):
+                self.fail("chromium is not installed (.ci/run installs it)")
+            raise self.skipTest("chromium is not installed")
+        pool = clockedPool()
+        one, two = FakeWorker(1, 10), FakeWorker(2, 11)
+        one.answer = {"online": 3, "accepted_total": 5, "received_frames_total": 1200, "connections": []}
+        two.answer = {"online": 4, "accepted_total": 6, "connections": []}
+        two.restarts = 2
+        pool.workers = {1: one, 2: two}  # type: ignore[dict-item]
+        pool.poll()
+        config = ServerConfig(
+            ports=("tcp:9983",),
+            contextClass=EchoContext,
+            codec=parseCodecSpec("line"),
+            limits=ServerLimits(maxConnections=1000),
+            workerCount=2,
+        )
+        about = ServerDescription(
+            config, config.limits, reactor, lambda: [], nodeIds=[10, 11], workerMode="reuseport"
+        )
+        monitor = MonitorService(
+            PoolSource(pool), "tcp:0:interface=127.0.0.1", statsInterval=0, reactor=reactor, about=about
+        )
+        monitor.startService()
+        self.addCleanup(monitor.stopService)
+        base = f"http://127.0.0.1:{monitor.port.getHost().port}/"
+        dom = yield runChromium(
+            reactor, temporaryDirectory(self), "--virtual-time-budget=5000", "--dump-dom", base
+        )
+        self.assertIn(b'id="status" class="live"', dom)
+        self.assertNotIn(b'id="workers-panel" hidden', dom)
+        rows = dict(re.findall(rb'<tr data-worker="(\d)">(.*?)</tr>', dom))
+        self.assertEqual(sorted(rows), [b"1", b"2"], dom[-3000:])
+        cells = [re.findall(rb"<td>(.*?)</td>", rows[index]) for index in (b"1", b"2")]
+        self.assertIn(b"serving", cells[0][1])
+        # pid, node id, online, accepted, frames in, ..., restarts, answered
+        self.assertEqual(cells[0][2:7], [b"1001", b"10", b"3", b"5", b"1.20k"])
+        self.assertEqual(cells[1][2:6], [b"1002", b"11", b"4", b"6"])
+        self.assertEqual(cells[1][10], b"2")
+        self.assertEqual(domText(dom, "about-workers"), b"2 processes (reuseport)")
+        self.assertEqual(domText(dom, "about-max-connections"), b"1,000 per worker")
+        self.assertIn(b'id="online">7<', dom)
+
+
+def domText(dom: bytes, elementId: str) -> bytes:
+    """The text inside the element of C{dom} with id C{elementId}."""
+    match = re.search(rb'id="' + elementId.encode() + rb'">(.*?)</', dom)
+    assert match is not None, f"no {elementId} in the page"
+    return match.group(1).replace(b"&amp;", b"&")
 
 
 class RecordingChannel(MonitorChannel):
@@ -453,6 +541,60 @@ class HardenedMonitorTests(TestCase):
         )
         site.log(object())
         self.assertEqual(site.requests, 1)
+
+    @defer.inlineCallbacks
+    def test_dashboardRequestsAreNotLogged(self) -> Any:
+        """
+        What an open dashboard asks, over kept-alive connections as a
+        browser asks it, and those connections closed when left idle,
+        write nothing to the log at any level (twistd writes debug events
+        too), while a request cut off half-way still is.
+        """
+        from twisted.internet import reactor
+        from twisted.web.client import HTTPConnectionPool
+
+        clock = Clock()
+        site, port = self.startSite(clock=clock, requestTimeout=10)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        self.addCleanup(pool.closeCachedConnections)
+        agent = Agent(reactor, pool=pool)
+        paths = ["", "stats.json", "connections.json?sort=bytes_in&limit=10", "history.json", "metrics", "x"]
+        for method in (b"GET", b"HEAD", b"GET"):  # HEAD: a health check's
+            for path in paths:
+                response = yield agent.request(method, f"http://127.0.0.1:{port}/{path}".encode())
+                body = yield readBody(response)
+                if method == b"HEAD" and path != "x":
+                    self.assertEqual(body, b"")
+                    self.assertEqual(response.code, 200)
+        self.assertEqual(site.requests, 3 * len(paths))
+        clock.advance(11)  # the kept-alive connections are closed, idle
+        yield waitUntil(reactor, lambda: site.online == 0)
+        self.assertEqual(site.timedOut, 1)
+        said = [formatEvent(event) for event in events if _fromMonitor(event)]
+        self.assertEqual(said, [])
+        # A request that stops half-way is still worth a line.
+        [client] = yield connectRaw(reactor, port, 1)
+        client.transport.write(b"GET /stats.json HTTP/1.1\r\n")
+        yield waitUntil(reactor, lambda: getattr(site, "readsTaken", 0) == 3 * len(paths) + 1)
+        clock.advance(11)
+        yield client.lost
+        said = [formatEvent(event) for event in events if _fromMonitor(event)]
+        self.assertEqual(len(said), 1, said)
+        self.assertIn("no whole request within 10", said[0])
+
+
+def _fromMonitor(event: dict[str, Any]) -> bool:
+    """Whether a log event is the monitor's, or an access log line of any web server."""
+    text = formatEvent(event) or ""
+    namespace = event.get("log_namespace", "")
+    if namespace.startswith("twisted.web.client"):
+        return False  # the test's own client
+    return namespace.startswith(("iocpsvc.monitor", "twisted.web")) or any(
+        marker in text for marker in ('"GET ', "stats.json", "connections.json", "history.json", "/metrics")
+    )
 
 
 class RequestTurnTests(SynchronousTestCase):

@@ -6,11 +6,13 @@ summary, C{/connections.json} merged from the workers).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from iocpsvc.monitor.pool import PoolSource
+from iocpsvc.monitor.stats import StatsSampler
 from tests.fakeworkers import FakeWorker, clockedPool
 
 
@@ -136,3 +138,117 @@ class PoolSourceTests(SynchronousTestCase):
             pool.snapshots = {1: {"online": online}}
             stats = source.collect()
         self.assertEqual((stats["online"], stats["peak_online"]), (2, 9))
+
+
+def rows(count: int, first: int = 1) -> list[dict[str, Any]]:
+    """C{count} rows of C{/connections.json}, ids from C{first}."""
+    return [{"id": first + n, "bytes_in": n} for n in range(count)]
+
+
+class StatsAgreeWithConnectionsTests(SynchronousTestCase):
+    """
+    Under --workers, /stats.json and /connections.json tell the same
+    story: neither lags the other by the pool's poll interval.
+    """
+
+    def setUp(self) -> None:
+        self.pool = clockedPool()
+        self.one, self.two = FakeWorker(1, 10), FakeWorker(2, 11)
+        self.pool.workers = {1: self.one, 2: self.two}  # type: ignore[dict-item]
+        self.source = PoolSource(self.pool)
+        self.sampler = StatsSampler(self.source)
+
+    def test_statsAfterAListingShowItsConnections(self) -> None:
+        """
+        The figures a worker gives with its connections become its
+        snapshot: /stats.json asked right after a listing of 7 rows says 7
+        online, not the 0 of the last poll.
+        """
+        self.pool.poll()
+        self.assertEqual(self.sampler.stats()["online"], 0)
+        self.one.answer = {"online": 4, "order": "asc", "connections": rows(4), "stats": {"online": 4}}
+        self.two.answer = {"online": 3, "order": "asc", "connections": rows(3, 10), "stats": {"online": 3}}
+        listings: list[Any] = []
+        self.source.connections("id", 100, None).addCallback(listings.append)
+        [listing] = listings
+        self.assertEqual((listing["online"], len(listing["connections"])), (7, 7))
+        self.assertNotIn("stats", listing)
+        self.assertEqual(self.sampler.stats()["online"], 7)
+        self.assertEqual([row["online"] for row in self.sampler.stats()["workers"]], [4, 3])
+
+    def test_staleStatsAskTheWorkers(self) -> None:
+        """
+        /stats.json older than maxAge asks the workers again before it
+        answers, instead of serving the last poll's figures.
+        """
+        self.pool.poll()
+        self.assertEqual(self.sampler.stats()["online"], 0)
+        self.one.answer = {"online": 5}
+        self.assertIsNone(self.sampler.refreshed())  # fresh enough: no question
+        self.pool.reactor.advance(self.sampler.maxAge)
+        waiting = self.sampler.refreshed()
+        assert waiting is not None
+        self.assertEqual(self.successResultOf(waiting), None)
+        self.assertEqual(self.sampler.stats()["online"], 5)
+
+    def test_slowWorkerDoesNotHoldStats(self) -> None:
+        """
+        A worker that does not answer holds /stats.json back at most
+        freshWithin seconds; its answer is kept when it comes.
+        """
+        self.sampler.stats()
+        self.two.answers = False
+        self.one.answer = {"online": 2}
+        self.pool.reactor.advance(self.sampler.maxAge)
+        waiting = self.sampler.refreshed()
+        assert waiting is not None
+        # A second request while the workers are asked waits for the same answers.
+        second = self.sampler.refreshed()
+        assert second is not None
+        self.assertNoResult(waiting)
+        self.pool.reactor.advance(self.source.freshWithin)
+        self.successResultOf(waiting)
+        self.successResultOf(second)
+        self.assertEqual(self.sampler.stats()["online"], 2)
+        self.pool.reactor.advance(self.pool.answerTimeout)  # the silent worker's question expires
+
+    def test_workerRows(self) -> None:
+        """Each worker's row says its state, restarts and how long ago it answered."""
+        self.two.restarts = 2
+        self.pool.poll()
+        self.two.responsive = False
+        self.pool.reactor.advance(1.5)
+        stats = self.source.collect()
+        one, two = stats["workers"]
+        self.assertEqual((one["state"], one["restarts"], one["answered_seconds_ago"]), ("serving", 0, 1.5))
+        self.assertEqual((two["state"], two["restarts"]), ("unresponsive", 2))
+        self.two.alive = False
+        self.assertEqual(self.source.collect()["workers"][1]["state"], "down")
+
+    def test_overHTTP(self) -> None:
+        """
+        Over the monitor's resources: /stats.json right after
+        /connections.json shows the online count the listing did.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from iocpsvc.monitor.web import MonitorRoot
+
+        root = MonitorRoot(self.source, self.sampler)
+        self.pool.poll()
+
+        def get(path: bytes) -> Any:
+            request = DummyRequest([path])
+            request.method = b"GET"
+            resource = root.getChildWithDefault(path, request)
+            body = resource.render(request)
+            if isinstance(body, bytes):
+                return json.loads(body)
+            return json.loads(b"".join(request.written))
+
+        self.assertEqual(get(b"stats.json")["online"], 0)
+        self.one.answer = {"online": 7, "order": "asc", "connections": rows(7), "stats": {"online": 7}}
+        self.two.answer = {"online": 0, "order": "asc", "connections": [], "stats": {"online": 0}}
+        listing = get(b"connections.json")
+        self.assertEqual((listing["online"], len(listing["connections"])), (7, 7))
+        self.assertEqual(get(b"stats.json")["online"], 7)

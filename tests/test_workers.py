@@ -205,6 +205,35 @@ class WorkerProcessTests(TestCase):
             yield client.lost
 
     @inlineCallbacks
+    def test_statsAgreeWithConnections(self) -> Any:
+        """
+        /stats.json asked right after /connections.json counts the
+        connections the listing shows (not the last poll's figures), and
+        says what is running: two workers on the port listened on.
+        """
+        port = yield self.startServer("--workers", "2")
+        stats = yield self.waitForStats(
+            lambda s: [row["state"] for row in s.get("workers", [])] == ["serving", "serving"]
+        )
+        self.assertEqual(stats["online"], 0)
+        self.assertEqual(stats["server"]["workers"]["count"], 2)
+        self.assertEqual(stats["server"]["listeners"], [f"tcp:127.0.0.1:{port}"])
+        clients = yield connectRaw(reactor, port, 7)
+        for client in clients:
+            client.transport.write(frame(b"ping"))
+        yield waitUntil(reactor, lambda: all(len(c.received) == 8 for c in clients))
+        response = yield Agent(reactor).request(b"GET", (self.monitor + "connections.json").encode())
+        listing = json.loads((yield readBody(response)))
+        stats = yield self.stats()
+        self.assertEqual((listing["online"], len(listing["connections"])), (7, 7))
+        self.assertEqual(stats["online"], 7)
+        self.assertEqual(sum(row["online"] for row in stats["workers"]), 7)
+        for client in clients:
+            client.transport.loseConnection()
+        for client in clients:
+            yield client.lost
+
+    @inlineCallbacks
     def test_sharedSocket(self) -> Any:
         """With --worker-sockets shared, the workers accept from one socket and echo."""
         port = yield self.startServer("--workers", "2", "--worker-sockets", "shared")

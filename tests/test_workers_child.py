@@ -142,6 +142,16 @@ class WorkerControlServiceTests(SynchronousTestCase):
         handlers["connections"]({"op": "connections", "sort": "idle", "limit": "5", "descending": False})
         self.assertEqual(figures.asked, [("id", 100, None), ("idle", 5, False)])
 
+    def test_connectionsCarryTheFigures(self) -> None:
+        """
+        The connections answer carries the worker's figures of the same
+        turn, so that the parent's /stats.json agrees with the listing.
+        """
+        handlers = WorkerControlService(_Figures(), Clock(), 1, None).controlHandlers()
+        self.assertEqual(
+            handlers["connections"]({"op": "connections"}), {"connections": [], "stats": {"online": 3}}
+        )
+
     def test_busMessagesWithAParentBus(self) -> None:
         """With a ParentBus, the parent's bus messages go to it."""
         bus = ParentBus(10)

@@ -33,6 +33,22 @@ class WorkerPoolTests(SynchronousTestCase):
         self.assertEqual(stats["online"], 0)
         self.assertEqual(stats["closed_total"], {"peer": 2})
 
+    def test_restartsCountedPerSlot(self) -> None:
+        """A slot's restarts are counted, and its next worker knows how many there were."""
+        from iocpsvc.workers.parent import _WorkerProcess
+
+        pool = clockedPool()
+        worker = FakeWorker(1, 10)
+        pool.workers = {1: worker}  # type: ignore[dict-item]
+        pool.workerEnded(worker, Failure(RuntimeError("gone")))  # type: ignore[arg-type]
+        pool.workerEnded(worker, Failure(RuntimeError("gone")))  # type: ignore[arg-type]
+        self.assertEqual((pool.slotRestarts, pool.restartsTotal), ({1: 2}, 2))
+        self.assertEqual(_WorkerProcess(pool, 1, 10).restarts, 2)
+        self.assertEqual(_WorkerProcess(pool, 2, 11).restarts, 0)
+        pool._stopping = True
+        for call in pool._pendingRestarts.values():
+            call.cancel()
+
     def test_deadWorkersRelayIsNotACluster(self) -> None:
         """
         A dead worker's relay-bus figures (the parent's own relay, not a
@@ -85,6 +101,65 @@ class WorkerPoolTests(SynchronousTestCase):
             pool.poll()
             clock.advance(1)
         self.assertEqual(silent.signals, [])
+
+    def test_pollFiresWhenAnswered(self) -> None:
+        """
+        poll() fires once every live worker has answered or missed, a
+        worker already being asked included (it is not asked twice); the
+        answers are the snapshots, and the pool's generation moves on.
+        """
+        pool = clockedPool()
+        quick, slow = FakeWorker(1, 10), FakeWorker(2, 11)
+        slow.answers = False
+        pool.workers = {1: quick, 2: slow}  # type: ignore[dict-item]
+        quick.answer = {"online": 3}
+        first = pool.poll()
+        generation = pool.generation
+        self.assertEqual(pool.snapshots, {1: {"online": 3}})
+        self.assertEqual(quick.answeredAt, 0.0)
+        pool.reactor.advance(1)
+        second = pool.poll()  # the slow one is still being asked: not asked again
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        self.assertGreater(pool.generation, generation)
+        pool.reactor.advance(pool.answerTimeout)
+        self.assertIsNone(self.successResultOf(first))
+        self.assertIsNone(self.successResultOf(second))
+        self.assertFalse(slow.responsive)
+        self.assertIsNone(slow.answeredAt)
+
+    def test_pollTickDoesNotWait(self) -> None:
+        """
+        The periodic poll asks a worker that answers every interval, while
+        another one stays silent (its question is asked once at a time).
+        """
+        from twisted.internet.task import LoopingCall
+
+        pool = clockedPool()
+        silent, fine = FakeWorker(1, 10), FakeWorker(2, 11)
+        silent.answers = False
+        pool.workers = {1: silent, 2: fine}  # type: ignore[dict-item]
+        loop = LoopingCall(pool.pollTick)
+        loop.clock = pool.reactor
+        loop.start(pool.pollInterval)
+        pool.reactor.pump([pool.pollInterval] * 4)
+        loop.stop()
+        self.assertEqual(len(fine.calls), 5)
+        self.assertEqual(len(silent.calls), 3)  # again each time its question timed out: at 0, 2, 4 s
+        pool.reactor.advance(pool.answerTimeout)
+
+    def test_recordSnapshot(self) -> None:
+        """A snapshot given with a worker's connections is kept as its figures; not for a dead slot."""
+        pool = clockedPool()
+        worker = FakeWorker(1, 10)
+        pool.workers = {1: worker}  # type: ignore[dict-item]
+        pool.reactor.advance(5)
+        pool.recordSnapshot(1, {"online": 7})
+        self.assertEqual((pool.snapshots[1], worker.answeredAt, pool.generation), ({"online": 7}, 5.0, 1))
+        worker.alive = False
+        pool.recordSnapshot(1, {"online": 9})
+        pool.recordSnapshot(2, {"online": 9})
+        self.assertEqual((pool.snapshots, pool.generation), ({1: {"online": 7}}, 1))
 
     def test_relayDropWarnings(self) -> None:
         """Drops for a worker not reading: one warning, then a reminder at most once a minute."""

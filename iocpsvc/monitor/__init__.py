@@ -7,6 +7,7 @@ summary line in the log::
     prometheus.py  the figures as Prometheus metrics
     pool.py        the figures of the parent of worker processes
     site.py        the hardened HTTP server (cap, deadline, rate, no bodies)
+    about.py       what is running (version, listeners, codec, limits, ...)
     web.py         the HTTP resources and L{MonitorService}
 
 C{twisted.web} is imported only by a process that serves the monitor: the
@@ -29,6 +30,8 @@ _LAZY = {
     "ConnectionsResource": "web",
     "HistoryResource": "web",
     "DashboardResource": "web",
+    "AboutResource": "web",
+    "ServerDescription": "about",
     "MonitorLimits": "site",
     "MonitorSite": "site",
 }

@@ -7,10 +7,16 @@ the parent's one monitor serves about its workers.
   - C{/connections.json}: every live worker's top rows, merged, with the
     workers that did not answer in time listed in C{unanswered}.
 
+The two agree: a worker answers C{connections} with its figures of the same
+turn, which become its snapshot (so C{/stats.json} asked after a listing
+shows at least what the listing saw), and C{/stats.json} older than the
+sampler's C{maxAge} first asks the workers again (L{PoolSource.refresh}),
+so that the parent's figures are as fresh as one process's.
+
 The pool is read through L{iocpsvc.interfaces.IWorkerPool}: this module
 imports nothing of L{iocpsvc.workers}, and the pool nothing of the monitor.
-C{tap.py} hands the monitor a L{PoolSource} of the pool, as it hands it a
-factory in one process.
+The assembly (L{iocpsvc.assembly}) hands the monitor a L{PoolSource} of
+the pool, as it hands it a factory's figures in one process.
 """
 
 from __future__ import annotations
@@ -47,10 +53,36 @@ class PoolSource:
         workers, as far as L{collect} saw.
     """
 
+    freshWithin = 0.5
+    """Seconds L{refresh} waits for the workers' answers at most."""
+
     def __init__(self, pool: IWorkerPool) -> None:
         self.pool = pool
         self.reactor = pool.reactor
         self.peakOnline = 0
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever a worker's figures do (the sampler then collects again)."""
+        return int(self.pool.generation)
+
+    def refresh(self) -> Deferred[None]:
+        """
+        Ask the workers for their figures now; fire once they have all
+        answered, or after L{freshWithin} seconds (a slow worker's figures
+        are then its last ones, and its answer is kept when it comes).
+        """
+        done: Deferred[None] = Deferred()
+
+        def fire(_: object = None) -> None:
+            if not done.called:
+                done.callback(None)
+            if timer.active():
+                timer.cancel()
+
+        timer = self.reactor.callLater(self.freshWithin, fire)
+        self.pool.poll().addBoth(fire)
+        return done
 
     def collect(self) -> dict[str, Any]:
         """
@@ -64,6 +96,7 @@ class PoolSource:
         closed = result.pop("closed_total")
         clusterSeen = bool(cluster)
         connectedWorkers = claimedWorkers = pendingBytes = 0
+        now = self.reactor.seconds()
         rows = []
         for index in sorted(pool.workers):
             worker = pool.workers[index]
@@ -83,6 +116,9 @@ class PoolSource:
                     "alive": worker.alive,
                     "responsive": responsive,
                     "node_id": worker.nodeId,
+                    "state": workerState(worker),
+                    "restarts": int(getattr(worker, "restarts", 0)),
+                    "answered_seconds_ago": _age(now, getattr(worker, "answeredAt", None)),
                     "online": snapshot.get("online", 0),
                     "accepted_total": snapshot.get("accepted_total", 0),
                     "received_frames_total": snapshot.get("received_frames_total", 0),
@@ -98,7 +134,7 @@ class PoolSource:
         self.peakOnline = max(self.peakOnline, result["online"])
         result["peak_online"] = self.peakOnline
         result["closed_total"] = closed
-        result["uptime_seconds"] = round(self.reactor.seconds() - pool.startedAt, 3)
+        result["uptime_seconds"] = round(now - pool.startedAt, 3)
         result["node_id"] = 0
         result["worker_restarts_total"] = pool.restartsTotal
         result["worker_relay_dropped_total"] = pool.relayDroppedTotal
@@ -133,6 +169,10 @@ class PoolSource:
                 if not ok or not isinstance(answer, dict):
                     unanswered.append(index)
                     continue
+                snapshot = answer.get("stats")
+                if isinstance(snapshot, dict):
+                    # The worker's figures of the listing's turn: /stats.json agrees.
+                    self.pool.recordSnapshot(index, snapshot)
                 online += answer.get("online", 0)
                 chosenOrder = answer.get("order", chosenOrder)
                 for row in answer.get("connections", []):
@@ -148,3 +188,22 @@ class PoolSource:
             }
 
         return DeferredList([answer for _, answer in asked], consumeErrors=True).addCallback(merge)
+
+
+def _age(now: float, then: float | None) -> float | None:
+    return None if then is None else round(max(0.0, now - then), 3)
+
+
+def workerState(worker: Any) -> str:
+    """
+    A worker's state in words: C{serving}, C{starting} (its process runs,
+    it does not listen yet), C{unresponsive} (it did not answer in time) or
+    C{down} (its process ended; the slot is being restarted).
+    """
+    if not worker.alive:
+        return "down"
+    if not worker.responsive:
+        return "unresponsive"
+    if not getattr(worker, "ready", True):
+        return "starting"
+    return "serving"

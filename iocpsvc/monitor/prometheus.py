@@ -2,7 +2,8 @@
 The monitor's figures as Prometheus metrics (text exposition through
 C{prometheus_client}), from the same snapshot as C{/stats.json}: the
 factory's from the one table (L{iocpsvc.counters.FIGURES}), then the
-cluster bus's, the monitor's own and the workers'.
+cluster bus's, what is running (C{iocpsvc_build_info}), the monitor's own
+and the workers'.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
 from iocpsvc.counters import CLOSED, CLOSED_METRIC, COUNTER, FIGURES
 
@@ -89,6 +90,24 @@ MONITOR_COUNTERS = (
 )
 
 
+# What is running (the snapshot's "server" part, L{iocpsvc.monitor.about}).
+BUILD_INFO = ("iocpsvc_build", "What is running: iocpsvc's version, its reactor, codec and context.")
+BUILD_INFO_LABELS = ("version", "reactor", "codec", "context", "python", "twisted")
+START_TIME = ("iocpsvc_start_time_seconds", "When the server started, in seconds since the epoch.")
+
+
+def serverMetrics(server: dict[str, Any]) -> Iterator[Metric]:
+    """C{iocpsvc_build_info} (value 1, what is running in its labels) and the start time."""
+    name, documentation = BUILD_INFO
+    yield InfoMetricFamily(
+        name,
+        documentation,
+        value={label: str(server[label]) for label in BUILD_INFO_LABELS if label in server},
+    )
+    if "started_at_seconds" in server:
+        yield GaugeMetricFamily(START_TIME[0], START_TIME[1], value=server["started_at_seconds"])
+
+
 class FactoryCollector:
     """A C{prometheus_client} collector reading a stats snapshot per scrape."""
 
@@ -111,6 +130,9 @@ class FactoryCollector:
         cluster = stats.get("cluster")
         if cluster is not None:
             yield from clusterMetrics(cluster)
+        server = stats.get("server")
+        if server is not None:
+            yield from serverMetrics(server)
         monitor = stats.get("monitor")
         if monitor is not None:
             for name, documentation, key in MONITOR_GAUGES:

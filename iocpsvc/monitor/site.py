@@ -17,8 +17,12 @@ Prometheus), so it is held to the same rules as the service::
                              with a body, is answered 405 or 413 and closed
                              before a byte of the body is read: nothing is
                              buffered or spooled to disk
-    no access log            a request is counted, not logged (a flood would
-                             otherwise write a line per request)
+    no access log            a request is counted, not logged, at any level
+                             (an open dashboard would otherwise write two
+                             lines a second, a flood one per request); a
+                             kept-alive connection closed idle likewise, and
+                             a HEAD request (the resources answer it
+                             themselves: L{iocpsvc.monitor.web})
     one request at a time    the requests a client sends without waiting
                              (pipelined) are handled one per reactor turn,
                              at most C{maxQueuedBytes} of them waiting; all
@@ -214,7 +218,10 @@ class MonitorChannel(HTTPChannel):
         transport = self.transport
         if transport is None:
             return
-        self.site.requestTimedOut(transport.getPeer())
+        # Nothing of a request arrived: a browser's or scraper's kept-alive
+        # connection it did not use again, not a slow client.
+        idle = not self._queued and not self._serving
+        self.site.requestTimedOut(transport.getPeer(), idle)
         transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -317,8 +324,17 @@ class MonitorSite(Site):
         self.rejected += 1
         self.rateLimitedLog.warn("monitor: refused a request from {peer}: {what}", peer=str(peer), what=what)
 
-    def requestTimedOut(self, peer: object) -> None:
+    def requestTimedOut(self, peer: object, idle: bool = False) -> None:
+        """
+        A connection is closed for not sending a whole request in time:
+        counted, and logged (rate-limited) when part of a request had come.
+        A kept-alive connection left C{idle} is not logged: an open
+        dashboard leaves one every few seconds.  (Not even at debug level:
+        C{twistd} writes debug events to its log too.)
+        """
         self.timedOut += 1
+        if idle:
+            return
         self.rateLimitedLog.info(
             "monitor: closing {peer}: no whole request within {seconds}s",
             peer=str(peer),
@@ -326,7 +342,11 @@ class MonitorSite(Site):
         )
 
     def log(self, request: Any) -> None:
-        """Count the request; no access log line (see the module docstring)."""
+        """
+        Count the request; no access log line (see the module docstring).
+        This replaces C{twisted.web}'s access log, which writes a line a
+        request into the server's log: two a second for each open dashboard.
+        """
         self.requests += 1
 
     def figures(self) -> dict[str, int]:

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from iocpsvc import counters
@@ -102,6 +103,8 @@ class StatsSampler:
         self.maxAge = maxAge
         self._stats: dict[str, Any] | None = None
         self._statsAt = float("-inf")
+        self._statsGeneration: object = None
+        self._refreshing: list[Deferred[None]] | None = None
         self._extras: dict[str, Callable[[], dict[str, Any]]] = {}
         self.samples: deque[tuple[float, dict[str, Any]]] = deque(maxlen=keep)
         # (uptime, online, received bytes/s, sent bytes/s) per sample: the
@@ -159,6 +162,11 @@ class StatsSampler:
         current["rates"] = self.rates(current)
         self._stats = current
         self._statsAt = now
+        self._statsGeneration = self._generation()
+
+    def _generation(self) -> object:
+        """The source's C{generation}, if it tells when its figures change."""
+        return getattr(self.source, "generation", None)
 
     def historyJSON(self) -> dict[str, list[float]]:
         """C{/history.json}: the last minutes, one point per sample."""
@@ -197,13 +205,53 @@ class StatsSampler:
     def stats(self) -> dict[str, Any]:
         """
         C{/stats.json}: the snapshot plus C{rates}, at most C{maxAge}
-        seconds old (the same object until then: do not change it).
+        seconds old (the same object until then: do not change it), and
+        taken again as soon as a source with a C{generation} (a worker
+        pool's) has newer figures.
         """
         now = self.reactor.seconds()
-        if self._stats is None or now - self._statsAt >= self.maxAge:
+        if (
+            self._stats is None
+            or now - self._statsAt >= self.maxAge
+            or self._generation() != self._statsGeneration
+        ):
             self._keep(self._collect(), now)
         assert self._stats is not None
         return self._stats
+
+    def isFresh(self) -> bool:
+        """Whether the kept stats are younger than C{maxAge}."""
+        return self._stats is not None and self.reactor.seconds() - self._statsAt < self.maxAge
+
+    def refreshed(self) -> Deferred[None] | None:
+        """
+        C{None} when L{stats} is fresh enough to answer from now; else,
+        for a source whose figures are asked for (a worker pool's, with
+        C{refresh()}), a Deferred that fires when they have been asked
+        again: the figures of a pool are then as fresh as one process's.
+        Requests that come while the source is being asked wait for the
+        same answer.
+        """
+        refresh = getattr(self.source, "refresh", None)
+        if refresh is None or self.isFresh():
+            return None
+        waiter: Deferred[None] = Deferred()
+        if self._refreshing is None:
+            self._refreshing = []
+
+            def done(_: object) -> None:
+                waiters, self._refreshing = self._refreshing or [], None
+                # Whatever came, the next stats() collects again.
+                self._statsAt = float("-inf")
+                for each in waiters:
+                    each.callback(None)
+
+            refresh().addBoth(done)
+        if self._refreshing is not None:
+            self._refreshing.append(waiter)
+        else:
+            waiter.callback(None)  # the source answered at once
+        return waiter
 
 
 SORT_KEYS = ("id", "idle", "connected_at", "bytes_in", "bytes_out", "frames_in", "frames_out")

@@ -6,6 +6,8 @@ The data monitor over HTTP (C{twisted.web}), on its own endpoint::
     GET /metrics           Prometheus text exposition
     GET /connections.json  online connections (?sort=idle&limit=100&order=desc)
     GET /history.json      the last minutes of online and throughput, for charts
+    GET /about.json        what is running: version, reactor, listeners, codec,
+                           context, limits, workers, cluster node
 
 L{MonitorService} also logs a one-line summary every C{statsInterval}
 seconds.  Requests are answered from a snapshot of the counters taken at
@@ -19,6 +21,7 @@ bodies); the endpoint binds to loopback by default.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
@@ -33,6 +36,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from iocpsvc.accept import guardedReactor
 from iocpsvc.machine import reactorOrGlobal
+from iocpsvc.monitor.about import ServerDescription
 from iocpsvc.monitor.site import MonitorLimits, MonitorSite
 from iocpsvc.monitor.stats import SORT_KEYS, StatsSampler, statsSource, summaryLine
 from iocpsvc.service import exitOneLine, listenOrRaise
@@ -52,6 +56,24 @@ def _jsonBody(request: Request, body: bytes, code: int = 200) -> bytes:
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
     return body
+
+
+class _MonitorResource(Resource):
+    """
+    A leaf of the monitor whose C{HEAD} is its C{GET} without the body,
+    said in C{Content-Length}.  (Twisted's own way, C{GET} and the body
+    dropped by the request, writes an info line to the log each time: a
+    health check by C{HEAD} would fill the log.)
+    """
+
+    isLeaf = True
+
+    def render_HEAD(self, request: Request) -> bytes:
+        body = self.render_GET(request)  # type: ignore[attr-defined]
+        if body is NOT_DONE_YET:
+            return NOT_DONE_YET  # what is written to a HEAD is dropped
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b""
 
 
 class _RenderedSnapshot:
@@ -74,9 +96,32 @@ class _RenderedSnapshot:
         return self._body
 
 
-class StatsResource(Resource):
-    isLeaf = True
+def _whenFresh(request: Request, sampler: StatsSampler, answer: Callable[[], bytes]) -> bytes:
+    """
+    C{answer()} now, or, when the sampler's source is being asked for
+    fresher figures (a worker pool's), once they have come.
+    """
+    waiting = sampler.refreshed()
+    if waiting is None:
+        return answer()
+    return _answerLater(request, waiting.addCallback(lambda _: answer()))
 
+
+def _answerLater(request: Request, body: Deferred[bytes]) -> bytes:
+    """Finish C{request} with C{body} when it comes, unless the client has gone."""
+    gone: list[object] = []
+    request.notifyFinish().addErrback(gone.append)
+
+    def answered(data: bytes) -> None:
+        if not gone:
+            request.write(data)
+            request.finish()
+
+    body.addCallback(answered)
+    return NOT_DONE_YET  # type: ignore[return-value]
+
+
+class StatsResource(_MonitorResource):
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
@@ -85,12 +130,10 @@ class StatsResource(Resource):
         )
 
     def render_GET(self, request: Request) -> bytes:
-        return _jsonBody(request, self._rendered.body())
+        return _whenFresh(request, self.sampler, lambda: _jsonBody(request, self._rendered.body()))
 
 
-class HistoryResource(Resource):
-    isLeaf = True
-
+class HistoryResource(_MonitorResource):
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
@@ -106,9 +149,7 @@ def _metricsText(stats: dict[str, Any]) -> bytes:
     return metricsText(lambda: stats)
 
 
-class MetricsResource(Resource):
-    isLeaf = True
-
+class MetricsResource(_MonitorResource):
     def __init__(self, sampler: StatsSampler) -> None:
         super().__init__()
         self.sampler = sampler
@@ -116,17 +157,16 @@ class MetricsResource(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return self._rendered.body()
+        return _whenFresh(request, self.sampler, self._rendered.body)
 
 
-class ConnectionsResource(Resource):
+class ConnectionsResource(_MonitorResource):
     """
     C{/connections.json}.  A listing is kept for C{maxAge} seconds and
     served again to the same query (at most C{CACHED} queries at once), so
     a flood of requests does not sort the connections once each.
     """
 
-    isLeaf = True
     CACHED = 16
 
     def __init__(self, source: Any, maxAge: float = 0.5) -> None:
@@ -177,23 +217,27 @@ class ConnectionsResource(Resource):
             return _jsonBody(request, listing)
 
         # Worker processes answer later: finish the request when they have.
-        def answered(value: Any) -> None:
-            if not request._disconnected:
-                request.write(_json(request, value))
-                request.finish()
-
-        def failed(failure: Any) -> None:
-            if not request._disconnected:
-                request.write(_json(request, {"error": str(failure.value)}, 500))
-                request.finish()
-
-        listing.addCallbacks(answered, failed)
-        return NOT_DONE_YET  # type: ignore[return-value]
+        return _answerLater(
+            request,
+            listing.addCallbacks(
+                lambda value: _json(request, value),
+                lambda failure: _json(request, {"error": str(failure.value)}, 500),
+            ),
+        )
 
 
-class DashboardResource(Resource):
-    isLeaf = True
+class AboutResource(_MonitorResource):
+    """C{/about.json}: what is running (L{iocpsvc.monitor.about.ServerDescription})."""
 
+    def __init__(self, describe: Callable[[], dict[str, Any]]) -> None:
+        super().__init__()
+        self.describe = describe
+
+    def render_GET(self, request: Request) -> bytes:
+        return _json(request, self.describe())
+
+
+class DashboardResource(_MonitorResource):
     def __init__(self) -> None:
         super().__init__()
         # The page ships in the package: no CDN, nothing fetched from outside.
@@ -212,9 +256,18 @@ class DashboardResource(Resource):
 class MonitorRoot(Resource):
     """The monitor's URL space."""
 
-    def __init__(self, source: Any, sampler: StatsSampler) -> None:
+    def __init__(
+        self, source: Any, sampler: StatsSampler, about: Callable[[], dict[str, Any]] | None = None
+    ) -> None:
+        """
+        @param about: what is running, for C{/about.json} (the server's
+            description, L{iocpsvc.monitor.about.ServerDescription.describe});
+            C{/about.json} is 404 without it.
+        """
         super().__init__()
         self.dashboard = DashboardResource()
+        if about is not None:
+            self.putChild(b"about.json", AboutResource(about))
         self.putChild(b"stats.json", StatsResource(sampler))
         self.putChild(b"metrics", MetricsResource(sampler))
         self.putChild(b"connections.json", ConnectionsResource(statsSource(source), sampler.maxAge))
@@ -224,10 +277,20 @@ class MonitorRoot(Resource):
         return self.dashboard
 
 
-def makeSite(factory: Any, sampler: StatsSampler, limits: MonitorLimits | None = None) -> MonitorSite:
-    """The monitor's C{twisted.web} site; its own figures join every snapshot."""
-    site = MonitorSite(MonitorRoot(factory, sampler), sampler.reactor, limits)
+def makeSite(
+    factory: Any,
+    sampler: StatsSampler,
+    limits: MonitorLimits | None = None,
+    about: Callable[[], dict[str, Any]] | None = None,
+) -> MonitorSite:
+    """
+    The monitor's C{twisted.web} site; its own figures join every snapshot,
+    and so does C{about()} (what is running), under C{server}.
+    """
+    site = MonitorSite(MonitorRoot(factory, sampler, about), sampler.reactor, limits)
     sampler.addFigures("monitor", site.figures)
+    if about is not None:
+        sampler.addFigures("server", about)
     return site
 
 
@@ -257,11 +320,15 @@ class MonitorService(MultiService):
         statsInterval: float = 60.0,
         reactor: Any = None,
         limits: MonitorLimits | None = None,
+        about: ServerDescription | None = None,
     ) -> None:
         """
         @param limits: the monitor's own limits (its connection cap, request
             deadline and request rate); L{MonitorLimits}'s defaults when not
             given.
+        @param about: what is running, for C{/about.json}, the C{server}
+            part of C{/stats.json} and the dashboard's panel (the monitor's
+            own URL is added to it).
         """
         super().__init__()
         self.reactor = reactor = reactorOrGlobal(reactor)
@@ -269,11 +336,20 @@ class MonitorService(MultiService):
         self.description = description
         self.statsInterval = statsInterval
         self.sampler = StatsSampler(factory)
-        self.site = makeSite(factory, self.sampler, limits)
+        self.about = about
+        self.site = makeSite(factory, self.sampler, limits, self.describe if about is not None else None)
         # Listening ports that refuse past the cap in the accept's own turn.
         self.endpoint = endpoints.serverFromString(guardedReactor(reactor), description)
         self.ports: list[Any] = []
         self._summary: LoopingCall | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """What is running (C{about}'s description), with the monitor's URL once it listens."""
+        assert self.about is not None
+        description = self.about.describe()
+        if self.ports:
+            description["monitor"] = _url(self.ports[0].getHost())
+        return description
 
     @property
     def port(self) -> Any:

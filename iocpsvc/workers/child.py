@@ -185,18 +185,33 @@ class WorkerControlService(Service):
         self.channel.send("ready")
 
     def controlHandlers(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
-        """What the parent may ask or send: C{stats}, C{connections}, and C{bus} with a L{ParentBus}."""
+        """
+        What the parent may ask or send: C{stats}, C{connections} (with
+        C{stats} in its answer), and C{bus} with a L{ParentBus}.
+        """
         # The parent asks what its own monitor would read in one process.
         figures = self.figures
         handlers: dict[str, Callable[[dict[str, Any]], Any]] = {
             "stats": lambda message: figures.collect(),
-            "connections": lambda message: figures.connections(
-                message.get("sort", "id"), int(message.get("limit", 100)), message.get("descending")
-            ),
+            "connections": self._connections,
         }
         if self.bus is not None:
             handlers["bus"] = self.bus.received
         return handlers
+
+    def _connections(self, message: dict[str, Any]) -> dict[str, Any]:
+        """
+        The C{connections} answer: the listing asked for, and under
+        C{stats} this worker's figures taken in the same turn, so that the
+        parent's C{/stats.json} agrees with the rows it lists.
+        """
+        listing = dict(
+            self.figures.connections(
+                message.get("sort", "id"), int(message.get("limit", 100)), message.get("descending")
+            )
+        )
+        listing["stats"] = self.figures.collect()
+        return listing
 
     def _parentGone(self, reason: Failure) -> None:
         if not self.running:

@@ -116,6 +116,11 @@ class _WorkerProcess(ProcessProtocol):
         self.log = WorkerLogRelay(index)
         self.unresponsiveSince: float | None = None
         self.relayDropped = 0
+        # When it last gave its figures, its slot's restarts before it, and
+        # who waits for the answer to the figures asked of it now.
+        self.answeredAt: float | None = None
+        self.restarts = pool.slotRestarts.get(index, 0)
+        self.pollWaiters: list[Deferred[None]] = []
 
     def _writeControl(self, data: bytes) -> None:
         if self.alive and self.transport is not None:
@@ -161,6 +166,9 @@ class WorkerPoolService(MultiService):
     @ivar workers: index -> the current L{_WorkerProcess} of each slot.
     @ivar snapshots: index -> the last stats snapshot of that worker.
     @ivar restartsTotal: workers restarted after dying.
+    @ivar slotRestarts: index -> workers of that slot restarted after dying.
+    @ivar generation: how many snapshots have been recorded: it changes
+        whenever the figures of a worker do.
     @ivar relayDroppedTotal: cluster messages between workers dropped
         because the worker they were for was not reading.
     """
@@ -198,6 +206,8 @@ class WorkerPoolService(MultiService):
         self.workers: dict[int, _WorkerProcess] = {}
         self.snapshots: dict[int, dict[str, Any]] = {}
         self.restartsTotal = 0
+        self.slotRestarts: dict[int, int] = {}
+        self.generation = 0
         self.relayDroppedTotal = 0
         self.startedAt = reactor.seconds()
         self.rateLimitedLog = RateLimitedLog(_log, reactor.seconds)
@@ -260,7 +270,7 @@ class WorkerPoolService(MultiService):
         self._stopping = False
         for index in range(1, self.count + 1):
             self._spawn(index)
-        self._poller = LoopingCall(self.poll)
+        self._poller = LoopingCall(self.pollTick)
         self._poller.clock = self.reactor
         self._poller.start(self.pollInterval, now=False)
 
@@ -342,6 +352,7 @@ class WorkerPoolService(MultiService):
             delay=delay,
         )
         self.restartsTotal += 1
+        self.slotRestarts[worker.index] = self.slotRestarts.get(worker.index, 0) + 1
         if not worker.ready:
             self._countFailedStart()
         self._pendingRestarts[worker.index] = self.reactor.callLater(delay, self._spawn, worker.index)
@@ -473,7 +484,11 @@ class WorkerPoolService(MultiService):
 
     # -- the workers' figures -------------------------------------------------
 
-    def poll(self) -> None:
+    def pollTick(self) -> None:
+        """The poll of every C{pollInterval}, which does not wait for a silent worker's answer."""
+        self.poll()
+
+    def poll(self) -> Deferred[Any]:
         """
         Ask every worker for its figures (the monitor reads the last ones).
         Each worker is asked on its own and at most once at a time: one
@@ -481,53 +496,83 @@ class WorkerPoolService(MultiService):
         unresponsive without holding up the others; one unresponsive for
         C{unresponsiveTimeout} seconds (0: never) is killed, so that its
         replacement serves the connections waiting in its slot's queue.
+
+        @return: a Deferred that fires (with C{None}, never failing) once
+            every live worker has answered or missed (this question, or the
+            one it was being asked already).
         """
+        waiting: list[Deferred[None]] = []
         for index, worker in list(self.workers.items()):
-            if not worker.alive or worker.polling:
+            if not worker.alive:
+                continue
+            done: Deferred[None] = Deferred()
+            worker.pollWaiters.append(done)
+            waiting.append(done)
+            if worker.polling:
                 continue
             worker.polling = True
             answer = worker.control.call("stats", timeout=self.answerTimeout, clock=self.reactor)
 
-            def got(snapshot: dict[str, Any], index: int = index, worker: _WorkerProcess = worker) -> None:
+            def answered(worker: _WorkerProcess) -> None:
                 worker.polling = False
+                waiters, worker.pollWaiters = worker.pollWaiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+
+            def got(snapshot: dict[str, Any], index: int = index, worker: _WorkerProcess = worker) -> None:
                 worker.responsive = True
                 worker.unresponsiveSince = None
                 if self.workers.get(index) is worker and worker.alive:
-                    self.snapshots[index] = snapshot
+                    self.recordSnapshot(index, snapshot)
+                answered(worker)
 
             def missed(failure: Failure, worker: _WorkerProcess = worker) -> None:
-                worker.polling = False
-                if not worker.alive:
-                    return
-                now = self.reactor.seconds()
-                if worker.unresponsiveSince is None:
-                    worker.unresponsiveSince = now - self.answerTimeout
-                if worker.responsive:
-                    worker.responsive = False
-                    why = (
-                        "no answer"
-                        if failure.check(DeferredTimeoutError)
-                        else failure.getErrorMessage() or type(failure.value).__name__
-                    )
-                    _log.warn(
-                        "worker {worker} (pid {pid}) did not answer within {timeout}s ({why})",
-                        worker=worker.index,
-                        pid=worker.pid,
-                        timeout=self.answerTimeout,
-                        why=why,
-                    )
-                silent = now - worker.unresponsiveSince
-                if self.unresponsiveTimeout and silent >= self.unresponsiveTimeout:
-                    _log.error(
-                        "worker {worker} (pid {pid}) has not answered for {silent:.0f}s; killing it "
-                        "(its replacement serves the connections queued for it)",
-                        worker=worker.index,
-                        pid=worker.pid,
-                        silent=silent,
-                    )
-                    worker.signal("KILL")
+                self._missed(worker, failure)
+                answered(worker)
 
             answer.addCallbacks(got, missed)
+        return DeferredList(waiting).addCallback(lambda _: None)
+
+    def recordSnapshot(self, index: int, snapshot: dict[str, Any]) -> None:
+        """Keep the figures the worker of slot C{index} gave just now (L{IWorkerPool.recordSnapshot})."""
+        worker = self.workers.get(index)
+        if worker is None or not worker.alive:
+            return
+        worker.answeredAt = self.reactor.seconds()
+        self.snapshots[index] = snapshot
+        self.generation += 1
+
+    def _missed(self, worker: _WorkerProcess, failure: Failure) -> None:
+        """C{worker} did not answer the poll: mark it, and kill it after long enough."""
+        if not worker.alive:
+            return
+        now = self.reactor.seconds()
+        if worker.unresponsiveSince is None:
+            worker.unresponsiveSince = now - self.answerTimeout
+        if worker.responsive:
+            worker.responsive = False
+            why = (
+                "no answer"
+                if failure.check(DeferredTimeoutError)
+                else failure.getErrorMessage() or type(failure.value).__name__
+            )
+            _log.warn(
+                "worker {worker} (pid {pid}) did not answer within {timeout}s ({why})",
+                worker=worker.index,
+                pid=worker.pid,
+                timeout=self.answerTimeout,
+                why=why,
+            )
+        silent = now - worker.unresponsiveSince
+        if self.unresponsiveTimeout and silent >= self.unresponsiveTimeout:
+            _log.error(
+                "worker {worker} (pid {pid}) has not answered for {silent:.0f}s; killing it "
+                "(its replacement serves the connections queued for it)",
+                worker=worker.index,
+                pid=worker.pid,
+                silent=silent,
+            )
+            worker.signal("KILL")
 
     def totals(self) -> dict[str, Any]:
         """
