@@ -377,7 +377,7 @@ class MonitorService(MultiService):
             return
         try:
             listening = listenOrRaise([self.endpoint], self.site, self.ports)
-        except CannotListenError as e:
+        except (CannotListenError, OSError) as e:
             if not self.exitOnListenError:
                 raise
             raise exitOneLine("--monitor", [self.description], e) from None
