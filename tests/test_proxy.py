@@ -22,7 +22,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
-from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -179,6 +179,23 @@ def callRecorder() -> tuple[type[EchoContext], list[tuple[str, int]]]:
     return CallRecorder, calls
 
 
+def haproxyWrappingFactory(factory: Any) -> Any:
+    """
+    The wrapping factory Twisted's C{haproxy:} endpoint puts around
+    C{factory} (through its public C{proxyEndpoint}: the class itself is in
+    a private module).
+    """
+    given: list[Any] = []
+
+    class Recorder:
+        def listen(self, wrapping: Any) -> Any:
+            given.append(wrapping)
+            return defer.succeed(None)
+
+    proxyEndpoint(Recorder()).listen(factory)  # type: ignore[arg-type]
+    return given[0]
+
+
 class ProxiedConnection:
     """
     One connection through Twisted's C{haproxy:} wrapping factory (what
@@ -187,7 +204,7 @@ class ProxiedConnection:
     """
 
     def __init__(self, factory: ConnectionContextFactory, proxy: IPv4Address = PROXY) -> None:
-        self.wrapper: Any = HAProxyWrappingFactory(factory).buildProtocol(proxy)
+        self.wrapper: Any = haproxyWrappingFactory(factory).buildProtocol(proxy)
         self.transport = StringTransport(peerAddress=proxy, hostAddress=IPv4Address("TCP", "10.0.0.9", 9983))
         self.closed: list[str] = []
         self.transport.abortConnection = lambda: self.closed.append("abort")  # type: ignore[method-assign]
