@@ -15,7 +15,7 @@ import struct
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectError, ConnectionDone, ProcessExitedAlready
 from twisted.internet.protocol import connectionDone
@@ -30,13 +30,14 @@ from iocpsvc import errors
 from iocpsvc.addresses import describePeer
 from iocpsvc.apps import ChatContext, EchoContext
 from iocpsvc.context import ConnectionContext
+from iocpsvc.errors import ProxyHeaderError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.monitor.prometheus import metricsText
 from iocpsvc.monitor.stats import collect, connections
 from iocpsvc.proxy import ProxyHeaderWrapper
-from iocpsvc.proxyheader import addressProblem, undecided
+from iocpsvc.proxyheader import ProxyHeader, ProxyHeaderReader, addressProblem, parseV1, parseV2, undecided
 from iocpsvc.service import SocketServerService
 from tests.helpers import frame
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
@@ -242,6 +243,96 @@ def captureLog(factory: ConnectionContextFactory) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     factory.rateLimitedLog = RateLimitedLog(Logger(observer=events.append), factory.reactor.seconds)
     return events
+
+
+class ReaderTests(SynchronousTestCase):
+    """
+    L{iocpsvc.proxyheader}'s own reading of headers (no transport): what
+    each header says, however its bytes are split.
+    """
+
+    def readAll(self, data: bytes, chunkSize: int) -> tuple[ProxyHeader, bytes]:
+        """Feed C{data} to a new reader in chunks of C{chunkSize} bytes until it has a header."""
+        reader = ProxyHeaderReader()
+        for start in range(0, len(data), chunkSize):
+            read = reader.feed(data[start : start + chunkSize])
+            if read is not None:
+                header, rest = read
+                return header, rest + data[start + chunkSize :]
+        self.fail(f"no header in {data!r}")
+
+    def test_anySplit(self) -> None:
+        """A v1 or v2 header (with TLVs) split anywhere reads as it does whole, the payload after it kept."""
+        tlvs = b"\x04\x00\x03abc" + b"\x05\x00\x00"
+        v2WithTLVs = v2Raw(0x11, v2Header("203.0.113.7", 51234)[16:] + tlvs)
+        for data in (
+            v1Header("203.0.113.7", 51234),
+            v2Header("2001:db8::7", 6000, "2001:db8::1"),
+            v2WithTLVs,
+        ):
+            whole = self.readAll(data + b"payload", len(data) + 7)
+            self.assertEqual(whole[1], b"payload")
+            self.assertEqual(whole[0].header, data.rstrip(b"\r\n"))
+            for chunkSize in range(1, len(data) + 1):
+                self.assertEqual(self.readAll(data + b"payload", chunkSize), whole)
+
+    def test_addresses(self) -> None:
+        """
+        The addresses each header names: v1's as written, v2's IPv4 dotted
+        and IPv6 in eight groups, C{UDP} for a v2 C{DGRAM} header, none for
+        C{LOCAL}, C{UNSPEC} and v1 C{UNKNOWN}, a UNIX address for C{AF_UNIX}.
+        """
+        v1 = parseV1(b"PROXY TCP6 2001:DB8::7 ::1 1 2")
+        self.assertEqual(
+            (v1.source, v1.destination),
+            (IPv6Address("TCP", "2001:DB8::7", 1), IPv6Address("TCP", "::1", 2)),
+        )
+        v2 = parseV2(v2Header("2001:db8::7", 6000, "::1"))
+        self.assertEqual(
+            (v2.source, v2.destination),
+            (IPv6Address("TCP", "2001:db8:0:0:0:0:0:7", 6000), IPv6Address("TCP", "0:0:0:0:0:0:0:1", 9983)),
+        )
+        datagram = parseV2(v2Raw(0x12, v2Header("203.0.113.7", 53)[16:]))
+        self.assertEqual(
+            (datagram.source, datagram.destination),
+            (IPv4Address("UDP", "203.0.113.7", 53), IPv4Address("UDP", "192.0.2.1", 9983)),
+        )
+        for header in (v2Local(), v2Raw(0x01, b""), v2Raw(0x10, b"")):
+            self.assertEqual((parseV2(header).source, parseV2(header).destination), (None, None))
+        self.assertEqual(parseV1(b"PROXY UNKNOWN").source, None)
+        unix = parseV2(v2Unix())
+        self.assertEqual(
+            (unix.source, unix.destination),
+            (UNIXAddress(b"/run/client.sock"), UNIXAddress(b"/run/iocpsvc.sock")),
+        )
+
+    def test_refusals(self) -> None:
+        """What is not a header is refused with a reason, at once or once its end shows."""
+        for data, why in (
+            (b"GET / HTTP/1.1\r\n", "invalid PROXY header"),
+            (b"PROXY TCP4 203.0.113.7 192.0.2.1 080 9983\r\n", "invalid client port '080' in PROXY header"),
+            (b"PROXY " + b"x" * 102, "invalid PROXY header"),  # 108 bytes, no end of line
+            (v2Raw(0x11, b"\0" * 11), "PROXY v2 address block of 11 bytes, IPv4 addresses need 12"),
+        ):
+            reader = ProxyHeaderReader()
+            with self.assertRaises(ProxyHeaderError) as caught:
+                reader.feed(data)
+            self.assertEqual(caught.exception.reason, why)
+        self.assertIsNone(ProxyHeaderReader().feed(b"PROXY " + b"x" * 101))  # 107 bytes: may still end
+
+    def test_longestV2ByteByByte(self) -> None:
+        """The longest v2 header (65,535 bytes after the fixed 16) is read fed one byte at a time."""
+        block = v2Header("203.0.113.7", 1)[16:]
+        data = v2Raw(
+            0x11, block + struct.pack("!BH", 0xE0, 65535 - len(block) - 3) + b"t" * (65535 - len(block) - 3)
+        )
+        self.assertEqual(len(data), 16 + 65535)
+        reader = ProxyHeaderReader()
+        for index in range(len(data) - 1):
+            self.assertIsNone(reader.feed(data[index : index + 1]))
+        read = reader.feed(data[-1:] + b"!")
+        assert read is not None
+        self.assertEqual((read[0].source, read[1]), (IPv4Address("TCP", "203.0.113.7", 1), b"!"))
 
 
 class HeaderTests(SynchronousTestCase):
