@@ -39,6 +39,7 @@ from iocpsvc.monitor.stats import collect, connections
 from iocpsvc.proxy import ProxyHeaderWrapper
 from iocpsvc.proxyheader import ProxyHeader, ProxyHeaderReader, addressProblem, parseV1, parseV2, undecided
 from iocpsvc.service import SocketServerService
+from iocpsvc.transports import proxyWrapperClass
 from tests.helpers import frame
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
 
@@ -333,6 +334,45 @@ class ReaderTests(SynchronousTestCase):
         read = reader.feed(data[-1:] + b"!")
         assert read is not None
         self.assertEqual((read[0].source, read[1]), (IPv4Address("TCP", "203.0.113.7", 1), b"!"))
+
+
+class TakeoverTests(SynchronousTestCase):
+    """
+    How a connection of Twisted's C{haproxy:} endpoint becomes a
+    L{ProxyHeaderWrapper}: Twisted's wrapper class is found through the
+    public C{proxyEndpoint}, never imported from its private module.
+    """
+
+    def test_wrapperFoundThroughPublicAPI(self) -> None:
+        """proxyWrapperClass is the class of what the haproxy: endpoint's wrapping factory builds."""
+        wrapperClass = proxyWrapperClass()
+        self.assertIsNotNone(wrapperClass)
+        built = haproxyWrappingFactory(makeFactory()).protocol
+        self.assertIs(built, wrapperClass)
+        self.assertFalse(issubclass(ProxyHeaderWrapper, built))  # a ProtocolWrapper of our own
+
+    def test_takenOverBeforeTheFirstByte(self) -> None:
+        """Twisted's wrapper becomes a ProxyHeaderWrapper as its context is asked to connect."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        self.assertIs(type(connection.wrapper), ProxyHeaderWrapper)
+        connection.feed(v1Header("203.0.113.7", 51234) + frame(b"x"))
+        self.assertEqual(connection.wrapper.getPeer(), IPv4Address("TCP", "203.0.113.7", 51234))
+        self.assertEqual(connection.wrapper.getHost(), IPv4Address("TCP", "192.0.2.1", 9983))
+        self.assertEqual(factory.onlineCount, 1)
+
+    def test_otherWrapperLeftAlone(self) -> None:
+        """
+        A subclass of Twisted's wrapper (somebody else's) is not taken over:
+        its context connects at once, as without iocpsvc.proxy.
+        """
+        factory = makeFactory()
+        wrapping = haproxyWrappingFactory(factory)
+        wrapping.protocol = type("TheirWrapper", (wrapping.protocol,), {})
+        wrapper = wrapping.buildProtocol(PROXY)
+        wrapper.makeConnection(StringTransport(peerAddress=PROXY))
+        self.assertEqual(type(wrapper).__name__, "TheirWrapper")
+        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader), (1, 0))
 
 
 class HeaderTests(SynchronousTestCase):
