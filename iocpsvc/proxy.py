@@ -38,6 +38,7 @@ from typing import Protocol as TypingProtocol
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
@@ -46,6 +47,8 @@ from iocpsvc.addresses import describePeer
 from iocpsvc.errors import ProxyHeaderError
 from iocpsvc.proxyheader import SHOWN_BYTES, ProxyHeader, ProxyHeaderReader, addressProblem
 from iocpsvc.transports import abortOrClose, isProxyWrapper, proxyWrapperClass
+
+_log = Logger(namespace="iocpsvc.proxy")
 
 
 class ProxyHeaderWrapper(ProtocolWrapper):
@@ -90,6 +93,8 @@ class ProxyHeaderWrapper(ProtocolWrapper):
     nonIPClient: str | None = None
     _reader: ProxyHeaderReader | None = None
     _head = b""
+    # Whether a wrapper could not be taken over (warned about once).
+    _cannotTakeOver = False
 
     @classmethod
     def hold(cls, transport: Any, context: Protocol, gate: ProxyHeaderGate) -> ProxyHeaderWrapper | None:
@@ -110,15 +115,25 @@ class ProxyHeaderWrapper(ProtocolWrapper):
 
         @return: the wrapper now holding C{context}, or C{None} when
             C{transport} is not a wrapper waiting for a header (then the
-            context connects at once, as usual).
+            context connects at once, as usual), or when Twisted's wrapper
+            cannot change class (a warning is logged, once).
         """
         if type(transport) is not cls:
             if type(transport) is not proxyWrapperClass():
                 return None  # somebody else's subclass, or no wrapper: leave it to its own ways
             try:
                 transport.__class__ = cls
-            except TypeError:
-                return None  # a Twisted whose wrapper cannot become one: left to itself
+            except TypeError as e:
+                # A Twisted whose wrapper cannot become one: left to itself.
+                if not cls._cannotTakeOver:
+                    cls._cannotTakeOver = True
+                    _log.warn(
+                        "cannot take over Twisted's haproxy: wrapper ({error}); PROXY headers are "
+                        "left to Twisted's own wrapper, without iocpsvc's checks, counters and "
+                        "held contexts",
+                        error=str(e),
+                    )
+                return None
         wrapper: ProxyHeaderWrapper = transport
         if wrapper._reader is not None or wrapper.proxyHeader is not None or wrapper.failed:
             return None

@@ -51,8 +51,11 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import implementer
+
+_log = Logger(namespace="iocpsvc.transports")
 
 
 def unsentBytes(transport: Any) -> int | None:
@@ -296,9 +299,9 @@ def proxyWrapperClass() -> type | None:
     The class lives in a private module of Twisted's; it is found through
     the package's public C{proxyEndpoint} instead of imported: the wrapping
     factory it gives the endpoint it wraps is a C{WrappingFactory}, whose
-    C{protocol} is the wrapper.  C{None} too if a Twisted release stops
-    building it so (L{iocpsvc.proxy} then leaves Twisted's wrapper to
-    itself; the tests of C{haproxy:} fail first).
+    C{protocol} is the wrapper.  C{None} too, with a warning logged once,
+    if a Twisted release stops building it so (L{iocpsvc.proxy} then leaves
+    Twisted's wrapper to itself; the tests of C{haproxy:} fail first).
     """
     global _proxyWrapper
     haproxy = sys.modules.get("twisted.protocols.haproxy")
@@ -318,6 +321,12 @@ def proxyWrapperClass() -> type | None:
             and issubclass(protocol, ProtocolWrapper)
         ):
             wrapper = protocol
+        else:
+            _log.warn(
+                "Twisted's haproxy: endpoint does not wrap connections as iocpsvc expects "
+                "(a WrappingFactory of ProtocolWrappers); their PROXY headers are left to "
+                "Twisted's own wrapper, without iocpsvc's checks, counters and held contexts"
+            )
         _proxyWrapper = (haproxy, wrapper)
     return _proxyWrapper[1]
 

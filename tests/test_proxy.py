@@ -14,6 +14,7 @@ import socket
 import struct
 from typing import Any
 
+import twisted.protocols.haproxy as haproxyModule
 from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
@@ -360,6 +361,57 @@ class TakeoverTests(SynchronousTestCase):
         self.assertEqual(connection.wrapper.getPeer(), IPv4Address("TCP", "203.0.113.7", 51234))
         self.assertEqual(connection.wrapper.getHost(), IPv4Address("TCP", "192.0.2.1", 9983))
         self.assertEqual(factory.onlineCount, 1)
+
+    def test_unexpectedEndpointWarned(self) -> None:
+        """
+        A Twisted whose haproxy: endpoint does not hand a WrappingFactory of
+        ProtocolWrappers to the endpoint it wraps: no class is found, and a
+        warning says that PROXY headers are left to Twisted.
+        """
+        import sys
+        import types
+
+        from iocpsvc import transports
+
+        events: list[dict[str, Any]] = []
+        self.patch(transports, "_log", Logger(observer=events.append))
+        fake = types.ModuleType("twisted.protocols.haproxy")
+        fake.proxyEndpoint = lambda endpoint: endpoint  # type: ignore[attr-defined]  # listen gets a bare factory
+        sys.modules["twisted.protocols.haproxy"] = fake
+        self.addCleanup(sys.modules.__setitem__, "twisted.protocols.haproxy", haproxyModule)
+        self.assertIsNone(proxyWrapperClass())
+        self.assertIsNone(proxyWrapperClass())
+        [event] = events
+        self.assertIn("PROXY headers are left to Twisted's own wrapper", event["log_format"])
+        sys.modules["twisted.protocols.haproxy"] = haproxyModule
+        self.assertIsNotNone(proxyWrapperClass())  # the real one again: found again
+
+    def test_cannotTakeOverWarned(self) -> None:
+        """
+        A wrapper whose class cannot be changed (its layout differs) is
+        left to itself, its context connected at once, with one warning.
+        """
+        from iocpsvc import proxy
+
+        twistedWrapper: Any = proxyWrapperClass()
+
+        class Slotted(twistedWrapper):  # type: ignore[misc]
+            __slots__ = ("extra",)
+
+        events: list[dict[str, Any]] = []
+        self.patch(proxy, "_log", Logger(observer=events.append))
+        self.patch(proxy, "proxyWrapperClass", lambda: Slotted)
+        self.patch(ProxyHeaderWrapper, "_cannotTakeOver", False)
+        for _ in range(2):
+            factory = makeFactory()
+            wrapping = haproxyWrappingFactory(factory)
+            wrapping.protocol = Slotted
+            wrapper = wrapping.buildProtocol(PROXY)
+            wrapper.makeConnection(StringTransport(peerAddress=PROXY))
+            self.assertIs(type(wrapper), Slotted)
+            self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader), (1, 0))
+        [event] = events
+        self.assertIn("cannot take over Twisted's haproxy: wrapper", event["log_format"])
 
     def test_otherWrapperLeftAlone(self) -> None:
         """
