@@ -313,7 +313,7 @@ def proxyWrapperClass() -> type | None:
         try:
             haproxy.proxyEndpoint(recorder).listen(Factory())
         except Exception:
-            pass
+            pass  # not built as expected either: warned about below
         protocol = getattr(recorder.factory, "protocol", None)
         if (
             isinstance(recorder.factory, WrappingFactory)
