@@ -1,31 +1,32 @@
 """
 The PROXY protocol (v1 and v2) behind C{haproxy:} endpoints: the glue
-between Twisted's own wrapper and parsers (L{twisted.protocols.haproxy})
-and the context factory.
+between Twisted's C{haproxy:} endpoint and the context factory.
 
-The header itself, drawn and checked by the letter of the specification,
-is L{iocpsvc.proxyheader}'s.
+Twisted's C{haproxy:} endpoint (C{twisted.protocols.haproxy.proxyEndpoint},
+its one public name) wraps each connection in its own protocol wrapper,
+which reads the header with lax parsers and, left alone, connects the
+wrapped protocol as soon as the TCP connection arrives (before the header),
+closes a connection whose header is invalid without a word, drops a
+connection whose first read is shorter than it needs to tell v1 from v2,
+and refuses the bare v1 C{PROXY UNKNOWN\\r\\n} that the specification
+allows.  Its wrapper, parsers and their results all live in private
+modules, which any Twisted release may change.
 
-Twisted's wrapper parses the header and makes C{getPeer()} return the client
-it names.  Left alone, it connects the wrapped protocol as soon as the TCP
-connection arrives (before the header), closes a connection whose header is
-invalid without a word, lets a few malformed headers escape its parser as
-C{ValueError}s, drops a connection whose first read is shorter than it
-needs to tell v1 from v2, and refuses the bare v1 C{PROXY UNKNOWN\\r\\n}
-that the specification allows.
-
-This module has each header checked by the letter of the specification
-before Twisted's parser reads it (L{iocpsvc.proxyheader}), and replaces
-a client that is not an IP address with the connection's own addresses
-(L{ProxyHeaderWrapper.nonIPClient}).  L{ProxyHeaderWrapper} takes over
-Twisted's wrapper of each such connection (see
-L{ProxyHeaderWrapper.hold}) and holds the context back until the header is
-in, so that everything the server does with a connection --
-C{connectionMade}, C{peer}, the accept filter, the idle timeout, the
-monitor -- sees the client from the header.  L{ProxyHeaderGate} keeps
-the connections whose header is not in yet, judges the client a header
-names, connects or refuses, counts and times them out; a context factory
-has one and asks it (its host: L{GateHost}).
+So this module takes each such connection over before its first byte is
+read (L{ProxyHeaderWrapper.hold}): from then on it is a
+L{ProxyHeaderWrapper}, a public C{ProtocolWrapper} of iocpsvc's own that
+reads the header with L{iocpsvc.proxyheader} (by the letter of the
+specification), replaces a client that is not an IP address with the
+connection's own addresses (L{ProxyHeaderWrapper.nonIPClient}), and holds
+the context back until the header is in, so that everything the server
+does with a connection -- C{connectionMade}, C{peer}, the accept filter,
+the idle timeout, the monitor -- sees the client from the header.
+L{ProxyHeaderGate} keeps the connections whose header is not in yet,
+judges the client a header names, connects or refuses, counts and times
+them out; a context factory has one and asks it (its host: L{GateHost}).
+Nothing here imports a private Twisted module; Twisted's wrapper class is
+recognised through the public C{proxyEndpoint}
+(L{iocpsvc.transports.proxyWrapperClass}).
 """
 
 from __future__ import annotations
@@ -35,49 +36,34 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.protocols.haproxy._info import ProxyInfo
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 from iocpsvc import errors
 from iocpsvc.addresses import describePeer
 from iocpsvc.errors import ProxyHeaderError
-from iocpsvc.proxyheader import (
-    SHOWN_BYTES,
-    V1_SIGNATURE,
-    V2_SIGNATURE,
-    StrictV1Parser,
-    StrictV2Parser,
-    addressProblem,
-    undecided,
-)
-from iocpsvc.transports import abortOrClose
+from iocpsvc.proxyheader import SHOWN_BYTES, ProxyHeader, ProxyHeaderReader, addressProblem
+from iocpsvc.transports import abortOrClose, isProxyWrapper, proxyWrapperClass
+
+_log = Logger(namespace="iocpsvc.proxy")
 
 
-class _Trailer(Protocol):
+class ProxyHeaderWrapper(ProtocolWrapper):
     """
-    Stands in for the context while Twisted's wrapper parses the header:
-    Twisted hands it the bytes that followed the header in the same read.
-    """
-
-    def __init__(self) -> None:
-        self.data = b""
-
-    def dataReceived(self, data: bytes) -> None:
-        self.data += data
-
-
-class ProxyHeaderWrapper(HAProxyProtocolWrapper):
-    """
-    Twisted's PROXY protocol wrapper, holding its context back until the
-    header has been read and judged.
+    A PROXY protocol wrapper of iocpsvc's own, holding its context back
+    until the header has been read and judged; what each connection of a
+    C{haproxy:} endpoint becomes (see L{hold}).
 
     Until then the context is not connected (no C{makeConnection}, no
     C{connectionMade}, not online); the factory counts the connection
     against C{maxConnections} and times it out.  Once the header is in,
     the factory applies the accept filter to the client it names and
     connects the context, whose C{peer} is that client from the start.
+    C{getPeer} and C{getHost} are the header's client and destination
+    (the connection's own addresses when it names none).
 
     @ivar awaiting: the context held back, or C{None} once it has been
         released to connect (L{release}).  A context that is never released
@@ -85,6 +71,8 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         the connection: no C{connectionMade}, no data, no C{connectionLost}.
     @ivar failed: the header was found invalid, late, or its client
         refused; the connection is being closed and reads are dropped.
+    @ivar proxyHeader: the header once read (a L{ProxyHeader}, its client
+        dropped if it was not an IP address), else C{None}.
     @ivar nonIPClient: what the header named as its client when that was
         not an IP address (C{"a UNIX-socket client"}, from a v2 C{AF_UNIX}
         header), else C{None}.  Such a client is dropped from the header,
@@ -96,44 +84,60 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         context.
     """
 
-    # Class defaults: a wrapper Twisted built is turned into one of these
-    # after its __init__ ran (see hold()).
+    # Class defaults, no __init__ of its own: a wrapper Twisted built is
+    # turned into one of these after its __init__ ran (see hold()).
     awaiting: Protocol | None = None
     gate: ProxyHeaderGate | None = None
     failed = False
+    proxyHeader: ProxyHeader | None = None
     nonIPClient: str | None = None
+    _reader: ProxyHeaderReader | None = None
     _head = b""
-    _parsing = False
-    _parserClosed = False
-    _started = False
+    # Whether a wrapper could not be taken over (warned about once).
+    _cannotTakeOver = False
 
     @classmethod
     def hold(cls, transport: Any, context: Protocol, gate: ProxyHeaderGate) -> ProxyHeaderWrapper | None:
         """
-        If C{transport} is Twisted's PROXY wrapper and has not read a header
-        yet, take it over to hold C{context} until the header is in, and
-        tell C{gate} what the header turns out to be.
+        If C{transport} is Twisted's C{haproxy:} wrapper (or one of these)
+        that has read nothing yet, take it over to hold C{context} until the
+        header is in, and tell C{gate} what the header turns out to be.
 
         The C{haproxy:} endpoint builds Twisted's own wrapper; the context
-        only sees it once it is asked to connect, before any byte was read.
-        Changing the instance's class to this subclass of it (which adds no
-        state of its own but class defaults) is what lets C{--port
-        haproxy:...} work unchanged, with no second endpoint parser that
-        would compete with Twisted's for the C{haproxy} prefix.
+        sees it once it is asked to connect, from the wrapper's
+        C{makeConnection}, before any byte was read.  Twisted's wrapper is
+        a C{ProtocolWrapper} like this class; changing the instance's class
+        to this one (which has no state of its own but class defaults, and
+        needs nothing of Twisted's class but what C{ProtocolWrapper}
+        documents: C{factory}, C{wrappedProtocol}, C{transport}) is what
+        lets C{--port haproxy:...} work unchanged, with no second endpoint
+        parser that would compete with Twisted's for the C{haproxy} prefix.
 
         @return: the wrapper now holding C{context}, or C{None} when
             C{transport} is not a wrapper waiting for a header (then the
-            context connects at once, as usual).
+            context connects at once, as usual), or when Twisted's wrapper
+            cannot change class (a warning is logged, once).
         """
-        if not isinstance(transport, HAProxyProtocolWrapper) or transport._proxyInfo is not None:
-            return None
-        if type(transport) is HAProxyProtocolWrapper:
-            transport.__class__ = cls
-        elif not isinstance(transport, cls):
-            return None  # somebody else's subclass: leave it to its own ways
+        if type(transport) is not cls:
+            if type(transport) is not proxyWrapperClass():
+                return None  # somebody else's subclass, or no wrapper: leave it to its own ways
+            try:
+                transport.__class__ = cls
+            except TypeError as e:
+                # A Twisted whose wrapper cannot become one: left to itself.
+                if not cls._cannotTakeOver:
+                    cls._cannotTakeOver = True
+                    _log.warn(
+                        "cannot take over Twisted's haproxy: wrapper ({error}); PROXY headers are "
+                        "left to Twisted's own wrapper, without iocpsvc's checks, counters and "
+                        "held contexts",
+                        error=str(e),
+                    )
+                return None
         wrapper: ProxyHeaderWrapper = transport
-        if wrapper._started or wrapper.failed:
+        if wrapper._reader is not None or wrapper.proxyHeader is not None or wrapper.failed:
             return None
+        wrapper._reader = ProxyHeaderReader()
         wrapper.awaiting = context
         wrapper.gate = gate
         return wrapper
@@ -141,66 +145,60 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
     @property
     def firstBytes(self) -> bytes:
         """The first bytes received (up to a few dozen), for log lines."""
-        return self._head[:SHOWN_BYTES]
+        return self._head
 
     def dataReceived(self, data: bytes) -> None:
         context = self.awaiting
         if context is None:
-            super().dataReceived(data)  # the header is through: straight to the context
+            if self.proxyHeader is not None:
+                self.wrappedProtocol.dataReceived(data)  # the header is through: straight to the context
             return
-        if self.failed:
+        reader = self._reader
+        if self.failed or reader is None:
             return
-        if not self._started:
-            # Twisted decides on the first read it sees; give it enough.
-            head = self._head + data
-            self._head = head[:SHOWN_BYTES]  # all of it while undecided (fewer than 16 bytes)
-            if undecided(head):
-                return
-            self._started = True
-            data = head
-            # Twisted's wrapper keeps a parser it already has: give it ours,
-            # which check each header first (and read the bare "PROXY
-            # UNKNOWN"), in the cases where it would pick its own.
-            if head[: len(V1_SIGNATURE)] == V1_SIGNATURE:
-                self._parser = StrictV1Parser()
-            elif head[: len(V2_SIGNATURE)] == V2_SIGNATURE and head[12] >> 4 == 2:
-                self._parser = StrictV2Parser()
-        trailer = _Trailer()
-        self.wrappedProtocol = trailer
-        self._parsing = True
+        if len(self._head) < SHOWN_BYTES:
+            self._head = (self._head + data)[:SHOWN_BYTES]
         problem: str | None = None
+        rest = b""
         try:
-            super().dataReceived(data)
+            read = reader.feed(data)
         except ProxyHeaderError as e:
-            problem = e.reason  # our parsers' verdict, past Twisted's wrapper
-        except Exception as e:
-            # Whatever else Twisted's parsers might let escape (its v1 parser
-            # alone raised on int("x") and bad UTF-8): still a verdict.
-            problem = f"invalid PROXY header ({type(e).__name__}: {e})"
-        finally:
-            self._parsing = False
-            self.wrappedProtocol = context
+            problem = e.reason
+        else:
+            if read is None:
+                return  # more to come
+            header, rest = read
+            self._reader = None
+            source = header.source
+            if source is not None and not isinstance(source, (IPv4Address, IPv6Address)):
+                # Never let a header invent a non-IP peer (the accept filter
+                # would wave it through): fall back to the connection's own.
+                kind = "a UNIX-socket" if isinstance(source, UNIXAddress) else "a non-IP"
+                self.nonIPClient = f"{kind} client"
+                header = ProxyHeader(header.header, None, None)
+            self.proxyHeader = header
+            problem = addressProblem(self.getPeer()) or addressProblem(self.getHost(), "destination")
         gate = self.gate
         if gate is None:
             return
-        if problem is None and self._parserClosed:
-            problem = "invalid PROXY header"
-        info = self._proxyInfo
-        if problem is None and info is not None and info.source is not None:
-            if not isinstance(info.source, (IPv4Address, IPv6Address)):
-                # Never let a header invent a non-IP peer (the accept filter
-                # would wave it through): fall back to the connection's own.
-                kind = "a UNIX-socket" if isinstance(info.source, UNIXAddress) else "a non-IP"
-                self.nonIPClient = f"{kind} client"
-                self._proxyInfo = ProxyInfo(info.header, None, None)
-        if problem is None and self._proxyInfo is not None:
-            problem = addressProblem(self.getPeer()) or addressProblem(self.getHost(), "destination")
         if problem is not None:
             gate.headerFailed(self, problem)
-        elif self._proxyInfo is not None:
+        else:
             # Still held: the gate releases the context only if it lets the
             # client in (a refused one must not hear connectionLost).
-            gate.headerReceived(self, context, trailer.data)
+            gate.headerReceived(self, context, rest)
+
+    def getPeer(self) -> IAddress:
+        header = self.proxyHeader
+        if header is not None and header.source is not None:
+            return header.source
+        return self.transport.getPeer()  # type: ignore[union-attr]
+
+    def getHost(self) -> IAddress:
+        header = self.proxyHeader
+        if header is not None and header.destination is not None:
+            return header.destination
+        return self.transport.getHost()  # type: ignore[union-attr]
 
     def release(self) -> None:
         """
@@ -208,12 +206,6 @@ class ProxyHeaderWrapper(HAProxyProtocolWrapper):
         reads and the connection's end go to it.
         """
         self.awaiting = None
-
-    def loseConnection(self) -> None:
-        if self._parsing:
-            # Twisted's verdict on the header: it closes what it cannot parse.
-            self._parserClosed = True
-        super().loseConnection()
 
     def close(self) -> None:
         """
@@ -289,8 +281,8 @@ class ProxyHeaderGate:
         C{transport} is a C{haproxy:} wrapper that has not read the PROXY
         header yet (L{headerReceived} connects it later).
         """
-        if not isinstance(transport, HAProxyProtocolWrapper):
-            return False  # plain TCP, TLS, ...: one isinstance per connection
+        if not isinstance(transport, ProtocolWrapper):
+            return False  # plain TCP, ...: one isinstance per connection
         wrapper = ProxyHeaderWrapper.hold(transport, context, self)
         if wrapper is None:
             return False
@@ -417,7 +409,7 @@ class _Filtered(Protocol):
 
     def makeConnection(self, transport: Any) -> None:
         gate = self.gate
-        if isinstance(transport, HAProxyProtocolWrapper) and transport.wrappedProtocol is self:
+        if isProxyWrapper(transport) and transport.wrappedProtocol is self:
             context = gate._newContext()
             transport.wrappedProtocol = context
             if gate.hold(context, transport):

@@ -1,10 +1,15 @@
 """
 The PROXY protocol's header (v1 and v2) by the letter of its specification:
-what a valid header is, checked before Twisted's parsers read it (they are
-lax: the v1 parser reads ports with C{int()}, taking C{+80} and C{1_000},
-and scoped IPv6 addresses; the v2 parser turns an C{AF_UNIX} header into a
-client no IP accept filter can judge).  L{iocpsvc.proxy} uses these parsers
-in Twisted's wrapper.
+what a valid header is, and what it says (L{ProxyHeader}).  Pure: bytes in,
+a header or a L{ProxyHeaderError} out, no transport; L{ProxyHeaderReader}
+reads one header from the first bytes of a connection, however they are
+split.  L{iocpsvc.proxy} reads each C{haproxy:} connection's header with it.
+
+Twisted ships parsers too, but only in private modules
+(C{twisted.protocols.haproxy._v1parser}, ...), which any Twisted release
+may change; and they are lax (the v1 parser reads ports with C{int()},
+taking C{+80} and C{1_000}, and scoped IPv6 addresses).  These read the
+same headers to the same addresses, and refuse the rest with a reason.
 
 A load balancer that speaks the PROXY protocol opens each connection with
 one header naming the client it relays::
@@ -25,20 +30,21 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import struct
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.protocols.haproxy._info import ProxyInfo
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress
 
 from iocpsvc.errors import ProxyHeaderError
 
-V2_SIGNATURE: bytes = V2Parser.PREFIX
-V1_SIGNATURE: bytes = V1Parser.PROXYSTR
-# Twisted picks the parser from the first read alone: v2 needs 16 bytes
-# (signature, version, family, length), v1 needs 8 starting with "PROXY".
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+V1_SIGNATURE = b"PROXY"
+# Which version a connection speaks is decided once, on the first bytes:
+# v2 needs 16 (signature, version, family, length), v1 needs 8 starting
+# with "PROXY" (as Twisted's own wrapper decides).
 _V2_DECIDES = 16
 _V1_DECIDES = 8
 # How much of an invalid header the log line shows.
@@ -62,8 +68,7 @@ _V2_TLV_HEAD = 3
 def undecided(head: bytes) -> bool:
     """
     Whether C{head}, the first bytes of a connection, could still begin a
-    PROXY header but is too short for Twisted's wrapper to tell which
-    version (it would close the connection): wait for more.
+    PROXY header but is too short to tell which version: wait for more.
     """
     if len(head) < _V2_DECIDES and V2_SIGNATURE.startswith(head[: len(V2_SIGNATURE)]):
         return True
@@ -76,9 +81,9 @@ def addressProblem(address: Any, role: str = "client") -> str | None:
     What is wrong with an address a header gave (the client's, or with
     C{role="destination"} the one it connected to), or C{None}.
 
-    The last check of what Twisted's parser made of a header (the headers
-    themselves are checked before, by L{v1LineProblem} and
-    L{v2HeaderProblem}): an IP client must neither pass the accept filter
+    The last check of what a header was read to (the headers themselves
+    are checked before, by L{v1LineProblem} and L{v2HeaderProblem}): an IP
+    client must neither pass the accept filter
     as an address without an IP, nor be judged by the rules of the other
     family, nor reach the application with a scope id or a port out of
     range.
@@ -210,37 +215,144 @@ def v2HeaderProblem(header: bytes) -> str | None:
     return None
 
 
-class StrictV1Parser(V1Parser):
+@dataclass(frozen=True)
+class ProxyHeader:
     """
-    Twisted's v1 parser, reading only lines that L{v1LineProblem} passes,
-    and also the bare C{PROXY UNKNOWN\\r\\n} (no address, as the
-    specification allows), which Twisted's refuses because it looks for a
-    space after C{UNKNOWN}.
+    What a valid PROXY header says.
+
+    @ivar header: the header as received: a v1 line without its CRLF, or a
+        whole v2 header (its 16 fixed bytes, addresses and TLVs).
+    @ivar source: the client the header names; C{None} when it names none
+        (v1 C{UNKNOWN}, v2 C{LOCAL}, or an C{UNSPEC} family or transport),
+        and then the connection's own peer stands.  An
+        L{IPv4Address}/L{IPv6Address} (C{"UDP"} for a v2 C{DGRAM} header),
+        or a L{UNIXAddress} for a v2 C{AF_UNIX} header.
+    @ivar destination: the address the client connected to, or C{None}
+        likewise.
     """
 
-    @classmethod
-    def parse(cls, line: bytes) -> ProxyInfo:
-        """
-        @raise ProxyHeaderError: C{line} is not a valid v1 header (raised
-            past Twisted's wrapper, which would close without a reason).
-        """
-        problem = v1LineProblem(line)
-        if problem is not None:
-            raise ProxyHeaderError(problem)
-        if line == b"PROXY UNKNOWN":
-            return ProxyInfo(line, None, None)  # as for "PROXY UNKNOWN <anything>"
-        return super().parse(line)
+    header: bytes
+    source: IAddress | None
+    destination: IAddress | None
 
 
-class StrictV2Parser(V2Parser):
-    """Twisted's v2 parser, reading only headers that L{v2HeaderProblem} passes."""
+def parseV1(line: bytes) -> ProxyHeader:
+    """
+    Read a v1 header line (without its CRLF).  Addresses are kept as the
+    line writes them (C{2001:DB8::7} stays so); C{PROXY UNKNOWN}, bare or
+    followed by anything, names no client.
 
-    @classmethod
-    def parse(cls, line: bytes) -> ProxyInfo:
+    @raise ProxyHeaderError: C{line} is not a valid v1 header
+        (L{v1LineProblem} says why).
+    """
+    problem = v1LineProblem(line)
+    if problem is not None:
+        raise ProxyHeaderError(problem)
+    fields = line.split(b" ")
+    if fields[1] == b"UNKNOWN":
+        return ProxyHeader(line, None, None)
+    kind = IPv4Address if fields[1] == b"TCP4" else IPv6Address
+    # v1LineProblem passed: ASCII addresses, decimal ports.
+    return ProxyHeader(
+        line,
+        kind("TCP", fields[2].decode("ascii"), int(fields[4])),
+        kind("TCP", fields[3].decode("ascii"), int(fields[5])),
+    )
+
+
+def _ipv6Text(packed: bytes) -> str:
+    """
+    A v2 header's IPv6 address as eight groups of lower-case hex without
+    heading zeroes and without C{::} (C{2001:db8:0:0:0:0:0:7}): the form
+    peers behind C{haproxy:} have always had (Twisted's parser's).
+    """
+    return ":".join(f"{group:x}" for group in struct.unpack("!8H", packed))
+
+
+def parseV2(header: bytes) -> ProxyHeader:
+    """
+    Read a complete v2 header (as long as its length field says).  TLVs are
+    not read.
+
+    @raise ProxyHeaderError: C{header} is not a valid v2 header
+        (L{v2HeaderProblem} says why).
+    """
+    problem = v2HeaderProblem(header)
+    if problem is not None:
+        raise ProxyHeaderError(problem)
+    command = header[12] & 0xF
+    family, transport = header[13] >> 4, header[13] & 0xF
+    if command == 0 or family == 0 or transport == 0:
+        return ProxyHeader(header, None, None)  # LOCAL, or UNSPEC: no client named
+    if family == 0x3:
+        sourcePath, destinationPath = struct.unpack_from("!108s108s", header, 16)
+        return ProxyHeader(
+            header, UNIXAddress(sourcePath.rstrip(b"\0")), UNIXAddress(destinationPath.rstrip(b"\0"))
+        )
+    kind: Literal["TCP", "UDP"] = "UDP" if transport == 2 else "TCP"
+    if family == 0x1:
+        source, destination, sourcePort, destinationPort = struct.unpack_from("!4s4sHH", header, 16)
+        return ProxyHeader(
+            header,
+            IPv4Address(kind, socket.inet_ntop(socket.AF_INET, source), sourcePort),
+            IPv4Address(kind, socket.inet_ntop(socket.AF_INET, destination), destinationPort),
+        )
+    source, destination, sourcePort, destinationPort = struct.unpack_from("!16s16sHH", header, 16)
+    return ProxyHeader(
+        header,
+        IPv6Address(kind, _ipv6Text(source), sourcePort),
+        IPv6Address(kind, _ipv6Text(destination), destinationPort),
+    )
+
+
+class ProxyHeaderReader:
+    """
+    Reads the PROXY header that opens a connection, fed the connection's
+    bytes as they arrive, split anywhere.
+
+    The version is decided once, on the first bytes (L{undecided} says when
+    there are enough): v2 on its signature and version, v1 on C{PROXY}.
+    A v1 header ends at the first CRLF, within 107 bytes; a v2 header is
+    as long as its length field says (at most 16 + 65535 bytes, gathered
+    without copying what came before at each read).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._version = 0
+
+    def feed(self, data: bytes) -> tuple[ProxyHeader, bytes] | None:
         """
-        @raise ProxyHeaderError: C{line} is not a valid v2 header.
+        Read C{data}, the connection's next bytes.
+
+        @return: once the header is complete, the header and the bytes that
+            followed it (the payload's start, maybe empty); C{None} while
+            more bytes are needed.  Feed nothing more after either outcome.
+        @raise ProxyHeaderError: the bytes so far are not, and cannot begin,
+            a valid header; its reason is one line for the log.
         """
-        problem = v2HeaderProblem(line)
-        if problem is not None:
-            raise ProxyHeaderError(problem)
-        return super().parse(line)
+        buffer = self._buffer
+        buffer += data
+        version = self._version
+        if not version:
+            head = bytes(buffer[:_V2_DECIDES])
+            if undecided(head):
+                return None
+            if len(head) >= _V2_DECIDES and head.startswith(V2_SIGNATURE) and head[12] >> 4 == 2:
+                version = 2
+            elif len(head) >= _V1_DECIDES and head.startswith(V1_SIGNATURE):
+                version = 1
+            else:
+                raise ProxyHeaderError("invalid PROXY header")
+            self._version = version
+        if version == 1:
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                if len(buffer) > _V1_LONGEST:
+                    raise ProxyHeaderError("invalid PROXY header")
+                return None
+            return parseV1(bytes(buffer[:end])), bytes(buffer[end + 2 :])
+        size = _V2_DECIDES + int.from_bytes(buffer[14:16], "big")
+        if len(buffer) < size:
+            return None
+        return parseV2(bytes(buffer[:size])), bytes(buffer[size:])

@@ -13,8 +13,8 @@ ask::
     abortOrClose         a close at once, whatever the transport offers
     lowestTransport      the socket's own transport beneath TLS/haproxy:
     proxyWrapperClass, isProxyWrapper
-                         Twisted's PROXY-protocol wrapper (haproxy:), without
-                         importing it
+                         Twisted's PROXY-protocol wrapper (haproxy:), found
+                         through its public API, not imported
     setWriteHighWater    the mark past which a transport pauses its producer
     enableKeepAlive, setKeepAlive
                          TCP keep-alive and its probe timing
@@ -48,7 +48,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from twisted.protocols.policies import ProtocolWrapper
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import implementer
+
+_log = Logger(namespace="iocpsvc.transports")
 
 
 def unsentBytes(transport: Any) -> int | None:
@@ -266,22 +273,62 @@ def lowestTransport(transport: Any) -> Any:
     return transport
 
 
-# Where Twisted's PROXY-protocol wrapper (the transport of a haproxy:
-# connection) lives; the haproxy: endpoint parser imports it.
-_PROXY_WRAPPER_MODULE = "twisted.protocols.haproxy._wrapper"
+_proxyWrapper: tuple[Any, type | None] | None = None
+
+
+@implementer(IStreamServerEndpoint)
+class _FactoryRecorder:
+    """An endpoint that listens on nothing and keeps the factory it was given."""
+
+    factory: Any = None
+
+    def listen(self, protocolFactory: Any) -> Deferred[Any]:
+        self.factory = protocolFactory
+        return succeed(None)
 
 
 def proxyWrapperClass() -> type | None:
     """
-    Twisted's PROXY-protocol wrapper class (C{HAProxyProtocolWrapper}, what
-    a C{haproxy:} endpoint wraps each connection in) if something has
-    imported it already, else C{None}.  Before that, no transport and no
+    Twisted's PROXY-protocol wrapper class (what a C{haproxy:} endpoint
+    wraps each connection in) if C{twisted.protocols.haproxy} has been
+    imported already, else C{None}.  Before that, no transport and no
     factory can be one: asking this instead of importing it leaves
     C{twisted.protocols.haproxy} (and L{iocpsvc.proxy}) out of a server
     that is not behind C{haproxy:}.
+
+    The class lives in a private module of Twisted's; it is found through
+    the package's public C{proxyEndpoint} instead of imported: the wrapping
+    factory it gives the endpoint it wraps is a C{WrappingFactory}, whose
+    C{protocol} is the wrapper.  C{None} too, with a warning logged once,
+    if a Twisted release stops building it so (L{iocpsvc.proxy} then leaves
+    Twisted's wrapper to itself; the tests of C{haproxy:} fail first).
     """
-    module = sys.modules.get(_PROXY_WRAPPER_MODULE)
-    return getattr(module, "HAProxyProtocolWrapper", None)
+    global _proxyWrapper
+    haproxy = sys.modules.get("twisted.protocols.haproxy")
+    if haproxy is None:
+        return None
+    if _proxyWrapper is None or _proxyWrapper[0] is not haproxy:
+        recorder = _FactoryRecorder()
+        wrapper: type | None = None
+        try:
+            haproxy.proxyEndpoint(recorder).listen(Factory())
+        except Exception:
+            pass  # not built as expected either: warned about below
+        protocol = getattr(recorder.factory, "protocol", None)
+        if (
+            isinstance(recorder.factory, WrappingFactory)
+            and isinstance(protocol, type)
+            and issubclass(protocol, ProtocolWrapper)
+        ):
+            wrapper = protocol
+        else:
+            _log.warn(
+                "Twisted's haproxy: endpoint does not wrap connections as iocpsvc expects "
+                "(a WrappingFactory of ProtocolWrappers); their PROXY headers are left to "
+                "Twisted's own wrapper, without iocpsvc's checks, counters and held contexts"
+            )
+        _proxyWrapper = (haproxy, wrapper)
+    return _proxyWrapper[1]
 
 
 def isProxyWrapper(transport: Any) -> bool:

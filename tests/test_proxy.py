@@ -14,15 +14,16 @@ import socket
 import struct
 from typing import Any
 
+import twisted.protocols.haproxy as haproxyModule
 from twisted.internet import defer, protocol
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectError, ConnectionDone, ProcessExitedAlready
 from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
-from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
+from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -30,14 +31,16 @@ from iocpsvc import errors
 from iocpsvc.addresses import describePeer
 from iocpsvc.apps import ChatContext, EchoContext
 from iocpsvc.context import ConnectionContext
+from iocpsvc.errors import ProxyHeaderError
 from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.limits import ServerLimits
 from iocpsvc.logs import RateLimitedLog
 from iocpsvc.monitor.prometheus import metricsText
 from iocpsvc.monitor.stats import collect, connections
 from iocpsvc.proxy import ProxyHeaderWrapper
-from iocpsvc.proxyheader import addressProblem, undecided
+from iocpsvc.proxyheader import ProxyHeader, ProxyHeaderReader, addressProblem, parseV1, parseV2, undecided
 from iocpsvc.service import SocketServerService
+from iocpsvc.transports import proxyWrapperClass
 from tests.helpers import frame
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
 
@@ -179,6 +182,23 @@ def callRecorder() -> tuple[type[EchoContext], list[tuple[str, int]]]:
     return CallRecorder, calls
 
 
+def haproxyWrappingFactory(factory: Any) -> Any:
+    """
+    The wrapping factory Twisted's C{haproxy:} endpoint puts around
+    C{factory} (through its public C{proxyEndpoint}: the class itself is in
+    a private module).
+    """
+    given: list[Any] = []
+
+    class Recorder:
+        def listen(self, wrapping: Any) -> Any:
+            given.append(wrapping)
+            return defer.succeed(None)
+
+    proxyEndpoint(Recorder()).listen(factory)  # type: ignore[arg-type]
+    return given[0]
+
+
 class ProxiedConnection:
     """
     One connection through Twisted's C{haproxy:} wrapping factory (what
@@ -187,7 +207,7 @@ class ProxiedConnection:
     """
 
     def __init__(self, factory: ConnectionContextFactory, proxy: IPv4Address = PROXY) -> None:
-        self.wrapper: Any = HAProxyWrappingFactory(factory).buildProtocol(proxy)
+        self.wrapper: Any = haproxyWrappingFactory(factory).buildProtocol(proxy)
         self.transport = StringTransport(peerAddress=proxy, hostAddress=IPv4Address("TCP", "10.0.0.9", 9983))
         self.closed: list[str] = []
         self.transport.abortConnection = lambda: self.closed.append("abort")  # type: ignore[method-assign]
@@ -225,6 +245,186 @@ def captureLog(factory: ConnectionContextFactory) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     factory.rateLimitedLog = RateLimitedLog(Logger(observer=events.append), factory.reactor.seconds)
     return events
+
+
+class ReaderTests(SynchronousTestCase):
+    """
+    L{iocpsvc.proxyheader}'s own reading of headers (no transport): what
+    each header says, however its bytes are split.
+    """
+
+    def readAll(self, data: bytes, chunkSize: int) -> tuple[ProxyHeader, bytes]:
+        """Feed C{data} to a new reader in chunks of C{chunkSize} bytes until it has a header."""
+        reader = ProxyHeaderReader()
+        for start in range(0, len(data), chunkSize):
+            read = reader.feed(data[start : start + chunkSize])
+            if read is not None:
+                header, rest = read
+                return header, rest + data[start + chunkSize :]
+        self.fail(f"no header in {data!r}")
+
+    def test_anySplit(self) -> None:
+        """A v1 or v2 header (with TLVs) split anywhere reads as it does whole, the payload after it kept."""
+        tlvs = b"\x04\x00\x03abc" + b"\x05\x00\x00"
+        v2WithTLVs = v2Raw(0x11, v2Header("203.0.113.7", 51234)[16:] + tlvs)
+        for data in (
+            v1Header("203.0.113.7", 51234),
+            v2Header("2001:db8::7", 6000, "2001:db8::1"),
+            v2WithTLVs,
+        ):
+            whole = self.readAll(data + b"payload", len(data) + 7)
+            self.assertEqual(whole[1], b"payload")
+            self.assertEqual(whole[0].header, data.rstrip(b"\r\n"))
+            for chunkSize in range(1, len(data) + 1):
+                self.assertEqual(self.readAll(data + b"payload", chunkSize), whole)
+
+    def test_addresses(self) -> None:
+        """
+        The addresses each header names: v1's as written, v2's IPv4 dotted
+        and IPv6 in eight groups, C{UDP} for a v2 C{DGRAM} header, none for
+        C{LOCAL}, C{UNSPEC} and v1 C{UNKNOWN}, a UNIX address for C{AF_UNIX}.
+        """
+        v1 = parseV1(b"PROXY TCP6 2001:DB8::7 ::1 1 2")
+        self.assertEqual(
+            (v1.source, v1.destination),
+            (IPv6Address("TCP", "2001:DB8::7", 1), IPv6Address("TCP", "::1", 2)),
+        )
+        v2 = parseV2(v2Header("2001:db8::7", 6000, "::1"))
+        self.assertEqual(
+            (v2.source, v2.destination),
+            (IPv6Address("TCP", "2001:db8:0:0:0:0:0:7", 6000), IPv6Address("TCP", "0:0:0:0:0:0:0:1", 9983)),
+        )
+        datagram = parseV2(v2Raw(0x12, v2Header("203.0.113.7", 53)[16:]))
+        self.assertEqual(
+            (datagram.source, datagram.destination),
+            (IPv4Address("UDP", "203.0.113.7", 53), IPv4Address("UDP", "192.0.2.1", 9983)),
+        )
+        for header in (v2Local(), v2Raw(0x01, b""), v2Raw(0x10, b"")):
+            self.assertEqual((parseV2(header).source, parseV2(header).destination), (None, None))
+        self.assertEqual(parseV1(b"PROXY UNKNOWN").source, None)
+        unix = parseV2(v2Unix())
+        self.assertEqual(
+            (unix.source, unix.destination),
+            (UNIXAddress(b"/run/client.sock"), UNIXAddress(b"/run/iocpsvc.sock")),
+        )
+
+    def test_refusals(self) -> None:
+        """What is not a header is refused with a reason, at once or once its end shows."""
+        for data, why in (
+            (b"GET / HTTP/1.1\r\n", "invalid PROXY header"),
+            (b"PROXY TCP4 203.0.113.7 192.0.2.1 080 9983\r\n", "invalid client port '080' in PROXY header"),
+            (b"PROXY " + b"x" * 102, "invalid PROXY header"),  # 108 bytes, no end of line
+            (v2Raw(0x11, b"\0" * 11), "PROXY v2 address block of 11 bytes, IPv4 addresses need 12"),
+        ):
+            reader = ProxyHeaderReader()
+            with self.assertRaises(ProxyHeaderError) as caught:
+                reader.feed(data)
+            self.assertEqual(caught.exception.reason, why)
+        self.assertIsNone(ProxyHeaderReader().feed(b"PROXY " + b"x" * 101))  # 107 bytes: may still end
+
+    def test_longestV2ByteByByte(self) -> None:
+        """The longest v2 header (65,535 bytes after the fixed 16) is read fed one byte at a time."""
+        block = v2Header("203.0.113.7", 1)[16:]
+        data = v2Raw(
+            0x11, block + struct.pack("!BH", 0xE0, 65535 - len(block) - 3) + b"t" * (65535 - len(block) - 3)
+        )
+        self.assertEqual(len(data), 16 + 65535)
+        reader = ProxyHeaderReader()
+        for index in range(len(data) - 1):
+            self.assertIsNone(reader.feed(data[index : index + 1]))
+        read = reader.feed(data[-1:] + b"!")
+        assert read is not None
+        self.assertEqual((read[0].source, read[1]), (IPv4Address("TCP", "203.0.113.7", 1), b"!"))
+
+
+class TakeoverTests(SynchronousTestCase):
+    """
+    How a connection of Twisted's C{haproxy:} endpoint becomes a
+    L{ProxyHeaderWrapper}: Twisted's wrapper class is found through the
+    public C{proxyEndpoint}, never imported from its private module.
+    """
+
+    def test_wrapperFoundThroughPublicAPI(self) -> None:
+        """proxyWrapperClass is the class of what the haproxy: endpoint's wrapping factory builds."""
+        wrapperClass = proxyWrapperClass()
+        self.assertIsNotNone(wrapperClass)
+        built = haproxyWrappingFactory(makeFactory()).protocol
+        self.assertIs(built, wrapperClass)
+        self.assertFalse(issubclass(ProxyHeaderWrapper, built))  # a ProtocolWrapper of our own
+
+    def test_takenOverBeforeTheFirstByte(self) -> None:
+        """Twisted's wrapper becomes a ProxyHeaderWrapper as its context is asked to connect."""
+        factory = makeFactory()
+        connection = ProxiedConnection(factory)
+        self.assertIs(type(connection.wrapper), ProxyHeaderWrapper)
+        connection.feed(v1Header("203.0.113.7", 51234) + frame(b"x"))
+        self.assertEqual(connection.wrapper.getPeer(), IPv4Address("TCP", "203.0.113.7", 51234))
+        self.assertEqual(connection.wrapper.getHost(), IPv4Address("TCP", "192.0.2.1", 9983))
+        self.assertEqual(factory.onlineCount, 1)
+
+    def test_unexpectedEndpointWarned(self) -> None:
+        """
+        A Twisted whose haproxy: endpoint does not hand a WrappingFactory of
+        ProtocolWrappers to the endpoint it wraps: no class is found, and a
+        warning says that PROXY headers are left to Twisted.
+        """
+        import sys
+        import types
+
+        from iocpsvc import transports
+
+        events: list[dict[str, Any]] = []
+        self.patch(transports, "_log", Logger(observer=events.append))
+        fake = types.ModuleType("twisted.protocols.haproxy")
+        fake.proxyEndpoint = lambda endpoint: endpoint  # type: ignore[attr-defined]  # listen gets a bare factory
+        sys.modules["twisted.protocols.haproxy"] = fake
+        self.addCleanup(sys.modules.__setitem__, "twisted.protocols.haproxy", haproxyModule)
+        self.assertIsNone(proxyWrapperClass())
+        self.assertIsNone(proxyWrapperClass())
+        [event] = events
+        self.assertIn("PROXY headers are left to Twisted's own wrapper", event["log_format"])
+        sys.modules["twisted.protocols.haproxy"] = haproxyModule
+        self.assertIsNotNone(proxyWrapperClass())  # the real one again: found again
+
+    def test_cannotTakeOverWarned(self) -> None:
+        """
+        A wrapper whose class cannot be changed (its layout differs) is
+        left to itself, its context connected at once, with one warning.
+        """
+        from iocpsvc import proxy
+
+        twistedWrapper: Any = proxyWrapperClass()
+
+        class Slotted(twistedWrapper):  # type: ignore[misc]
+            __slots__ = ("extra",)
+
+        events: list[dict[str, Any]] = []
+        self.patch(proxy, "_log", Logger(observer=events.append))
+        self.patch(proxy, "proxyWrapperClass", lambda: Slotted)
+        self.patch(ProxyHeaderWrapper, "_cannotTakeOver", False)
+        for _ in range(2):
+            factory = makeFactory()
+            wrapping = haproxyWrappingFactory(factory)
+            wrapping.protocol = Slotted
+            wrapper = wrapping.buildProtocol(PROXY)
+            wrapper.makeConnection(StringTransport(peerAddress=PROXY))
+            self.assertIs(type(wrapper), Slotted)
+            self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader), (1, 0))
+        [event] = events
+        self.assertIn("cannot take over Twisted's haproxy: wrapper", event["log_format"])
+
+    def test_otherWrapperLeftAlone(self) -> None:
+        """
+        A subclass of Twisted's wrapper (somebody else's) is not taken over:
+        its context connects at once, as without iocpsvc.proxy.
+        """
+        factory = makeFactory()
+        wrapping = haproxyWrappingFactory(factory)
+        wrapping.protocol = type("TheirWrapper", (wrapping.protocol,), {})
+        wrapper = wrapping.buildProtocol(PROXY)
+        wrapper.makeConnection(StringTransport(peerAddress=PROXY))
+        self.assertEqual(type(wrapper).__name__, "TheirWrapper")
+        self.assertEqual((factory.onlineCount, factory.awaitingProxyHeader), (1, 0))
 
 
 class HeaderTests(SynchronousTestCase):
