@@ -231,14 +231,10 @@ class WorkerPoolService(MultiService):
         super().privilegedStartService()
         self._openSockets()
 
+    # Set by twistd iocpsvc: a socket that cannot be opened is one line
+    # (iocpsvc.service.exitOneLine) naming this option, not a traceback.
     exitOnListenError = False
-    """
-    Set by C{twistd iocpsvc}: a socket that cannot be opened stops the
-    process with one line (L{iocpsvc.service.exitOneLine}), not a traceback.
-    """
-
     listenOption = "--listen"
-    """The option the listeners were given with, for that line."""
 
     def _openSockets(self) -> None:
         if self._opener is not None:
