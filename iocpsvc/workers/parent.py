@@ -9,6 +9,12 @@ workers that died included) that its monitor reads
 
 A worker's log lines come out of the parent as C{worker N: [source] ...}
 at the worker's own level (L{iocpsvc.workers.logrelay}).
+
+Long: it is one pool, L{WorkerPoolService}, whose sockets, processes, restarts,
+polls and relay share the same per-slot state (the socket each slot
+keeps across restarts, its process, its last answer and figures); the
+wire of the control channel, the sockets and the log relay are modules
+of their own.
 """
 
 from __future__ import annotations
