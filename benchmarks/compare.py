@@ -211,7 +211,7 @@ def startServerWithReactor(kind: str) -> tuple[subprocess.Popen[str], int, str]:
             "-m",
             "benchmarks.hostile",
             "--serve",
-            "--port",
+            "--listen",
             "tcp:0:interface=127.0.0.1",
             "--monitor",
             "none",

@@ -31,6 +31,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.web.client import Agent, readBody
 
+from benchmarks.workers import twistdCommand
 from iocpsvc.apps import EchoContext
 from iocpsvc.assembly import buildService
 from iocpsvc.codecs import parseCodecSpec
@@ -95,24 +96,17 @@ def workerProcesses(reactor: Any, count: int) -> Any:
     """C{twistd iocpsvc --workers count} as a child; fire with (port, monitor URL, stop)."""
     port, monitorPort = freePort(), freePort()
     done = Done()
-    argv = [
-        sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        "-l",
-        os.devnull,
-        "iocpsvc",
+    argv = twistdCommand(
         "--workers",
         str(count),
-        "--port",
+        "--listen",
         f"tcp:{port}:interface=127.0.0.1",
         "--monitor",
         f"tcp:{monitorPort}:interface=127.0.0.1",
         "--stats-interval",
         "0",
-    ]
+        twistdOptions=("-l", os.devnull),
+    )
     process = reactor.spawnProcess(done, sys.executable, argv, env=dict(os.environ))
     url = f"http://127.0.0.1:{monitorPort}/"
     agent = Agent(reactor)

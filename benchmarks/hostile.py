@@ -810,7 +810,7 @@ def runAttack(reactor: Any, name: str, scale: float) -> Generator[Any, Any, dict
     argv = [*SERVE]
     if attack.openFiles is not None:
         argv += ["--open-files", str(attack.openFiles)]
-    argv += ["--port", listen, "--stats-interval", "0"]
+    argv += ["--listen", listen, "--stats-interval", "0"]
     if "--monitor" not in attack.options:
         argv += ["--monitor", "none"]
     transport = reactor.spawnProcess(
@@ -851,7 +851,7 @@ def runAttack(reactor: Any, name: str, scale: float) -> Generator[Any, Any, dict
 @defer.inlineCallbacks
 def sigtermUnderLoad(reactor: Any, scale: float) -> Generator[Any, Any, dict[str, Any]]:
     server = ServerProcess()
-    argv = [*SERVE, "--port", "tcp:0:interface=127.0.0.1", "--monitor", "none"]
+    argv = [*SERVE, "--listen", "tcp:0:interface=127.0.0.1", "--monitor", "none"]
     transport = reactor.spawnProcess(
         server, sys.executable, argv + ["--shutdown-timeout", "3"], env=serverEnvironment()
     )

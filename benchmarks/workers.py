@@ -45,27 +45,30 @@ REACTORS = (DEFAULT_REACTOR, "uvloop")
 """The scaling part's reactors: twistd's default, and C{twistd -r uvloop}."""
 
 
+def twistdCommand(
+    *args: str, reactor: str = DEFAULT_REACTOR, twistdOptions: tuple[str, ...] = ()
+) -> list[str]:
+    """The argv of C{twistd -n [--reactor=R] TWISTDOPTIONS iocpsvc ARGS}, this Python's."""
+    chosen = [] if reactor == DEFAULT_REACTOR else [f"--reactor={reactor}"]
+    twistd = "from twisted.scripts.twistd import run; run()"
+    return [sys.executable, "-c", twistd, "-n", "--pidfile=", *chosen, *twistdOptions, "iocpsvc", *args]
+
+
 class Server:
     """A C{twistd -n iocpsvc} with a monitor on a free loopback port."""
 
     def __init__(self, *args: str, reactor: str = DEFAULT_REACTOR) -> None:
         env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            *([] if reactor == DEFAULT_REACTOR else [f"--reactor={reactor}"]),
-            "iocpsvc",
-            "--port",
+        argv = twistdCommand(
+            "--listen",
             "tcp:0:interface=127.0.0.1",
             "--monitor",
             "tcp:0:interface=127.0.0.1",
             "--stats-interval",
             "0",
             *args,
-        ]
+            reactor=reactor,
+        )
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
