@@ -112,11 +112,18 @@ def _tlsHeldBytes(transport: Any) -> int:
     # A _NullAggregator (after the connection is lost) has no buffer; an
     # empty buffer holds nothing, whatever _bufferLeft says (Twisted's flush
     # drops writes made from inside it without restoring _bufferLeft).
-    if aggregator is not None and getattr(aggregator, "_buffer", None):
+    buffered = getattr(aggregator, "_buffer", None)
+    if buffered:
         # Twisted keeps _bufferLeft = MAX_BUFFER_SIZE - (bytes in _buffer):
         # read in O(1), not by summing what may be thousands of small writes
-        # on each write to a blocked client.
-        held += aggregator.MAX_BUFFER_SIZE - aggregator._bufferLeft
+        # on each write to a blocked client.  A Twisted without it (23.10)
+        # is summed instead: slower, not wrong.
+        left = getattr(aggregator, "_bufferLeft", None)
+        maximum = getattr(aggregator, "MAX_BUFFER_SIZE", None)
+        if left is not None and maximum is not None:
+            held += maximum - left
+        else:
+            held += sum(map(len, buffered))
     waiting = own.get("_appSendBuffer")
     if waiting:
         held += sum(map(len, waiting))

@@ -203,6 +203,21 @@ class TLSTests(SynchronousTestCase):
     def connect(self) -> MemoryTLSConnection:
         return MemoryTLSConnection(self, Factory.forProtocol(Protocol))
 
+    def test_aggregatorWithoutItsCount(self) -> None:
+        """
+        The aggregator's held bytes come from its running count where
+        Twisted keeps one, and are summed where it does not (Twisted 23.10).
+        """
+        from types import SimpleNamespace
+
+        from iocpsvc.transports import _tlsHeldBytes
+
+        counted = SimpleNamespace(_buffer=[b"ab", b"cde"], _bufferLeft=95, MAX_BUFFER_SIZE=100)
+        self.assertEqual(_tlsHeldBytes(SimpleNamespace(_aggregator=counted)), 5)
+        uncounted = SimpleNamespace(_buffer=[b"ab", b"cde", b"f"])
+        self.assertEqual(_tlsHeldBytes(SimpleNamespace(_aggregator=uncounted)), 6)
+        self.assertEqual(_tlsHeldBytes(SimpleNamespace(_aggregator=SimpleNamespace())), 0)
+
     def test_smallWritesWaitForTheNextTurn(self) -> None:
         """
         A small write waits, as plaintext, in Twisted's aggregator until the
