@@ -151,8 +151,10 @@ class SocketServerService(MultiService):
         low ports work).  A listener that fails at once, as TCP does when
         the port is taken, raises here so that twistd exits with the error.
         """
-        super().privilegedStartService()
+        # Its own listeners first: one that cannot listen stops the start
+        # before the children (the monitor) have listened or logged.
         self._listen()
+        super().privilegedStartService()
 
     def startService(self) -> None:
         if self._listening is None:

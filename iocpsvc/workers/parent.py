@@ -234,8 +234,8 @@ class WorkerPoolService(MultiService):
 
     def privilegedStartService(self) -> None:
         """Open the listening sockets (as root, before privileges drop)."""
+        self._openSockets()  # before the monitor, as for one process
         super().privilegedStartService()
-        self._openSockets()
 
     # Set by twistd iocpsvc: a socket that cannot be opened is one line
     # (iocpsvc.service.exitOneLine) naming this option, not a traceback.
