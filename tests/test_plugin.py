@@ -42,6 +42,25 @@ class TwistdCommandTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("iocpsvc", result.stdout)
 
+    def test_foundWhereInstalled(self) -> None:
+        """
+        The installed package brings its plugin: C{twistd iocpsvc} works
+        with no C{PYTHONPATH} and from another directory, also from an
+        editable install (C{setup.cfg} asks for setuptools' compat mode,
+        which puts the checkout's C{twisted/plugins} where Twisted looks).
+        """
+        env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+        result = subprocess.run(
+            [sys.executable, "-c", TWISTD, "iocpsvc", "--version"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=temporaryDirectory(self),
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertTrue(result.stdout.startswith("iocpsvc "), result.stdout)
+
     def test_badOptionIsOneLineNoTraceback(self) -> None:
         """A bad codec fails at start with a message, not a traceback."""
         result = runTwistd("-n", "iocpsvc", "--codec", "length:size=5")
