@@ -6,6 +6,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
+from twisted.internet.defer import succeed
 from twisted.trial.unittest import SynchronousTestCase
 
 from iocpsvc import accel
@@ -130,3 +131,22 @@ def bothImplementations(namespace: dict[str, Any]) -> None:
             )
             twin.__qualname__ = twin.__name__
             namespace[twin.__name__] = twin
+
+
+def haproxyWrappingFactory(factory: Any) -> Any:
+    """
+    The wrapping factory Twisted's C{haproxy:} endpoint puts around
+    C{factory} (through its public C{proxyEndpoint}: the class itself is in
+    a private module).
+    """
+    given: list[Any] = []
+
+    class Recorder:
+        def listen(self, wrapping: Any) -> Any:
+            given.append(wrapping)
+            return succeed(None)
+
+    from twisted.protocols.haproxy import proxyEndpoint
+
+    proxyEndpoint(Recorder()).listen(factory)  # type: ignore[arg-type]
+    return given[0]

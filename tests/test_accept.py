@@ -25,6 +25,7 @@ from iocpsvc.factory import ConnectionContextFactory
 from iocpsvc.interfaces import IAcceptGate
 from iocpsvc.limits import ServerLimits
 from iocpsvc.service import SocketServerService
+from tests.helpers import haproxyWrappingFactory
 from tests.netutil import connectRaw, getJSON, servedNatively, spawnTwistd, temporaryDirectory, waitUntil
 
 
@@ -48,12 +49,10 @@ class GateTests(SynchronousTestCase):
 
     def test_haproxyWrapperIsProxied(self) -> None:
         """Behind haproxy: the address accepted is the balancer's: only the limit is judged."""
-        from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
-
         factory = ConnectionContextFactory(
             EchoContext, reactor=Clock(), limits=ServerLimits(deny=["192.0.2.0/24"])
         )
-        wrapped = HAProxyWrappingFactory(factory)
+        wrapped = haproxyWrappingFactory(factory)
         self.assertTrue(isProxied(wrapped))
         balancer = IPv4Address("TCP", "192.0.2.9", 1)
         self.assertTrue(factory.admit(balancer, proxied=True))
@@ -353,7 +352,6 @@ class AcceptPeerOnceTests(TestCase):
 
     def listen(self, how: str) -> tuple[Judging, int]:
         from twisted.internet import endpoints, reactor
-        from twisted.protocols.haproxy._wrapper import HAProxyWrappingFactory
 
         factory = Judging(EchoContext, reactor=reactor)
         factory.doStart()
@@ -380,7 +378,7 @@ class AcceptPeerOnceTests(TestCase):
         elif how == "twisted":
             port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         else:
-            port = reactor.listenTCP(0, HAProxyWrappingFactory(factory), interface="127.0.0.1")
+            port = reactor.listenTCP(0, haproxyWrappingFactory(factory), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return factory, port.getHost().port
 

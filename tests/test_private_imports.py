@@ -1,7 +1,8 @@
 """
-Tests for the whole package's source (L{iocpsvc} and its Twisted plugin):
-it imports no private Twisted module, so that a new Twisted release can
-only break it through Twisted's public, deprecation-policed API.
+Tests for the whole package's source (L{iocpsvc} and its Twisted plugin),
+and the checkout's tests, benchmarks and examples: none imports a private
+Twisted module, so that a new Twisted release can only break it through
+Twisted's public, deprecation-policed API.
 
 A private module is one with a name part starting with C{_}
 (C{twisted.protocols.haproxy._wrapper}), also when a string names it
@@ -65,9 +66,22 @@ def privateImports(source: str, filename: str = "<source>") -> list[str]:
     return found
 
 
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
 def sources() -> list[Path]:
-    """The package's Python files, and its Twisted plugin."""
-    return sorted(PACKAGE.rglob("*.py")) + [PLUGIN]
+    """
+    The package's Python files and its Twisted plugin; and the checkout's
+    tests, benchmarks and examples (all but this file, whose strings name
+    private modules on purpose).
+    """
+    others = [
+        path
+        for folder in ("tests", "benchmarks", "examples")
+        for path in sorted((CHECKOUT / folder).rglob("*.py"))
+        if path.resolve() != Path(__file__).resolve()
+    ]
+    return sorted(PACKAGE.rglob("*.py")) + [PLUGIN] + others
 
 
 class PrivateImportTests(SynchronousTestCase):
@@ -82,7 +96,7 @@ class PrivateImportTests(SynchronousTestCase):
             for found in privateImports(path.read_text(encoding="utf-8"), str(path)):
                 name = found.split(": ", 1)[1]
                 if name not in ALLOWED:
-                    offences.append(f"{path.relative_to(PACKAGE.parent)}:{found}")
+                    offences.append(f"{path}:{found}")
         self.assertEqual(offences, [])
 
     def test_detects(self) -> None:

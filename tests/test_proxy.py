@@ -23,7 +23,6 @@ from twisted.internet.protocol import connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
-from twisted.protocols.haproxy import proxyEndpoint
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -41,7 +40,7 @@ from iocpsvc.proxy import ProxyHeaderWrapper
 from iocpsvc.proxyheader import ProxyHeader, ProxyHeaderReader, addressProblem, parseV1, parseV2, undecided
 from iocpsvc.service import SocketServerService
 from iocpsvc.transports import proxyWrapperClass
-from tests.helpers import frame
+from tests.helpers import frame, haproxyWrappingFactory
 from tests.netutil import RawClient, connectRaw, echoMany, spawnTwistd, temporaryDirectory, waitUntil
 
 PROXY = IPv4Address("TCP", "10.0.0.2", 5555)  # the load balancer, as TCP sees it
@@ -180,23 +179,6 @@ def callRecorder() -> tuple[type[EchoContext], list[tuple[str, int]]]:
             calls.append(("lost", self.contextId))
 
     return CallRecorder, calls
-
-
-def haproxyWrappingFactory(factory: Any) -> Any:
-    """
-    The wrapping factory Twisted's C{haproxy:} endpoint puts around
-    C{factory} (through its public C{proxyEndpoint}: the class itself is in
-    a private module).
-    """
-    given: list[Any] = []
-
-    class Recorder:
-        def listen(self, wrapping: Any) -> Any:
-            given.append(wrapping)
-            return defer.succeed(None)
-
-    proxyEndpoint(Recorder()).listen(factory)  # type: ignore[arg-type]
-    return given[0]
 
 
 class ProxiedConnection:
