@@ -7,7 +7,7 @@ command line or builds a service.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from iocpsvc.codecs import Codec
 from iocpsvc.context import ConnectionContext
@@ -83,8 +83,10 @@ class ServerConfig:
     workerSockets: str | None = None
     workerOf: WorkerOf | None = None
     nodeId: int | None = None
-    cluster: str | None = None
-    arguments: tuple[str, ...] = ()
+    # Both may hold a Redis password: not in the repr, so that no log line
+    # or traceback that shows a ServerConfig shows it.
+    cluster: str | None = field(default=None, repr=False)
+    arguments: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def isWorker(self) -> bool:

@@ -198,8 +198,14 @@ def v2HeaderProblem(header: bytes) -> str | None:
         return f"unknown address family {family:#x} in PROXY v2 header"
     if transport > 2:
         return f"unknown transport protocol {transport:#x} in PROXY v2 header"
-    if family == 0 or transport == 0:
+    if family == 0 and transport == 0:
         return None  # UNSPEC: names no client; the block is to be ignored
+    if family == 0 or transport == 0:
+        # The spec lists 0x00, 0x11, 0x12, 0x21, 0x22, 0x31, 0x32 only; any
+        # other byte "must be rejected as invalid".
+        return (
+            f"address family and protocol {familyProtocol:#04x} in PROXY v2 header (UNSPEC with a known one)"
+        )
     name, size = _V2_ADDRESSES[family]
     block = header[16:]
     if len(block) < size:

@@ -494,6 +494,28 @@ class PlayedRedisTests(SynchronousTestCase):
         self.assertTrue(link.commandsWrapper.transport.value().startswith(b"*6\r\n$3\r\nSET\r\n"))
         bus.stop()
 
+    def test_authReplyThatRepeatsThePassword(self) -> None:
+        """
+        A server without AUTH answers with the command's arguments, the
+        password among them: the log line and /stats.json say what the
+        reply means, never its text.
+        """
+        bus = RedisBus("redis://app:S3cretPW@127.0.0.1:6379", 1, reactor=self.reactor)
+        bus.start(Recorder())
+        echoed = b"-ERR unknown command 'AUTH', with args beginning with: 'app' 'S3cretPW' \r\n"
+        link = PlayedLink(self.reactor)
+        link.subscriberWrapper.dataReceived(echoed)
+        link.commandsWrapper.dataReceived(echoed)
+        self.reactor.advance(0)
+        self.assertEqual(bus.authFailuresTotal, 1)
+        self.assertEqual(bus.stats()["last_error"], "ERR: this server does not know AUTH")
+        said = [formatEvent(e) for e in self.events]
+        meaning = "refused AUTH (ERR: this server does not know AUTH)"
+        self.assertTrue(any(meaning in line for line in said), said)
+        self.assertFalse([line for line in said if "S3cretPW" in line])
+        self.assertNotIn("S3cretPW", repr(bus.stats()))
+        bus.stop()
+
     def test_authRefusedRepeatedly(self) -> None:
         """
         A lasting refusal is said once, then reminded once a minute with how

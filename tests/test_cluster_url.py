@@ -266,8 +266,23 @@ class ErrorTests(SynchronousTestCase):
             self.assertNotIn("\n", message)
         message = self.assertRefused("redis://:Hunter/2Pass@h", "port")
         self.assertIn("%2F", message)
-        message = self.assertRefused("redis://h:1/Hunter@x", "database must be a number, not (not shown")
+        message = self.assertRefused("redis://h:1/Hunter@x", "an @ after the host part")
         self.assertIn("%2F", message)
+        # The reviewer's case: the password's digits a port, its / a path, its ? the options.
+        message = self.assertRefused("redis://app:6380/Tr0ub?4dor@redis.internal", "an @ after the host part")
+        self.assertNotIn("Tr0ub", message)
+        self.assertNotIn("4dor", message)
+
+    def test_database(self) -> None:
+        """A database is 0 to 99999 in ASCII digits; a scoped IPv6 host is refused."""
+        self.assertEqual(parse("redis://h/99999").db, 99999)
+        for url in ("redis://h/100000", "redis://h/\u0663", "redis://h/\u00b2", "redis://h/-1"):
+            with self.assertRaises(ValueError, msg=url) as caught:
+                parse(url)
+            self.assertIn("database must be a number from 0 to 99999", str(caught.exception))
+        with self.assertRaises(ValueError) as caught:
+            parse("redis://[fe80::1%25eth0]:6379")
+        self.assertIn("scoped IPv6", str(caught.exception))
 
     def test_usageError(self) -> None:
         """C{twistd iocpsvc --cluster} says what is wrong with the URL, with its password as ***."""
@@ -280,7 +295,7 @@ class ErrorTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             Options().parseOptions(["--cluster", "redis://:Hunter#2Pass@h"])
         message = str(caught.exception)
-        self.assertIn("--cluster 'redis://***@h': port must be a number", message)
+        self.assertIn("--cluster 'redis://***@h': an @ after the host part", message)
         # A password written without its ":" is taken for a user name: not shown either.
         with self.assertRaises(UsageError) as caught:
             Options().parseOptions(["--cluster", f"redis://{SECRET}@h"])

@@ -181,6 +181,9 @@ def callRecorder() -> tuple[type[EchoContext], list[tuple[str, int]]]:
     return CallRecorder, calls
 
 
+UNSPEC_MIX = "UNSPEC with a known one"
+
+
 class ProxiedConnection:
     """
     One connection through Twisted's C{haproxy:} wrapping factory (what
@@ -281,7 +284,7 @@ class ReaderTests(SynchronousTestCase):
             (datagram.source, datagram.destination),
             (IPv4Address("UDP", "203.0.113.7", 53), IPv4Address("UDP", "192.0.2.1", 9983)),
         )
-        for header in (v2Local(), v2Raw(0x01, b""), v2Raw(0x10, b"")):
+        for header in (v2Local(), v2Raw(0x00, b"")):
             self.assertEqual((parseV2(header).source, parseV2(header).destination), (None, None))
         self.assertEqual(parseV1(b"PROXY UNKNOWN").source, None)
         unix = parseV2(v2Unix())
@@ -582,7 +585,6 @@ class HeaderTests(SynchronousTestCase):
             (v2Raw(0x00, b"junk", versionCommand=0x20), PROXY),  # LOCAL
             (v2Raw(0x11, b"j", versionCommand=0x20), PROXY),  # LOCAL, whatever family it says
             (v2Raw(0x00, b"junk"), PROXY),  # PROXY, family UNSPEC
-            (v2Raw(0x10, b"junk"), PROXY),  # PROXY, AF_INET over an UNSPEC transport
         ):
             factory = makeFactory()
             connection = ProxiedConnection(factory)
@@ -816,6 +818,15 @@ class InvalidHeaderTests(SynchronousTestCase):
             (v2Raw(0x13, addresses), "unknown transport protocol 0x3 in PROXY v2 header"),
             (v2Raw(0x41, addresses), "unknown address family 0x4 in PROXY v2 header"),
             (v2Raw(0x11, addresses, versionCommand=0x22), "unknown command 0x2 in PROXY v2 header"),
+            # UNSPEC beside a known family or protocol: not one of the spec's seven bytes.
+            (
+                v2Raw(0x10, b"junk"),
+                "address family and protocol 0x10 in PROXY v2 header (UNSPEC with a known one)",
+            ),
+            (
+                v2Raw(0x01, b""),
+                "address family and protocol 0x01 in PROXY v2 header (UNSPEC with a known one)",
+            ),
         ):
             self.assertProtocolError(header + frame(b"x"), why=why)
             self.assertProtocolError(header + frame(b"x"), chunkSize=7, why=why)

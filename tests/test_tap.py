@@ -230,6 +230,13 @@ class ConfigTests(SynchronousTestCase):
         options.parseOptions(arguments)
         self.assertEqual(options.config.arguments, tuple(arguments))
 
+    def test_reprHidesTheClusterURL(self) -> None:
+        """A ServerConfig in a log line or a traceback does not show a Redis password."""
+        options = Options()
+        options.parseOptions(["--cluster", "redis://app:S3cretPW@127.0.0.1:6379/1"])
+        self.assertIn("S3cretPW", options.config.cluster)
+        self.assertNotIn("S3cretPW", repr(options.config))
+
 
 class UnitTests(SynchronousTestCase):
     """Durations and sizes with units."""

@@ -653,6 +653,11 @@ class RedisBus:
         """
         if link.over:
             return
+        # Whatever a reply said, the password never reaches a log line or
+        # /stats.json (AUTH's replies are not shown at all: _authRefused).
+        password = self.target.password
+        if password:
+            why = why.replace(password.decode("utf-8", "replace"), "***")
         self.lastError = why
         if authRefused:
             self.authFailuresTotal += 1
@@ -832,10 +837,32 @@ def _ignoreReply(reply: Any) -> None:
     """The waiter of a link's publishes until the bus sets its own."""
 
 
+# What an AUTH's error reply means, by how it starts.  The reply itself is
+# never shown: a server without AUTH (renamed away, or a Redis-compatible
+# proxy) answers "ERR unknown command 'AUTH', with args beginning with:"
+# and the user name and password.
+_AUTH_REPLIES = (
+    ("WRONGPASS", "WRONGPASS: the user name or password is wrong, or the user is disabled"),
+    ("NOPERM", "NOPERM: the user may not log in"),
+    ("ERR unknown command", "ERR: this server does not know AUTH"),
+    ("ERR AUTH", "ERR: the server has no password configured for this user"),
+)
+
+
 def _authRefused(failure: Failure) -> Failure:
-    """An C{AUTH}'s error reply, as L{AuthRefused}; anything else (a lost connection) as it is."""
+    """
+    An C{AUTH}'s error reply, as L{AuthRefused} saying what it means (not
+    the reply's text, which may repeat the password); anything else (a
+    lost connection) as it is.
+    """
     if failure.check(RedisError) and not failure.check(RedisConnectionLost):
-        return Failure(AuthRefused(str(failure.value)))
+        reply = str(failure.value)
+        for start, meaning in _AUTH_REPLIES:
+            if reply.startswith(start):
+                return Failure(AuthRefused(meaning))
+        code = reply.split(" ", 1)[0]
+        code = code if code.isascii() and code.isalpha() and code.isupper() else "an error"
+        return Failure(AuthRefused(f"{code} (the reply is not shown: it may repeat the password)"))
     return failure
 
 
@@ -847,7 +874,7 @@ def _cause(failure: Failure) -> Failure:
 
 
 def _reason(failure: Failure) -> str:
-    """A failure in a few words, for a log line (never the password: Redis does not echo it)."""
+    """A failure in a few words, for a log line (the bus takes the password out of it)."""
     failure = _cause(failure)
     value = failure.value
     if isinstance(value, AuthRefused):

@@ -138,6 +138,10 @@ def parseRedisURL(url: str, environ: Mapping[str, str] | None = None) -> RedisUR
         parts = urlsplit(url)
     except ValueError as e:  # an unclosed [ of an IPv6 address, characters not allowed
         raise ValueError(f"the URL does not parse: {_safe(str(e))} ({_EXPECTED})") from None
+    if "@" in url and "@" not in parts.netloc:
+        # A password with an unescaped / ? or #: what follows it would land
+        # in the path or the options and be quoted by the checks below.
+        raise ValueError(f"an @ after the host part ({_EXPECTED}){_hint(url)}")
     try:
         port = parts.port
     except ValueError:
@@ -148,9 +152,13 @@ def parseRedisURL(url: str, environ: Mapping[str, str] | None = None) -> RedisUR
         raise ValueError(f"no host ({_EXPECTED}){_hint(url)}")
     if parts.fragment:
         raise ValueError(f"unexpected #{_safe(parts.fragment)} ({_EXPECTED})")
+    if "%" in parts.hostname:
+        raise ValueError(
+            "a scoped IPv6 address (with %zone) is not supported; use a host name or a global address"
+        )
     path = parts.path.strip("/")
-    if path and not path.isdigit():
-        raise ValueError(f"database must be a number, not {_safe(path)} ({_EXPECTED})")
+    if path and not _DATABASE.fullmatch(path):
+        raise ValueError(f"database must be a number from 0 to 99999, not {_safe(path)} ({_EXPECTED})")
     options = _options(parts.query)
     if not tls:
         for name in _TLS_OPTIONS:
@@ -210,6 +218,9 @@ def showURL(url: str) -> str:
         scheme, sep, rest = url.partition("://")
         return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
     return url
+
+
+_DATABASE = re.compile(r"[0-9]{1,5}")
 
 
 def _hint(url: str) -> str:
