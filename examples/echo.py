@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> None:
 
     arguments = sys.argv[1:] if argv is None else argv
     port = arguments[0] if arguments else "9983"
+    if not (port.isascii() and port.isdigit() and int(port) <= 65535):
+        raise SystemExit(f"examples.echo: the port must be a number from 0 to 65535, not {port!r}")
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     factory = ConnectionContextFactory(Echo, codec="length", reactor=reactor)
     service = SocketServerService(factory, [f"tcp:{port}:interface=127.0.0.1"], reactor=reactor)

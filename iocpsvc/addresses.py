@@ -180,7 +180,7 @@ def endpointProblem(reactor: Any, description: str) -> str | None:
         port = named.get("port", positional[0] if positional else None)
         if port is None:
             return f"no port (e.g. {_ENDPOINT_EXAMPLES[kind]})"
-        if not port.strip().isdigit() or int(port) > 65535:
+        if not (port.strip().isascii() and port.strip().isdigit()) or int(port) > 65535:
             return f"the port must be a number from 0 to 65535, not {port!r}"
     if kind == "unix":
         path = named.get("address", positional[0] if positional else "")
@@ -204,6 +204,13 @@ def _endpointError(kind: str, error: Exception) -> str:
     unknown = _UNKNOWN_PARAMETER.search(text)
     if isinstance(error, TypeError) and unknown:
         return f"unknown parameter {unknown.group(1)!r} for {kind}: endpoints"
+    if kind == "systemd" and isinstance(error, (IndexError, KeyError)):
+        # Twisted reads (and clears) LISTEN_FDS when it loads: no socket at
+        # that index means no socket activation.
+        return (
+            f"no such socket from systemd ({text}); systemd endpoints need socket "
+            f"activation: start through a systemd .socket unit"
+        )
     if text.startswith("Unknown endpoint type"):
         examples = ", ".join(_ENDPOINT_EXAMPLES.values())
         return f"unknown endpoint type {kind!r} (examples: {examples}, haproxy:tcp:9983)"

@@ -68,7 +68,10 @@ def exitOneLine(option: str, descriptions: list[str], error: BaseException) -> S
         reason = error.socketError
         port = error.port
         matching = [d for d in descriptions if str(port) in d.split(":")]
-        where = f"{error.interface}:{port}" if error.interface else f"port {port}"
+        if isinstance(port, (bytes, str)):  # a UNIX socket's path
+            where = port.decode("utf-8", "replace") if isinstance(port, bytes) else port
+        else:
+            where = f"{error.interface}:{port}" if error.interface else f"port {port}"
     else:
         reason, matching, where = error, [], ""
     why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__

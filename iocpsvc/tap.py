@@ -347,7 +347,8 @@ class Options(usage.Options):
         The options grouped by concern (L{HELP_GROUPS}), each with its
         default, the internal ones left out; then the long description.
         """
-        width = width or int(os.environ.get("COLUMNS", "80"))
+        columns = os.environ.get("COLUMNS", "")
+        width = width or (int(columns) if columns.isascii() and columns.isdigit() else 80)
         shortOf = {long: short for short, long in self.synonyms.items() if len(short) == 1}
         parameters = {opt[:-1] for opt in self.longOpt if opt.endswith("=")}
         column = 34

@@ -57,6 +57,14 @@ class EchoExampleTests(SynchronousTestCase):
                 received += chunk
         self.assertEqual(received, struct.pack(">I", 5) + b"hello")
 
+    def test_badPortIsOneLine(self) -> None:
+        process = runEcho("abc")
+        stdout, stderr = process.communicate(timeout=60)
+        self.assertEqual(process.returncode, 1)
+        self.assertEqual(
+            stderr.strip(), "examples.echo: the port must be a number from 0 to 65535, not 'abc'"
+        )
+
     def test_takenPortIsOneLine(self) -> None:
         busy = socket.socket()
         self.addCleanup(busy.close)

@@ -212,6 +212,39 @@ class StatsAgreeWithConnectionsTests(SynchronousTestCase):
         self.assertEqual(self.sampler.stats()["online"], 2)
         self.pool.reactor.advance(self.pool.answerTimeout)  # the silent worker's question expires
 
+    def test_refreshThatRaises(self) -> None:
+        """
+        A refresh that raises at once (a control pipe already gone) is an
+        answer too: the request that asked is answered, and the next one
+        asks again instead of waiting for ever.
+        """
+        calls: list[int] = []
+
+        def broken() -> Any:
+            calls.append(1)
+            raise KeyError(3)
+
+        self.source.refresh = broken  # type: ignore[method-assign]
+        self.sampler.stats()
+        self.pool.reactor.advance(self.sampler.maxAge)
+        first = self.sampler.refreshed()
+        assert first is not None
+        self.successResultOf(first)
+        second = self.sampler.refreshed()
+        assert second is not None
+        self.successResultOf(second)
+        self.assertEqual(len(calls), 2)
+
+    def test_pollThatRaises(self) -> None:
+        """PoolSource.refresh fires (and cancels its timer) when the pool's poll raises."""
+
+        def broken() -> Any:
+            raise KeyError(3)
+
+        self.pool.poll = broken  # type: ignore[method-assign]
+        self.successResultOf(self.source.refresh())
+        self.assertEqual(self.pool.reactor.getDelayedCalls(), [])
+
     def test_workerRows(self) -> None:
         """Each worker's row says its state, restarts and how long ago it answered."""
         self.two.restarts = 2
@@ -252,3 +285,32 @@ class StatsAgreeWithConnectionsTests(SynchronousTestCase):
         listing = get(b"connections.json")
         self.assertEqual((listing["online"], len(listing["connections"])), (7, 7))
         self.assertEqual(get(b"stats.json")["online"], 7)
+
+    def test_answeredLaterHasItsLength(self) -> None:
+        """
+        A /stats.json that waited for the workers carries Content-Length,
+        as one answered at once does; a HEAD has it and no body.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from iocpsvc.monitor.web import MonitorRoot
+
+        root = MonitorRoot(self.source, self.sampler)
+        self.sampler.stats()
+        for method in (b"GET", b"HEAD"):
+            self.pool.reactor.advance(self.sampler.maxAge)
+            request = DummyRequest([b"stats.json"])
+            request.method = method
+            resource = root.getChildWithDefault(b"stats.json", request)
+            resource.render(request)
+            self.pool.reactor.advance(self.source.freshWithin)
+            self.assertEqual(request.finished, 1, method)
+            length = request.responseHeaders.getRawHeaders(b"content-length")
+            assert length is not None
+            body = b"".join(request.written)
+            if method == b"GET":
+                self.assertEqual(int(length[0]), len(body))
+                json.loads(body)
+            else:
+                self.assertGreater(int(length[0]), 0)
+                self.assertEqual(body, b"")

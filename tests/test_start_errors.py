@@ -9,6 +9,7 @@ the workers' sockets.  Each bad input runs as a real subprocess.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -73,6 +74,7 @@ BAD_INPUTS: list[tuple[list[str], str]] = [
     (["--listen", "ssl:0:privateKey=/nonexistent.pem"], "cannot read /nonexistent.pem: no such file"),
     (["--listen", "haproxy:tcp:x"], "--listen 'haproxy:tcp:x': the port must be a number"),
     (["--monitor", "tcp:x"], "--monitor 'tcp:x': the port must be a number"),
+    (["--listen", "systemd:domain=INET:index=0"], "systemd endpoints need socket activation"),
     (["--allow", "300.1.1.1/8"], "--allow '300.1.1.1/8': not an IP address or CIDR network"),
     (["--deny", "10.0.0.0/33"], "--deny '10.0.0.0/33': not an IP address or CIDR network"),
     (["--idle-timeout", "5x"], "--idle-timeout '5x': not a duration"),
@@ -112,6 +114,23 @@ class BadInputTests(SynchronousTestCase):
                 self.assertEqual(len(output.splitlines()), 1, said)
                 self.assertIn(expected, output, said)
                 self.assertNotIn("s3cret", output)
+
+
+class UnixSocketTests(SynchronousTestCase):
+    def test_pathTaken(self) -> None:
+        """A UNIX socket path where a file already is: one line naming the path."""
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "taken.sock")
+        with open(path, "w") as f:
+            f.write("not a socket")
+        result = runTwistd("iocpsvc", "--listen", f"unix:{path}", "--monitor", "none")
+        output = result.stdout + result.stderr
+        self.assertNotEqual(result.returncode, 0, output)
+        self.assertNotIn("Traceback", output)
+        errors = [line for line in output.splitlines() if "iocpsvc: --" in line]
+        self.assertEqual(len(errors), 1, output)
+        self.assertIn(f"--listen unix:{path}: cannot listen on {path}: ", errors[0])
 
 
 class WorkerSocketTests(SynchronousTestCase):

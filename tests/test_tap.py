@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import tempfile
 
 from twisted.python.usage import UsageError
@@ -305,6 +306,13 @@ class HelpTests(SynchronousTestCase):
         for line in text.splitlines():
             self.assertLessEqual(len(line), 100, line)
 
+    def test_columnsNotANumber(self) -> None:
+        """A COLUMNS that is empty or not a number is 80 columns, not a traceback."""
+        for columns in ("", "wide"):
+            self.patch(os, "environ", dict(os.environ, COLUMNS=columns))
+            text = Options().getUsage()
+            self.assertLessEqual(max(len(line) for line in text.splitlines() if " " in line.strip()), 95)
+
     def test_version(self) -> None:
         """--version prints iocpsvc's version (from iocpsvc/_version.py), not Twisted's."""
         import iocpsvc
@@ -383,6 +391,8 @@ class EndpointProblemTests(SynchronousTestCase):
             ("tcp:x", "the port must be a number from 0 to 65535, not 'x'"),
             ("tcp:65536", "not '65536'"),
             ("tcp:-1", "not '-1'"),
+            ("tcp:\u00b2", "not '\u00b2'"),
+            ("systemd:domain=INET:index=7", "systemd endpoints need socket activation"),
             ("tcp6:port=x", "not 'x'"),
             ("tcp", "no port (e.g. tcp:9983"),
             ("ssl:x", "not 'x'"),
@@ -415,6 +425,34 @@ class ContextCodecTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             Options().parseOptions(["--context", "chat", "--codec", "length+json"])
         self.assertIn("use e.g. length+text", str(caught.exception))
+
+    def test_contextsOwnCodecKeepsItsLimit(self) -> None:
+        """A context's own Codec object, completed with +text, keeps its largest frame."""
+        from iocpsvc.codecs import agreeWithContext, parseCodecSpec
+        from iocpsvc.context import ConnectionContext
+
+        class Text(ConnectionContext):
+            objectType = str
+            defaultCodec = parseCodecSpec("line", 100)
+
+        codec = agreeWithContext(Text.defaultCodec, Text, "Text")
+        self.assertEqual((codec.spec, codec.maxFrameLength), ("line+text", 100))
+
+    def test_objectsOtherThanText(self) -> None:
+        """A context of dicts runs on +json, not on a bare framer."""
+        from iocpsvc.codecs import CodecSpecError, agreeWithContext, parseCodecSpec
+        from iocpsvc.context import ConnectionContext
+
+        class Documents(ConnectionContext):
+            objectType = dict
+
+        json = parseCodecSpec("line+json")
+        self.assertIs(agreeWithContext(json, Documents, "Documents"), json)
+        with self.assertRaises(CodecSpecError) as caught:
+            agreeWithContext(parseCodecSpec("line"), Documents, "Documents")
+        self.assertIn(
+            "the Documents context writes and reads dict, and line carries bytes", str(caught.exception)
+        )
 
     def test_echoTakesAnything(self) -> None:
         for spec in ("line", "length+json", "netstring+text"):

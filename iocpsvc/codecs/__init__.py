@@ -339,7 +339,8 @@ def agreeWithContext(
     a codec that already fits is returned as it is.
 
     @param contextName: how the context is named in messages (C{chat}).
-    @param defaultMaxFrameLength: as given to L{parseCodecSpec} for C{codec}.
+    @param defaultMaxFrameLength: unused: the completed codec keeps
+        C{codec}'s own largest frame.
 
     @raise CodecSpecError: the codec cannot carry the context's objects,
         saying what would.
@@ -348,8 +349,14 @@ def agreeWithContext(
     carried = codec.objectType
     if wanted is None or carried is None or issubclass(carried, wanted):
         return codec
+    if carried is object and wanted not in (str, bytes):
+        # Any JSON value: a context of dicts (say) checks what it is sent.
+        # A text or bytes context is not one to hand objects and lists.
+        return codec
     if wanted is str and carried is bytes and len(codec.names) == 1:
-        completed = parseCodecSpec(f"{codec.spec}+text", defaultMaxFrameLength)
+        # The framer's own limit, whether it came from the spec, from
+        # --max-frame-length or from a context's own Codec object.
+        completed = parseCodecSpec(f"{codec.spec}+text", codec.maxFrameLength)
         completed.note = f"+text added: the {contextName} context works in text"
         return completed
     framer = codec.names[0]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 
 from iocpsvc.interfaces import IWorkerPool
 from iocpsvc.monitor.stats import SORT_KEYS, connectionSortKey
@@ -81,7 +81,7 @@ class PoolSource:
                 timer.cancel()
 
         timer = self.reactor.callLater(self.freshWithin, fire)
-        self.pool.poll().addBoth(fire)
+        maybeDeferred(self.pool.poll).addBoth(fire)  # a poll that raises fires it too
         return done
 
     def collect(self) -> dict[str, Any]:

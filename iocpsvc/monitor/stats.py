@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 
 from iocpsvc import counters
@@ -246,7 +246,9 @@ class StatsSampler:
                 for each in waiters:
                     each.callback(None)
 
-            refresh().addBoth(done)
+            # maybeDeferred: a refresh that raises at once is an answer
+            # too, or every later request would wait on it for ever.
+            maybeDeferred(refresh).addBoth(done)
         if self._refreshing is not None:
             self._refreshing.append(waiter)
         else:

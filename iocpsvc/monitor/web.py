@@ -114,7 +114,10 @@ def _answerLater(request: Request, body: Deferred[bytes]) -> bytes:
 
     def answered(data: bytes) -> None:
         if not gone:
-            request.write(data)
+            # As an answer made at once has it (not chunked; HEAD says it).
+            request.setHeader(b"content-length", b"%d" % len(data))
+            if request.method != b"HEAD":
+                request.write(data)
             request.finish()
 
     body.addCallback(answered)
