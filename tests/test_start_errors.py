@@ -26,6 +26,16 @@ def runTwistd(*arguments: str) -> subprocess.CompletedProcess[str]:
     return runTwistdCommand("-n", "--pidfile=", *arguments)
 
 
+def oneErrorLine(test: SynchronousTestCase, result: subprocess.CompletedProcess[str]) -> str:
+    """The one error line of a twistd that failed to start, checked: non-zero exit, no traceback."""
+    output = result.stdout + result.stderr
+    test.assertNotEqual(result.returncode, 0, output)
+    test.assertNotIn("Traceback", output)
+    errors = [line for line in output.splitlines() if "iocpsvc: --" in line]
+    test.assertEqual(len(errors), 1, output)
+    return errors[0]
+
+
 class BusyPortTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.busy = socket.socket()
@@ -35,13 +45,9 @@ class BusyPortTests(SynchronousTestCase):
         self.port = self.busy.getsockname()[1]
 
     def assertOneLine(self, result: subprocess.CompletedProcess[str], expected: str) -> None:
-        output = result.stdout + result.stderr
-        self.assertNotEqual(result.returncode, 0, output)
-        self.assertNotIn("Traceback", output)
-        errors = [line for line in output.splitlines() if "iocpsvc: --" in line]
-        self.assertEqual(len(errors), 1, output)
-        self.assertIn(expected, errors[0])
-        self.assertIn("address already in use", errors[0])
+        error = oneErrorLine(self, result)
+        self.assertIn(expected, error)
+        self.assertIn("address already in use", error)
 
     def test_busyPort(self) -> None:
         """--port on a port another process listens on."""
@@ -125,12 +131,7 @@ class UnixSocketTests(SynchronousTestCase):
         with open(path, "w") as f:
             f.write("not a socket")
         result = runTwistd("iocpsvc", "--listen", f"unix:{path}", "--monitor", "none")
-        output = result.stdout + result.stderr
-        self.assertNotEqual(result.returncode, 0, output)
-        self.assertNotIn("Traceback", output)
-        errors = [line for line in output.splitlines() if "iocpsvc: --" in line]
-        self.assertEqual(len(errors), 1, output)
-        self.assertIn(f"--listen unix:{path}: cannot listen on {path}: ", errors[0])
+        self.assertIn(f"--listen unix:{path}: cannot listen on {path}: ", oneErrorLine(self, result))
 
 
 class WorkerSocketTests(SynchronousTestCase):
@@ -143,10 +144,6 @@ class WorkerSocketTests(SynchronousTestCase):
         busy.listen()
         description = f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1"
         result = runTwistd("iocpsvc", "--workers", "2", "--listen", description, "--monitor", "none")
-        output = result.stdout + result.stderr
-        self.assertNotEqual(result.returncode, 0, output)
-        self.assertNotIn("Traceback", output)
-        errors = [line for line in output.splitlines() if "iocpsvc: --" in line]
-        self.assertEqual(len(errors), 1, output)
-        self.assertIn(f"--listen {description}: cannot listen on 127.0.0.1:", errors[0])
-        self.assertIn("address already in use", errors[0])
+        error = oneErrorLine(self, result)
+        self.assertIn(f"--listen {description}: cannot listen on 127.0.0.1:", error)
+        self.assertIn("address already in use", error)
