@@ -516,6 +516,22 @@ class PlayedRedisTests(SynchronousTestCase):
         self.assertNotIn("S3cretPW", repr(bus.stats()))
         bus.stop()
 
+    def test_passwordNeededAndNoneGiven(self) -> None:
+        """A Redis that wants a password, and a URL without one: a login problem, said as one."""
+        bus = RedisBus("redis://127.0.0.1:6379", 1, reactor=self.reactor)
+        bus.start(Recorder())
+        link = PlayedLink(self.reactor)
+        noauth = b"-NOAUTH Authentication required.\r\n"
+        link.subscriberWrapper.dataReceived(noauth * 2)
+        link.commandsWrapper.dataReceived(noauth)
+        self.reactor.advance(0)
+        self.assertEqual((bus.authFailuresTotal, bus.authRefused), (1, True))
+        errors = [formatEvent(e) for e in self.events if e["log_level"] is LogLevel.error]
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("refused AUTH (NOAUTH: Redis needs a password; give one in the URL", errors[0])
+        self.assertIn("; the URL gives no password; this node serves its own clients only", errors[0])
+        bus.stop()
+
     def test_authRefusedRepeatedly(self) -> None:
         """
         A lasting refusal is said once, then reminded once a minute with how

@@ -583,8 +583,13 @@ class RedisBus:
 
     def _setUpFailed(self, link: _Link, failure: Failure) -> None:
         """An attempt failed: to connect, to log in, to subscribe or to claim."""
-        refused = _cause(failure).check(AuthRefused) is not None
-        self._linkFailed(link, _reason(failure), authRefused=refused)
+        cause = _cause(failure)
+        if self.target.password is None and cause.check(RedisError) and str(cause.value).startswith("NOAUTH"):
+            # A Redis that wants a password, and the URL gives none: a
+            # login problem that will not pass by itself, said as one.
+            cause = Failure(AuthRefused(f"NOAUTH: Redis needs a password; {_GIVE_PASSWORD}"))
+        refused = cause.check(AuthRefused) is not None
+        self._linkFailed(link, _reason(cause), authRefused=refused)
 
     def _setUp(self, link: _Link) -> Deferred[Any]:
         link.connecting = []
@@ -688,13 +693,18 @@ class RedisBus:
             # go), then reminded once a minute while it lasts.
             if not refusedBefore and self._reminders.due("auth", now):
                 self._reminders.said("down", now)
+                source = self.target.passwordSource
                 _log.error(
-                    "cluster: Redis at {redis} refused AUTH ({error}); check the user name and "
-                    "password (given by {passwordSource}); this node serves its own clients only; "
-                    "retrying",
+                    "cluster: Redis at {redis} refused AUTH ({error}); {advice}; this node serves "
+                    "its own clients only; retrying",
                     redis=self.address,
                     error=why,
-                    passwordSource=self.target.passwordSource,
+                    advice=(
+                        f"check the user name and password (given by {source})"
+                        if source is not None
+                        else "the URL gives no password"
+                    ),
+                    passwordSource=source,
                 )
             elif self._reminders.due("down", now):
                 _log.error(
@@ -836,6 +846,10 @@ class RedisBus:
 def _ignoreReply(reply: Any) -> None:
     """The waiter of a link's publishes until the bus sets its own."""
 
+
+_GIVE_PASSWORD = (
+    "give one in the URL (redis://:PASSWORD@...), with password_file= or in $IOCPSVC_CLUSTER_PASSWORD"
+)
 
 # What an AUTH's error reply means, by how it starts.  The reply itself is
 # never shown: a server without AUTH (renamed away, or a Redis-compatible
