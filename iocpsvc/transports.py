@@ -118,11 +118,9 @@ def _tlsHeldBytes(transport: Any) -> int:
         # read in O(1), not by summing what may be thousands of small writes
         # on each write to a blocked client.  A Twisted without it (23.10)
         # is summed instead: slower, not wrong.
-        left = getattr(aggregator, "_bufferLeft", None)
-        maximum = getattr(aggregator, "MAX_BUFFER_SIZE", None)
-        if left is not None and maximum is not None:
-            held += maximum - left
-        else:
+        try:
+            held += aggregator.MAX_BUFFER_SIZE - aggregator._bufferLeft
+        except AttributeError:
             held += sum(map(len, buffered))
     waiting = own.get("_appSendBuffer")
     if waiting:
