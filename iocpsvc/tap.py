@@ -404,7 +404,7 @@ class Options(usage.Options):
                 f"({spec.spec}); set its limit there"
             )
         try:
-            codec = agreeWithContext(codec, contextClass, self["context"], maxFrameLength)
+            codec = agreeWithContext(codec, contextClass, self["context"])
         except CodecSpecError as e:
             raise usage.UsageError(f"--codec {codec.spec!r}: {e}") from None
 

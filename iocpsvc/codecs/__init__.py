@@ -326,9 +326,7 @@ def _carries(objectType: type) -> str:
     return {bytes: "bytes", str: "text (str)", object: "any JSON value"}.get(objectType, objectType.__name__)
 
 
-def agreeWithContext(
-    codec: Codec, contextClass: type, contextName: str, defaultMaxFrameLength: int | None = None
-) -> Codec:
+def agreeWithContext(codec: Codec, contextClass: type, contextName: str) -> Codec:
     """
     The codec to serve C{contextClass} with, given the one asked for.
 
@@ -339,8 +337,6 @@ def agreeWithContext(
     a codec that already fits is returned as it is.
 
     @param contextName: how the context is named in messages (C{chat}).
-    @param defaultMaxFrameLength: unused: the completed codec keeps
-        C{codec}'s own largest frame.
 
     @raise CodecSpecError: the codec cannot carry the context's objects,
         saying what would.
