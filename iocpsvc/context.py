@@ -182,7 +182,7 @@ class ConnectionContext(Protocol):
     The kind of object this context writes and expects to receive, e.g.
     C{str} for a context that works in text; C{None} (the default) for one
     that takes whatever its codec carries.  C{twistd iocpsvc} checks it
-    against the codec at start (L{iocpsvc.codecs.agreeWithContext}): a
+    against the codec at start (L{iocpsvc.factory.agreeWithContext}): a
     framer alone, which carries bytes, is completed with C{+text} for a
     C{str} context; any other mismatch is refused with one line.
     """

@@ -35,6 +35,7 @@ from iocpsvc.cluster import MAX_CONTEXT_ID, NODE_SHIFT, firstContextId, lastCont
 from iocpsvc.codecs import Codec, decoderFactoryOf, encodedBytes, parseCodecSpec, sharedIfStateless
 from iocpsvc.context import ConnectionContext
 from iocpsvc.counters import Counters
+from iocpsvc.errors import CodecSpecError
 from iocpsvc.interfaces import (
     IAcceptGate,
     IBatchEncoder,
@@ -709,3 +710,50 @@ class ConnectionContextFactory(ServerFactory):
 
 def _missingDecoder() -> Any:
     raise errors.NoDecoderRegistered("no decoder registered: call registerCodec or registerDecoder")
+
+
+# -- the context and its codec agree (twistd iocpsvc, at start) -------------
+# Here, not in iocpsvc.codecs: codecs know nothing of contexts; the context
+# factory, which holds both registrations, matches them.
+
+
+def _carries(objectType: type) -> str:
+    """What a codec's objects are, in words."""
+    return {bytes: "bytes", str: "text (str)", object: "any JSON value"}.get(objectType, objectType.__name__)
+
+
+def agreeWithContext(codec: Codec, contextClass: type, contextName: str) -> Codec:
+    """
+    The codec to serve C{contextClass} with, given the one asked for.
+
+    A context that declares the objects it writes and reads (its
+    C{objectType}, e.g. C{str} for the chat context) gets a codec that
+    carries them: a framer alone, which carries bytes, is completed with
+    C{+text} for a C{str} context (the returned codec's C{note} says so);
+    a codec that already fits is returned as it is.
+
+    @param contextName: how the context is named in messages (C{chat}).
+
+    @raise CodecSpecError: the codec cannot carry the context's objects,
+        saying what would.
+    """
+    wanted = getattr(contextClass, "objectType", None)
+    carried = codec.objectType
+    if wanted is None or carried is None or issubclass(carried, wanted):
+        return codec
+    if carried is object and wanted not in (str, bytes):
+        # Any JSON value: a context of dicts (say) checks what it is sent.
+        # A text or bytes context is not one to hand objects and lists.
+        return codec
+    if wanted is str and carried is bytes and len(codec.names) == 1:
+        # The framer's own limit, whether it came from the spec, from
+        # --max-frame-length or from a context's own Codec object.
+        completed = parseCodecSpec(f"{codec.spec}+text", codec.maxFrameLength)
+        completed.note = f"+text added: the {contextName} context works in text"
+        return completed
+    framer = codec.names[0]
+    suggestion = f"; use e.g. {framer}+text" if wanted is str else ""
+    raise CodecSpecError(
+        f"the {contextName} context writes and reads {_carries(wanted)}, and {codec.spec} "
+        f"carries {_carries(carried)}{suggestion}"
+    )

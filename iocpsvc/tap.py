@@ -23,10 +23,11 @@ from iocpsvc.addresses import endpointProblem, listenerKind, parseNetwork
 from iocpsvc.apps import BUILTIN_CONTEXTS
 from iocpsvc.assembly import buildService
 from iocpsvc.cluster import checkNodeId
-from iocpsvc.codecs import agreeWithContext, availableCodecs, parseCodecSpec
+from iocpsvc.codecs import availableCodecs, parseCodecSpec
 from iocpsvc.config import WORKER_SOCKET_MODES, ServerConfig, parseWorkerOf
 from iocpsvc.context import ConnectionContext
 from iocpsvc.errors import CodecSpecError
+from iocpsvc.factory import agreeWithContext
 from iocpsvc.limits import ServerLimits
 from iocpsvc.machine import availableCores
 from iocpsvc.units import parseDuration, parseSize

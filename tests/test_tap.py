@@ -428,8 +428,9 @@ class ContextCodecTests(SynchronousTestCase):
 
     def test_contextsOwnCodecKeepsItsLimit(self) -> None:
         """A context's own Codec object, completed with +text, keeps its largest frame."""
-        from iocpsvc.codecs import agreeWithContext, parseCodecSpec
+        from iocpsvc.codecs import parseCodecSpec
         from iocpsvc.context import ConnectionContext
+        from iocpsvc.factory import agreeWithContext
 
         class Text(ConnectionContext):
             objectType = str
@@ -440,8 +441,9 @@ class ContextCodecTests(SynchronousTestCase):
 
     def test_objectsOtherThanText(self) -> None:
         """A context of dicts runs on +json, not on a bare framer."""
-        from iocpsvc.codecs import CodecSpecError, agreeWithContext, parseCodecSpec
+        from iocpsvc.codecs import CodecSpecError, parseCodecSpec
         from iocpsvc.context import ConnectionContext
+        from iocpsvc.factory import agreeWithContext
 
         class Documents(ConnectionContext):
             objectType = dict

@@ -221,7 +221,7 @@ class Codec:
         it: C{bytes} (a framer alone), C{str} (C{+text}), C{object} (any
         value, C{+json}), or C{None} when its last stage does not say.
     @ivar note: how the spec was changed to suit the context
-        (L{agreeWithContext}), for the start log; C{None} if it was not.
+        (L{iocpsvc.factory.agreeWithContext}), for the start log; C{None} if it was not.
     """
 
     def __init__(
@@ -321,51 +321,8 @@ def parseCodecSpec(spec: str | Codec, defaultMaxFrameLength: int | None = None) 
     return Codec(spec, names, decoderFactory, encoder, objectType)
 
 
-def _carries(objectType: type) -> str:
-    """What a codec's objects are, in words."""
-    return {bytes: "bytes", str: "text (str)", object: "any JSON value"}.get(objectType, objectType.__name__)
-
-
-def agreeWithContext(codec: Codec, contextClass: type, contextName: str) -> Codec:
-    """
-    The codec to serve C{contextClass} with, given the one asked for.
-
-    A context that declares the objects it writes and reads (its
-    C{objectType}, e.g. C{str} for the chat context) gets a codec that
-    carries them: a framer alone, which carries bytes, is completed with
-    C{+text} for a C{str} context (the returned codec's C{note} says so);
-    a codec that already fits is returned as it is.
-
-    @param contextName: how the context is named in messages (C{chat}).
-
-    @raise CodecSpecError: the codec cannot carry the context's objects,
-        saying what would.
-    """
-    wanted = getattr(contextClass, "objectType", None)
-    carried = codec.objectType
-    if wanted is None or carried is None or issubclass(carried, wanted):
-        return codec
-    if carried is object and wanted not in (str, bytes):
-        # Any JSON value: a context of dicts (say) checks what it is sent.
-        # A text or bytes context is not one to hand objects and lists.
-        return codec
-    if wanted is str and carried is bytes and len(codec.names) == 1:
-        # The framer's own limit, whether it came from the spec, from
-        # --max-frame-length or from a context's own Codec object.
-        completed = parseCodecSpec(f"{codec.spec}+text", codec.maxFrameLength)
-        completed.note = f"+text added: the {contextName} context works in text"
-        return completed
-    framer = codec.names[0]
-    suggestion = f"; use e.g. {framer}+text" if wanted is str else ""
-    raise CodecSpecError(
-        f"the {contextName} context writes and reads {_carries(wanted)}, and {codec.spec} "
-        f"carries {_carries(carried)}{suggestion}"
-    )
-
-
 __all__ = [
     "Codec",
-    "agreeWithContext",
     "CodecPlugin",
     "CodecSpecError",
     "KiB",
