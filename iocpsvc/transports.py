@@ -427,9 +427,15 @@ def tlsHandshakeDone(transport: Any) -> bool:
         return True
 
 
-def describeTlsError(error: BaseException | None) -> str:
-    """OpenSSL's reasons (C{"wrong version number"}), without library names or codes."""
+def describeTlsError(error: BaseException | None, separator: str = "; ") -> str:
+    """
+    OpenSSL's reasons (C{"wrong version number"}), without library names
+    or codes, joined with C{separator}; the error's own text when it has
+    none.
+    """
     queue = error.args[0] if error is not None and error.args else None
-    if isinstance(queue, list) and queue and all(isinstance(e, tuple) and len(e) == 3 for e in queue):
-        return "; ".join(str(entry[2]) for entry in queue)
+    if isinstance(queue, list):
+        reasons = [str(e[2]) for e in queue if isinstance(e, tuple) and len(e) == 3 and e[2]]
+        if reasons:
+            return separator.join(reasons)
     return str(error) or type(error).__name__

@@ -113,12 +113,13 @@ from iocpsvc.cluster import (
     nodeOfContext,
     packMessage,
 )
-from iocpsvc.cluster.redisurl import DEFAULT_PORT, DEFAULT_PREFIX, RedisURL, parseRedisURL, tlsErrorMessage
+from iocpsvc.cluster.redisurl import DEFAULT_PORT, DEFAULT_PREFIX, RedisURL, parseRedisURL
 from iocpsvc.cluster.resp import RedisConnection, RedisConnectionLost, RedisError, Waiter, encodeCommand
 from iocpsvc.interfaces import IClusterBus, IClusterReceiver
 from iocpsvc.limits import DEFAULT_MAX_PENDING_WRITE
 from iocpsvc.logs import RateLimitedLog, Reminders
 from iocpsvc.machine import reactorOrGlobal
+from iocpsvc.transports import describeTlsError
 
 _log = Logger(namespace="iocpsvc.cluster.redis")
 
@@ -904,7 +905,7 @@ def _reason(failure: Failure) -> str:
     module = type(value).__module__
     if module.startswith("OpenSSL"):
         # The TLS handshake failed: OpenSSL's reasons, not its nested list.
-        return f"TLS handshake failed: {tlsErrorMessage(value)}"
+        return f"TLS handshake failed: {describeTlsError(value, ', ')}"
     if module.startswith("service_identity"):
         # A valid certificate, for another name.
         names = []

@@ -49,6 +49,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 from iocpsvc.cluster import redactURL
+from iocpsvc.transports import describeTlsError
 
 DEFAULT_PORT = 6379
 DEFAULT_PREFIX = "iocpsvc"
@@ -277,11 +278,7 @@ def _password(
             raise ValueError("the password in the URL is empty")
         return password, "the URL"
     if passwordFile is not None:
-        try:
-            with open(passwordFile, "rb") as f:
-                content = f.read(64 * 1024 + 1)
-        except OSError as e:
-            raise ValueError(f"password_file={_path(passwordFile)}: cannot read it ({e.strerror})") from None
+        content = _read("password_file", passwordFile, 64 * 1024 + 1)
         if len(content) > 64 * 1024:
             raise ValueError(f"password_file={_path(passwordFile)}: longer than 64 KiB, not a password")
         if content.endswith(b"\r\n"):
@@ -326,7 +323,7 @@ def clientTLSOptions(url: RedisURL) -> Any:
         except Exception as e:  # OpenSSL's errors: not a key, not this certificate's
             raise ValueError(
                 f"cert={_path(url.cert)} and key={_path(url.key)}: not a PEM private key of that certificate "
-                f"({tlsErrorMessage(e)})"
+                f"({describeTlsError(e, ', ')})"
             ) from None
         if chain:
             extra["extraCertChain"] = [c.original for c in chain]
@@ -338,10 +335,11 @@ def clientTLSOptions(url: RedisURL) -> Any:
     )
 
 
-def _read(option: str, path: str) -> bytes:
+def _read(option: str, path: str, limit: int = -1) -> bytes:
+    """The file's bytes (at most C{limit} of them), or a one-line error naming the option."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(limit)
     except OSError as e:
         raise ValueError(f"{option}={_path(path)}: cannot read it ({e.strerror})") from None
 
@@ -360,11 +358,3 @@ def _certificates(option: str, path: str) -> list[Any]:
     if not found:
         raise ValueError(f"{option}={_path(path)}: no PEM certificate in it")
     return [Certificate.loadPEM(c.public_bytes(Encoding.PEM)) for c in found]
-
-
-def tlsErrorMessage(error: BaseException | None) -> str:
-    """An OpenSSL error in a few words (its reasons, not the nested list)."""
-    args = error.args if error is not None else ()
-    items = args[0] if args and isinstance(args[0], list) else []
-    reasons = [item[2] for item in items if isinstance(item, tuple) and len(item) == 3 and item[2]]
-    return ", ".join(reasons) or str(error) or type(error).__name__
