@@ -46,7 +46,7 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from iocpsvc.interfaces import IAcceptGate
-from iocpsvc.transports import RESET_LINGER, abortOrClose, proxyWrapperClass
+from iocpsvc.transports import abortOrClose, proxyWrapperClass, resetOnClose
 
 _log = Logger(namespace="iocpsvc.accept")
 
@@ -126,10 +126,7 @@ RESERVE = DescriptorReserve()
 
 def closeNow(skt: socket.socket) -> None:
     """Close an accepted socket at once, with a reset."""
-    try:
-        skt.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
-    except OSError:
-        pass
+    resetOnClose(skt)
     skt.close()
 
 

@@ -56,7 +56,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from iocpsvc.interfaces import IAcceptGate
-from iocpsvc.transports import RESET_LINGER, setKeepAlive
+from iocpsvc.transports import resetOnClose, setKeepAlive
 
 _log = Logger(namespace="iocpsvc.native")
 
@@ -206,10 +206,7 @@ class NativeConnection:
         transport = self._transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
-            except OSError:
-                pass
+            resetOnClose(sock)
         transport.abort()
 
     # -- the context's side (ITCPTransport) ------------------------------------

@@ -43,6 +43,7 @@ Over plain TCP only the TCP transport's buffer is there.
 
 from __future__ import annotations
 
+import socket
 import struct
 import sys
 from collections.abc import Callable
@@ -250,6 +251,15 @@ SO_LINGER on, 0 seconds: closing the socket resets the connection at once,
 leaving no TIME_WAIT on this side (a refusal at accept is not a
 conversation).
 """
+
+
+def resetOnClose(sock: Any) -> None:
+    """Make closing C{sock} reset the connection (L{RESET_LINGER}); a socket already gone is left be."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET_LINGER)
+    except OSError:
+        pass
+
 
 
 def abortOrClose(transport: Any) -> None:
