@@ -30,25 +30,19 @@ from iocpsvc.machine import raiseOpenFilesLimit
 from iocpsvc.units import parseDuration
 
 
-def _positiveDuration(text: str) -> float:
-    """Seconds, with or without a unit (C{10}, C{1.5s}, C{500ms}, C{2m})."""
+def _duration(text: str) -> float:
+    """Seconds, with or without a unit (C{10}, C{1.5s}, C{500ms}, C{2m}); never negative."""
     try:
-        value = parseDuration(text)
+        return parseDuration(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positiveDuration(text: str) -> float:
+    """A L{_duration} above 0."""
+    value = _duration(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
-    return value
-
-
-def _nonNegativeDuration(text: str) -> float:
-    """Seconds, with or without a unit; 0 allowed."""
-    try:
-        value = parseDuration(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
     return value
 
 
@@ -114,7 +108,7 @@ def makeParser() -> argparse.ArgumentParser:
     add(
         "-w",
         "--warmup",
-        type=_nonNegativeDuration,
+        type=_duration,
         default=1.0,
         help="seconds before measuring, not counted (default %(default)s)",
     )
@@ -139,7 +133,7 @@ def makeParser() -> argparse.ArgumentParser:
     )
     add(
         "--drain-timeout",
-        type=_nonNegativeDuration,
+        type=_duration,
         default=5.0,
         help="seconds to wait for outstanding echoes at the end (default %(default)s)",
     )

@@ -304,8 +304,10 @@ def parseCodecSpec(spec: str | Codec, defaultMaxFrameLength: int | None = None) 
         except ValueError as e:
             raise CodecSpecError(f"{name}: {e}") from None
         names.append(name)
-        objectType = getattr(plugin, "objectType", bytes if plugin.kind == "framer" else None)
 
+    # What the chain carries is what its last stage does (a third-party
+    # plugin that does not say: bytes for a framer, unknown for the rest).
+    objectType = getattr(plugin, "objectType", bytes if plugin.kind == "framer" else None)
     framerDecoderFactory, framerEncoder = built[0]
     if len(built) == 1:
         # No object stages: the framer's own decoder and encoder, unwrapped,
