@@ -688,8 +688,7 @@ class RedisBus:
         refusedBefore, self.authRefused = self.authRefused, authRefused
         if authRefused:
             if self._downSince is None:
-                self._downSince = now
-                self._droppedWhenLost = self.droppedTotal
+                self._outageStarts(now)
             # Said when it starts (at most once a minute, should it come and
             # go), then reminded once a minute while it lasts.
             if not refusedBefore and self._reminders.due("auth", now):
@@ -708,14 +707,7 @@ class RedisBus:
                     passwordSource=source,
                 )
             elif self._reminders.due("down", now):
-                _log.error(
-                    "cluster bus still down: Redis at {redis} refuses AUTH for {downSeconds:.0f}s "
-                    "({error}); publishes dropped so far: {dropped}",
-                    redis=self.address,
-                    downSeconds=now - self._downSince,
-                    error=why,
-                    dropped=self.droppedTotal - self._droppedWhenLost,
-                )
+                self._remindStillDown(now, why)
         elif wasConnected:
             self._downSince = lastAnswer if lastAnswer is not None else now
             # The publishes lost with the link belong to this outage.
@@ -731,8 +723,7 @@ class RedisBus:
                 unanswered=unanswered,
             )
         elif self._failedAttempts == 0 and self._downSince is None:
-            self._downSince = now
-            self._droppedWhenLost = self.droppedTotal
+            self._outageStarts(now)
             self._reminders.said("down", now)
             self._changesLog.warn(
                 "cluster bus down: cannot reach Redis {redis} ({error}); this node serves its own "
@@ -741,16 +732,28 @@ class RedisBus:
                 error=why,
             )
         elif self._reminders.due("down", now):
-            _log.warn(
-                "cluster bus still down: Redis {redis} unreachable for {downSeconds:.0f}s ({error}); "
-                "publishes dropped so far: {dropped}",
-                redis=self.address,
-                downSeconds=now - (now if self._downSince is None else self._downSince),
-                error=why,
-                dropped=self.droppedTotal - self._droppedWhenLost,
-            )
+            self._remindStillDown(now, why)
         self._failedAttempts += 1
         self._scheduleRetry()
+
+    def _outageStarts(self, now: float) -> None:
+        """An outage begins now: its publishes dropped are counted from here."""
+        self._downSince = now
+        self._droppedWhenLost = self.droppedTotal
+
+    def _remindStillDown(self, now: float, why: str) -> None:
+        """The once-a-minute reminder of an outage: how long, why, and what it has cost."""
+        if self.authRefused:  # a login problem does not pass by itself: an error
+            log, text = _log.error, "cluster bus still down: Redis at {redis} refuses AUTH for "
+        else:
+            log, text = _log.warn, "cluster bus still down: Redis {redis} unreachable for "
+        log(
+            text + "{downSeconds:.0f}s ({error}); publishes dropped so far: {dropped}",
+            redis=self.address,
+            downSeconds=now - (now if self._downSince is None else self._downSince),
+            error=why,
+            dropped=self.droppedTotal - self._droppedWhenLost,
+        )
 
     def _scheduleRetry(self) -> None:
         if self._retryCall is not None and self._retryCall.active():
