@@ -206,12 +206,14 @@ def startServerWithReactor(kind: str) -> tuple[subprocess.Popen[str], int, str]:
     if kind.startswith("iocpsvc"):
         # twistd iocpsvc's own options and service, default options but for
         # the ports (the monitor would otherwise take the fixed port 9984).
+        # --port, not --listen: --against runs older checkouts too, which
+        # know only --port (still the alias of --listen).
         argv = [
             sys.executable,
             "-m",
             "benchmarks.hostile",
             "--serve",
-            "--listen",
+            "--port",
             "tcp:0:interface=127.0.0.1",
             "--monitor",
             "none",
